@@ -1,0 +1,72 @@
+"""The process-wide objects a Functions worker reuses across invocations.
+
+One Table client (and so one connection pool) per process, created on first use:
+creating clients per request would cost a TLS handshake and an AAD token each time.
+Tests swap in their own runtime with :func:`use_runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from .service import Limits, ScimService
+from .settings import Settings
+from .store.base import DirectoryStore
+from .tenants import TenantRegistry
+
+__all__ = ["Runtime", "get_runtime", "reset_runtime", "use_runtime"]
+
+
+@dataclass
+class Runtime:
+    """What handling a request needs: settings, the SCIM service (with its store) and the tenants."""
+
+    settings: Settings
+    service: ScimService
+    tenants: TenantRegistry
+
+    @property
+    def store(self) -> DirectoryStore:
+        return self.service.store
+
+    async def close(self) -> None:
+        await self.service.store.close()
+        await self.tenants.close()
+
+
+_runtime: Runtime | None = None
+_lock: asyncio.Lock | None = None
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """A runtime on Azure Table Storage (or Azurite) as the settings say."""
+    from .store.tables import TableStore, TableTenantRegistry
+
+    store = TableStore.from_settings(settings)
+    tenants = TableTenantRegistry.from_settings(settings)
+    return Runtime(settings, ScimService(store, Limits(max_body_bytes=settings.max_body_bytes)), tenants)
+
+
+async def get_runtime() -> Runtime:
+    """The process's runtime, built from the environment on first use."""
+    global _runtime, _lock
+    if _runtime is not None:
+        return _runtime
+    if _lock is None:
+        _lock = asyncio.Lock()
+    async with _lock:
+        if _runtime is None:
+            _runtime = build_runtime(Settings.from_env())
+    return _runtime
+
+
+def use_runtime(runtime: Runtime | None) -> None:
+    """Replace the process's runtime (tests, the local host)."""
+    global _runtime
+    _runtime = runtime
+
+
+def reset_runtime() -> None:
+    """Forget the runtime; the next request builds a new one from the environment."""
+    use_runtime(None)

@@ -1,0 +1,617 @@
+"""The SCIM protocol (RFC 7644 §3) for one tenant's request, over a :class:`DirectoryStore`.
+
+No I/O happens here except through the store: the Functions adapter
+(:mod:`scim.http_adapter`) authenticates, builds a :class:`ScimRequest` and turns the
+:class:`ScimResponse` into HTTP. Every behaviour Entra relies on (ENTRA.md §2-§5) is
+implemented here or in the pure modules it calls: :mod:`scim.resource`,
+:mod:`scim.patching`, :mod:`scim.filtering`, :mod:`scim.projection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from . import discovery
+from .errors import (
+    BadRequest,
+    Conflict,
+    InvalidSyntax,
+    InvalidValue,
+    MethodNotAllowed,
+    NotFound,
+    NotImplemented,
+    PreconditionFailed,
+    ScimError,
+    ServiceUnavailable,
+    TooMany,
+)
+from .filtering import IndexPlan, matches, parse_filter, plan_lookup, sort_key
+from .jsonbody import parse_json
+from .patching import MAX_OPERATIONS, MemberChange, apply_patch, parse_patch_request
+from .projection import Projection, parse_projection
+from .resource import index_terms, parse_resource, render
+from .schema import GROUP, RESOURCE_TYPES, USER, ResourceType
+from .store.base import (
+    DirectoryStore,
+    Member,
+    ResourceNotFound,
+    StoredResource,
+    StoreError,
+    StoreUnavailable,
+    UniquenessViolation,
+    UnknownMembers,
+    VersionMismatch,
+)
+
+__all__ = ["LIST_RESPONSE_URN", "Limits", "ScimRequest", "ScimResponse", "ScimService"]
+
+LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+SEARCH_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Documented limits (README "Limits"; advertised in ServiceProviderConfig where RFC 7643 §5 has a field)."""
+
+    default_count: int = 100
+    max_results: int = 1000
+    max_scan: int = 10_000
+    max_body_bytes: int = 1024 * 1024
+    write_retries: int = 8
+
+
+@dataclass(frozen=True)
+class ScimRequest:
+    """One SCIM request for a tenant, already authenticated.
+
+    ``path`` is what follows the Tenant URL (``/Users/123``); ``query`` keys are kept as
+    sent (looked up case-insensitively); ``headers`` keys are lower-case; ``base_url`` is
+    the Tenant URL, used for ``location`` and ``$ref``.
+    """
+
+    method: str
+    tenant: str
+    path: str
+    base_url: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def param(self, name: str) -> str | None:
+        """A query parameter, matched case-insensitively (Entra and Postman vary the case)."""
+        lowered = name.lower()
+        for key, value in self.query.items():
+            if key.lower() == lowered:
+                return value
+        return None
+
+
+@dataclass
+class ScimResponse:
+    """What the adapter sends back: a status, an optional JSON body and headers."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _error_response(error: ScimError) -> ScimResponse:
+    return ScimResponse(error.status, error.to_json(), dict(error.headers))
+
+
+class ScimService:
+    """Answers SCIM requests for any tenant from one store (RFC 7644 §3)."""
+
+    def __init__(self, store: DirectoryStore, limits: Limits | None = None) -> None:
+        self.store = store
+        self.limits = limits or Limits()
+
+    async def handle(self, request: ScimRequest) -> ScimResponse:
+        """Route and answer one request; SCIM errors become SCIM error responses."""
+        try:
+            return await self._route(request)
+        except ScimError as error:
+            return _error_response(error)
+
+    # ---- routing -------------------------------------------------------------------------
+
+    async def _route(self, request: ScimRequest) -> ScimResponse:
+        parts = [p for p in request.path.split("/") if p]
+        method = request.method.upper()
+        if not parts:
+            raise NotFound("Append /Users, /Groups, /Schemas, /ResourceTypes or /ServiceProviderConfig to the Tenant URL.")
+        head = parts[0].lower()
+        if head in ("users", "groups"):
+            rtype = USER if head == "users" else GROUP
+            return await self._resource_route(request, method, rtype, parts[1:])
+        if head in ("serviceproviderconfig", "serviceproviderconfigs", "serviceconfiguration") and len(parts) == 1:
+            self._only(method, "GET")
+            return ScimResponse(200, self._service_provider_config(request))
+        if head == "schemas":
+            self._only(method, "GET")
+            return self._discovery(parts, discovery.schemas_list, discovery.schema_by_id, request, "Schema")
+        if head == "resourcetypes":
+            self._only(method, "GET")
+            return self._discovery(
+                parts, discovery.resource_types_list, discovery.resource_type_by_id, request, "ResourceType"
+            )
+        if head == ".search" and len(parts) == 1:
+            self._only(method, "POST")
+            raise NotImplemented("Search across resource types is not supported: POST to /Users/.search or /Groups/.search.")
+        if head in ("bulk", "me"):
+            raise NotImplemented(f"/{parts[0]} is not supported by this service provider (see ServiceProviderConfig).")
+        raise NotFound(f"There is no SCIM endpoint /{'/'.join(parts)[:100]}.")
+
+    @staticmethod
+    def _only(method: str, *allowed: str) -> None:
+        if method not in allowed:
+            raise MethodNotAllowed(f"{method} is not allowed here; use {' or '.join(allowed)}.")
+
+    def _service_provider_config(self, request: ScimRequest) -> dict[str, Any]:
+        return discovery.service_provider_config(
+            request.base_url,
+            max_operations=MAX_OPERATIONS,
+            max_payload_size=self.limits.max_body_bytes,
+            max_results=self.limits.max_results,
+        )
+
+    @staticmethod
+    def _discovery(
+        parts: list[str],
+        listing: Callable[[str], dict[str, Any]],
+        by_id: Callable[[str, str], dict[str, Any] | None],
+        request: ScimRequest,
+        kind: str,
+    ) -> ScimResponse:
+        if len(parts) == 1:
+            return ScimResponse(200, listing(request.base_url))
+        found = by_id(request.base_url, "/".join(parts[1:]))
+        if found is None or len(parts) > 2:
+            raise NotFound(f"No {kind} with id {'/'.join(parts[1:])[:200]!r}.")
+        return ScimResponse(200, found)
+
+    async def _resource_route(
+        self, request: ScimRequest, method: str, rtype: ResourceType, rest: list[str]
+    ) -> ScimResponse:
+        if not rest:
+            if method == "GET":
+                return await self._list(request, rtype, self._query_params(request))
+            if method == "POST":
+                return await self._create(request, rtype)
+            raise MethodNotAllowed(f"{method} {rtype.endpoint} is not allowed; use GET or POST.")
+        if len(rest) > 1:
+            raise NotFound(f"There is no SCIM endpoint {rtype.endpoint}/{'/'.join(rest)[:100]}.")
+        resource_id = rest[0]
+        if resource_id == ".search":
+            self._only(method, "POST")
+            return await self._list(request, rtype, self._search_params(request))
+        if method == "GET":
+            return await self._get(request, rtype, resource_id)
+        if method == "PUT":
+            return await self._replace(request, rtype, resource_id)
+        if method == "PATCH":
+            return await self._patch(request, rtype, resource_id)
+        if method == "DELETE":
+            return await self._delete(request, rtype, resource_id)
+        raise MethodNotAllowed(f"{method} is not allowed on a {rtype.name}; use GET, PUT, PATCH or DELETE.")
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _body(self, request: ScimRequest) -> Any:
+        return parse_json(request.body)
+
+    async def _call(self, operation: Awaitable[T], rtype: ResourceType, resource_id: str | None = None) -> T:
+        """Await a store call, translating store errors into SCIM errors (one place)."""
+        try:
+            return await operation
+        except ResourceNotFound:
+            raise NotFound(f"{rtype.name} {resource_id!s:.100} not found.") from None
+        except UniquenessViolation as exc:
+            raise Conflict(f"Another {rtype.name.lower()} already has this {exc.attribute}.") from None
+        except VersionMismatch:
+            raise PreconditionFailed(f"The {rtype.name.lower()} was modified: its version no longer matches If-Match.") from None
+        except UnknownMembers as exc:
+            raise InvalidValue(f"These members do not exist: {', '.join(exc.ids)[:500]}.") from None
+        except StoreUnavailable:
+            raise ServiceUnavailable() from None
+        except StoreError as exc:
+            raise InvalidValue(f"The {rtype.name.lower()} cannot be stored: {exc}") from None
+
+    def _render(self, request: ScimRequest, rtype: ResourceType, stored: StoredResource) -> dict[str, Any]:
+        return render(rtype, stored, request.base_url)
+
+    @staticmethod
+    def _etag_headers(request: ScimRequest, rtype: ResourceType, stored: StoredResource) -> dict[str, str]:
+        return {"ETag": stored.version}
+
+    @staticmethod
+    def _if_match(request: ScimRequest) -> str | None:
+        return request.headers.get("if-match")
+
+    @staticmethod
+    def _check_if_match(expected: str | None, stored: StoredResource) -> None:
+        """RFC 7644 §3.14 / RFC 7232 §3.1: 412 when no listed ETag matches the current version."""
+        if expected is None:
+            return
+        candidates = [c.strip() for c in expected.split(",")]
+        if "*" in candidates:
+            return
+        current = _opaque(stored.version)
+        if not any(_opaque(c) == current for c in candidates):
+            raise PreconditionFailed("The resource was modified: If-Match does not match its current version.")
+
+    def _projection(self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any] | None = None) -> Projection:
+        source = params if params is not None else {"attributes": request.param("attributes"), "excludedAttributes": request.param("excludedAttributes")}
+        return parse_projection(rtype, _join(source.get("attributes")), _join(source.get("excludedAttributes")))
+
+    # ---- read ----------------------------------------------------------------------------
+
+    async def _get(self, request: ScimRequest, rtype: ResourceType, resource_id: str) -> ScimResponse:
+        """Retrieve a resource (RFC 7644 §3.4.1); a group's members only when they are returned."""
+        projection = self._projection(request, rtype)
+        want_members = rtype is GROUP and projection.wants("members")
+        stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=want_members), rtype, resource_id)  # type: ignore[arg-type]
+        headers = self._etag_headers(request, rtype, stored)
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match and _opaque(if_none_match) == _opaque(stored.version):
+            return ScimResponse(304, None, headers)
+        return ScimResponse(200, projection.apply(self._render(request, rtype, stored)), headers)
+
+    @staticmethod
+    def _query_params(request: ScimRequest) -> dict[str, Any]:
+        names = ("filter", "startIndex", "count", "attributes", "excludedAttributes", "sortBy", "sortOrder")
+        return {name: request.param(name) for name in names}
+
+    def _search_params(self, request: ScimRequest) -> dict[str, Any]:
+        """A SearchRequest body (RFC 7644 §3.4.3) as query parameters."""
+        body = self._body(request)
+        if not isinstance(body, dict):
+            raise InvalidSyntax("A search request body must be a JSON object.")
+        fields = {str(k).lower(): v for k, v in body.items()}
+        names = ("filter", "startIndex", "count", "attributes", "excludedAttributes", "sortBy", "sortOrder")
+        return {name: fields.get(name.lower()) for name in names}
+
+    async def _list(self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any]) -> ScimResponse:
+        """Query resources (RFC 7644 §3.4.2): filter, sort, paginate; 200 and an empty list on no match."""
+        start = max(1, _int_param(params.get("startIndex"), 1, "startIndex"))
+        count = min(max(0, _int_param(params.get("count"), self.limits.default_count, "count")), self.limits.max_results)
+        projection = self._projection(request, rtype, params)
+        filter_text = params.get("filter")
+        if filter_text is not None and not isinstance(filter_text, str):
+            raise InvalidSyntax("filter must be a string.")
+        sort_by = params.get("sortBy")
+        descending = str(params.get("sortOrder") or "ascending").lower() == "descending"
+        ast = parse_filter(filter_text) if filter_text and filter_text.strip() else None
+        want_members = rtype is GROUP and projection.wants("members")
+        filter_needs_members = rtype is GROUP and ast is not None and "members" in str(ast).lower()
+
+        if ast is None and not sort_by:
+            total, window = await self._scan_window(request.tenant, rtype, start, count)
+        else:
+            candidates = await self._candidates(request.tenant, rtype, ast)
+            if filter_needs_members:
+                candidates = await self._with_members(request.tenant, rtype, candidates)
+            rendered = [(c, self._render(request, rtype, c)) for c in candidates]
+            if ast is not None:
+                rendered = [(c, r) for c, r in rendered if matches(ast, r, rtype)]
+            if sort_by:
+                from scim2_models.path import AttrPath
+
+                path = _sort_path(str(sort_by))
+                assert isinstance(path, AttrPath)
+                rendered.sort(key=lambda pair: sort_key(pair[1], rtype, path), reverse=descending)
+            else:
+                rendered.sort(key=lambda pair: pair[0].id)
+            total = len(rendered)
+            window = [c for c, _ in rendered[start - 1 : start - 1 + count]]
+        if want_members and not filter_needs_members:
+            window = await self._with_members(request.tenant, rtype, window)
+        resources = [projection.apply(self._render(request, rtype, stored)) for stored in window]
+        body = {
+            "schemas": [LIST_RESPONSE_URN],
+            "totalResults": total,
+            "itemsPerPage": len(resources),
+            "startIndex": start,
+            "Resources": resources,
+        }
+        return ScimResponse(200, body)
+
+    async def _scan_window(self, tenant: str, rtype: ResourceType, start: int, count: int) -> tuple[int, list[StoredResource]]:
+        """Page through every resource, keeping the window and counting the total (O(tenant size))."""
+        total = 0
+        window: list[StoredResource] = []
+        cursor: str | None = None
+        while True:
+            page = await self._call(self.store.scan(tenant, rtype.name, cursor=cursor, limit=1000), rtype)  # type: ignore[arg-type]
+            for stored in page.resources:
+                total += 1
+                if start <= total < start + count:
+                    window.append(stored)
+            cursor = page.cursor
+            if cursor is None:
+                return total, window
+
+    async def _candidates(self, tenant: str, rtype: ResourceType, ast: Any) -> list[StoredResource]:
+        """Resources a filter may match: from the index when it can answer, else a bounded scan."""
+        plan = plan_lookup(ast, rtype) if ast is not None else None
+        if plan is not None:
+            return await self._from_index(tenant, rtype, plan)
+        found: list[StoredResource] = []
+        cursor: str | None = None
+        while True:
+            page = await self._call(self.store.scan(tenant, rtype.name, cursor=cursor, limit=1000), rtype)  # type: ignore[arg-type]
+            found.extend(page.resources)
+            if len(found) > self.limits.max_scan:
+                raise TooMany(
+                    f"This query would examine more than {self.limits.max_scan} {rtype.name.lower()}s; "
+                    "use an eq filter on userName, externalId, emails, displayName or id."
+                )
+            cursor = page.cursor
+            if cursor is None:
+                return found
+
+    async def _from_index(self, tenant: str, rtype: ResourceType, plan: IndexPlan) -> list[StoredResource]:
+        lookups = [self._call(self.store.lookup(tenant, rtype.name, attr, key), rtype) for attr, key in plan.terms]  # type: ignore[arg-type]
+        gets = [self._get_or_none(tenant, rtype, resource_id) for resource_id in plan.ids]
+        results = await asyncio.gather(*lookups, *gets)
+        unique: dict[str, StoredResource] = {}
+        for result in results:
+            for stored in result if isinstance(result, list) else [result] if result else []:
+                unique.setdefault(stored.id, stored)
+        return list(unique.values())
+
+    async def _get_or_none(self, tenant: str, rtype: ResourceType, resource_id: str) -> StoredResource | None:
+        try:
+            return await self.store.get(tenant, rtype.name, resource_id)  # type: ignore[arg-type]
+        except ResourceNotFound:
+            return None
+        except StoreUnavailable:
+            raise ServiceUnavailable() from None
+
+    async def _with_members(self, tenant: str, rtype: ResourceType, resources: list[StoredResource]) -> list[StoredResource]:
+        async def load(stored: StoredResource) -> StoredResource | None:
+            try:
+                return await self.store.get(tenant, rtype.name, stored.id, members=True)  # type: ignore[arg-type]
+            except ResourceNotFound:
+                return None
+            except StoreUnavailable:
+                raise ServiceUnavailable() from None
+
+        loaded = await asyncio.gather(*(load(s) for s in resources))
+        return [s for s in loaded if s is not None]
+
+    # ---- write ---------------------------------------------------------------------------
+
+    async def _create(self, request: ScimRequest, rtype: ResourceType) -> ScimResponse:
+        """Create a resource (RFC 7644 §3.3): 201 with ``Location``; 409 ``uniqueness`` on a taken key."""
+        parsed = parse_resource(rtype, self._body(request))
+        members = parsed.members or []
+        stored = await self._create_with_member_types(request.tenant, rtype, parsed.doc, members)
+        if rtype is GROUP:
+            stored = dataclasses.replace(stored, members=tuple(_dedupe(members)))
+        body = self._projection(request, rtype).apply(self._render(request, rtype, stored))
+        headers = {"Location": body.get("meta", {}).get("location") or f"{request.base_url}{rtype.endpoint}/{stored.id}"}
+        headers.update(self._etag_headers(request, rtype, stored))
+        return ScimResponse(201, body, headers)
+
+    async def _create_with_member_types(
+        self, tenant: str, rtype: ResourceType, doc: dict[str, Any], members: list[Member]
+    ) -> StoredResource:
+        try:
+            return await self.store.create(tenant, rtype.name, doc, index_terms(rtype, doc), _dedupe(members))  # type: ignore[arg-type]
+        except UnknownMembers as exc:
+            retyped = _retype(members, exc.ids)
+            if retyped is None:
+                raise InvalidValue(f"These members do not exist: {', '.join(exc.ids)[:500]}.") from None
+            return await self._call(self.store.create(tenant, rtype.name, doc, index_terms(rtype, doc), retyped), rtype)  # type: ignore[arg-type]
+        except (UniquenessViolation, StoreError) as exc:
+            return await self._call(_raise(exc), rtype)
+
+    async def _replace(self, request: ScimRequest, rtype: ResourceType, resource_id: str) -> ScimResponse:
+        """Replace a resource (RFC 7644 §3.5.1). A group body without ``members`` keeps them."""
+        parsed = parse_resource(rtype, self._body(request))
+        if_match = self._if_match(request)
+        if if_match is not None:
+            current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
+            self._check_if_match(if_match, current)
+            version: str | None = current.version
+        else:
+            version = None
+        stored = await self._call(
+            self.store.replace(request.tenant, rtype.name, resource_id, parsed.doc, index_terms(rtype, parsed.doc), if_version=version),  # type: ignore[arg-type]
+            rtype,
+            resource_id,
+        )
+        if rtype is GROUP and parsed.members is not None:
+            await self._apply_member_changes(request.tenant, resource_id, [MemberChange("replace", parsed.members)])
+        projection = self._projection(request, rtype)
+        if rtype is GROUP and projection.wants("members") or parsed.members is not None:
+            stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=rtype is GROUP and projection.wants("members")), rtype, resource_id)  # type: ignore[arg-type]
+        body = projection.apply(self._render(request, rtype, stored))
+        return ScimResponse(200, body, self._etag_headers(request, rtype, stored))
+
+    async def _patch(self, request: ScimRequest, rtype: ResourceType, resource_id: str) -> ScimResponse:
+        """Modify a resource (RFC 7644 §3.5.2): users answer 200 with the resource, groups 204 (ENTRA.md §4)."""
+        operations = parse_patch_request(self._body(request))
+        if_match = self._if_match(request)
+        attempts = 0
+        while True:
+            attempts += 1
+            current = await self._read_for_patch(request, rtype, resource_id, operations, if_match)
+            doc = current.doc if current else {}
+            result = apply_patch(rtype, doc, operations) if current else None
+            stored = current
+            if result is not None and current is not None and result.doc != current.doc:
+                try:
+                    stored = await self.store.replace(
+                        request.tenant, rtype.name, resource_id, result.doc, index_terms(rtype, result.doc),  # type: ignore[arg-type]
+                        if_version=current.version,
+                    )
+                except VersionMismatch:
+                    if if_match is not None or attempts >= self.limits.write_retries:
+                        raise PreconditionFailed("The resource was modified concurrently; retry the request.") from None
+                    continue
+                except (ResourceNotFound, UniquenessViolation, StoreError) as exc:
+                    await self._call(_raise(exc), rtype, resource_id)
+            break
+        changes = result.member_changes if result is not None else _member_only_changes(rtype, operations)
+        if changes:
+            await self._apply_member_changes(request.tenant, resource_id, changes)
+        if rtype is GROUP:
+            return ScimResponse(204)
+        assert stored is not None
+        if changes:
+            stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
+        body = self._projection(request, rtype).apply(self._render(request, rtype, stored))
+        return ScimResponse(200, body, self._etag_headers(request, rtype, stored))
+
+    async def _read_for_patch(
+        self, request: ScimRequest, rtype: ResourceType, resource_id: str, operations: list[Any], if_match: str | None
+    ) -> StoredResource | None:
+        """The current resource, or None for a group PATCH that only changes members.
+
+        A member-only PATCH (Entra's common case) needs no read: the store's membership
+        transaction itself checks that the group exists.
+        """
+        if rtype is GROUP and if_match is None and _member_only_changes(rtype, operations) is not None:
+            return None
+        current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
+        self._check_if_match(if_match, current)
+        return current
+
+    async def _apply_member_changes(self, tenant: str, group_id: str, changes: list[MemberChange]) -> None:
+        """Apply member changes in order, each as commuting store operations (no list rewrite)."""
+        for change in changes:
+            if change.kind == "add":
+                await self._add_members(tenant, group_id, _dedupe(change.members))
+            elif change.kind == "remove":
+                ids = list(dict.fromkeys(m.value for m in change.members))
+                await self._call(self.store.remove_members(tenant, group_id, ids), GROUP, group_id)
+            else:
+                group = await self._call(self.store.get(tenant, "Group", group_id, members=True), GROUP, group_id)
+                existing = list(group.members or ())
+                if change.kind == "replace":
+                    wanted = {m.value for m in change.members}
+                    doomed = [m.value for m in existing if m.value not in wanted]
+                    current_ids = {m.value for m in existing}
+                    await self._call(self.store.remove_members(tenant, group_id, doomed), GROUP, group_id)
+                    await self._add_members(tenant, group_id, [m for m in _dedupe(change.members) if m.value not in current_ids])
+                else:
+                    from .filtering import item_matches
+                    from .schema import GROUP_SCHEMA
+
+                    members_attr = GROUP_SCHEMA.attribute("members")
+                    doomed = [
+                        m.value for m in existing
+                        if change.filter is not None and item_matches(change.filter, {"value": m.value, "type": m.type}, members_attr)
+                    ]
+                    await self._call(self.store.remove_members(tenant, group_id, doomed), GROUP, group_id)
+
+    async def _add_members(self, tenant: str, group_id: str, members: list[Member]) -> None:
+        if not members:
+            return
+        try:
+            await self.store.add_members(tenant, group_id, members)
+        except UnknownMembers as exc:
+            # A member sent without "type" may be a group (RFC 7643 §4.2): try those ids as groups.
+            retyped = _retype(members, exc.ids)
+            if retyped is None:
+                raise InvalidValue(f"These members do not exist: {', '.join(exc.ids)[:500]}.") from None
+            await self._call(self.store.add_members(tenant, group_id, [m for m in retyped if m.value in set(exc.ids)]), GROUP, group_id)
+        except StoreError as exc:
+            await self._call(_raise(exc), GROUP, group_id)
+
+    async def _delete(self, request: ScimRequest, rtype: ResourceType, resource_id: str) -> ScimResponse:
+        """Delete a resource (RFC 7644 §3.6): 204, then 404 for the same id."""
+        if_match = self._if_match(request)
+        version: str | None = None
+        if if_match is not None:
+            current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
+            self._check_if_match(if_match, current)
+            version = current.version
+        await self._call(self.store.delete(request.tenant, rtype.name, resource_id, if_version=version), rtype, resource_id)  # type: ignore[arg-type]
+        return ScimResponse(204)
+
+
+# ---- small pure helpers ----------------------------------------------------------------
+
+
+async def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+def _opaque(etag: str) -> str:
+    """Compare ETags weakly (RFC 7232 §2.3.2): ignore ``W/`` and surrounding quotes."""
+    value = etag.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"')
+
+
+def _join(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _int_param(value: Any, default: int, name: str) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise BadRequest(f"{name} must be an integer.")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, not {str(value)[:50]!r}.") from None
+
+
+def _sort_path(text: str) -> Any:
+    from scim2_models import Path
+    from scim2_models.exceptions import SCIMException
+
+    try:
+        ast = Path(text.strip()).ast
+    except (SCIMException, ValueError):
+        raise BadRequest(f"sortBy {text[:100]!r} is not an attribute path.") from None
+    from scim2_models.path import AttrPath
+
+    if not isinstance(ast, AttrPath):
+        raise BadRequest(f"sortBy {text[:100]!r} must be a plain attribute path.")
+    return ast
+
+
+def _dedupe(members: list[Member]) -> list[Member]:
+    seen: dict[str, Member] = {}
+    for member in members:
+        seen.setdefault(member.value, member)
+    return list(seen.values())
+
+
+def _retype(members: list[Member], unknown_ids: list[str]) -> list[Member] | None:
+    """Members with the unknown user ids re-typed as groups, or None if none of them can be."""
+    unknown = set(unknown_ids)
+    if not any(m.value in unknown and m.type == "User" for m in members):
+        return None
+    return [Member(m.value, "Group") if m.value in unknown and m.type == "User" else m for m in _dedupe(members)]
+
+
+def _member_only_changes(rtype: ResourceType, operations: list[Any]) -> list[MemberChange] | None:
+    """For a group PATCH whose every op targets ``members``: the changes, computed without a read."""
+    if rtype is not GROUP:
+        return None
+    for operation in operations:
+        path = (operation.path or "").strip().lower()
+        if not (path == "members" or path.startswith("members[")):
+            return None
+    return apply_patch(GROUP, {"displayName": "-"}, operations).member_changes
+
+
+RESOURCE_TYPES_BY_ENDPOINT = {rt.endpoint.strip("/").lower(): rt for rt in RESOURCE_TYPES.values()}

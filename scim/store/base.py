@@ -1,0 +1,227 @@
+"""The directory storage interface, and the rules every implementation follows.
+
+The SCIM core (:mod:`scim.service`) does no I/O: it reads and writes resources only
+through a :class:`DirectoryStore`. Two implementations exist and both pass the same
+contract tests (``tests/store_contract.py``): :class:`scim.store.memory.MemoryStore`
+and :class:`scim.store.tables.TableStore` (Azure Table Storage, or Azurite).
+
+Rules of the contract
+---------------------
+1. **Tenants are disjoint.** Every call names a tenant; nothing written under one
+   tenant is ever visible under another, whatever the ids.
+2. **Copies in, copies out.** A store never keeps a reference to a ``doc`` it was
+   given, and the :class:`StoredResource` it returns is never aliased by the store.
+3. **The store owns ``id``, ``created``, ``lastModified`` and ``version``.** ``create``
+   assigns a fresh id (a UUID string) and stamps times as RFC 3339 UTC strings;
+   every successful change of a resource (including a change of its members, or of
+   the groups a user belongs to) gives it a new ``version``.
+4. **Uniqueness is enforced by the store, atomically.** ``IndexTerms.unique`` maps an
+   attribute name to the resource's comparison key for it (already case-folded by the
+   core). ``create`` and ``replace`` raise :class:`UniquenessViolation` when another
+   resource of the same type in the tenant holds the same key, even when two calls
+   race: of two concurrent creates of one key, exactly one succeeds. A write either
+   happens entirely (resource and all its index entries) or not at all.
+5. **Lookups come from the index.** ``lookup(attribute, key)`` returns every resource
+   whose ``IndexTerms`` contained that (attribute, key) pair, in unique or multi terms.
+6. **Optimistic concurrency.** ``replace`` and ``delete`` take a keyword-only
+   ``if_version``: when given and different from the current version they raise
+   :class:`VersionMismatch` and change nothing.
+7. **Memberships commute.** ``add_members`` and ``remove_members`` never read-modify-write
+   a member list: concurrent calls on one group all take effect. Adding an existing
+   member or removing an absent one is a no-op, not an error. Their cost does not
+   depend on the size of the group. A member id that is not a live resource of the
+   tenant raises :class:`UnknownMembers` (listing the ids) and, for the members in
+   the same storage transaction, nothing is written.
+8. **Deletes clean up.** Deleting a user or group also removes it from every group it
+   was a member of, and deleting a group removes its memberships; ``groups`` and
+   ``members`` never name a deleted resource.
+9. **Errors are these classes only.** Storage-level failures that are not the
+   client's fault (timeouts, throttling) raise :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ResourceType = Literal["User", "Group"]
+
+__all__ = [
+    "DirectoryStore",
+    "IndexTerms",
+    "Member",
+    "Page",
+    "ResourceType",
+    "StoreError",
+    "StoreUnavailable",
+    "StoredResource",
+    "UniquenessViolation",
+    "UnknownMembers",
+    "ResourceNotFound",
+    "VersionMismatch",
+    "EntityTooLarge",
+    "TooManyGroups",
+]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a group (RFC 7643 §4.2 ``members``): the member's id and its type."""
+
+    value: str
+    type: ResourceType = "User"
+
+
+@dataclass(frozen=True)
+class IndexTerms:
+    """What a resource is findable by, computed by the core from its attributes.
+
+    ``unique``: attribute name -> comparison key, unique per tenant and resource type
+    (``userName`` for users, ``displayName`` for groups).
+    ``multi``: (attribute name, comparison key) pairs that several resources may share
+    (``externalId``, the work email, a user's ``displayName``).
+    Keys are arbitrary Unicode strings; the store must encode them safely.
+    """
+
+    unique: Mapping[str, str] = field(default_factory=dict)
+    multi: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """A resource as the store holds it.
+
+    ``doc`` holds the client-visible attributes exactly as last written by the core,
+    without ``id``, ``meta``, a group's ``members`` or a user's ``groups``.
+    ``groups`` lists the ids of the groups this resource is a direct member of.
+    ``members`` is ``None`` unless the caller asked for them.
+    """
+
+    resource_type: ResourceType
+    id: str
+    doc: dict[str, Any]
+    created: str
+    last_modified: str
+    version: str
+    groups: tuple[str, ...] = ()
+    members: tuple[Member, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a scan, in a stable order; ``cursor`` is ``None`` on the last page."""
+
+    resources: list[StoredResource]
+    cursor: str | None
+
+
+class StoreError(Exception):
+    """Base class of the errors a store raises."""
+
+
+class ResourceNotFound(StoreError):
+    """No resource of that type and id in the tenant."""
+
+
+class UniquenessViolation(StoreError):
+    """Another resource already holds a unique key; ``attribute`` names which."""
+
+    def __init__(self, attribute: str) -> None:
+        super().__init__(attribute)
+        self.attribute = attribute
+
+
+class VersionMismatch(StoreError):
+    """``if_version`` did not match the stored version."""
+
+
+class UnknownMembers(StoreError):
+    """Some member ids are not live resources of the tenant."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        super().__init__(", ".join(ids))
+        self.ids = list(ids)
+
+
+class StoreUnavailable(StoreError):
+    """The storage service failed or timed out; the request may be retried."""
+
+
+class DirectoryStore(abc.ABC):
+    """Users, groups and memberships of every tenant. See the module docstring for the rules."""
+
+    @abc.abstractmethod
+    async def create(
+        self,
+        tenant: str,
+        resource_type: ResourceType,
+        doc: dict[str, Any],
+        index: IndexTerms,
+        members: Sequence[Member] = (),
+    ) -> StoredResource:
+        """Store a new resource with a fresh id (RFC 7644 §3.3). Raises UniquenessViolation, UnknownMembers."""
+
+    @abc.abstractmethod
+    async def get(
+        self, tenant: str, resource_type: ResourceType, id: str, *, members: bool = False
+    ) -> StoredResource:
+        """Read one resource (RFC 7644 §3.4.1); ``members=True`` also reads a group's members. Raises ResourceNotFound."""
+
+    @abc.abstractmethod
+    async def replace(
+        self,
+        tenant: str,
+        resource_type: ResourceType,
+        id: str,
+        doc: dict[str, Any],
+        index: IndexTerms,
+        *,
+        if_version: str | None = None,
+    ) -> StoredResource:
+        """Replace a resource's attributes, keeping its id, created time and memberships.
+
+        Raises ResourceNotFound, VersionMismatch, UniquenessViolation.
+        """
+
+    @abc.abstractmethod
+    async def delete(
+        self, tenant: str, resource_type: ResourceType, id: str, *, if_version: str | None = None
+    ) -> None:
+        """Delete a resource and every membership that names it (RFC 7644 §3.6)."""
+
+    @abc.abstractmethod
+    async def lookup(
+        self, tenant: str, resource_type: ResourceType, attribute: str, key: str
+    ) -> list[StoredResource]:
+        """Every resource indexed under (attribute, key), from the index (never a scan)."""
+
+    @abc.abstractmethod
+    async def scan(
+        self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
+    ) -> Page:
+        """Up to ``limit`` resources after ``cursor``, in a stable order (members not included)."""
+
+    @abc.abstractmethod
+    async def add_members(self, tenant: str, group_id: str, members: Sequence[Member]) -> None:
+        """Add members to a group. Raises ResourceNotFound (group), UnknownMembers."""
+
+    @abc.abstractmethod
+    async def remove_members(self, tenant: str, group_id: str, member_ids: Sequence[str]) -> None:
+        """Remove members from a group; absent ones are ignored. Raises ResourceNotFound (group)."""
+
+    @abc.abstractmethod
+    async def delete_tenant(self, tenant: str) -> None:
+        """Remove everything stored for a tenant."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release network resources."""
+
+
+class EntityTooLarge(StoreError):
+    """The resource does not fit the storage's limits (Azure Table entity: 1 MiB, 252 properties)."""
+
+
+class TooManyGroups(StoreError):
+    """A resource may be a direct member of at most 200 groups (``docs/table-layout.md``)."""
