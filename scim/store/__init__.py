@@ -1,0 +1,49 @@
+"""Directory storage: the :class:`~scim.store.base.DirectoryStore` interface and its implementations.
+
+- :mod:`scim.store.base`: the interface, its contract and its errors.
+- :mod:`scim.store.memory`: :class:`MemoryStore` and :class:`MemoryTenantRegistry` (tests, local runs).
+- :mod:`scim.store.tables`: :class:`TableStore` and :class:`TableTenantRegistry` (Azure Table
+  Storage / Azurite). Imported lazily by the caller: the Azure SDK is slow to import.
+- :mod:`scim.store.keys`: the RowKey encoding of ``docs/table-layout.md``.
+- :mod:`scim.store.roundtrips`: a pipeline policy counting storage round trips (tests, benchmarks).
+
+This module also holds the few helpers both implementations share, so they stamp ids,
+times and limits the same way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+
+from .base import Member, ResourceType
+
+__all__ = ["MAX_GROUPS_PER_RESOURCE", "check_members_allowed", "dedupe_members", "new_id", "utc_now"]
+
+MAX_GROUPS_PER_RESOURCE = 200
+"""A resource may be a direct member of at most this many groups (``docs/table-layout.md``)."""
+
+
+def new_id() -> str:
+    """A fresh resource id: a UUID4 string (RFC 7643 §3.1: ``id`` is assigned by the service provider)."""
+    return str(uuid.uuid4())
+
+
+def utc_now() -> str:
+    """The current time as an RFC 3339 UTC string with milliseconds (RFC 7643 §3.1 ``meta.created``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dedupe_members(members: Iterable[Member]) -> list[Member]:
+    """``members`` without repeated ids, first occurrence kept, order preserved."""
+    seen: dict[str, Member] = {}
+    for member in members:
+        seen.setdefault(member.value, member)
+    return list(seen.values())
+
+
+def check_members_allowed(resource_type: ResourceType, members: Sequence[Member]) -> None:
+    """Only groups have members (RFC 7643 §4.2); passing members for a user is a programming error."""
+    if resource_type != "Group" and members:
+        raise ValueError("only a Group has members")

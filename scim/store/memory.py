@@ -1,0 +1,344 @@
+"""An in-memory :class:`DirectoryStore` and :class:`TenantRegistry` (tests, local development).
+
+It follows every rule of :mod:`scim.store.base` with plain dictionaries. Every public method
+runs to completion without awaiting anything, so under asyncio each call is atomic: two
+concurrent creates of one ``userName`` see each other, concurrent member changes all take
+effect (RFC 7644 §3.5.2 PATCH of ``members``, as Entra sends it one member at a time), and a
+call that raises has changed nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..tenants import (
+    TenantExists,
+    TenantInfo,
+    TenantNotFound,
+    TenantRegistry,
+    hash_token,
+    new_token,
+    validate_tenant_name,
+)
+from . import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, new_id, utc_now
+from .base import (
+    DirectoryStore,
+    IndexTerms,
+    Member,
+    Page,
+    ResourceNotFound,
+    ResourceType,
+    StoredResource,
+    TooManyGroups,
+    UniquenessViolation,
+    UnknownMembers,
+    VersionMismatch,
+)
+
+__all__ = ["MemoryStore", "MemoryTenantRegistry"]
+
+_Key = tuple[ResourceType, str]
+_IndexKey = tuple[ResourceType, str, str]
+
+
+@dataclass
+class _Record:
+    """One resource as held in memory; never handed out (see :meth:`_Record.snapshot`)."""
+
+    resource_type: ResourceType
+    id: str
+    doc: dict[str, Any]
+    index: IndexTerms
+    created: str
+    last_modified: str
+    version: str
+    groups: set[str] = field(default_factory=set)
+    members: dict[str, Member] = field(default_factory=dict)
+
+    def snapshot(self, with_members: bool = False) -> StoredResource:
+        """A deep copy as a :class:`StoredResource` (rule 2: copies out)."""
+        members = tuple(self.members[m] for m in sorted(self.members)) if with_members else None
+        return StoredResource(
+            resource_type=self.resource_type,
+            id=self.id,
+            doc=copy.deepcopy(self.doc),
+            created=self.created,
+            last_modified=self.last_modified,
+            version=self.version,
+            groups=tuple(sorted(self.groups)),
+            members=members,
+        )
+
+
+@dataclass
+class _Tenant:
+    """Everything one tenant owns (rule 1: tenants never share any of it)."""
+
+    records: dict[_Key, _Record] = field(default_factory=dict)
+    unique: dict[_IndexKey, str] = field(default_factory=dict)
+    multi: dict[_IndexKey, set[str]] = field(default_factory=dict)
+
+
+def _frozen_terms(index: IndexTerms) -> IndexTerms:
+    """A private copy of ``index`` (its ``unique`` mapping may be the caller's dict)."""
+    return IndexTerms(unique=dict(index.unique), multi=frozenset(index.multi))
+
+
+class MemoryStore(DirectoryStore):
+    """Users, groups and memberships in process memory. Versions are weak ETags ``W/"n"``."""
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, _Tenant] = {}
+        self._counter = itertools.count(1)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _tenant(self, tenant: str) -> _Tenant:
+        return self._tenants.setdefault(tenant, _Tenant())
+
+    def _next_version(self) -> str:
+        return f'W/"{next(self._counter)}"'
+
+    def _touch(self, record: _Record, now: str | None = None) -> None:
+        """Rule 3: every change gives the resource a new version (and lastModified, RFC 7643 §3.1)."""
+        record.version = self._next_version()
+        record.last_modified = now or utc_now()
+
+    def _record(self, tenant: str, resource_type: ResourceType, id: str) -> _Record:
+        record = self._tenant(tenant).records.get((resource_type, id))
+        if record is None:
+            raise ResourceNotFound(f"{resource_type} {id}")
+        return record
+
+    @staticmethod
+    def _check_version(record: _Record, if_version: str | None) -> None:
+        if if_version is not None and if_version != record.version:
+            raise VersionMismatch(record.id)
+
+    @staticmethod
+    def _check_unique(t: _Tenant, resource_type: ResourceType, index: IndexTerms, own_id: str | None) -> None:
+        """Rule 4: no other resource of the type may hold one of ``index.unique``."""
+        for attribute, key in index.unique.items():
+            holder = t.unique.get((resource_type, attribute, key))
+            if holder is not None and holder != own_id:
+                raise UniquenessViolation(attribute)
+
+    @staticmethod
+    def _add_index(t: _Tenant, record: _Record) -> None:
+        for attribute, key in record.index.unique.items():
+            t.unique[(record.resource_type, attribute, key)] = record.id
+        for attribute, key in record.index.multi:
+            t.multi.setdefault((record.resource_type, attribute, key), set()).add(record.id)
+
+    @staticmethod
+    def _drop_index(t: _Tenant, record: _Record) -> None:
+        for attribute, key in record.index.unique.items():
+            t.unique.pop((record.resource_type, attribute, key), None)
+        for attribute, key in record.index.multi:
+            ids = t.multi.get((record.resource_type, attribute, key))
+            if ids is not None:
+                ids.discard(record.id)
+                if not ids:
+                    del t.multi[(record.resource_type, attribute, key)]
+
+    @staticmethod
+    def _check_members(t: _Tenant, group_id: str, members: Iterable[Member]) -> list[_Record]:
+        """The member records, or UnknownMembers (rule 7) / TooManyGroups; nothing is written.
+
+        A member must be a live resource of the type it is given as; a group cannot contain itself.
+        """
+        found: list[_Record] = []
+        unknown: list[str] = []
+        for member in members:
+            record = t.records.get((member.type, member.value))
+            if record is None or record.id == group_id:
+                unknown.append(member.value)
+            else:
+                found.append(record)
+        if unknown:
+            raise UnknownMembers(unknown)
+        for record in found:
+            if group_id not in record.groups and len(record.groups) >= MAX_GROUPS_PER_RESOURCE:
+                raise TooManyGroups(record.id)
+        return found
+
+    def _link(self, group: _Record, members: Sequence[Member], records: Sequence[_Record], now: str) -> bool:
+        """Add memberships in both directions; returns whether anything changed."""
+        changed = False
+        for member, record in zip(members, records):
+            if member.value in group.members:
+                continue
+            group.members[member.value] = member
+            record.groups.add(group.id)
+            self._touch(record, now)
+            changed = True
+        return changed
+
+    # ---- DirectoryStore ----------------------------------------------------------------------
+
+    async def create(
+        self,
+        tenant: str,
+        resource_type: ResourceType,
+        doc: dict[str, Any],
+        index: IndexTerms,
+        members: Sequence[Member] = (),
+    ) -> StoredResource:
+        """Store a new resource (RFC 7644 §3.3); uniqueness first, then members (rule 4, 7)."""
+        check_members_allowed(resource_type, members)
+        t = self._tenant(tenant)
+        index = _frozen_terms(index)
+        self._check_unique(t, resource_type, index, None)
+        wanted = dedupe_members(members)
+        id = new_id()
+        records = self._check_members(t, id, wanted)
+        now = utc_now()
+        record = _Record(resource_type, id, copy.deepcopy(doc), index, now, now, self._next_version())
+        t.records[(resource_type, id)] = record
+        self._add_index(t, record)
+        self._link(record, wanted, records, now)
+        return record.snapshot(with_members=resource_type == "Group")
+
+    async def get(
+        self, tenant: str, resource_type: ResourceType, id: str, *, members: bool = False
+    ) -> StoredResource:
+        """Read one resource (RFC 7644 §3.4.1)."""
+        return self._record(tenant, resource_type, id).snapshot(with_members=members and resource_type == "Group")
+
+    async def replace(
+        self,
+        tenant: str,
+        resource_type: ResourceType,
+        id: str,
+        doc: dict[str, Any],
+        index: IndexTerms,
+        *,
+        if_version: str | None = None,
+    ) -> StoredResource:
+        """Replace attributes (RFC 7644 §3.5.1), keeping id, created and memberships."""
+        t = self._tenant(tenant)
+        record = self._record(tenant, resource_type, id)
+        self._check_version(record, if_version)
+        index = _frozen_terms(index)
+        self._check_unique(t, resource_type, index, id)
+        self._drop_index(t, record)
+        record.doc = copy.deepcopy(doc)
+        record.index = index
+        self._add_index(t, record)
+        self._touch(record)
+        return record.snapshot()
+
+    async def delete(
+        self, tenant: str, resource_type: ResourceType, id: str, *, if_version: str | None = None
+    ) -> None:
+        """Delete a resource and every membership naming it (RFC 7644 §3.6, rule 8)."""
+        t = self._tenant(tenant)
+        record = self._record(tenant, resource_type, id)
+        self._check_version(record, if_version)
+        now = utc_now()
+        for group_id in record.groups:
+            group = t.records[("Group", group_id)]
+            del group.members[id]
+            self._touch(group, now)
+        for member in record.members.values():
+            member_record = t.records[(member.type, member.value)]
+            member_record.groups.discard(id)
+            self._touch(member_record, now)
+        self._drop_index(t, record)
+        del t.records[(resource_type, id)]
+
+    async def lookup(
+        self, tenant: str, resource_type: ResourceType, attribute: str, key: str
+    ) -> list[StoredResource]:
+        """Resources indexed under (attribute, key) (RFC 7644 §3.4.2.2 ``eq`` on an indexed attribute)."""
+        t = self._tenant(tenant)
+        ids = set(t.multi.get((resource_type, attribute, key), ()))
+        holder = t.unique.get((resource_type, attribute, key))
+        if holder is not None:
+            ids.add(holder)
+        return [t.records[(resource_type, i)].snapshot() for i in sorted(ids)]
+
+    async def scan(
+        self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
+    ) -> Page:
+        """Up to ``limit`` resources with an id after ``cursor``, in id order (RFC 7644 §3.4.2.4 paging)."""
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        t = self._tenant(tenant)
+        ids = sorted(i for (rtype, i) in t.records if rtype == resource_type and (cursor is None or i > cursor))
+        chunk = ids[:limit]
+        resources = [t.records[(resource_type, i)].snapshot() for i in chunk]
+        return Page(resources, chunk[-1] if len(ids) > limit else None)
+
+    async def add_members(self, tenant: str, group_id: str, members: Sequence[Member]) -> None:
+        """Add members (RFC 7644 §3.5.2.1 ``add`` on ``members``); all or nothing."""
+        t = self._tenant(tenant)
+        group = self._record(tenant, "Group", group_id)
+        wanted = dedupe_members(members)
+        records = self._check_members(t, group_id, wanted)
+        now = utc_now()
+        if self._link(group, wanted, records, now):
+            self._touch(group, now)
+
+    async def remove_members(self, tenant: str, group_id: str, member_ids: Sequence[str]) -> None:
+        """Remove members (RFC 7644 §3.5.2.2 ``remove`` on ``members``); absent ids are ignored."""
+        t = self._tenant(tenant)
+        group = self._record(tenant, "Group", group_id)
+        now = utc_now()
+        changed = False
+        for member_id in dict.fromkeys(member_ids):
+            member = group.members.pop(member_id, None)
+            if member is None:
+                continue
+            record = t.records[(member.type, member.value)]
+            record.groups.discard(group_id)
+            self._touch(record, now)
+            changed = True
+        if changed:
+            self._touch(group, now)
+
+    async def delete_tenant(self, tenant: str) -> None:
+        """Forget everything of the tenant."""
+        self._tenants.pop(tenant, None)
+
+
+class MemoryTenantRegistry(TenantRegistry):
+    """Tenants and their token hashes in process memory."""
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, tuple[str, str]] = {}
+
+    async def create(self, name: str, token: str | None = None) -> str:
+        """Create a tenant; raises TenantExists."""
+        validate_tenant_name(name)
+        if name in self._tenants:
+            raise TenantExists(name)
+        token = token or new_token()
+        self._tenants[name] = (hash_token(token), utc_now())
+        return token
+
+    async def set_token(self, name: str, token: str | None = None) -> str:
+        """Replace the token (the old one fails on the next request); raises TenantNotFound."""
+        if name not in self._tenants:
+            raise TenantNotFound(name)
+        token = token or new_token()
+        self._tenants[name] = (hash_token(token), self._tenants[name][1])
+        return token
+
+    async def token_hash(self, name: str) -> str | None:
+        """The stored token hash, or None."""
+        entry = self._tenants.get(name)
+        return entry[0] if entry else None
+
+    async def delete(self, name: str) -> None:
+        """Delete the tenant record; raises TenantNotFound."""
+        if self._tenants.pop(name, None) is None:
+            raise TenantNotFound(name)
+
+    async def list(self) -> list[TenantInfo]:
+        """Every tenant, sorted by name."""
+        return [TenantInfo(name, created) for name, (_, created) in sorted(self._tenants.items())]

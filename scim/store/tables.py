@@ -1,0 +1,951 @@
+"""The :class:`DirectoryStore` on Azure Table Storage (or Azurite), per ``docs/table-layout.md``.
+
+One partition per tenant holds its users (``u|{id}``), groups (``g|{id}``), memberships
+(``m|{group}|{member}``) and index rows (``U|``/``G|`` unique, ``X|`` non-unique). Every
+multi-entity change is one entity-group transaction, so it happens entirely or not at all
+(rule 4 of :mod:`scim.store.base`):
+
+- create: the resource + its index rows (+ memberships) in one transaction; a taken unique
+  key fails the insert of its index row, hence the whole transaction (RFC 7644 §3.3, 409);
+- replace/delete: a point read, then one ETag-guarded transaction (RFC 7644 §3.5.1, §3.6;
+  §3.14 versions); the version of a resource is its entity's ETag;
+- member PATCH (RFC 7644 §3.5.2, how Entra adds and removes group members one at a time):
+  ⌈k/49⌉ transactions that never read the member list: a merge on the group (existence
+  check, new version), then per member an upsert/delete of the membership row and a merge of
+  the ``m_{group}`` flag onto the member entity, which fails if the member does not exist.
+
+Azure errors become store errors in one place, :func:`store_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from ..tenants import (
+    TenantExists,
+    TenantInfo,
+    TenantNotFound,
+    TenantRegistry,
+    hash_token,
+    new_token,
+    validate_tenant_name,
+)
+from . import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, keys, new_id, utc_now
+from .base import (
+    DirectoryStore,
+    EntityTooLarge,
+    IndexTerms,
+    Member,
+    Page,
+    ResourceNotFound,
+    ResourceType,
+    StoredResource,
+    StoreError,
+    StoreUnavailable,
+    TooManyGroups,
+    UniquenessViolation,
+    UnknownMembers,
+    VersionMismatch,
+)
+from .roundtrips import client_kwargs
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+    from ..settings import Settings
+
+__all__ = ["DEFAULT_UNIQUE_ATTRIBUTES", "TableStore", "TableTenantRegistry", "service_client", "store_error"]
+
+DEFAULT_UNIQUE_ATTRIBUTES: Mapping[str, frozenset[str]] = {
+    "User": frozenset({"userName"}),
+    "Group": frozenset({"displayName"}),
+}
+"""Attributes indexed as unique (``U|``/``G|`` rows), per :class:`~scim.store.base.IndexTerms`."""
+
+# Azure Table Storage limits (learn.microsoft.com: "Understanding the Table service data model").
+MAX_TRANSACTION_OPS = 100
+MAX_ENTITY_BYTES = 1024 * 1024
+MAX_PROPERTIES = 252
+CHUNK_UNITS = 32_000  # UTF-16 code units per string property (64 KiB limit)
+MAX_PAGE = 1000  # largest $top
+MEMBERS_PER_TRANSACTION = (MAX_TRANSACTION_OPS - 1) // 2  # 49: 1 group merge + 2 ops per member
+MAX_ATTEMPTS = 10  # ETag-guarded writes retried after a concurrent membership change
+
+_FILTER_RANGE = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+_FILTER_AFTER = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi"
+_FILTER_PARTITION = "PartitionKey eq @pk"
+_FLAG_BYTES = 8 + 2 * len("m_" + "0" * 32) + 1  # one m_{hex} bool property
+_TOO_LARGE_CODES = frozenset({"EntityTooLarge", "PropertyValueTooLarge", "RequestBodyTooLarge", "TooManyProperties"})
+_RETRIABLE_STATUS = frozenset({408, 429})
+_TENANT_PARTITION = "tenant"
+
+# ---- errors: the one mapping ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One operation of a transaction, with what its failure means.
+
+    ``role``: ``resource`` (insert of the resource), ``guard`` (ETag-guarded write of the
+    resource), ``target`` (merge on the group of a member PATCH), ``unique`` / ``index``
+    (index rows), ``membership`` (an ``m|`` row), ``member`` (the flag merge on a member),
+    ``parent`` (merge on a group the deleted resource was in). ``subject``: the attribute of a
+    unique row, the member id of a membership/member op, the group id of a parent op.
+    """
+
+    kind: str
+    entity: dict[str, Any]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    role: str = "index"
+    subject: str = ""
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (self.kind, self.entity, dict(self.options))
+
+
+class _OpFailed(Exception):
+    """A transaction failed at ``op``; ``error`` is the store error it maps to."""
+
+    def __init__(self, op: _Op | None, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.op = op
+        self.error = error
+        self.committed = False
+
+
+def store_error(exc: BaseException, op: _Op | None = None) -> StoreError:
+    """Map an Azure SDK error (of ``op`` in a transaction, when known) to a store error.
+
+    The single translation point (rule 9 of :mod:`scim.store.base`):
+
+    - 409 on a unique index row -> :class:`UniquenessViolation` (RFC 7644 §3.3, 409 uniqueness);
+    - 404 on a member's flag merge -> :class:`UnknownMembers`; any other 404 -> :class:`ResourceNotFound`;
+    - 412 (``ResourceModifiedError``) -> :class:`VersionMismatch` (RFC 7644 §3.14);
+    - size/property-count limits -> :class:`EntityTooLarge`;
+    - transport errors, timeouts, throttling (408/429) and 5xx -> :class:`StoreUnavailable`.
+    """
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, asyncio.TimeoutError, OSError)):
+        return StoreUnavailable(str(exc))
+    if not isinstance(exc, HttpResponseError):
+        return StoreUnavailable(str(exc)) if isinstance(exc, AzureError) else StoreError(repr(exc))
+    status = exc.status_code
+    code = str(getattr(exc, "error_code", None) or "")
+    role = op.role if op is not None else ""
+    if code in _TOO_LARGE_CODES or status == 413:
+        return EntityTooLarge(code or "request too large")
+    if status == 409 and role == "unique":
+        return UniquenessViolation(op.subject)  # type: ignore[union-attr]
+    if status == 404 and role == "member":
+        return UnknownMembers([op.subject])  # type: ignore[union-attr]
+    if status == 404:
+        return ResourceNotFound(code)
+    if status == 412 or isinstance(exc, ResourceModifiedError):
+        return VersionMismatch(code)
+    if status is None or status >= 500 or status in _RETRIABLE_STATUS:
+        return StoreUnavailable(f"storage answered {status} {code}")
+    return StoreError(f"storage answered {status} {code}")
+
+
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    """Run a single storage call, raising store errors only."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (AzureError, asyncio.TimeoutError, OSError) as exc:
+        raise store_error(exc) from exc
+
+
+# ---- clients and tables -----------------------------------------------------------------------
+
+_READY_TABLES: set[tuple[str, str]] = set()
+
+
+async def _ensure_table(service: TableServiceClient, name: str) -> None:
+    """Create ``name`` if missing, once per process (``create_table`` tolerant of an existing table)."""
+    key = (service.url, name)
+    if key in _READY_TABLES:
+        return
+    with _mapped():
+        try:
+            await service.create_table(name)
+        except ResourceExistsError:
+            pass
+    _READY_TABLES.add(key)
+
+
+def service_client(
+    settings: Settings,
+    *,
+    per_call_policies: Sequence[SansIOHTTPPolicy] | None = None,  # type: ignore[type-arg]
+    **kwargs: Any,
+) -> tuple[TableServiceClient, AsyncTokenCredential | None]:
+    """The process's Table service client, from :class:`~scim.settings.Settings`.
+
+    ``SCIM_TABLE_ENDPOINT`` wins, with ``DefaultAzureCredential`` (managed identity in Azure);
+    otherwise the connection string (Azurite by default). Returns the client and the
+    credential it owns (to close), if any.
+    """
+    kwargs.update(client_kwargs(per_call_policies))
+    if settings.table_endpoint:
+        from azure.identity.aio import DefaultAzureCredential  # slow import, only when used
+
+        credential = DefaultAzureCredential()
+        return TableServiceClient(settings.table_endpoint, credential=credential, **kwargs), credential
+    return TableServiceClient.from_connection_string(settings.table_connection_string, **kwargs), None
+
+
+class _TableOwner:
+    """A table client on a shared service client; closes the service client only if it owns it."""
+
+    def __init__(
+        self,
+        service: TableServiceClient,
+        table_name: str,
+        *,
+        owns_client: bool = False,
+        credential: AsyncTokenCredential | None = None,
+    ) -> None:
+        self._service = service
+        self._table_name = table_name
+        self._table: TableClient = service.get_table_client(table_name)
+        self._owns_client = owns_client
+        self._credential = credential
+
+    async def _ready(self) -> None:
+        await _ensure_table(self._service, self._table_name)
+
+    async def close(self) -> None:
+        """Close the service client (and its credential) if this object created them."""
+        if self._owns_client:
+            await self._service.close()
+            if self._credential is not None:
+                await self._credential.close()
+
+
+# ---- entity encoding --------------------------------------------------------------------------
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _chunks_utf16(text: str, units: int) -> list[str]:
+    """``text`` cut into pieces of at most ``units`` UTF-16 code units, never inside a character."""
+    if _utf16_len(text) == len(text):
+        return [text[i : i + units] for i in range(0, len(text), units)] or [""]
+    pieces: list[str] = []
+    start, size = 0, 0
+    for i, ch in enumerate(text):
+        width = 2 if ord(ch) > 0xFFFF else 1
+        if size + width > units:
+            pieces.append(text[start:i])
+            start, size = i, 0
+        size += width
+    pieces.append(text[start:])
+    return pieces
+
+
+def _dump_doc(doc: Mapping[str, Any]) -> str:
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: keep them as JSON escapes
+        text = json.dumps(doc, separators=(",", ":"))
+    return text
+
+
+def _doc_properties(doc: Mapping[str, Any]) -> dict[str, str]:
+    """``doc0..docN``: the JSON document in chunks that fit one string property."""
+    return {f"doc{i}": chunk for i, chunk in enumerate(_chunks_utf16(_dump_doc(doc), CHUNK_UNITS))}
+
+
+def _doc_from(entity: Mapping[str, Any]) -> dict[str, Any]:
+    parts = sorted((int(name[3:]), value) for name, value in entity.items() if name.startswith("doc") and name[3:].isdigit())
+    return json.loads("".join(value for _, value in parts))  # type: ignore[no-any-return]
+
+
+def _terms_json(index: IndexTerms) -> str:
+    return json.dumps({"u": dict(index.unique), "m": sorted(index.multi)}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _terms_from(entity: Mapping[str, Any]) -> IndexTerms:
+    raw = json.loads(entity.get("idx") or "{}")
+    return IndexTerms(unique=raw.get("u", {}), multi=frozenset((a, k) for a, k in raw.get("m", [])))
+
+
+def _live_flags(entity: Mapping[str, Any]) -> dict[str, bool]:
+    """The ``m_{hex}`` properties that are ``true`` (tombstones dropped)."""
+    return {name: True for name, value in entity.items() if value is True and keys.flag_group_id(name)}
+
+
+def _groups(entity: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(sorted(keys.flag_group_id(name) or "" for name in _live_flags(entity)))
+
+
+def _value_bytes(value: Any) -> int:
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, (int, float)):
+        return 8
+    return 4 + 2 * _utf16_len(str(value))
+
+
+def _entity_bytes(entity: Mapping[str, Any]) -> int:
+    """The documented size of an entity: 4 + 2·len(keys) + Σ(8 + 2·len(name) + value)."""
+    size = 4 + 2 * (len(entity["PartitionKey"]) + len(entity["RowKey"]))
+    for name, value in entity.items():
+        if name not in ("PartitionKey", "RowKey"):
+            size += 8 + 2 * len(name) + _value_bytes(value)
+    return size
+
+
+def _check_fits(entity: Mapping[str, Any]) -> None:
+    """EntityTooLarge unless the entity fits Table limits with room for 200 group flags."""
+    room = MAX_GROUPS_PER_RESOURCE - sum(1 for name in entity if keys.flag_group_id(name))
+    if len(entity) - 2 + room > MAX_PROPERTIES or _entity_bytes(entity) + room * _FLAG_BYTES > MAX_ENTITY_BYTES:
+        raise EntityTooLarge(f"{entity['RowKey']}: the resource is too large to store")
+
+
+def _resource_entity(
+    pk: str,
+    resource_type: ResourceType,
+    id: str,
+    doc: Mapping[str, Any],
+    index: IndexTerms,
+    created: str,
+    last_modified: str,
+    flags: Mapping[str, bool],
+) -> dict[str, Any]:
+    """The ``u|{id}``/``g|{id}`` entity: document chunks, times, index terms and group flags."""
+    entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": keys.resource_key(resource_type, id)}
+    entity.update(_doc_properties(doc))
+    entity.update(created=created, lastModified=last_modified, idx=_terms_json(index))
+    entity.update(flags)
+    _check_fits(entity)
+    return entity
+
+
+def _stored(
+    resource_type: ResourceType,
+    entity: Mapping[str, Any],
+    version: str,
+    members: tuple[Member, ...] | None = None,
+) -> StoredResource:
+    return StoredResource(
+        resource_type=resource_type,
+        id=keys.id_from_key(entity["RowKey"], keys.resource_prefix(resource_type)),
+        doc=_doc_from(entity),
+        created=entity["created"],
+        last_modified=entity["lastModified"],
+        version=version,
+        groups=_groups(entity),
+        members=members,
+    )
+
+
+def _etag(entity: Any) -> str:
+    return entity.metadata["etag"]  # type: ignore[no-any-return]
+
+
+# ---- operation builders ---------------------------------------------------------------------
+
+
+def _row(pk: str, rk: str, **properties: Any) -> dict[str, Any]:
+    return {"PartitionKey": pk, "RowKey": rk, **properties}
+
+
+def _guarded(etag: str) -> dict[str, Any]:
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+
+
+def _merge(entity: dict[str, Any], role: str, subject: str = "", etag: str | None = None) -> _Op:
+    options: dict[str, Any] = {"mode": UpdateMode.MERGE}
+    if etag is not None:
+        options.update(_guarded(etag))
+    return _Op("update", entity, options, role, subject)
+
+
+def _delete(pk: str, rk: str, role: str = "index", subject: str = "", etag: str | None = None) -> _Op:
+    return _Op("delete", _row(pk, rk), _guarded(etag) if etag else {}, role, subject)
+
+
+def _index_ops(
+    pk: str, resource_type: ResourceType, id: str, new: IndexTerms, old: IndexTerms = IndexTerms()
+) -> list[_Op]:
+    """Index rows to insert (unique: must not exist) and delete to go from ``old`` to ``new``."""
+    ops: list[_Op] = []
+    for attribute, key in new.unique.items():
+        if old.unique.get(attribute) != key:
+            rk = keys.unique_key(resource_type, attribute, key)
+            ops.append(_Op("create", _row(pk, rk, id=id), role="unique", subject=attribute))
+    for attribute, key in old.unique.items():
+        if new.unique.get(attribute) != key:
+            ops.append(_delete(pk, keys.unique_key(resource_type, attribute, key)))
+    for attribute, key in sorted(new.multi - old.multi):
+        ops.append(_Op("upsert", _row(pk, keys.multi_key(resource_type, attribute, key, id)), {"mode": UpdateMode.REPLACE}))
+    for attribute, key in sorted(old.multi - new.multi):
+        ops.append(_delete(pk, keys.multi_key(resource_type, attribute, key, id)))
+    return ops
+
+
+def _link_ops(pk: str, group_id: str, flag: str, member: Member, now: str) -> list[_Op]:
+    """Add one membership: upsert ``m|{g}|{m}``, merge ``m_{g}=true`` onto the member."""
+    row = _row(pk, keys.membership_key(group_id, member.value), type=member.type)
+    flag_row = _row(pk, keys.resource_key(member.type, member.value), lastModified=now, **{flag: True})
+    return [
+        _Op("upsert", row, {"mode": UpdateMode.REPLACE}, "membership", member.value),
+        _merge(flag_row, "member", member.value),
+    ]
+
+
+def _unlink_ops(pk: str, group_id: str, flag: str, member: Member, now: str) -> list[_Op]:
+    """Remove one membership: delete ``m|{g}|{m}``, merge ``m_{g}=false`` (tombstone) onto the member."""
+    flag_row = _row(pk, keys.resource_key(member.type, member.value), lastModified=now, **{flag: False})
+    return [
+        _delete(pk, keys.membership_key(group_id, member.value), "membership", member.value),
+        _merge(flag_row, "member", member.value),
+    ]
+
+
+def _parent_ops(pk: str, group_id: str, member_id: str, now: str) -> list[_Op]:
+    """Drop the deleted resource from a group it was in: delete the row, bump the group's version."""
+    return [
+        _delete(pk, keys.membership_key(group_id, member_id), "membership", group_id),
+        _merge(_row(pk, keys.resource_key("Group", group_id), lastModified=now), "parent", group_id),
+    ]
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---- the store --------------------------------------------------------------------------------
+
+
+class TableStore(_TableOwner, DirectoryStore):
+    """Users, groups and memberships in the ``{prefix}directory`` table (``docs/table-layout.md``).
+
+    Versions are the entities' ETags (weak ETags ``W/"datetime'...'"``), which every write,
+    including a membership merge, changes. Create one per process (:meth:`from_settings`) and
+    share it: it holds one HTTP connection pool.
+    """
+
+    def __init__(
+        self,
+        service: TableServiceClient,
+        prefix: str = "scim",
+        *,
+        owns_client: bool = False,
+        credential: AsyncTokenCredential | None = None,
+        unique_attributes: Mapping[str, frozenset[str]] = DEFAULT_UNIQUE_ATTRIBUTES,
+    ) -> None:
+        super().__init__(service, f"{prefix}directory", owns_client=owns_client, credential=credential)
+        self._prefix = prefix
+        self._unique = unique_attributes
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        per_call_policies: Sequence[SansIOHTTPPolicy] | None = None,  # type: ignore[type-arg]
+        **client_options: Any,
+    ) -> TableStore:
+        """A store on a new service client built from ``settings`` (see :func:`service_client`)."""
+        service, credential = service_client(settings, per_call_policies=per_call_policies, **client_options)
+        return cls(service, settings.table_prefix, owns_client=True, credential=credential)
+
+    def tenant_registry(self) -> TableTenantRegistry:
+        """A :class:`TableTenantRegistry` sharing this store's client (closing it is this store's job)."""
+        return TableTenantRegistry(self._service, self._prefix)
+
+    # ---- reads ----
+
+    async def _read(self, pk: str, rk: str, select: list[str] | None = None) -> Any:
+        with _mapped():
+            return await self._table.get_entity(pk, rk, select=select)
+
+    async def _read_or_none(self, pk: str, rk: str, select: list[str] | None = None) -> Any:
+        try:
+            return await self._read(pk, rk, select)
+        except ResourceNotFound:
+            return None
+
+    async def _range(self, pk: str, prefix: str, select: list[str] | None = None) -> list[Any]:
+        """Every row whose RowKey starts with ``prefix`` (one query; pages of up to 1,000)."""
+        lo, hi = keys.prefix_range(prefix)
+        with _mapped():
+            pager = self._table.query_entities(_FILTER_RANGE, parameters={"pk": pk, "lo": lo, "hi": hi}, select=select)
+            return [row async for row in pager]
+
+    async def _members(self, pk: str, group_id: str) -> tuple[Member, ...]:
+        prefix = keys.membership_prefix(group_id)
+        rows = await self._range(pk, prefix, select=["RowKey", "type"])
+        return tuple(Member(keys.id_from_key(row["RowKey"], prefix), row.get("type") or "User") for row in rows)
+
+    # ---- writes ----
+
+    async def _submit(self, ops: Sequence[_Op]) -> list[Mapping[str, Any]]:
+        """One entity-group transaction; a failed one raises :class:`_OpFailed` naming the operation."""
+        try:
+            return await self._table.submit_transaction([op.as_tuple() for op in ops])
+        except TableTransactionError as exc:
+            op = ops[exc.index] if 0 <= exc.index < len(ops) else None
+            raise _OpFailed(op, store_error(exc, op)) from exc
+        except (AzureError, asyncio.TimeoutError, OSError) as exc:
+            raise store_error(exc) from exc
+
+    def _check_terms(self, resource_type: ResourceType, index: IndexTerms) -> None:
+        """Unique terms must be of the attributes :meth:`lookup` reads from the unique index."""
+        extra = set(index.unique) - self._unique.get(resource_type, frozenset())
+        if extra:
+            raise ValueError(f"{resource_type} attributes {sorted(extra)} are not configured as unique")
+
+    async def _unknown(self, pk: str, members: Sequence[Member], failed: _Op | None) -> UnknownMembers:
+        """Which of ``members`` do not exist (error path only: one concurrent point read each)."""
+        found = await asyncio.gather(
+            *(self._read_or_none(pk, keys.resource_key(m.type, m.value), ["RowKey"]) for m in members)
+        )
+        ids = [m.value for m, entity in zip(members, found) if entity is None]
+        if not ids and failed is not None:
+            ids = [failed.subject]
+        return UnknownMembers(ids)
+
+    # ---- DirectoryStore ----
+
+    async def create(
+        self,
+        tenant: str,
+        resource_type: ResourceType,
+        doc: dict[str, Any],
+        index: IndexTerms,
+        members: Sequence[Member] = (),
+    ) -> StoredResource:
+        """RFC 7644 §3.3: one transaction with the resource, its index rows and (up to 4x) members.
+
+        Members beyond what fits the transaction are added with :meth:`add_members`; if that
+        fails the new group is deleted again, so the create still happens entirely or not at all.
+        """
+        check_members_allowed(resource_type, members)
+        self._check_terms(resource_type, index)
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        wanted = dedupe_members(members)
+        id, now = new_id(), utc_now()
+        entity = _resource_entity(pk, resource_type, id, doc, index, now, now, {})
+        ops = [_Op("create", entity, role="resource"), *_index_ops(pk, resource_type, id, index)]
+        room = max(0, (MAX_TRANSACTION_OPS - len(ops)) // 2)
+        flag = keys.group_flag(id) or ""
+        ops += [op for m in wanted[:room] for op in _link_ops(pk, id, flag, m, now)]
+        try:
+            results = await self._submit(ops)
+        except _OpFailed as failed:
+            if isinstance(failed.error, UnknownMembers):
+                raise await self._unknown(pk, wanted, failed.op) from None
+            raise failed.error from None
+        version = results[0]["etag"]
+        if wanted[room:]:
+            version = await self._add_rest(tenant, pk, id, wanted[room:])
+        group_members = tuple(sorted(wanted, key=lambda m: m.value)) if resource_type == "Group" else None
+        return _stored(resource_type, entity, version, group_members)
+
+    async def _add_rest(self, tenant: str, pk: str, group_id: str, rest: Sequence[Member]) -> str:
+        """Add the members that did not fit the create transaction; undo the create on failure."""
+        try:
+            await self.add_members(tenant, group_id, rest)
+        except Exception:
+            with contextlib.suppress(StoreError):
+                await self.delete(tenant, "Group", group_id)
+            raise
+        return _etag(await self._read(pk, keys.resource_key("Group", group_id), ["RowKey"]))
+
+    async def get(
+        self, tenant: str, resource_type: ResourceType, id: str, *, members: bool = False
+    ) -> StoredResource:
+        """RFC 7644 §3.4.1: one point read (``groups`` come from the ``m_*`` flags), plus a
+        range query of ``m|{id}|`` for a group's members, run concurrently."""
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        rk = keys.resource_key(resource_type, id)
+        if not (members and resource_type == "Group"):
+            entity = await self._read(pk, rk)
+            return _stored(resource_type, entity, _etag(entity))
+        entity, group_members = await asyncio.gather(self._read(pk, rk), self._members(pk, id), return_exceptions=True)
+        for outcome in (entity, group_members):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return _stored(resource_type, entity, _etag(entity), group_members)  # type: ignore[arg-type]
+
+    async def replace(
+        self,
+        tenant: str,
+        resource_type: ResourceType,
+        id: str,
+        doc: dict[str, Any],
+        index: IndexTerms,
+        *,
+        if_version: str | None = None,
+    ) -> StoredResource:
+        """RFC 7644 §3.5.1: point read + one ETag-guarded transaction (entity REPLACE, index rows moved).
+
+        The REPLACE drops tombstoned group flags. Without ``if_version``, a concurrent change
+        (typically a membership merge) makes it read and try again.
+        """
+        self._check_terms(resource_type, index)
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        rk = keys.resource_key(resource_type, id)
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._read(pk, rk)
+            etag = _etag(current)
+            if if_version is not None and if_version != etag:
+                raise VersionMismatch(id)
+            entity = _resource_entity(
+                pk, resource_type, id, doc, index, current["created"], utc_now(), _live_flags(current)
+            )
+            guard = _Op("update", entity, {"mode": UpdateMode.REPLACE, **_guarded(etag)}, "guard")
+            try:
+                results = await self._submit([guard, *_index_ops(pk, resource_type, id, index, _terms_from(current))])
+            except _OpFailed as failed:
+                if isinstance(failed.error, VersionMismatch) and failed.op is guard and if_version is None:
+                    continue
+                raise failed.error from None
+            return _stored(resource_type, entity, results[0]["etag"])
+        raise StoreUnavailable(f"{resource_type} {id} kept changing; try again")
+
+    async def delete(
+        self, tenant: str, resource_type: ResourceType, id: str, *, if_version: str | None = None
+    ) -> None:
+        """RFC 7644 §3.6 and rule 8: the resource, its index rows and every membership naming it.
+
+        A user in a few groups: point read + one transaction guarded by the user's ETag (which
+        every membership merge changes, so a concurrent add makes the delete retry and clean
+        it up too). A group also range-queries its members. Memberships that do not fit the
+        final transaction go first, in transactions that also merge the resource (guarded).
+        """
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        rk = keys.resource_key(resource_type, id)
+        expected = if_version
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._read(pk, rk)
+            if expected is not None and expected != _etag(current):
+                raise VersionMismatch(id)
+            try:
+                await self._delete_once(pk, resource_type, id, current)
+                return
+            except _OpFailed as failed:
+                if failed.committed:
+                    expected = None  # our own partial cleanup changed the version
+                if isinstance(failed.error, VersionMismatch) and failed.op is not None and failed.op.role == "guard":
+                    if expected is not None:
+                        raise failed.error from None
+                    continue
+                if isinstance(failed.error, (ResourceNotFound, UnknownMembers, VersionMismatch)):
+                    continue  # a membership or member vanished concurrently: read again
+                raise failed.error from None
+        raise StoreUnavailable(f"{resource_type} {id} kept changing; try again")
+
+    async def _delete_once(self, pk: str, resource_type: ResourceType, id: str, current: Any) -> None:
+        rk = keys.resource_key(resource_type, id)
+        now = utc_now()
+        units: list[tuple[str | None, list[_Op]]] = [
+            (keys.group_flag(group_id), _parent_ops(pk, group_id, id, now)) for group_id in _groups(current)
+        ]
+        if resource_type == "Group":
+            flag = keys.group_flag(id) or ""
+            units += [(None, _unlink_ops(pk, id, flag, m, now)) for m in await self._members(pk, id)]
+        index_ops = _index_ops(pk, resource_type, id, IndexTerms(), _terms_from(current))
+        fit = max(0, (MAX_TRANSACTION_OPS - 1 - len(index_ops)) // 2)
+        split = max(0, len(units) - fit)
+        etag, committed = _etag(current), False
+        try:
+            for batch in _batches(units[:split], MEMBERS_PER_TRANSACTION):
+                own_flags = {flag: False for flag, _ in batch if flag}
+                guard = _merge(_row(pk, rk, lastModified=now, **own_flags), "guard", etag=etag)
+                results = await self._submit([guard, *(op for _, ops in batch for op in ops)])
+                etag, committed = results[0]["etag"], True
+            final = _delete(pk, rk, "guard", etag=etag)
+            await self._submit([final, *index_ops, *(op for _, ops in units[split:] for op in ops)])
+        except _OpFailed as failed:
+            failed.committed = committed
+            raise
+
+    async def lookup(
+        self, tenant: str, resource_type: ResourceType, attribute: str, key: str
+    ) -> list[StoredResource]:
+        """RFC 7644 §3.4.2.2 ``eq`` on an indexed attribute (Entra's ``userName eq``, ``externalId eq``).
+
+        Unique attribute: point read of ``U|{attr}|{key}`` then of the resource (2 round trips).
+        Otherwise: range query on ``X|U|{attr}|{key}|`` then concurrent point reads.
+        """
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        if attribute in self._unique.get(resource_type, frozenset()):
+            row = await self._read_or_none(pk, keys.unique_key(resource_type, attribute, key), ["id"])
+            ids = [row["id"]] if row is not None else []
+        else:
+            prefix = keys.multi_prefix(resource_type, attribute, key)
+            ids = [keys.id_from_key(r["RowKey"], prefix) for r in await self._range(pk, prefix, ["RowKey"])]
+        found = await asyncio.gather(*(self._read_or_none(pk, keys.resource_key(resource_type, i)) for i in ids))
+        return [_stored(resource_type, e, _etag(e)) for e in found if e is not None]
+
+    async def scan(
+        self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
+    ) -> Page:
+        """One page of ``u|``/``g|`` rows in RowKey order (RFC 7644 §3.4.2.4); ``cursor`` is the last RowKey's id part."""
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        await self._ready()
+        prefix = keys.resource_prefix(resource_type)
+        lo, hi = keys.prefix_range(prefix)
+        params = {"pk": keys.partition_key(tenant), "lo": prefix + cursor if cursor else lo, "hi": hi}
+        with _mapped():
+            pager = self._table.query_entities(
+                _FILTER_AFTER, parameters=params, results_per_page=min(limit, MAX_PAGE)
+            ).by_page()
+            rows = await _first_rows(pager)
+        more = bool(rows) and pager.continuation_token is not None
+        next_cursor = rows[-1]["RowKey"][len(prefix) :] if more else None
+        return Page([_stored(resource_type, row, _etag(row)) for row in rows], next_cursor)
+
+    async def add_members(self, tenant: str, group_id: str, members: Sequence[Member]) -> None:
+        """RFC 7644 §3.5.2.1: ⌈k/49⌉ transactions, whatever the size of the group (rule 7)."""
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        flag = await self._group_flag(pk, group_id, members)
+        wanted = dedupe_members(members)
+        if any(m.value == group_id for m in wanted):  # not its own member (error path: check it exists)
+            await self._read(pk, keys.resource_key("Group", group_id), ["RowKey"])
+            raise UnknownMembers([group_id])
+        for start in range(0, len(wanted), MEMBERS_PER_TRANSACTION):
+            batch = wanted[start : start + MEMBERS_PER_TRANSACTION]
+            try:
+                await self._add_batch(pk, group_id, flag, batch)
+            except _OpFailed as failed:
+                if isinstance(failed.error, UnknownMembers):
+                    raise await self._unknown(pk, wanted[start:], failed.op) from None
+                raise failed.error from None
+
+    async def _group_flag(self, pk: str, group_id: str, members: Sequence[Any]) -> str:
+        """The group's flag name; ResourceNotFound if the id cannot name a group (or, with no
+        members to change, if the group does not exist)."""
+        flag = keys.group_flag(group_id)
+        if flag is None:
+            raise ResourceNotFound(f"Group {group_id}")
+        if not members:
+            await self._read(pk, keys.resource_key("Group", group_id), ["RowKey"])
+        return flag
+
+    async def _add_batch(self, pk: str, group_id: str, flag: str, batch: Sequence[Member]) -> None:
+        """One transaction: merge on the group + per member an upsert and a flag merge."""
+        for _ in range(MAX_ATTEMPTS):
+            now = utc_now()
+            target = _merge(_row(pk, keys.resource_key("Group", group_id), lastModified=now), "target", group_id)
+            try:
+                await self._submit([target, *(op for m in batch for op in _link_ops(pk, group_id, flag, m, now))])
+                return
+            except _OpFailed as failed:
+                if not (isinstance(failed.error, EntityTooLarge) and failed.op is not None and failed.op.role == "member"):
+                    raise
+                member = next(m for m in batch if m.value == failed.op.subject)
+                await self._compact(pk, member, flag)
+        raise StoreUnavailable(f"Group {group_id}: members kept changing; try again")
+
+    async def _compact(self, pk: str, member: Member, flag: str) -> None:
+        """The member hit the 252-property limit: drop its tombstones, or TooManyGroups at 200 live groups."""
+        entity = await self._read(pk, keys.resource_key(member.type, member.value))
+        live = _live_flags(entity)
+        if flag not in live and len(live) >= MAX_GROUPS_PER_RESOURCE:
+            raise TooManyGroups(member.value)
+        kept = {name: value for name, value in entity.items() if not keys.flag_group_id(name) or value is True}
+        with contextlib.suppress(VersionMismatch), _mapped():
+            await self._table.update_entity(kept, mode=UpdateMode.REPLACE, **_guarded(_etag(entity)))
+
+    async def remove_members(self, tenant: str, group_id: str, member_ids: Sequence[str]) -> None:
+        """RFC 7644 §3.5.2.2: ⌈k/49⌉ transactions; non-members and deleted members are skipped.
+
+        A member is first assumed to be a user; if its membership row exists but no user entity
+        does, it is retried as a group.
+        """
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        flag = await self._group_flag(pk, group_id, member_ids)
+        pending = [Member(i) for i in dict.fromkeys(member_ids)]
+        for batch in _batches(pending, MEMBERS_PER_TRANSACTION):
+            await self._remove_batch(pk, group_id, flag, list(batch))
+
+    async def _remove_batch(self, pk: str, group_id: str, flag: str, batch: list[Member]) -> None:
+        while batch:
+            now = utc_now()
+            target = _merge(_row(pk, keys.resource_key("Group", group_id), lastModified=now), "target", group_id)
+            try:
+                await self._submit([target, *(op for m in batch for op in _unlink_ops(pk, group_id, flag, m, now))])
+                return
+            except _OpFailed as failed:
+                batch = _without_failed(batch, failed)
+
+    async def delete_tenant(self, tenant: str) -> None:
+        """Delete every entity of the tenant's partition (query, then transactions of 100 deletes)."""
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        for _ in range(MAX_ATTEMPTS):
+            with _mapped():
+                pager = self._table.query_entities(_FILTER_PARTITION, parameters={"pk": pk}, select=["RowKey"])
+                rows = [row["RowKey"] async for row in pager]
+            if not rows:
+                return
+            await asyncio.gather(
+                *(self._delete_rows(pk, batch) for batch in _batches(rows, MAX_TRANSACTION_OPS)),
+            )
+        raise StoreUnavailable(f"tenant {tenant} kept changing while being deleted")
+
+    async def _delete_rows(self, pk: str, row_keys: Sequence[str]) -> None:
+        with contextlib.suppress(_OpFailed):  # a row deleted concurrently: the next query sees the rest
+            await self._submit([_delete(pk, rk) for rk in row_keys])
+
+
+def _without_failed(batch: list[Member], failed: _OpFailed) -> list[Member]:
+    """The batch of a member removal after the failure of one operation (see ``remove_members``).
+
+    No membership row: not a member, dropped. No user entity: retried as a group, then dropped.
+    The group itself missing: ResourceNotFound.
+    """
+    op = failed.op
+    if op is None or op.role == "target" or not isinstance(failed.error, (ResourceNotFound, UnknownMembers)):
+        raise failed.error
+    rest = [m for m in batch if m.value != op.subject]
+    if op.role == "member":
+        failed_member = next(m for m in batch if m.value == op.subject)
+        if failed_member.type == "User":
+            rest.append(Member(failed_member.value, "Group"))
+    return rest
+
+
+async def _first_rows(pager: AsyncIterator[Any]) -> list[Any]:
+    """The rows of the first non-empty page (the service may return an empty page with a continuation)."""
+    async for page in pager:
+        rows = [row async for row in page]
+        if rows or getattr(pager, "continuation_token", None) is None:
+            return rows
+    return []
+
+
+# ---- tenants ----------------------------------------------------------------------------------
+
+
+class TableTenantRegistry(_TableOwner, TenantRegistry):
+    """Tenants in the ``{prefix}tenants`` table: PartitionKey ``tenant``, RowKey the name,
+    properties ``tokenHash`` (SHA-256 hex) and ``created``."""
+
+    def __init__(
+        self,
+        service: TableServiceClient,
+        prefix: str = "scim",
+        *,
+        owns_client: bool = False,
+        credential: AsyncTokenCredential | None = None,
+    ) -> None:
+        super().__init__(service, f"{prefix}tenants", owns_client=owns_client, credential=credential)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        per_call_policies: Sequence[SansIOHTTPPolicy] | None = None,  # type: ignore[type-arg]
+    ) -> TableTenantRegistry:
+        """A registry on its own service client (prefer :meth:`TableStore.tenant_registry` to share one)."""
+        service, credential = service_client(settings, per_call_policies=per_call_policies)
+        return cls(service, settings.table_prefix, owns_client=True, credential=credential)
+
+    async def create(self, name: str, token: str | None = None) -> str:
+        """Insert the tenant row (atomic: an existing row makes the insert fail -> TenantExists)."""
+        validate_tenant_name(name)
+        await self._ready()
+        token = token or new_token()
+        entity = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token), created=utc_now())
+        with _mapped():
+            try:
+                await self._table.create_entity(entity)
+            except ResourceExistsError:
+                raise TenantExists(name) from None
+        return token
+
+    async def set_token(self, name: str, token: str | None = None) -> str:
+        """Merge a new ``tokenHash`` onto an existing row (If-Match ``*``: 404 -> TenantNotFound)."""
+        if not _is_tenant_name(name):
+            raise TenantNotFound(name)
+        await self._ready()
+        token = token or new_token()
+        try:
+            with _mapped():
+                await self._table.update_entity(
+                    _row(_TENANT_PARTITION, name, tokenHash=hash_token(token)), mode=UpdateMode.MERGE
+                )
+        except ResourceNotFound:
+            raise TenantNotFound(name) from None
+        return token
+
+    async def token_hash(self, name: str) -> str | None:
+        """One point read; None for an unknown (or impossible) name."""
+        if not _is_tenant_name(name):
+            return None
+        await self._ready()
+        try:
+            with _mapped():
+                entity = await self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"])
+        except ResourceNotFound:
+            return None
+        return entity.get("tokenHash")  # type: ignore[no-any-return]
+
+    async def delete(self, name: str) -> None:
+        """Delete the row; a one-operation transaction, because a plain delete ignores a 404."""
+        if not _is_tenant_name(name):
+            raise TenantNotFound(name)
+        await self._ready()
+        try:
+            with _mapped():
+                await self._table.submit_transaction([("delete", _row(_TENANT_PARTITION, name))])
+        except ResourceNotFound:
+            raise TenantNotFound(name) from None
+
+    async def list(self) -> list[TenantInfo]:
+        """Every tenant, in RowKey (= name) order."""
+        await self._ready()
+        with _mapped():
+            pager = self._table.query_entities(
+                _FILTER_PARTITION, parameters={"pk": _TENANT_PARTITION}, select=["RowKey", "created"]
+            )
+            return [TenantInfo(row["RowKey"], row.get("created", "")) async for row in pager]
+
+
+def _is_tenant_name(name: str) -> bool:
+    try:
+        validate_tenant_name(name)
+    except ValueError:
+        return False
+    return True
