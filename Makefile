@@ -1,0 +1,54 @@
+# Local development and CI entry points. Needs python3 (with venv), node and npm.
+#   make run    Azurite + dev tenant + the app on http://127.0.0.1:$${PORT:-7071}
+#   make test   the test suite (Azurite is started by the tests themselves)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+NPM ?= npm
+VENV := .venv
+VPY := $(VENV)/bin/python
+PYTEST_FLAGS ?= -q
+
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: venv node_modules run azurite test clean clean-data
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+node_modules: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json $(wildcard package-lock.json)
+	if [ -f package-lock.json ]; then \
+	  $(NPM) ci --no-audit --no-fund; \
+	else \
+	  $(NPM) install --no-audit --no-fund; \
+	fi
+	touch $@
+
+run: venv node_modules
+	$(VPY) -m scim.dev
+
+# Azurite alone (Blob, Queue and Table on 10000-10002, data in .azurite/), until Ctrl-C.
+azurite: venv node_modules
+	$(VPY) -m scim.azurite --all
+
+# Any non-zero pytest exit fails the target, 5 ("no tests ran") included.
+test: venv node_modules
+	$(VPY) -m pytest $(PYTEST_FLAGS)
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+# Local Azurite data (tenants and users of `make run`).
+clean-data:
+	rm -rf .azurite

@@ -1,0 +1,510 @@
+"""Serve an Azure Functions (Python v2 model) ``FunctionApp`` over real HTTP, without ``func``.
+
+For local development and tests where Azure Functions Core Tools are not installed. It does
+what the Functions host does for HTTP triggers, and nothing more:
+
+- reads the app's functions from :meth:`azure.functions.FunctionApp.get_functions`, keeping
+  those whose trigger is an ``httpTrigger`` (``route``, ``methods``, ``auth_level``, the
+  trigger's argument name and :meth:`Function.get_user_function`);
+- prefixes every route with host.json's ``extensions.http.routePrefix`` (default ``api``);
+- matches Functions (ASP.NET Core) route templates: literals (case-insensitive),
+  ``{name}``, ``{name:constraint}`` (the constraint is ignored), ``{name?}`` and the
+  catch-all ``{*name}`` / ``{**name}``, which also matches an empty remainder (the
+  parameter is then absent from ``route_params``, as with the Functions host: use
+  ``req.route_params.get("path", "")``); literals rank before parameters, which rank
+  before catch-alls, whatever the registration order;
+- builds a :class:`azure.functions.HttpRequest` (method, full URL, headers — repeated ones
+  joined with ", " —, query parameters — first value of a repeated one —, route
+  parameters, body bytes), awaits an ``async def`` handler or runs a plain one in a thread,
+  and writes the :class:`azure.functions.HttpResponse` back (status, headers, body;
+  ``Content-Type`` from ``mimetype``/``charset`` when no header sets it);
+- answers 404 with an empty body when no route (or no route for that method) matches, and
+  500 with an empty body when the handler raises (the traceback is logged).
+
+Auth levels are not enforced (``func start`` does not enforce them locally either).
+Keep-alive and concurrent requests are aiohttp's. One access line per request is logged at
+INFO: method, path, query parameter *names* only, status, time — never header or query
+values (no tokens in logs).
+
+Run: ``python -m scim.localhost [--host 127.0.0.1] [--port 7071] [--app function_app:app]``
+(``PORT`` in the environment overrides the default port). Values of ``local.settings.json``
+are loaded into the environment (without overriding what is already set), as ``func`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import azure.functions as func
+from aiohttp import web
+from multidict import CIMultiDict
+
+__all__ = [
+    "LocalFunctionsHost",
+    "Route",
+    "compile_route",
+    "http_routes",
+    "load_app",
+    "load_local_settings",
+    "read_route_prefix",
+    "serve",
+]
+
+log = logging.getLogger("scim.localhost")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ROUTE_PREFIX = "api"
+MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's request size limit
+_HOP_BY_HOP = {"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade"}
+_NO_BODY_STATUSES = {204, 304}
+
+# ASP.NET Core route template parameter: {name}, {name?}, {name:constraint}, {*name}, {**name}
+_PARAM = re.compile(r"\{(?P<star>\*{1,2})?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}")
+
+
+# --------------------------------------------------------------------------------------
+# Route templates
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP-triggered function as the host sees it."""
+
+    function_name: str
+    template: str  # full template, route prefix included, no leading slash
+    methods: frozenset[str] | None  # None: every method
+    auth_level: str | None
+    handler: Callable[..., Any]
+    trigger_arg: str
+    regex: re.Pattern[str] = field(repr=False)
+    precedence: tuple[int, ...] = field(repr=False)
+    wants_context: bool = False
+
+    def allows(self, method: str) -> bool:
+        return self.methods is None or method.upper() in self.methods
+
+
+def compile_route(template: str) -> tuple[re.Pattern[str], tuple[int, ...]]:
+    """Compile a Functions route template to a regex over the (still percent-encoded) path.
+
+    Returns the regex and a precedence key (lower sorts first): per segment 1 for a literal,
+    2 for a mixed segment, 3 for a constrained parameter, 4 for a parameter, 5 for an
+    optional one, 6 for a catch-all — the order ASP.NET Core routing tries them in.
+    """
+    template = template.strip("/")
+    segments = template.split("/") if template else []
+    parts: list[str] = []
+    precedence: list[int] = []
+    for index, segment in enumerate(segments):
+        whole = _PARAM.fullmatch(segment)
+        last = index == len(segments) - 1
+        sep = "/" if index else ""
+        if whole:
+            name, star, rest = whole["name"], whole["star"], whole["rest"]
+            optional = rest.endswith("?")
+            if star:
+                if not last:
+                    raise ValueError(f"catch-all parameter must be the last segment: {template!r}")
+                # matches the empty remainder too ("scim/t" and "scim/t/" for "scim/{t}/{*path}")
+                parts.append(f"(?:{sep}(?P<{name}>.*))?" if sep else f"(?P<{name}>.*)")
+                precedence.append(6)
+            elif optional:
+                parts.append(f"(?:{sep}(?P<{name}>[^/]+))?")
+                precedence.append(5)
+            else:
+                parts.append(f"{sep}(?P<{name}>[^/]+)")
+                precedence.append(3 if ":" in rest else 4)
+            continue
+        # literal or mixed segment ("files/{name}.{ext}")
+        pos, regex = 0, ""
+        has_param = False
+        for m in _PARAM.finditer(segment):
+            if m["star"]:
+                raise ValueError(f"catch-all parameter must be a whole segment: {template!r}")
+            regex += re.escape(segment[pos : m.start()]) + f"(?P<{m['name']}>[^/]+)"
+            pos, has_param = m.end(), True
+        regex += re.escape(segment[pos:])
+        parts.append(sep + regex)
+        precedence.append(2 if has_param else 1)
+    pattern = "".join(parts) + "/?"
+    return re.compile(pattern, re.IGNORECASE), tuple(precedence)
+
+
+def _join_prefix(prefix: str, route: str) -> str:
+    prefix, route = prefix.strip("/"), route.strip("/")
+    return f"{prefix}/{route}" if prefix and route else prefix or route
+
+
+def _enum_value(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def http_routes(app: func.FunctionApp, route_prefix: str = DEFAULT_ROUTE_PREFIX) -> list[Route]:
+    """The app's HTTP-triggered functions as routes, in matching order.
+
+    Uses ``app.get_functions()`` (which validates the app and applies its default auth
+    level); for each :class:`azure.functions.decorators.function_app.Function` whose
+    ``get_trigger()`` is an ``httpTrigger``: ``trigger.route`` (the function name when
+    unset), ``trigger.methods``, ``trigger.auth_level``, ``trigger.name`` (the argument
+    that receives the request) and ``get_user_function()``.
+    """
+    routes: list[Route] = []
+    # get_functions() records the names it saw in ``functions_bindings`` and raises on a
+    # second call ("does not have a unique function name"); the worker calls it once per
+    # process. Clear that record for our call and put it back after, so the same app can be
+    # served (or indexed by the real worker) again.
+    seen = getattr(app, "functions_bindings", None)
+    app.functions_bindings = None
+    try:
+        functions = app.get_functions()
+    finally:
+        app.functions_bindings = seen
+    for order, fn in enumerate(functions):
+        trigger = fn.get_trigger()
+        if trigger is None or trigger.get_binding_name() != "httpTrigger":
+            continue
+        template = _join_prefix(route_prefix, getattr(trigger, "route", None) or fn.get_function_name())
+        methods = getattr(trigger, "methods", None)
+        method_set = frozenset(_enum_value(m).upper() for m in methods) if methods else None
+        auth = getattr(trigger, "auth_level", None)
+        handler = fn.get_user_function()
+        try:
+            params = inspect.signature(handler).parameters
+        except (TypeError, ValueError):
+            params = {}
+        regex, precedence = compile_route(template)
+        routes.append(
+            Route(
+                function_name=fn.get_function_name() or handler.__name__,
+                template=template,
+                methods=method_set,
+                auth_level=_enum_value(auth) if auth is not None else None,
+                handler=handler,
+                trigger_arg=trigger.name,
+                regex=regex,
+                precedence=precedence + (order,),
+                wants_context="context" in params,
+            )
+        )
+    routes.sort(key=lambda r: r.precedence)
+    return routes
+
+
+# --------------------------------------------------------------------------------------
+# Configuration: host.json, local.settings.json, the app
+# --------------------------------------------------------------------------------------
+
+
+def read_route_prefix(root: str | os.PathLike[str] = PROJECT_ROOT) -> str:
+    """``extensions.http.routePrefix`` of ``root/host.json``; "api" if unset or no host.json."""
+    path = Path(root) / "host.json"
+    if not path.is_file():
+        return DEFAULT_ROUTE_PREFIX
+    data = json.loads(path.read_text(encoding="utf-8-sig"))
+    prefix = ((data.get("extensions") or {}).get("http") or {}).get("routePrefix")
+    return DEFAULT_ROUTE_PREFIX if prefix is None else str(prefix)
+
+
+def load_local_settings(
+    root: str | os.PathLike[str] = PROJECT_ROOT, environ: dict[str, str] | None = None
+) -> list[str]:
+    """Copy ``Values`` of ``root/local.settings.json`` into the environment, never overriding.
+
+    Returns the names set. A missing file is fine (nothing is set).
+    """
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    path = Path(root) / "local.settings.json"
+    if not path.is_file():
+        return []
+    values = json.loads(path.read_text(encoding="utf-8-sig")).get("Values") or {}
+    added = []
+    for key, value in values.items():
+        if key not in environ and value is not None:
+            environ[key] = str(value)
+            added.append(key)
+    return added
+
+
+def load_app(spec: str) -> func.FunctionApp:
+    """Import ``module:attribute`` (default attribute ``app``) and return the FunctionApp."""
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    app = getattr(module, attr or "app")
+    if not hasattr(app, "get_functions"):
+        raise TypeError(f"{spec} is not an azure.functions.FunctionApp")
+    return app
+
+
+# --------------------------------------------------------------------------------------
+# The host
+# --------------------------------------------------------------------------------------
+
+
+class _Context(func.Context):
+    """The ``context`` argument a function may ask for."""
+
+    def __init__(self, function_name: str, function_directory: str) -> None:
+        self._invocation_id = str(uuid.uuid4())
+        self._function_name = function_name
+        self._function_directory = function_directory
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return self._function_directory
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return None
+
+
+def _safe_target(request: web.BaseRequest) -> str:
+    """Path plus query parameter names, values elided: what may go in a log line."""
+    names = list(dict.fromkeys(request.query.keys()))
+    return request.path + ("?" + "&".join(f"{n}=*" for n in names) if names else "")
+
+
+def _join_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    joined: dict[str, str] = {}
+    for key, value in headers:
+        k = key.lower()
+        joined[k] = f"{joined[k]}, {value}" if k in joined else value
+    return joined
+
+
+def _first_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    first: dict[str, str] = {}
+    for key, value in pairs:
+        first.setdefault(key, value)
+    return first
+
+
+class LocalFunctionsHost:
+    """An aiohttp application serving the HTTP functions of a FunctionApp."""
+
+    def __init__(
+        self,
+        app: func.FunctionApp,
+        *,
+        route_prefix: str | None = None,
+        root: str | os.PathLike[str] = PROJECT_ROOT,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.root = Path(root)
+        self.route_prefix = read_route_prefix(self.root) if route_prefix is None else route_prefix
+        self.routes = http_routes(app, self.route_prefix)
+        self.max_body_bytes = max_body_bytes
+        self.web_app = web.Application(client_max_size=max_body_bytes)
+        self.web_app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.port: int | None = None
+
+    def match(self, method: str, raw_path: str) -> tuple[Route, dict[str, str]] | None:
+        """The route serving ``method raw_path`` (percent-encoded path) and its parameters."""
+        path = raw_path.lstrip("/")
+        for route in self.routes:
+            m = route.regex.fullmatch(path)
+            if m and route.allows(method):
+                params = {k: unquote(v) for k, v in m.groupdict().items() if v is not None and v != ""}
+                return route, params
+        return None
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        status, name = 500, "-"
+        try:
+            found = self.match(request.method, request.raw_path.split("?", 1)[0])
+            if found is None:
+                status = 404
+                return web.Response(status=404)
+            route, route_params = found
+            name = route.function_name
+            response = await self._invoke(request, route, route_params)
+            status = response.status
+            return response
+        finally:
+            log.info(
+                "%s %s -> %s (%s) %.1f ms",
+                request.method,
+                _safe_target(request),
+                status,
+                name,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    async def _invoke(
+        self, request: web.Request, route: Route, route_params: dict[str, str]
+    ) -> web.Response:
+        body = await request.read()
+        req = func.HttpRequest(
+            method=request.method,
+            url=str(request.url),
+            headers=_join_headers(request.headers.items()),
+            params=_first_values(request.query.items()),
+            route_params=route_params,
+            body=body,
+        )
+        kwargs: dict[str, Any] = {route.trigger_arg: req}
+        if route.wants_context:
+            kwargs["context"] = _Context(route.function_name, str(self.root))
+        try:
+            if inspect.iscoroutinefunction(route.handler):
+                result = await route.handler(**kwargs)
+            else:
+                result = await asyncio.to_thread(route.handler, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+        except Exception:
+            log.exception("function %s raised", route.function_name)
+            return web.Response(status=500)
+        return self._to_web_response(route, result)
+
+    @staticmethod
+    def _to_web_response(route: Route, result: Any) -> web.Response:
+        if isinstance(result, str):
+            result = func.HttpResponse(result)
+        if not isinstance(result, func.HttpResponse):
+            log.error(
+                "function %s returned %s, not an HttpResponse", route.function_name, type(result).__name__
+            )
+            return web.Response(status=500)
+        headers: CIMultiDict[str] = CIMultiDict()
+        for key, value in result.headers.items():
+            if key.lower() not in _HOP_BY_HOP:
+                headers.add(key, value)
+        if "content-type" not in headers:
+            mimetype = result.mimetype
+            headers["Content-Type"] = (
+                f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") else mimetype
+            )
+        status = int(result.status_code)
+        body = result.get_body() or b""
+        if status in _NO_BODY_STATUSES or status < 200:
+            body = b""
+            headers.popall("Content-Type", None)
+        return web.Response(status=status, body=body, headers=headers)
+
+    # -- serving -----------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 7071) -> int:
+        """Listen on host:port (0: a free port); returns the port."""
+        self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await self._site.start()
+        server = self._site._server  # noqa: SLF001 - the only way to learn an auto port
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            self._site = None
+
+    async def __aenter__(self) -> LocalFunctionsHost:
+        await self.start(port=0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def serve(
+    app: func.FunctionApp,
+    host: str = "127.0.0.1",
+    port: int = 7071,
+    *,
+    route_prefix: str | None = None,
+    root: str | os.PathLike[str] = PROJECT_ROOT,
+    ready: Callable[[LocalFunctionsHost], None] | None = None,
+) -> None:
+    """Serve ``app`` until cancelled (Ctrl-C)."""
+    local = LocalFunctionsHost(app, route_prefix=route_prefix, root=root)
+    await local.start(host, port)
+    for route in local.routes:
+        methods = ",".join(sorted(route.methods)) if route.methods else "*"
+        log.info("%s: [%s] http://%s:%s/%s", route.function_name, methods, host, local.port, route.template)
+    log.info("serving on http://%s:%s (route prefix %r)", host, local.port, local.route_prefix)
+    if ready is not None:
+        ready(local)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await local.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _default_port(environ: Mapping[str, str] = os.environ) -> int:
+    return int(environ.get("PORT") or 7071)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scim.localhost",
+        description="Serve a FunctionApp's HTTP functions without Azure Functions Core Tools.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default: $PORT or 7071")
+    parser.add_argument("--app", default="function_app:app", help="module:attribute (default function_app:app)")
+    parser.add_argument("--root", default=str(PROJECT_ROOT), help="folder of host.json / local.settings.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    root = Path(args.root).resolve()
+    load_local_settings(root)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    app = load_app(args.app)
+    port = args.port if args.port is not None else _default_port()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even from a background job
+    signal.signal(signal.SIGTERM, _interrupt)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(app, args.host, port, root=root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

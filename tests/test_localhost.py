@@ -1,0 +1,356 @@
+"""scim.localhost over real HTTP, with a tiny FunctionApp defined here."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import time
+from pathlib import Path
+
+import aiohttp
+import azure.functions as func
+import pytest
+
+from scim.localhost import (
+    PROJECT_ROOT,
+    LocalFunctionsHost,
+    compile_route,
+    http_routes,
+    load_local_settings,
+    read_route_prefix,
+)
+
+TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+def _json(data: object, status: int = 200) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(data), status_code=status, mimetype="application/json")
+
+
+@app.route(route="hello/{name}", methods=["GET"])
+async def hello(req: func.HttpRequest) -> func.HttpResponse:
+    return _json({"name": req.route_params["name"], "route": "param"})
+
+
+@app.route(route="hello/special", methods=["GET"])
+async def hello_special(req: func.HttpRequest) -> func.HttpResponse:
+    return _json({"route": "literal"})
+
+
+@app.route(route="echo/{*path}", methods=["GET", "POST", "PATCH"])
+async def echo(req: func.HttpRequest) -> func.HttpResponse:
+    return _json(
+        {
+            "method": req.method,
+            "url": req.url,
+            "params": dict(req.params),
+            "route_params": dict(req.route_params),
+            "headers": {k: req.headers[k] for k in req.headers if k.startswith("x-")},
+            "authorization": req.headers.get("Authorization"),
+            "body": req.get_body().hex(),
+        }
+    )
+
+
+@app.route(route="items/{id:guid}", methods=["PUT"])
+def sync_put(req: func.HttpRequest) -> str:  # a plain function, run in a thread
+    return f"put {req.route_params['id']} {req.get_body().decode()}"
+
+
+@app.function_name("custom_response")
+@app.route(route="custom", methods=["POST"])
+async def custom(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(
+        b'{"ok":true}',
+        status_code=201,
+        headers={"Location": "http://example.invalid/x/1", "ETag": 'W/"1"', "X-Echo": req.headers.get("X-In", "")},
+        mimetype="application/scim+json",
+    )
+
+
+@app.route(route="explicit-ct")
+async def explicit_ct(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("hi", headers={"Content-Type": "text/csv"})
+
+
+@app.route(route="gone", methods=["DELETE"])
+async def gone(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(status_code=204)
+
+
+@app.route(route="boom")
+async def boom(req: func.HttpRequest) -> func.HttpResponse:
+    raise RuntimeError("kaboom")
+
+
+@app.route(route="slow/{n}")
+async def slow(req: func.HttpRequest) -> func.HttpResponse:
+    await asyncio.sleep(0.5)
+    return _json({"n": req.route_params["n"]})
+
+
+@app.route(route="ctx")
+async def with_context(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return _json({"function": context.function_name, "has_id": bool(context.invocation_id)})
+
+
+@pytest.fixture(scope="module")
+async def host():
+    local = LocalFunctionsHost(app, route_prefix="")
+    await local.start("127.0.0.1", 0)
+    try:
+        yield local
+    finally:
+        await local.stop()
+
+
+@pytest.fixture(scope="module")
+async def client():
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        yield session
+
+
+# -- discovery and templates ------------------------------------------------------------
+
+
+def test_routes_are_read_from_the_function_app():
+    routes = {r.function_name: r for r in http_routes(app, "")}
+    assert routes["hello"].template == "hello/{name}"
+    assert routes["hello"].methods == frozenset({"GET"})
+    assert routes["hello"].trigger_arg == "req"
+    assert routes["hello"].auth_level == "anonymous"
+    assert routes["custom_response"].template == "custom"  # @app.function_name is honoured
+    assert routes["boom"].methods is None  # no methods: every method
+    assert routes["with_context"].wants_context
+    prefixed = {r.function_name: r.template for r in http_routes(app, "api")}
+    assert prefixed["hello"] == "api/hello/{name}"
+
+
+def test_literal_routes_rank_before_parameters_and_catch_alls():
+    order = [r.function_name for r in http_routes(app, "")]
+    assert order.index("hello_special") < order.index("hello")
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "expected"),
+    [
+        ("scim/{tenant}/{*path}", "scim/t1/Users/abc", {"tenant": "t1", "path": "Users/abc"}),
+        ("scim/{tenant}/{*path}", "scim/t1", {"tenant": "t1", "path": None}),
+        ("scim/{tenant}/{*path}", "scim/t1/", {"tenant": "t1", "path": ""}),  # "" is dropped
+        ("scim/{tenant}/{**path}", "scim/t1/a/b/", {"tenant": "t1", "path": "a/b/"}),
+        ("{*all}", "", {"all": ""}),
+        ("{*all}", "x/y", {"all": "x/y"}),
+        ("users/{id:guid}", "users/abc", {"id": "abc"}),
+        ("users/{id?}", "users", {"id": None}),
+        ("users/{id?}", "users/7", {"id": "7"}),
+        ("files/{name}.{ext}", "files/a.b.txt", {"name": "a.b", "ext": "txt"}),
+        ("Static/Path", "static/path/", {}),
+    ],
+)
+def test_compile_route_matches(template, path, expected):
+    regex, _ = compile_route(template)
+    m = regex.fullmatch(path)
+    assert m is not None, (template, path)
+    assert m.groupdict() == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "path"),
+    [
+        ("scim/{tenant}/{*path}", "scim"),
+        ("scim/{tenant}/{*path}", "scimx/t1"),
+        ("hello/{name}", "hello/a/b"),
+        ("hello/{name}", "hello/"),
+        ("users/{id?}", "users/1/2"),
+    ],
+)
+def test_compile_route_rejects(template, path):
+    regex, _ = compile_route(template)
+    assert regex.fullmatch(path) is None
+
+
+def test_app_can_be_indexed_twice():
+    # get_functions() alone refuses a second call on the same app; http_routes copes.
+    assert len(http_routes(app, "")) == len(http_routes(app, "")) == len(app.get_functions())
+
+
+def test_catch_all_must_be_last():
+    with pytest.raises(ValueError):
+        compile_route("a/{*rest}/b")
+
+
+def test_route_prefix_comes_from_host_json(tmp_path: Path):
+    assert read_route_prefix(tmp_path) == "api"  # no host.json: the Functions default
+    (tmp_path / "host.json").write_text('{"version": "2.0"}')
+    assert read_route_prefix(tmp_path) == "api"
+    (tmp_path / "host.json").write_text('{"version": "2.0", "extensions": {"http": {"routePrefix": "v1"}}}')
+    assert read_route_prefix(tmp_path) == "v1"
+    assert read_route_prefix(PROJECT_ROOT) == ""  # this project's host.json
+
+
+def test_local_settings_never_override(tmp_path: Path):
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {"A": "file", "B": "file"}}))
+    env = {"A": "env"}
+    assert load_local_settings(tmp_path, env) == ["B"]
+    assert env == {"A": "env", "B": "file"}
+    assert load_local_settings(tmp_path / "missing", env) == []
+
+
+# -- over HTTP ----------------------------------------------------------------------------
+
+
+async def test_route_params_and_json(host, client):
+    async with client.get(f"{host.base_url}/hello/J%C3%B6rg") as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "application/json"
+        assert await r.json() == {"name": "Jörg", "route": "param"}
+    async with client.get(f"{host.base_url}/hello/special") as r:
+        assert await r.json() == {"route": "literal"}
+    async with client.get(f"{host.base_url}/HELLO/x") as r:  # literals are case-insensitive
+        assert r.status == 200
+
+
+async def test_request_round_trip(host, client):
+    body = b"\x00\xff binary \xe9"
+    headers = [("X-One", "1"), ("X-Multi", "a"), ("X-Multi", "b"), ("Authorization", "Bearer s3cret")]
+    async with client.post(
+        f"{host.base_url}/echo/Users/abc%20def?filter=userName%20eq%20%22x%22&a=1&a=2",
+        data=body,
+        headers=headers,
+    ) as r:
+        assert r.status == 200
+        got = await r.json()
+    assert got["method"] == "POST"
+    assert got["url"] == (
+        f"{host.base_url}/echo/Users/abc%20def?filter=userName%20eq%20%22x%22&a=1&a=2"
+    )
+    assert got["params"] == {"filter": 'userName eq "x"', "a": "1"}  # first of repeated values
+    assert got["route_params"] == {"path": "Users/abc def"}
+    assert got["headers"] == {"x-one": "1", "x-multi": "a, b"}
+    assert got["authorization"] == "Bearer s3cret"
+    assert bytes.fromhex(got["body"]) == body
+
+
+async def test_catch_all_matches_empty_remainder(host, client):
+    for path in ("/echo", "/echo/"):
+        async with client.get(host.base_url + path) as r:
+            assert r.status == 200
+            got = await r.json()
+            assert got["route_params"] == {}
+            assert got["body"] == ""
+
+
+async def test_sync_handler_string_result(host, client):
+    async with client.put(f"{host.base_url}/items/42", data=b"x") as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert await r.text() == "put 42 x"
+
+
+async def test_response_status_headers_and_mimetype(host, client):
+    async with client.post(f"{host.base_url}/custom", headers={"X-In": "hello"}) as r:
+        assert r.status == 201
+        assert r.headers["Content-Type"] == "application/scim+json"
+        assert r.headers["Location"] == "http://example.invalid/x/1"
+        assert r.headers["ETag"] == 'W/"1"'
+        assert r.headers["X-Echo"] == "hello"
+        assert await r.read() == b'{"ok":true}'
+    async with client.get(f"{host.base_url}/explicit-ct") as r:
+        assert r.headers["Content-Type"] == "text/csv"  # an explicit header wins over mimetype
+    async with client.delete(f"{host.base_url}/gone") as r:
+        assert r.status == 204
+        assert await r.read() == b""
+
+
+async def test_unknown_route_or_method_is_404_with_empty_body(host, client):
+    for method, path in [("GET", "/nope"), ("GET", "/"), ("DELETE", "/hello/x"), ("GET", "/api/hello/x")]:
+        async with client.request(method, host.base_url + path) as r:
+            assert r.status == 404, (method, path)
+            assert await r.read() == b""
+
+
+async def test_handler_exception_is_500(host, client, caplog):
+    with caplog.at_level(logging.ERROR, logger="scim.localhost"):
+        async with client.get(f"{host.base_url}/boom") as r:
+            assert r.status == 500
+            assert await r.read() == b""
+    assert "kaboom" in caplog.text
+
+
+async def test_context_argument(host, client):
+    async with client.get(f"{host.base_url}/ctx") as r:
+        assert await r.json() == {"function": "with_context", "has_id": True}
+
+
+async def test_concurrent_requests(host):
+    # Entra keeps ~5 requests in flight: they must run side by side, not one after another.
+    connector = aiohttp.TCPConnector(limit=10)
+    async with aiohttp.ClientSession(timeout=TIMEOUT, connector=connector) as session:
+
+        async def one(n: int) -> dict:
+            async with session.get(f"{host.base_url}/slow/{n}") as r:
+                assert r.status == 200
+                return await r.json()
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(n) for n in range(8)))
+        elapsed = time.perf_counter() - started
+    assert sorted(int(r["n"]) for r in results) == list(range(8))
+    assert elapsed < 2.5, f"8 requests of 0.5 s took {elapsed:.2f} s: not concurrent"
+
+
+async def test_keep_alive(host):
+    def two_requests_one_connection() -> tuple[int, int, bool]:
+        conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=10)
+        try:
+            conn.request("GET", "/hello/a")
+            r1 = conn.getresponse()
+            r1.read()
+            sock = conn.sock
+            conn.request("GET", "/nope")
+            r2 = conn.getresponse()
+            r2.read()
+            return r1.status, r2.status, sock is not None and conn.sock is sock and not r1.will_close
+        finally:
+            conn.close()
+
+    s1, s2, reused = await asyncio.to_thread(two_requests_one_connection)
+    assert (s1, s2) == (200, 404)
+    assert reused
+
+
+async def test_access_log_has_no_secrets(host, client, caplog):
+    with caplog.at_level(logging.INFO, logger="scim.localhost"):
+        async with client.get(
+            f"{host.base_url}/echo/x?filter=secretvalue&token=abc123",
+            headers={"Authorization": "Bearer topsecret-token"},
+        ) as r:
+            assert r.status == 200
+        async with client.get(f"{host.base_url}/nope?q=hidden") as r:
+            assert r.status == 404
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "scim.localhost"]
+    assert any("GET /echo/x?filter=*&token=* -> 200 (echo)" in line for line in lines), lines
+    assert any("GET /nope?q=* -> 404" in line for line in lines), lines
+    for secret in ("secretvalue", "abc123", "topsecret", "Bearer", "hidden"):
+        assert secret not in caplog.text
+
+
+async def test_route_prefix_api(client):
+    local = LocalFunctionsHost(app, route_prefix="api")
+    await local.start("127.0.0.1", 0)
+    try:
+        async with client.get(f"{local.base_url}/api/hello/x") as r:
+            assert r.status == 200
+        async with client.get(f"{local.base_url}/hello/x") as r:
+            assert r.status == 404
+    finally:
+        await local.stop()
+
+
+async def test_host_defaults_to_project_host_json():
+    local = LocalFunctionsHost(app)
+    assert local.route_prefix == read_route_prefix(PROJECT_ROOT) == ""
