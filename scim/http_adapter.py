@@ -26,6 +26,9 @@ __all__ = ["SCIM_CONTENT_TYPE", "bp", "handle_http"]
 
 logger = logging.getLogger("scim.http")
 
+# azure-core logs every storage request URL at INFO; our RowKeys carry userNames and emails.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
 SCIM_CONTENT_TYPE = "application/scim+json"
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
@@ -45,6 +48,7 @@ def _to_http(response: ScimResponse) -> func.HttpResponse:
     if response.body is None:
         return func.HttpResponse(status_code=response.status, headers=headers)
     body = json.dumps(response.body, ensure_ascii=False, separators=(",", ":"))
+    headers["Content-Type"] = f"{SCIM_CONTENT_TYPE}; charset=utf-8"
     return func.HttpResponse(
         body=body.encode("utf-8"),
         status_code=response.status,

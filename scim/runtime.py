@@ -8,7 +8,9 @@ Tests swap in their own runtime with :func:`use_runtime`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .service import Limits, ScimService
 from .settings import Settings
@@ -39,13 +41,16 @@ _runtime: Runtime | None = None
 _lock: asyncio.Lock | None = None
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """A runtime on Azure Table Storage (or Azurite) as the settings say."""
-    from .store.tables import TableStore, TableTenantRegistry
+def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None = None) -> Runtime:
+    """A runtime on Azure Table Storage (or Azurite) as the settings say; one client for both tables.
 
-    store = TableStore.from_settings(settings)
-    tenants = TableTenantRegistry.from_settings(settings)
-    return Runtime(settings, ScimService(store, Limits(max_body_bytes=settings.max_body_bytes)), tenants)
+    ``per_call_policies`` are azure-core policies that see every storage request (tests count
+    round trips with :class:`scim.store.roundtrips.RoundTripCounter`).
+    """
+    from .store.tables import TableStore
+
+    store = TableStore.from_settings(settings, per_call_policies=per_call_policies)
+    return Runtime(settings, ScimService(store, Limits(max_body_bytes=settings.max_body_bytes)), store.tenant_registry())
 
 
 async def get_runtime() -> Runtime:

@@ -1,0 +1,1 @@
+"""Operator tooling: ``python -m scim.admin`` manages tenants and their Secret Tokens."""

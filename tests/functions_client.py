@@ -1,0 +1,108 @@
+"""Calls the registered Azure Functions entry points directly, with ``func.HttpRequest``.
+
+Azure Functions Core Tools cannot be installed on our machines, so protocol tests call the
+function that ``function_app.app`` registered, exactly as the Functions host would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import azure.functions as func
+
+import function_app
+
+
+def _registered_scim_function() -> Any:
+    for function in function_app.app.get_functions():
+        if function.get_function_name() == "scim_endpoint":
+            return function.get_user_function()
+    raise LookupError("function_app does not register scim_endpoint")
+
+
+SCIM_FUNCTION = _registered_scim_function()
+
+
+@dataclass
+class Response:
+    """An HTTP response as a SCIM client sees it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+@dataclass
+class FunctionsClient:
+    """A SCIM client for one tenant that invokes the Functions entry point in-process."""
+
+    tenant: str
+    token: str | None
+    base: str = "http://127.0.0.1:7071"
+    default_headers: dict[str, str] = field(default_factory=dict)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        tenant: str | None = None,
+        token: str | None | bool = True,
+    ) -> Response:
+        tenant = tenant or self.tenant
+        all_headers = dict(self.default_headers)
+        bearer = self.token if token is True else token
+        if bearer:
+            all_headers["Authorization"] = f"Bearer {bearer}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        if data:
+            all_headers.setdefault("Content-Type", "application/scim+json; charset=utf-8")
+        all_headers.update(headers or {})
+        rest = path.lstrip("/")
+        url = f"{self.base}/scim/{tenant}/{rest}"
+        if params:
+            url += "?" + urlencode(params)
+        request = func.HttpRequest(
+            method=method,
+            url=url,
+            headers=all_headers,
+            params=params or {},
+            route_params={"tenant": tenant, "path": rest},
+            body=data,
+        )
+        response = await SCIM_FUNCTION(request)
+        return Response(
+            response.status_code,
+            {k.lower(): v for k, v in response.headers.items()},
+            response.get_body() or b"",
+        )
+
+    async def get(self, path: str, **kw: Any) -> Response:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, body: Any, **kw: Any) -> Response:
+        return await self.request("POST", path, body, **kw)
+
+    async def patch(self, path: str, body: Any, **kw: Any) -> Response:
+        return await self.request("PATCH", path, body, **kw)
+
+    async def put(self, path: str, body: Any, **kw: Any) -> Response:
+        return await self.request("PUT", path, body, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Response:
+        return await self.request("DELETE", path, **kw)

@@ -1,0 +1,125 @@
+"""Storage round trips per SCIM operation, counted by an azure-core policy on a real Azurite.
+
+The budgets are the issue's (and docs/table-layout.md's). Authentication costs one more
+read of the tenants table per request (no positive token cache, so a regenerated token
+fails at once); it is counted separately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from scim.runtime import Runtime, build_runtime, use_runtime
+from scim.store.roundtrips import RoundTripCounter
+from tests.functions_client import FunctionsClient
+from tests.payloads import payload
+from tests.scim_fixtures import azurite_settings
+from tests.test_protocol_entra import create_group, create_user, new_user
+
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+class TableCounter(RoundTripCounter):
+    """Counts requests to the directory table and to the tenants table separately."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.auth = 0
+
+    def on_request(self, request) -> None:  # type: ignore[no-untyped-def]
+        if "tenants" in request.http_request.url.split("?")[0].rsplit("/", 1)[-1]:
+            self.auth += 1
+        else:
+            super().on_request(request)
+
+    def reset(self) -> None:
+        super().reset()
+        self.auth = 0
+
+
+@pytest.fixture
+async def counted(azurite: str, table_prefix: str) -> AsyncIterator[tuple[FunctionsClient, TableCounter, Runtime]]:
+    counter = TableCounter()
+    runtime = build_runtime(azurite_settings(azurite, table_prefix), per_call_policies=[counter])
+    use_runtime(runtime)
+    name = "t" + uuid.uuid4().hex[:12]
+    token = await runtime.tenants.create(name)
+    client = FunctionsClient(name, token)
+    await client.get("/Users", params={"filter": 'userName eq "warm-up"'})  # tables exist, pools open
+    yield client, counter, runtime
+    use_runtime(None)
+    await runtime.close()
+
+
+async def measure(counter: TableCounter, call) -> tuple[int, object]:  # type: ignore[no-untyped-def]
+    counter.reset()
+    response = await call
+    assert counter.auth == 1, "authentication reads the tenant once per request"
+    return counter.count, response
+
+
+def members_patch(ids: list[str]) -> dict:
+    return {"schemas": [PATCH_OP], "Operations": [{"op": "Add", "path": "members", "value": [{"value": i} for i in ids]}]}
+
+
+async def test_round_trips_per_entra_operation(counted):
+    client, counter, _ = counted
+    body = new_user()
+    trips, created = await measure(counter, client.post("/Users", body))
+    assert created.status == 201 and trips <= 2, trips
+    user = created.json
+
+    trips, response = await measure(counter, client.get(f"/Users/{user['id']}"))
+    assert response.status == 200 and trips == 1, trips
+
+    for expression in (
+        f'userName eq "{body["userName"]}"',
+        f'externalId eq "{body["externalId"]}"',
+        f'emails[type eq "work"].value eq "{body["emails"][0]["value"]}"',
+        f'userName eq "{uuid.uuid4()}"',
+    ):
+        trips, response = await measure(counter, client.get("/Users", params={"filter": expression}))
+        assert response.status == 200 and trips <= 2, (expression, trips)
+
+    trips, response = await measure(counter, client.patch(f"/Users/{user['id']}", payload("entra-patch-user-default.json")))
+    assert response.status == 200 and trips <= 3, trips
+
+    group = (await client.post("/Groups", {**payload("entra-post-group.json"), "displayName": f"g-{uuid.uuid4().hex[:6]}"})).json
+    trips, response = await measure(counter, client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{group["displayName"]}"'}))
+    assert response.status == 200 and trips <= 2, trips
+    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=user["id"])))
+    assert response.status == 204 and trips <= 3, trips
+    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-remove-member-aadoptscim062020.json", USER_ID=user["id"])))
+    assert response.status == 204 and trips <= 3, trips
+
+    in_groups = await create_user(client)
+    groups = [await create_group(client) for _ in range(3)]
+    for g in groups:
+        await client.patch(f"/Groups/{g['id']}", payload("entra-patch-add-member-default.json", USER_ID=in_groups["id"]))
+    trips, response = await measure(counter, client.delete(f"/Users/{in_groups['id']}"))
+    assert response.status == 204 and trips <= 2 + len(groups), trips
+    trips, response = await measure(counter, client.delete(f"/Users/{user['id']}"))
+    assert response.status == 204 and trips <= 2, trips
+
+
+@pytest.mark.parametrize("group_size", [5, 300])
+async def test_member_patch_of_100_costs_the_same_whatever_the_group_size(counted, group_size):
+    client, counter, _ = counted
+    group = await create_group(client)
+    users = await asyncio.gather(*(create_user(client) for _ in range(group_size + 100)))
+    existing, new = users[:group_size], users[group_size:]
+    for start in range(0, group_size, 100):
+        chunk = [u["id"] for u in existing[start : start + 100]]
+        assert (await client.patch(f"/Groups/{group['id']}", members_patch(chunk))).status == 204
+    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", members_patch([u["id"] for u in new])))
+    assert response.status == 204 and trips <= 3, trips
+    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=new[0]["id"])))
+    assert response.status == 204 and trips == 1, trips
+    trips, response = await measure(counter, client.get(f"/Groups/{group['id']}", params={"excludedAttributes": "members"}))
+    assert response.status == 200 and trips == 1, trips
+    full = (await client.get(f"/Groups/{group['id']}")).json
+    assert len(full["members"]) == group_size + 100
