@@ -2,7 +2,8 @@
 
 1. Azurite: reuses one already answering on 127.0.0.1:10002, else starts one with its data
    in ``<project>/.azurite/`` (Blob and Queue too when ``func`` serves the app, for
-   ``AzureWebJobsStorage``).
+   ``AzureWebJobsStorage``). When ``SCIM_TABLE_CONNECTION_STRING`` or ``SCIM_TABLE_ENDPOINT``
+   is set, the app uses that storage and no Azurite is started for it.
 2. The dev tenant: ``scim.admin.core.ensure_tenant(settings, name, token)`` with
    ``SCIM_DEV_TENANT`` (default ``dev``) and ``SCIM_DEV_TOKEN`` (default: a fresh token).
 3. Prints exactly two lines to stdout (everything else goes to stderr)::
@@ -123,8 +124,9 @@ def main() -> int:
     name = os.environ.get("SCIM_DEV_TENANT") or "dev"
     token = os.environ.get("SCIM_DEV_TOKEN") or new_token()
 
+    configured = os.environ.get("SCIM_TABLE_CONNECTION_STRING") or os.environ.get("SCIM_TABLE_ENDPOINT")
     try:
-        az = _ensure_azurite(with_blob_queue=use_func)
+        az = None if configured and not use_func else _ensure_azurite(with_blob_queue=use_func)
     except AzuriteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

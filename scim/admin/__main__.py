@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 
+from ..store.base import StoreError
 from ..tenants import InvalidTenantName, TenantExists, TenantNotFound
 from . import core
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no tenant {args.name!r}", file=sys.stderr)
     except InvalidTenantName as exc:
         print(f"error: {exc}", file=sys.stderr)
-    except OSError as exc:
+    except (OSError, StoreError) as exc:
         print(f"error: cannot reach Table storage ({exc.__class__.__name__}); is Azurite running? (make run starts it)", file=sys.stderr)
     return 1
 

@@ -1,0 +1,112 @@
+"""The operator's tools as a user runs them: ``python -m scim.admin`` and ``python -m scim.dev`` (make run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(azurite: str, prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCIM_")}
+    env.update({"SCIM_TABLE_CONNECTION_STRING": azurite, "SCIM_TABLE_PREFIX": prefix, **extra})
+    return env
+
+
+def admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scim.admin", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(url: str, token: str) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_admin_cli_manages_tenants_and_tokens(azurite, table_prefix):
+    env = _env(azurite, table_prefix, PORT="7099")
+    name = "cli-" + uuid.uuid4().hex[:8]
+    created = admin(env, "tenant", "create", name)
+    assert created.returncode == 0, created.stderr
+    url_line, token_line = created.stdout.strip().splitlines()
+    assert url_line == f"Tenant URL: http://127.0.0.1:7099/scim/{name}"
+    assert token_line.startswith("Secret Token: ") and len(token_line.split(": ")[1]) >= 43
+
+    duplicate = admin(env, "tenant", "create", name)
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+
+    regenerated = admin(env, "token", "regenerate", name, "--json")
+    assert regenerated.returncode == 0, regenerated.stderr
+    data = json.loads(regenerated.stdout)
+    assert set(data) == {"tenant", "url", "token"} and data["tenant"] == name
+    assert data["token"] != token_line.split(": ")[1]
+
+    listed = json.loads(admin(env, "tenant", "list", "--json").stdout)
+    assert name in [t["tenant"] for t in listed]
+
+    assert admin(env, "tenant", "delete", name).returncode == 0
+    assert name not in admin(env, "tenant", "list").stdout
+    missing = admin(env, "token", "regenerate", name)
+    assert missing.returncode == 1 and "no tenant" in missing.stderr
+    bad = admin(env, "tenant", "create", "Not Valid")
+    assert bad.returncode == 1 and "invalid tenant name" in bad.stderr
+
+
+def test_make_run_prints_entra_fields_and_serves_them(azurite, table_prefix):
+    """``python -m scim.dev`` (what ``make run`` calls): the two lines work in Entra's Test connection."""
+    port = _free_port()
+    tenant = "dev" + uuid.uuid4().hex[:6]
+    env = _env(azurite, table_prefix, PORT=str(port), SCIM_DEV_TENANT=tenant, SCIM_DEV_TOKEN="chosen-dev-token")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scim.dev"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        token = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url == f"Tenant URL: http://127.0.0.1:{port}/scim/{tenant}"
+        assert token == "Secret Token: chosen-dev-token"
+        base, secret = url.split(": ", 1)[1], token.split(": ", 1)[1]
+        test_connection = f"{base}/Users?filter=userName+eq+%22{uuid.uuid4()}%22"
+        deadline = time.monotonic() + 30
+        status = 0
+        while time.monotonic() < deadline:
+            try:
+                status = http_status(test_connection, secret)
+                break
+            except (ConnectionError, urllib.error.URLError):
+                time.sleep(0.2)
+        assert status == 200
+
+        regenerated = json.loads(admin(env, "token", "regenerate", tenant, "--json").stdout)
+        assert http_status(test_connection, secret) == 401, "the old token fails at once"
+        assert http_status(test_connection, regenerated["token"]) == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("scim.dev did not stop on Ctrl-C")
