@@ -9,6 +9,8 @@ imported on first use: it costs about a second, which cold starts should not pay
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -34,10 +36,34 @@ def parse_filter(expression: str) -> FilterNode:
 
     try:
         return ScimFilter(expression).ast
-    except SCIMException as exc:
+    except (SCIMException, ValueError, RecursionError) as exc:
+        lenient = _quote_bare_values(expression)
+        if lenient != expression:
+            try:
+                return ScimFilter(lenient).ast
+            except (SCIMException, ValueError, RecursionError):
+                pass
         raise InvalidFilter(f"The filter {expression[:200]!r} is not valid: {_detail(exc)}") from None
-    except (ValueError, RecursionError) as exc:
-        raise InvalidFilter(f"The filter {expression[:200]!r} is not valid: {exc}") from None
+
+
+_BARE_VALUE = re.compile(r"(?i)\b(eq|ne|co|sw|ew|gt|ge|lt|le)(\s+)(?![\"(])([^\s()\[\]\"]+)")
+_LITERAL = re.compile(r"(?i)^(true|false|null|-?\d+(\.\d+)?([eE][+-]?\d+)?)$")
+
+
+def _quote_bare_values(expression: str) -> str:
+    """Quote unquoted comparison values (``userName sw O``), as Microsoft's reference server accepts.
+
+    RFC 7644 §3.4.2.2 requires JSON string literals; this fallback only runs on a filter
+    that did not parse, so a valid filter is never reinterpreted.
+    """
+
+    def quote(match: re.Match[str]) -> str:
+        value = match.group(3)
+        if _LITERAL.match(value):
+            return match.group(0)
+        return f'{match.group(1)}{match.group(2)}{json.dumps(value)}'
+
+    return _BARE_VALUE.sub(quote, expression)
 
 
 def _detail(exc: Exception) -> str:

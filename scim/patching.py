@@ -186,6 +186,8 @@ def _apply_path(rtype: ResourceType, result: PatchResult, op: Op, path: str, val
             result.member_changes.extend(_member_changes(op, value_filter, sub_attr, value, has_value))
             return
     location = locate(rtype, name, doc)
+    if location.attribute is None and location.container is None:
+        raise NoTarget(f"{attr_path.attr} is not an attribute of a {rtype.name}.")
     if location.attribute is not None and location.attribute.mutability == "readOnly":
         raise Mutability(f"{location.name} is read-only.")
     if value_filter is not None:
@@ -206,7 +208,8 @@ def _apply_extension(
     if not isinstance(value, dict):
         raise InvalidValue(f"The value for {location.name} must be an object of its attributes.")
     for key, item in value.items():
-        _apply_path(rtype, result, op, f"{location.name}:{key}", item, True)
+        if key.lower() != "schemas":
+            _apply_path(rtype, result, op, f"{location.name}:{key}", item, True)
 
 
 def _apply_attribute(location: AttributeLocation, op: Op, value: Any, has_value: bool, doc: dict[str, Any]) -> None:

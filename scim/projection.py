@@ -25,6 +25,10 @@ class _Ref:
 
 def _parse_ref(rtype: ResourceType, text: str) -> _Ref:
     text = text.strip()
+    if "[" in text:
+        # "emails[type eq \"work\"]" is not RFC 7644 §3.10 notation; project the whole attribute.
+        head, _, tail = text.partition("[")
+        text = head + tail.partition("]")[2]
     lowered = text.lower()
     if lowered.startswith("urn:"):
         schema = rtype.schema_for_urn(text)

@@ -105,8 +105,11 @@ def extension_location(rtype: ResourceType, key: str, doc: dict[str, Any], value
     schema = rtype.schema_for_urn(key)
     if schema is not None:
         return None if schema.id == rtype.schema.id else locate(rtype, key, doc)
+    if rtype.schema_for_urn(key.rpartition(":")[0]) is not None:
+        return None  # "urn:…:enterprise:2.0:User:manager" is an attribute of a known schema
     existing_key = _existing_key(doc, key)
-    if isinstance(doc.get(existing_key), dict) or (isinstance(value, dict) and _looks_like_schema_urn(key)):
+    names_resource = key.rpartition(":")[2].lower() == rtype.name.lower()
+    if isinstance(doc.get(existing_key), dict) or (isinstance(value, dict) and names_resource):
         return AttributeLocation(existing_key, existing_key, None, urn=existing_key, whole_extension=True)
     return None
 
@@ -192,6 +195,8 @@ def parse_resource(rtype: ResourceType, body: Any) -> ParsedResource:
             _merge_extension(rtype, doc, extension, value)
             continue
         location = locate(rtype, key, doc)
+        if location.attribute is None and location.container is None:
+            continue  # RFC 7644 §3.3: attributes no schema defines are ignored (URN extensions are kept)
         set_at(doc, location, normalize_at(location, value))
     _check_required(rtype, doc)
     return ParsedResource(doc, members)
@@ -203,6 +208,8 @@ def _merge_extension(rtype: ResourceType, doc: dict[str, Any], location: Attribu
     if not isinstance(value, dict):
         raise InvalidValue(f"{location.container} must be an object of extension attributes.")
     for key, item in value.items():
+        if key.lower() == "schemas":
+            continue
         inner = locate(rtype, f"{location.container}:{key}", doc)
         set_at(doc, inner, normalize_at(inner, item))
 
@@ -221,8 +228,9 @@ def check_required(rtype: ResourceType, doc: dict[str, Any]) -> None:
 def parse_members(value: Any) -> list[Member]:
     """Read a ``members`` value (RFC 7643 §4.2): items with ``value`` and optional ``type``.
 
-    Entra sends ``{"$ref": null, "value": "<id>"}`` (ENTRA.md §4); ``$ref`` and ``display``
-    are ignored since the id decides.
+    Entra sends ``{"$ref": null, "value": "<id>"}`` (ENTRA.md §4); ``$ref`` is ignored since
+    the id decides; ``display`` (or ``displayName``, as Microsoft's test collection sends) is
+    kept and returned as sent.
     """
     if is_empty(value):
         return []
@@ -239,10 +247,9 @@ def parse_members(value: Any) -> list[Member]:
         if not isinstance(member_id, str) or not member_id:
             raise InvalidValue("Each member needs a 'value' holding the member's id.")
         kind = fields.get("type")
-        if isinstance(kind, str) and kind.lower() == "group":
-            members.append(Member(member_id, "Group"))
-        else:
-            members.append(Member(member_id, "User"))
+        display = fields.get("display", fields.get("displayname"))
+        display = display if isinstance(display, str) and display else None
+        members.append(Member(member_id, "Group" if isinstance(kind, str) and kind.lower() == "group" else "User", display))
     return members
 
 
@@ -308,9 +315,7 @@ def render(
             {"value": gid, "$ref": f"{base_url}/Groups/{gid}", "type": "direct"} for gid in stored.groups
         ]
     if stored.members is not None:
-        body["members"] = [
-            {"value": m.value, "$ref": f"{base_url}/{m.type}s/{m.value}", "type": m.type} for m in stored.members
-        ]
+        body["members"] = [_render_member(m, base_url) for m in stored.members]
     body["meta"] = {
         "resourceType": rtype.name,
         "created": stored.created,
@@ -319,3 +324,10 @@ def render(
         "version": stored.version,
     }
     return body
+
+
+def _render_member(member: Member, base_url: str) -> dict[str, Any]:
+    rendered: dict[str, Any] = {"value": member.value, "$ref": f"{base_url}/{member.type}s/{member.value}", "type": member.type}
+    if member.display:
+        rendered["display"] = member.display
+    return rendered

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -53,6 +54,8 @@ LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 SEARCH_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 T = TypeVar("T")
+
+logger = logging.getLogger("scim.service")
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ class ScimService:
             )
         if head == ".search" and len(parts) == 1:
             self._only(method, "POST")
-            raise NotImplemented("Search across resource types is not supported: POST to /Users/.search or /Groups/.search.")
+            return await self._search_all(request)
         if head in ("bulk", "me"):
             raise NotImplemented(f"/{parts[0]} is not supported by this service provider (see ServiceProviderConfig).")
         raise NotFound(f"There is no SCIM endpoint /{'/'.join(parts)[:100]}.")
@@ -277,10 +280,42 @@ class ScimService:
         names = ("filter", "startIndex", "count", "attributes", "excludedAttributes", "sortBy", "sortOrder")
         return {name: fields.get(name.lower()) for name in names}
 
-    async def _list(self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any]) -> ScimResponse:
-        """Query resources (RFC 7644 §3.4.2): filter, sort, paginate; 200 and an empty list on no match."""
+    def _window(self, params: Mapping[str, Any]) -> tuple[int, int]:
+        """``startIndex`` (1-based, at least 1) and ``count`` (0 to maxResults), RFC 7644 §3.4.2.4."""
         start = max(1, _int_param(params.get("startIndex"), 1, "startIndex"))
         count = min(max(0, _int_param(params.get("count"), self.limits.default_count, "count")), self.limits.max_results)
+        return start, count
+
+    @staticmethod
+    def _list_response(total: int, start: int, resources: list[dict[str, Any]]) -> ScimResponse:
+        body = {
+            "schemas": [LIST_RESPONSE_URN],
+            "totalResults": total,
+            "itemsPerPage": len(resources),
+            "startIndex": start,
+            "Resources": resources,
+        }
+        return ScimResponse(200, body)
+
+    async def _list(self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any]) -> ScimResponse:
+        """Query resources (RFC 7644 §3.4.2): filter, sort, paginate; 200 and an empty list on no match."""
+        start, count = self._window(params)
+        total, resources = await self._page(request, rtype, params, start, count)
+        return self._list_response(total, start, resources)
+
+    async def _search_all(self, request: ScimRequest) -> ScimResponse:
+        """POST /.search (RFC 7644 §3.4.3): users then groups, paginated as one list."""
+        params = self._search_params(request)
+        start, count = self._window(params)
+        user_total, users = await self._page(request, USER, params, start, count)
+        group_start = max(1, start - user_total)
+        group_total, groups = await self._page(request, GROUP, params, group_start, count - len(users))
+        return self._list_response(user_total + group_total, start, users + groups)
+
+    async def _page(
+        self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any], start: int, count: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """The total number of matches and the projected resources of one page."""
         projection = self._projection(request, rtype, params)
         filter_text = params.get("filter")
         if filter_text is not None and not isinstance(filter_text, str):
@@ -312,15 +347,7 @@ class ScimService:
             window = [c for c, _ in rendered[start - 1 : start - 1 + count]]
         if want_members and not filter_needs_members:
             window = await self._with_members(request.tenant, rtype, window)
-        resources = [projection.apply(self._render(request, rtype, stored)) for stored in window]
-        body = {
-            "schemas": [LIST_RESPONSE_URN],
-            "totalResults": total,
-            "itemsPerPage": len(resources),
-            "startIndex": start,
-            "Resources": resources,
-        }
-        return ScimResponse(200, body)
+        return total, [projection.apply(self._render(request, rtype, stored)) for stored in window]
 
     async def _scan_window(self, tenant: str, rtype: ResourceType, start: int, count: int) -> tuple[int, list[StoredResource]]:
         """Page through every resource, keeping the window and counting the total (O(tenant size))."""
@@ -391,10 +418,9 @@ class ScimService:
     async def _create(self, request: ScimRequest, rtype: ResourceType) -> ScimResponse:
         """Create a resource (RFC 7644 §3.3): 201 with ``Location``; 409 ``uniqueness`` on a taken key."""
         parsed = parse_resource(rtype, self._body(request))
-        members = parsed.members or []
-        stored = await self._create_with_member_types(request.tenant, rtype, parsed.doc, members)
+        stored, members = await self._create_with_member_types(request.tenant, rtype, parsed.doc, parsed.members or [])
         if rtype is GROUP:
-            stored = dataclasses.replace(stored, members=tuple(_dedupe(members)))
+            stored = dataclasses.replace(stored, members=tuple(members))
         body = self._projection(request, rtype).apply(self._render(request, rtype, stored))
         headers = {"Location": body.get("meta", {}).get("location") or f"{request.base_url}{rtype.endpoint}/{stored.id}"}
         headers.update(self._etag_headers(request, rtype, stored))
@@ -402,16 +428,18 @@ class ScimService:
 
     async def _create_with_member_types(
         self, tenant: str, rtype: ResourceType, doc: dict[str, Any], members: list[Member]
-    ) -> StoredResource:
-        try:
-            return await self.store.create(tenant, rtype.name, doc, index_terms(rtype, doc), _dedupe(members))  # type: ignore[arg-type]
-        except UnknownMembers as exc:
-            retyped = _retype(members, exc.ids)
-            if retyped is None:
-                raise InvalidValue(f"These members do not exist: {', '.join(exc.ids)[:500]}.") from None
-            return await self._call(self.store.create(tenant, rtype.name, doc, index_terms(rtype, doc), retyped), rtype)  # type: ignore[arg-type]
-        except (UniquenessViolation, StoreError) as exc:
-            return await self._call(_raise(exc), rtype)
+    ) -> tuple[StoredResource, list[Member]]:
+        """Create, keeping only the members that exist (see :meth:`_add_members`)."""
+        candidates = _dedupe(members)
+        for _ in range(3):
+            try:
+                stored = await self.store.create(tenant, rtype.name, doc, index_terms(rtype, doc), candidates)  # type: ignore[arg-type]
+                return stored, candidates
+            except UnknownMembers as exc:
+                candidates = _without_unknown(candidates, exc.ids)
+            except StoreError as exc:
+                await self._call(_raise(exc), rtype)
+        raise ServiceUnavailable()
 
     async def _replace(self, request: ScimRequest, rtype: ResourceType, resource_id: str) -> ScimResponse:
         """Replace a resource (RFC 7644 §3.5.1). A group body without ``members`` keeps them."""
@@ -514,18 +542,25 @@ class ScimService:
                     await self._call(self.store.remove_members(tenant, group_id, doomed), GROUP, group_id)
 
     async def _add_members(self, tenant: str, group_id: str, members: list[Member]) -> None:
-        if not members:
-            return
-        try:
-            await self.store.add_members(tenant, group_id, members)
-        except UnknownMembers as exc:
-            # A member sent without "type" may be a group (RFC 7643 §4.2): try those ids as groups.
-            retyped = _retype(members, exc.ids)
-            if retyped is None:
-                raise InvalidValue(f"These members do not exist: {', '.join(exc.ids)[:500]}.") from None
-            await self._call(self.store.add_members(tenant, group_id, [m for m in retyped if m.value in set(exc.ids)]), GROUP, group_id)
-        except StoreError as exc:
-            await self._call(_raise(exc), GROUP, group_id)
+        """Add members; ids that name no user or group of the tenant are ignored (logged, not stored).
+
+        A member sent without ``type`` may be a group (RFC 7643 §4.2): unknown user ids are
+        retried as groups. Ids that are neither are dropped, as Microsoft's reference service
+        and its conformance collection expect (204), rather than failing the whole PATCH; no
+        membership of a missing resource is ever stored.
+        """
+        candidates = members
+        for _ in range(3):
+            if not candidates:
+                return
+            try:
+                await self.store.add_members(tenant, group_id, candidates)
+                return
+            except UnknownMembers as exc:
+                candidates = _without_unknown(candidates, exc.ids)
+            except StoreError as exc:
+                await self._call(_raise(exc), GROUP, group_id)
+        raise ServiceUnavailable()
 
     async def _delete(self, request: ScimRequest, rtype: ResourceType, resource_id: str) -> ScimResponse:
         """Delete a resource (RFC 7644 §3.6): 204, then 404 for the same id."""
@@ -595,12 +630,18 @@ def _dedupe(members: list[Member]) -> list[Member]:
     return list(seen.values())
 
 
-def _retype(members: list[Member], unknown_ids: list[str]) -> list[Member] | None:
-    """Members with the unknown user ids re-typed as groups, or None if none of them can be."""
+def _without_unknown(members: list[Member], unknown_ids: list[str]) -> list[Member]:
+    """Unknown user ids become group ids (a member sent without ``type``); unknown group ids are dropped."""
     unknown = set(unknown_ids)
-    if not any(m.value in unknown and m.type == "User" for m in members):
-        return None
-    return [Member(m.value, "Group") if m.value in unknown and m.type == "User" else m for m in _dedupe(members)]
+    result: list[Member] = []
+    for member in members:
+        if member.value not in unknown:
+            result.append(member)
+        elif member.type == "User":
+            result.append(Member(member.value, "Group"))
+        else:
+            logger.info("ignored a member id that names no user or group of the tenant")
+    return result
 
 
 def _member_only_changes(rtype: ResourceType, operations: list[Any]) -> list[MemberChange] | None:

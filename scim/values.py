@@ -107,8 +107,16 @@ def normalize_value(attribute: Attribute, value: Any, *, urn: str | None = None)
     where = attribute.name
     if is_empty(value):
         return None
-    if urn == ENTERPRISE_USER_URN and attribute.name == "manager" and isinstance(value, str):
-        return {"value": value}
+    if urn == ENTERPRISE_USER_URN and attribute.name == "manager":
+        # Entra sends a bare id (ENTRA.md §4); $ref and displayName are the server's to compute.
+        manager_id = value
+        if isinstance(value, dict):
+            manager_id = next((v for k, v in value.items() if k.lower() == "value"), None)
+        if is_empty(manager_id):
+            return None
+        if not isinstance(manager_id, str):
+            raise InvalidValue("manager must be a user id (a string) or an object with a 'value'.")
+        return {"value": manager_id}
     if attribute.multi_valued:
         items = value if isinstance(value, list) else [value]
         normalized = [_normalize_item(attribute, item, where) for item in items if not is_empty(item)]

@@ -20,7 +20,7 @@ import pytest
 from scim.azurite import AzuriteProcess
 
 _HERE = Path(__file__).parent
-pytest_plugins = [f"tests.{name}" for name in ("scim_fixtures",) if (_HERE / f"{name}.py").exists()]
+pytest_plugins = [f"tests.{name}" for name in ("scim_fixtures", "localhost_server") if (_HERE / f"{name}.py").exists()]
 
 
 @pytest.fixture(scope="session")

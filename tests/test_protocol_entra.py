@@ -213,10 +213,17 @@ async def test_group_lifecycle_and_memberships(client, dialect):
     assert_scim_error(await client.get(f"/Groups/{group['id']}"), 404)
 
 
-async def test_member_patch_with_unknown_id_is_invalid_value_and_changes_nothing(client):
+async def test_member_ids_that_name_nothing_are_ignored_and_real_ones_kept(client):
     group = await create_group(client)
-    response = await client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=str(uuid.uuid4())))
-    assert_scim_error(response, 400, "invalidValue")
+    user, subgroup = await create_user(client), await create_group(client)
+    ids = [str(uuid.uuid4()), user["id"], "string id 1", subgroup["id"]]
+    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "Add", "path": "members", "value": [{"value": i} for i in ids]}]}
+    assert (await client.patch(f"/Groups/{group['id']}", body)).status == 204
+    members = (await client.get(f"/Groups/{group['id']}")).json["members"]
+    assert {(m["value"], m["type"]) for m in members} == {(user["id"], "User"), (subgroup["id"], "Group")}
+    created = await client.post("/Groups", {"displayName": f"g-{uuid.uuid4().hex[:6]}", "members": [{"value": "nope"}, {"value": user["id"]}]})
+    assert created.status == 201 and [m["value"] for m in created.json["members"]] == [user["id"]]
     missing = await client.patch(f"/Groups/{uuid.uuid4()}", payload("entra-patch-add-member-default.json", USER_ID=str(uuid.uuid4())))
     assert_scim_error(missing, 404)
 
@@ -257,7 +264,7 @@ async def test_rich_filters_and_sorting(client):
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("POST", "/Bulk", 501), ("GET", "/Me", 501), ("GET", "/Unknown", 404), ("DELETE", "/Users", 405), ("GET", "", 404)],
+    [("POST", "/Bulk", 501), ("GET", "/Me", 501), ("GET", "/Unknown", 404), ("DELETE", "/Users", 405), ("GET", "", 404), ("GET", "/.search", 405)],
 )
 async def test_unsupported_endpoints_answer_scim_errors(client, method, path, status):
     assert_scim_error(await client.request(method, path, {} if method == "POST" else None), status)
@@ -316,3 +323,15 @@ async def test_tenants_are_isolated(client, other_client):
     assert found.json["totalResults"] == 0
     assert (await other_client.get("/Users")).json["totalResults"] == 0
     assert (await client.get(f"/Users/{user['id']}")).json["active"] is True
+
+
+async def test_search_with_post_on_one_type_and_across_types(client):
+    user = await create_user(client)
+    group = await create_group(client)
+    one = await client.post("/Users/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                                               "filter": f'userName eq "{user["userName"]}"', "attributes": ["userName"]})
+    assert one.status == 200 and [set(r) for r in one.json["Resources"]] == [{"schemas", "id", "userName"}]
+    both = await client.post("/.search", {"filter": f'id eq "{user["id"]}" or id eq "{group["id"]}"', "count": 1})
+    assert both.json["totalResults"] == 2 and [r["id"] for r in both.json["Resources"]] == [user["id"]]
+    second = await client.post("/.search", {"filter": f'id eq "{user["id"]}" or id eq "{group["id"]}"', "startIndex": 2})
+    assert [r["id"] for r in second.json["Resources"]] == [group["id"]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import pytest
@@ -25,6 +25,7 @@ from scim.settings import Settings, azurite_connection_string
 from scim.store import MAX_GROUPS_PER_RESOURCE, keys
 from scim.store.base import (
     EntityTooLarge,
+    IndexTerms,
     Member,
     ResourceNotFound,
     StoreError,
@@ -34,7 +35,7 @@ from scim.store.base import (
     VersionMismatch,
 )
 from scim.store.roundtrips import RoundTripCounter
-from scim.store.tables import TableStore, TableTenantRegistry, _Op, _OpFailed, store_error
+from scim.store.tables import TableStore, TableTenantRegistry, _Op, _OpFailed, _resource_entity, store_error
 from tests.store_contract import (
     AWKWARD_KEYS,
     DirectoryStoreContract,
@@ -58,12 +59,12 @@ async def _drop_tables(connection_string: str, *names: str) -> None:
             await service.delete_table(name)  # no error if it does not exist
 
 
-@pytest.fixture(scope="session")
-def store_prefix(azurite: str) -> Iterator[str]:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def store_prefix(azurite: str) -> AsyncIterator[str]:
     """A table prefix of this module for the session; its tables are dropped at the end."""
     prefix = "st" + secrets.token_hex(4)
     yield prefix
-    asyncio.run(_drop_tables(azurite, f"{prefix}directory", f"{prefix}tenants"))
+    await _drop_tables(azurite, f"{prefix}directory", f"{prefix}tenants")
 
 
 @pytest_asyncio.fixture
@@ -164,19 +165,30 @@ class TestRoundTrips:
         }
 
     async def test_member_patch_cost_does_not_depend_on_group_size(
-        self, counted: tuple[TableStore, RoundTripCounter], tenant: str
+        self, counted: tuple[TableStore, RoundTripCounter], raw: TableClient, tenant: str
     ) -> None:
         store, counter = counted
-        people = await users(store, tenant, 400)
+        people = await _bulk_users(raw, tenant, 400)
         old, new = people[:300], people[300:]
-        small = await new_group(store, tenant, "small", [Member(u.id) for u in old[:3]])
-        big = await new_group(store, tenant, "big", [Member(u.id) for u in old])
+        small = await new_group(store, tenant, "small", [Member(u) for u in old[:3]])
+        big = await new_group(store, tenant, "big", [Member(u) for u in old])
         for group in (small, big):
-            _, added = await _cost(counter, store.add_members(tenant, group.id, [Member(u.id) for u in new]))
-            _, removed = await _cost(counter, store.remove_members(tenant, group.id, [u.id for u in new]))
+            _, added = await _cost(counter, store.add_members(tenant, group.id, [Member(u) for u in new]))
+            _, removed = await _cost(counter, store.remove_members(tenant, group.id, new))
             assert (added, removed) == (3, 3), group.doc
         members = (await store.get(tenant, "Group", big.id, members=True)).members
         assert members is not None and len(members) == 300
+        assert (await store.get(tenant, "User", old[0])).groups == tuple(sorted([small.id, big.id]))
+
+
+async def _bulk_users(raw: TableClient, tenant: str, n: int) -> list[str]:
+    """``n`` user entities written as the store writes them, 100 per transaction (Azurite is slow
+    at single-entity transactions); without index rows, which membership tests do not need."""
+    pk, now = keys.partition_key(tenant), "2024-01-01T00:00:00.000Z"
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    entities = [_resource_entity(pk, "User", i, {"userName": i}, IndexTerms(), now, now, {}) for i in ids]
+    await asyncio.gather(*(raw.submit_transaction([("create", e) for e in entities[k : k + 100]]) for k in range(0, n, 100)))
+    return ids
 
 
 @pytest.mark.asyncio
@@ -243,7 +255,7 @@ class TestTableLayout:
     async def test_replace_retries_after_a_concurrent_membership_change(self, store: TableStore, tenant: str) -> None:
         user = await new_user(store, tenant, "busy@example.com")
         groups = [await new_group(store, tenant, f"busy{i}") for i in range(10)]
-        replaced, *_ = await asyncio.gather(
+        await asyncio.gather(
             store.replace(tenant, "User", user.id, {"userName": "busy@example.com", "n": 1}, user_terms("busy@example.com")),
             *(store.add_members(tenant, g.id, [Member(user.id)]) for g in groups),
         )
@@ -261,6 +273,32 @@ class TestTableLayout:
         assert results[0] is None
         for group in groups:  # whatever the interleaving, no membership names the deleted user
             assert (await store.get(tenant, "Group", group.id, members=True)).members == ()
+
+    async def test_deleting_a_large_group_takes_several_transactions(
+        self, counted: tuple[TableStore, RoundTripCounter], raw: TableClient, tenant: str
+    ) -> None:
+        store, counter = counted
+        people = await _bulk_users(raw, tenant, 120)
+        parent = await new_group(store, tenant, "parent")
+        group = await new_group(store, tenant, "large", [Member(u) for u in people])
+        await store.add_members(tenant, parent.id, [Member(group.id, "Group")])
+        _, trips = await _cost(counter, store.delete(tenant, "Group", group.id))
+        assert trips == 2 + 3  # read + member query + ⌈(120 + 1) / 49⌉ transactions
+        pk = keys.partition_key(tenant)
+        lo, hi = keys.prefix_range("m|")
+        left = [e async for e in raw.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi", parameters={"pk": pk, "lo": lo, "hi": hi}
+        )]
+        assert left == []
+        for user in await asyncio.gather(*(store.get(tenant, "User", u) for u in people[::7])):
+            assert user.groups == ()
+        assert (await store.get(tenant, "Group", parent.id, members=True)).members == ()
+
+    async def test_delete_tenant_with_many_rows(self, store: TableStore, raw: TableClient, tenant: str) -> None:
+        await _bulk_users(raw, tenant, 1050)  # more than one page of 1,000
+        await store.delete_tenant(tenant)
+        rows = [e async for e in raw.query_entities("PartitionKey eq @pk", parameters={"pk": keys.partition_key(tenant)})]
+        assert rows == []
 
     async def test_too_many_groups(
         self, store: TableStore, raw: TableClient, tenant: str, monkeypatch: pytest.MonkeyPatch
@@ -342,7 +380,7 @@ def test_store_error_mapping() -> None:
 FORBIDDEN = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
 
 
-@pytest.mark.parametrize("value", AWKWARD_KEYS + ["plain", "x" * 400])
+@pytest.mark.parametrize("value", [*AWKWARD_KEYS, "plain", "x" * 400])
 def test_key_encoding_round_trips(value: str) -> None:
     encoded = keys.encode_value(value)
     assert not FORBIDDEN & set(encoded) and "|" not in encoded and encoded.isascii()

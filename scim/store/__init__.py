@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .base import Member, ResourceType
 
@@ -32,7 +32,7 @@ def new_id() -> str:
 
 def utc_now() -> str:
     """The current time as an RFC 3339 UTC string with milliseconds (RFC 7643 §3.1 ``meta.created``)."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def dedupe_members(members: Iterable[Member]) -> list[Member]:

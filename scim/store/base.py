@@ -68,10 +68,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Member:
-    """One member of a group (RFC 7643 §4.2 ``members``): the member's id and its type."""
+    """One member of a group (RFC 7643 §4.2 ``members``): its id, its type and the ``display`` sent with it."""
 
     value: str
     type: ResourceType = "User"
+    display: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -169,8 +169,9 @@ class MemoryStore(DirectoryStore):
     def _link(self, group: _Record, members: Sequence[Member], records: Sequence[_Record], now: str) -> bool:
         """Add memberships in both directions; returns whether anything changed."""
         changed = False
-        for member, record in zip(members, records):
+        for member, record in zip(members, records, strict=True):
             if member.value in group.members:
+                group.members[member.value] = member  # a display sent again replaces the old one
                 continue
             group.members[member.value] = member
             record.groups.add(group.id)

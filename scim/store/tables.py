@@ -96,6 +96,7 @@ _FLAG_BYTES = 8 + 2 * len("m_" + "0" * 32) + 1  # one m_{hex} bool property
 _TOO_LARGE_CODES = frozenset({"EntityTooLarge", "PropertyValueTooLarge", "RequestBodyTooLarge", "TooManyProperties"})
 _RETRIABLE_STATUS = frozenset({408, 429})
 _TENANT_PARTITION = "tenant"
+_NO_TERMS = IndexTerms()
 
 # ---- errors: the one mapping ----------------------------------------------------------------
 
@@ -144,7 +145,7 @@ def store_error(exc: BaseException, op: _Op | None = None) -> StoreError:
     """
     if isinstance(exc, StoreError):
         return exc
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError, asyncio.TimeoutError, OSError)):
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, TimeoutError, OSError)):
         return StoreUnavailable(str(exc))
     if not isinstance(exc, HttpResponseError):
         return StoreUnavailable(str(exc)) if isinstance(exc, AzureError) else StoreError(repr(exc))
@@ -173,7 +174,7 @@ def _mapped() -> Iterator[None]:
         yield
     except StoreError:
         raise
-    except (AzureError, asyncio.TimeoutError, OSError) as exc:
+    except (AzureError, OSError) as exc:
         raise store_error(exc) from exc
 
 
@@ -187,11 +188,8 @@ async def _ensure_table(service: TableServiceClient, name: str) -> None:
     key = (service.url, name)
     if key in _READY_TABLES:
         return
-    with _mapped():
-        try:
-            await service.create_table(name)
-        except ResourceExistsError:
-            pass
+    with _mapped(), contextlib.suppress(ResourceExistsError):
+        await service.create_table(name)
     _READY_TABLES.add(key)
 
 
@@ -392,7 +390,7 @@ def _delete(pk: str, rk: str, role: str = "index", subject: str = "", etag: str 
 
 
 def _index_ops(
-    pk: str, resource_type: ResourceType, id: str, new: IndexTerms, old: IndexTerms = IndexTerms()
+    pk: str, resource_type: ResourceType, id: str, new: IndexTerms, old: IndexTerms = _NO_TERMS
 ) -> list[_Op]:
     """Index rows to insert (unique: must not exist) and delete to go from ``old`` to ``new``."""
     ops: list[_Op] = []
@@ -412,7 +410,8 @@ def _index_ops(
 
 def _link_ops(pk: str, group_id: str, flag: str, member: Member, now: str) -> list[_Op]:
     """Add one membership: upsert ``m|{g}|{m}``, merge ``m_{g}=true`` onto the member."""
-    row = _row(pk, keys.membership_key(group_id, member.value), type=member.type)
+    extra = {"display": member.display} if member.display else {}
+    row = _row(pk, keys.membership_key(group_id, member.value), type=member.type, **extra)
     flag_row = _row(pk, keys.resource_key(member.type, member.value), lastModified=now, **{flag: True})
     return [
         _Op("upsert", row, {"mode": UpdateMode.REPLACE}, "membership", member.value),
@@ -503,8 +502,11 @@ class TableStore(_TableOwner, DirectoryStore):
 
     async def _members(self, pk: str, group_id: str) -> tuple[Member, ...]:
         prefix = keys.membership_prefix(group_id)
-        rows = await self._range(pk, prefix, select=["RowKey", "type"])
-        return tuple(Member(keys.id_from_key(row["RowKey"], prefix), row.get("type") or "User") for row in rows)
+        rows = await self._range(pk, prefix, select=["RowKey", "type", "display"])
+        return tuple(
+            Member(keys.id_from_key(row["RowKey"], prefix), row.get("type") or "User", row.get("display") or None)
+            for row in rows
+        )
 
     # ---- writes ----
 
@@ -515,7 +517,7 @@ class TableStore(_TableOwner, DirectoryStore):
         except TableTransactionError as exc:
             op = ops[exc.index] if 0 <= exc.index < len(ops) else None
             raise _OpFailed(op, store_error(exc, op)) from exc
-        except (AzureError, asyncio.TimeoutError, OSError) as exc:
+        except (AzureError, OSError) as exc:
             raise store_error(exc) from exc
 
     def _check_terms(self, resource_type: ResourceType, index: IndexTerms) -> None:
@@ -529,7 +531,7 @@ class TableStore(_TableOwner, DirectoryStore):
         found = await asyncio.gather(
             *(self._read_or_none(pk, keys.resource_key(m.type, m.value), ["RowKey"]) for m in members)
         )
-        ids = [m.value for m, entity in zip(members, found) if entity is None]
+        ids = [m.value for m, entity in zip(members, found, strict=True) if entity is None]
         if not ids and failed is not None:
             ids = [failed.subject]
         return UnknownMembers(ids)
@@ -544,10 +546,12 @@ class TableStore(_TableOwner, DirectoryStore):
         index: IndexTerms,
         members: Sequence[Member] = (),
     ) -> StoredResource:
-        """RFC 7644 §3.3: one transaction with the resource, its index rows and (up to 4x) members.
+        """RFC 7644 §3.3: one transaction with the resource, its index rows and the members that fit.
 
-        Members beyond what fits the transaction are added with :meth:`add_members`; if that
-        fails the new group is deleted again, so the create still happens entirely or not at all.
+        A taken unique key fails the transaction (UniquenessViolation); so does an unknown member
+        (UnknownMembers, listing every unknown id). Members beyond the transaction's 100
+        operations are added with :meth:`add_members`; if that fails the new group is deleted
+        again, so the create still happens entirely or not at all.
         """
         check_members_allowed(resource_type, members)
         self._check_terms(resource_type, index)
@@ -678,7 +682,7 @@ class TableStore(_TableOwner, DirectoryStore):
         if resource_type == "Group":
             flag = keys.group_flag(id) or ""
             units += [(None, _unlink_ops(pk, id, flag, m, now)) for m in await self._members(pk, id)]
-        index_ops = _index_ops(pk, resource_type, id, IndexTerms(), _terms_from(current))
+        index_ops = _index_ops(pk, resource_type, id, _NO_TERMS, _terms_from(current))
         fit = max(0, (MAX_TRANSACTION_OPS - 1 - len(index_ops)) // 2)
         split = max(0, len(units) - fit)
         etag, committed = _etag(current), False
@@ -724,7 +728,7 @@ class TableStore(_TableOwner, DirectoryStore):
         lo, hi = keys.prefix_range(prefix)
         params = {"pk": keys.partition_key(tenant), "lo": prefix + cursor if cursor else lo, "hi": hi}
         with _mapped():
-            pager = self._table.query_entities(
+            pager: Any = self._table.query_entities(
                 _FILTER_AFTER, parameters=params, results_per_page=min(limit, MAX_PAGE)
             ).by_page()
             rows = await _first_rows(pager)
@@ -777,7 +781,10 @@ class TableStore(_TableOwner, DirectoryStore):
 
     async def _compact(self, pk: str, member: Member, flag: str) -> None:
         """The member hit the 252-property limit: drop its tombstones, or TooManyGroups at 200 live groups."""
-        entity = await self._read(pk, keys.resource_key(member.type, member.value))
+        try:
+            entity = await self._read(pk, keys.resource_key(member.type, member.value))
+        except ResourceNotFound:
+            raise UnknownMembers([member.value]) from None
         live = _live_flags(entity)
         if flag not in live and len(live) >= MAX_GROUPS_PER_RESOURCE:
             raise TooManyGroups(member.value)
@@ -809,23 +816,30 @@ class TableStore(_TableOwner, DirectoryStore):
                 batch = _without_failed(batch, failed)
 
     async def delete_tenant(self, tenant: str) -> None:
-        """Delete every entity of the tenant's partition (query, then transactions of 100 deletes)."""
+        """Delete every entity of the tenant's partition: pages of 1,000 RowKeys, each deleted by
+        concurrent transactions of 100 deletes, until a query finds nothing."""
         await self._ready()
         pk = keys.partition_key(tenant)
-        for _ in range(MAX_ATTEMPTS):
+        stalls = 0
+        while stalls < MAX_ATTEMPTS:
             with _mapped():
-                pager = self._table.query_entities(_FILTER_PARTITION, parameters={"pk": pk}, select=["RowKey"])
-                rows = [row["RowKey"] async for row in pager]
+                pager: Any = self._table.query_entities(
+                    _FILTER_PARTITION, parameters={"pk": pk}, select=["RowKey"], results_per_page=MAX_PAGE
+                ).by_page()
+                rows = [row["RowKey"] for row in await _first_rows(pager)]
             if not rows:
                 return
-            await asyncio.gather(
-                *(self._delete_rows(pk, batch) for batch in _batches(rows, MAX_TRANSACTION_OPS)),
-            )
+            done = await asyncio.gather(*(self._delete_rows(pk, b) for b in _batches(rows, MAX_TRANSACTION_OPS)))
+            stalls = 0 if any(done) else stalls + 1
         raise StoreUnavailable(f"tenant {tenant} kept changing while being deleted")
 
-    async def _delete_rows(self, pk: str, row_keys: Sequence[str]) -> None:
-        with contextlib.suppress(_OpFailed):  # a row deleted concurrently: the next query sees the rest
+    async def _delete_rows(self, pk: str, row_keys: Sequence[str]) -> bool:
+        """One transaction of deletes; False if a row had gone already (the next query sees the rest)."""
+        try:
             await self._submit([_delete(pk, rk) for rk in row_keys])
+        except _OpFailed:
+            return False
+        return True
 
 
 def _without_failed(batch: list[Member], failed: _OpFailed) -> list[Member]:
@@ -920,7 +934,7 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
                 entity = await self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"])
         except ResourceNotFound:
             return None
-        return entity.get("tokenHash")  # type: ignore[no-any-return]
+        return entity.get("tokenHash")
 
     async def delete(self, name: str) -> None:
         """Delete the row; a one-operation transaction, because a plain delete ignores a 404."""
