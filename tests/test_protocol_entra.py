@@ -335,3 +335,15 @@ async def test_search_with_post_on_one_type_and_across_types(client):
     assert both.json["totalResults"] == 2 and [r["id"] for r in both.json["Resources"]] == [user["id"]]
     second = await client.post("/.search", {"filter": f'id eq "{user["id"]}" or id eq "{group["id"]}"', "startIndex": 2})
     assert [r["id"] for r in second.json["Resources"]] == [group["id"]]
+
+
+async def test_every_rfc7643_user_attribute_round_trips(client):
+    body = payload("rfc7643-8.3-enterprise-user.json")
+    body["userName"] = f"bjensen-{uuid.uuid4().hex[:6]}@example.com"
+    body["password"] = "t1meMa$heen"
+    created = await client.post("/Users", body)
+    assert created.status == 201, created.body
+    fetched = (await client.get(f"/Users/{created.json['id']}")).json
+    sent = {k: v for k, v in body.items() if k != "password"}
+    assert {k: v for k, v in fetched.items() if k not in ("id", "meta")} == sent
+    assert "password" not in created.body.decode() and "t1meMa$heen" not in created.body.decode()

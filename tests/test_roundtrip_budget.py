@@ -16,6 +16,7 @@ import pytest
 from scim.runtime import Runtime, build_runtime, use_runtime
 from scim.store.roundtrips import RoundTripCounter
 from tests.functions_client import FunctionsClient
+from tests.localhost_server import record_summary
 from tests.payloads import payload
 from tests.scim_fixtures import azurite_settings
 from tests.test_protocol_entra import create_group, create_user, new_user
@@ -55,11 +56,25 @@ async def counted(azurite: str, table_prefix: str) -> AsyncIterator[tuple[Functi
     await runtime.close()
 
 
-async def measure(counter: TableCounter, call) -> tuple[int, object]:  # type: ignore[no-untyped-def]
+MEASURED: dict[str, int] = {}
+
+
+async def measure(counter: TableCounter, call, label: str = "") -> tuple[int, object]:  # type: ignore[no-untyped-def]
     counter.reset()
     response = await call
     assert counter.auth == 1, "authentication reads the tenant once per request"
+    if label:
+        MEASURED[label] = max(MEASURED.get(label, 0), counter.count)
     return counter.count, response
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_round_trips():  # type: ignore[no-untyped-def]
+    yield
+    if MEASURED:
+        width = max(map(len, MEASURED))
+        lines = [f"{label:<{width}}  {trips}" for label, trips in MEASURED.items()]
+        record_summary("storage round trips per SCIM operation (+1 tenant read for auth)", "\n".join(lines))
 
 
 def members_patch(ids: list[str]) -> dict:
@@ -69,11 +84,11 @@ def members_patch(ids: list[str]) -> dict:
 async def test_round_trips_per_entra_operation(counted):
     client, counter, _ = counted
     body = new_user()
-    trips, created = await measure(counter, client.post("/Users", body))
+    trips, created = await measure(counter, client.post("/Users", body), "POST /Users")
     assert created.status == 201 and trips <= 2, trips
     user = created.json
 
-    trips, response = await measure(counter, client.get(f"/Users/{user['id']}"))
+    trips, response = await measure(counter, client.get(f"/Users/{user['id']}"), "GET /Users/{id}")
     assert response.status == 200 and trips == 1, trips
 
     for expression in (
@@ -82,27 +97,27 @@ async def test_round_trips_per_entra_operation(counted):
         f'emails[type eq "work"].value eq "{body["emails"][0]["value"]}"',
         f'userName eq "{uuid.uuid4()}"',
     ):
-        trips, response = await measure(counter, client.get("/Users", params={"filter": expression}))
+        trips, response = await measure(counter, client.get("/Users", params={"filter": expression}), "GET /Users?filter=" + expression.rsplit(" eq ", 1)[0] + " eq")
         assert response.status == 200 and trips <= 2, (expression, trips)
 
-    trips, response = await measure(counter, client.patch(f"/Users/{user['id']}", payload("entra-patch-user-default.json")))
+    trips, response = await measure(counter, client.patch(f"/Users/{user['id']}", payload("entra-patch-user-default.json")), "PATCH /Users/{id} (6 attributes)")
     assert response.status == 200 and trips <= 3, trips
 
     group = (await client.post("/Groups", {**payload("entra-post-group.json"), "displayName": f"g-{uuid.uuid4().hex[:6]}"})).json
-    trips, response = await measure(counter, client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{group["displayName"]}"'}))
+    trips, response = await measure(counter, client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{group["displayName"]}"'}), "GET /Groups?excludedAttributes=members&filter=displayName eq")
     assert response.status == 200 and trips <= 2, trips
-    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=user["id"])))
+    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=user["id"])), "PATCH /Groups/{id} add 1 member")
     assert response.status == 204 and trips <= 3, trips
-    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-remove-member-aadoptscim062020.json", USER_ID=user["id"])))
+    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-remove-member-aadoptscim062020.json", USER_ID=user["id"])), "PATCH /Groups/{id} remove 1 member")
     assert response.status == 204 and trips <= 3, trips
 
     in_groups = await create_user(client)
     groups = [await create_group(client) for _ in range(3)]
     for g in groups:
         await client.patch(f"/Groups/{g['id']}", payload("entra-patch-add-member-default.json", USER_ID=in_groups["id"]))
-    trips, response = await measure(counter, client.delete(f"/Users/{in_groups['id']}"))
+    trips, response = await measure(counter, client.delete(f"/Users/{in_groups['id']}"), "DELETE /Users/{id} (user in 3 groups)")
     assert response.status == 204 and trips <= 2 + len(groups), trips
-    trips, response = await measure(counter, client.delete(f"/Users/{user['id']}"))
+    trips, response = await measure(counter, client.delete(f"/Users/{user['id']}"), "DELETE /Users/{id} (user in no group)")
     assert response.status == 204 and trips <= 2, trips
 
 
@@ -115,11 +130,11 @@ async def test_member_patch_of_100_costs_the_same_whatever_the_group_size(counte
     for start in range(0, group_size, 100):
         chunk = [u["id"] for u in existing[start : start + 100]]
         assert (await client.patch(f"/Groups/{group['id']}", members_patch(chunk))).status == 204
-    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", members_patch([u["id"] for u in new])))
+    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", members_patch([u["id"] for u in new])), f"PATCH /Groups/{{id}} add 100 members (group of {group_size})")
     assert response.status == 204 and trips <= 3, trips
-    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=new[0]["id"])))
+    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=new[0]["id"])), f"PATCH /Groups/{{id}} add 1 member (group of {group_size + 100})")
     assert response.status == 204 and trips == 1, trips
-    trips, response = await measure(counter, client.get(f"/Groups/{group['id']}", params={"excludedAttributes": "members"}))
+    trips, response = await measure(counter, client.get(f"/Groups/{group['id']}", params={"excludedAttributes": "members"}), f"GET /Groups/{{id}}?excludedAttributes=members (group of {group_size + 100})")
     assert response.status == 200 and trips == 1, trips
     full = (await client.get(f"/Groups/{group['id']}")).json
     assert len(full["members"]) == group_size + 100

@@ -193,10 +193,13 @@ async def _bulk_users(raw: TableClient, tenant: str, n: int) -> list[str]:
 
 @pytest.mark.asyncio
 class TestTableLayout:
-    async def test_version_is_the_entity_etag(self, store: TableStore, raw: TableClient, tenant: str) -> None:
+    async def test_version_follows_the_entity_etag_without_exposing_it(self, store: TableStore, raw: TableClient, tenant: str) -> None:
         user = await new_user(store, tenant, "etag@example.com")
         entity = await raw.get_entity(keys.partition_key(tenant), keys.resource_key("User", user.id))
-        assert user.version == entity.metadata["etag"] and user.version.startswith('W/"')
+        etag = entity.metadata["etag"]
+        assert user.version.startswith('W/"') and "datetime" not in user.version and etag not in user.version
+        await raw.update_entity({"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "touched": 1}, mode="merge")
+        assert (await store.get(tenant, "User", user.id)).version != user.version
 
     async def test_rows_of_the_layout(self, store: TableStore, raw: TableClient, tenant: str) -> None:
         user = await store.create(tenant, "User", {"userName": "L/1"}, user_terms("L/1", "E|1"))

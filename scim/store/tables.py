@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -87,7 +89,8 @@ MAX_PROPERTIES = 252
 CHUNK_UNITS = 32_000  # UTF-16 code units per string property (64 KiB limit)
 MAX_PAGE = 1000  # largest $top
 MEMBERS_PER_TRANSACTION = (MAX_TRANSACTION_OPS - 1) // 2  # 49: 1 group merge + 2 ops per member
-MAX_ATTEMPTS = 10  # ETag-guarded writes retried after a concurrent membership change
+MAX_ATTEMPTS = 10
+RECENT_ENTITIES = 1024  # entities remembered per process for read-modify-write (about 1-4 KiB each)  # ETag-guarded writes retried after a concurrent membership change
 
 _FILTER_RANGE = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
 _FILTER_AFTER = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi"
@@ -357,7 +360,7 @@ def _stored(
         doc=_doc_from(entity),
         created=entity["created"],
         last_modified=entity["lastModified"],
-        version=version,
+        version=_version(version),
         groups=_groups(entity),
         members=members,
     )
@@ -365,6 +368,11 @@ def _stored(
 
 def _etag(entity: Any) -> str:
     return entity.metadata["etag"]  # type: ignore[no-any-return]
+
+
+def _version(etag: str) -> str:
+    """The SCIM ``meta.version`` of a Table ETag (RFC 7644 §3.14): a weak ETag that hides storage details."""
+    return f'W/"{hashlib.sha256(etag.encode()).hexdigest()[:20]}"'
 
 
 # ---- operation builders ---------------------------------------------------------------------
@@ -447,9 +455,11 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 class TableStore(_TableOwner, DirectoryStore):
     """Users, groups and memberships in the ``{prefix}directory`` table (``docs/table-layout.md``).
 
-    Versions are the entities' ETags (weak ETags ``W/"datetime'...'"``), which every write,
-    including a membership merge, changes. Create one per process (:meth:`from_settings`) and
-    share it: it holds one HTTP connection pool.
+    Versions are derived from the entities' ETags, which every write, including a membership
+    merge, changes. Create one per process (:meth:`from_settings`) and share it: it holds one
+    HTTP connection pool, and remembers the entities it last read (:data:`RECENT_ENTITIES`) so
+    that a read-modify-write (PATCH) whose ``if_version`` matches needs no second read: the
+    write is ETag-guarded, so a stale memory only costs a retry, never a lost update.
     """
 
     def __init__(
@@ -462,6 +472,7 @@ class TableStore(_TableOwner, DirectoryStore):
         unique_attributes: Mapping[str, frozenset[str]] = DEFAULT_UNIQUE_ATTRIBUTES,
     ) -> None:
         super().__init__(service, f"{prefix}directory", owns_client=owns_client, credential=credential)
+        self._recent: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._prefix = prefix
         self._unique = unique_attributes
 
@@ -480,6 +491,13 @@ class TableStore(_TableOwner, DirectoryStore):
     def tenant_registry(self) -> TableTenantRegistry:
         """A :class:`TableTenantRegistry` sharing this store's client (closing it is this store's job)."""
         return TableTenantRegistry(self._service, self._prefix)
+
+    def _remember(self, pk: str, rk: str, entity: Any) -> None:
+        """Keep the last entities read (bounded LRU), for :meth:`replace` to skip its read."""
+        self._recent[(pk, rk)] = entity
+        self._recent.move_to_end((pk, rk))
+        while len(self._recent) > RECENT_ENTITIES:
+            self._recent.popitem(last=False)
 
     # ---- reads ----
 
@@ -596,6 +614,7 @@ class TableStore(_TableOwner, DirectoryStore):
         rk = keys.resource_key(resource_type, id)
         if not (members and resource_type == "Group"):
             entity = await self._read(pk, rk)
+            self._remember(pk, rk, entity)
             return _stored(resource_type, entity, _etag(entity))
         entity, group_members = await asyncio.gather(self._read(pk, rk), self._members(pk, id), return_exceptions=True)
         for outcome in (entity, group_members):
@@ -622,10 +641,14 @@ class TableStore(_TableOwner, DirectoryStore):
         await self._ready()
         pk = keys.partition_key(tenant)
         rk = keys.resource_key(resource_type, id)
+        remembered = self._recent.pop((pk, rk), None) if if_version is not None else None
         for _ in range(MAX_ATTEMPTS):
-            current = await self._read(pk, rk)
+            if remembered is not None and _version(_etag(remembered)) == if_version:
+                current, remembered = remembered, None
+            else:
+                current = await self._read(pk, rk)
             etag = _etag(current)
-            if if_version is not None and if_version != etag:
+            if if_version is not None and if_version != _version(etag):
                 raise VersionMismatch(id)
             entity = _resource_entity(
                 pk, resource_type, id, doc, index, current["created"], utc_now(), _live_flags(current)
@@ -656,7 +679,7 @@ class TableStore(_TableOwner, DirectoryStore):
         expected = if_version
         for _ in range(MAX_ATTEMPTS):
             current = await self._read(pk, rk)
-            if expected is not None and expected != _etag(current):
+            if expected is not None and expected != _version(_etag(current)):
                 raise VersionMismatch(id)
             try:
                 await self._delete_once(pk, resource_type, id, current)
