@@ -35,7 +35,7 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	touch $@
 
 run: venv node_modules
-	$(VPY) -m scim.dev
+	@$(VPY) -m scim.dev
 
 # Azurite alone (Blob, Queue and Table on 10000-10002, data in .azurite/), until Ctrl-C.
 azurite: venv node_modules
