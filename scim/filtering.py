@@ -238,6 +238,7 @@ class IndexPlan:
 
     ids: frozenset[str] = frozenset()
     terms: frozenset[tuple[str, str]] = frozenset()
+    prefixes: frozenset[tuple[str, str]] = frozenset()
 
 
 _INDEXED = {
@@ -250,8 +251,9 @@ def plan_lookup(node: FilterNode, rtype: ResourceType) -> IndexPlan | None:
     """An index plan that finds every resource the filter can match, or None if a scan is needed.
 
     Answers Entra's lookups (ENTRA.md §2): ``userName eq``, ``externalId eq``,
-    ``emails[type eq "work"].value eq``, ``displayName eq``, ``id eq``; ``and`` uses the
-    first indexable term, ``or`` needs every term indexable.
+    ``emails[type eq "work"].value eq``, ``displayName eq``, ``id eq``, and ``sw`` on the same
+    attributes as a range of the index; ``and`` uses the first indexable term, ``or`` needs
+    every term indexable.
     """
     from scim2_models.path import Comparison, LogicalExpr, ValuePath
 
@@ -264,26 +266,29 @@ def plan_lookup(node: FilterNode, rtype: ResourceType) -> IndexPlan | None:
         return IndexPlan(
             ids=frozenset().union(*(p.ids for p in plans if p)),
             terms=frozenset().union(*(p.terms for p in plans if p)),
+            prefixes=frozenset().union(*(p.prefixes for p in plans if p)),
         )
     if isinstance(node, ValuePath):
         if node.attr_path.attr.lower() == "emails" and rtype.name == "User" and not _foreign_uri(node.attr_path, rtype):
             return _email_plan(node.val_filter)
         return None
-    if not isinstance(node, Comparison) or node.op.value != "eq" or not isinstance(node.value, str):
+    if not isinstance(node, Comparison) or node.op.value not in ("eq", "sw") or not isinstance(node.value, str):
         return None
     path = node.attr_path
     if _foreign_uri(path, rtype):
         return None
     attr = path.attr.lower()
     if path.sub_attr is None and attr == "id":
-        return IndexPlan(ids=frozenset({node.value}))
+        return IndexPlan(ids=frozenset({node.value})) if node.op.value == "eq" else None
     if rtype.name == "User" and attr == "emails" and (path.sub_attr or "value").lower() == "value":
-        return IndexPlan(terms=frozenset({("emails.value", comparison_key(node.value, False))}))
-    indexed = _INDEXED[rtype.name].get(attr)
-    if indexed is None or path.sub_attr is not None:
-        return None
-    name, case_exact = indexed
-    return IndexPlan(terms=frozenset({(name, comparison_key(node.value, case_exact))}))
+        name, case_exact = "emails.value", False
+    else:
+        indexed = _INDEXED[rtype.name].get(attr)
+        if indexed is None or path.sub_attr is not None:
+            return None
+        name, case_exact = indexed
+    term = frozenset({(name, comparison_key(node.value, case_exact))})
+    return IndexPlan(terms=term) if node.op.value == "eq" else IndexPlan(prefixes=term)
 
 
 def _foreign_uri(path: AttrPath, rtype: ResourceType) -> bool:

@@ -385,8 +385,14 @@ class ScimService:
 
     async def _from_index(self, tenant: str, rtype: ResourceType, plan: IndexPlan) -> list[StoredResource]:
         lookups = [self._call(self.store.lookup(tenant, rtype.name, attr, key), rtype) for attr, key in plan.terms]  # type: ignore[arg-type]
+        ranges = [
+            self._call(self.store.lookup_prefix(tenant, rtype.name, attr, key, limit=self.limits.max_scan), rtype)  # type: ignore[arg-type]
+            for attr, key in plan.prefixes
+        ]
         gets = [self._get_or_none(tenant, rtype, resource_id) for resource_id in plan.ids]
-        results = await asyncio.gather(*lookups, *gets)
+        results = await asyncio.gather(*lookups, *ranges, *gets)
+        if any(isinstance(r, list) and len(r) > self.limits.max_scan for r in results[len(lookups) : len(lookups) + len(ranges)]):
+            raise TooMany(f"This filter matches more than {self.limits.max_scan} {rtype.name.lower()}s; narrow it.")
         unique: dict[str, StoredResource] = {}
         for result in results:
             for stored in result if isinstance(result, list) else [result] if result else []:

@@ -270,6 +270,21 @@ class DirectoryStoreContract:
         assert [r.id for r in await store.lookup(tenant, "User", "externalId", "moved")] == [a.id]
         assert await store.lookup(tenant, "User", "emails.value", "a@mail.com") == []
 
+    async def test_lookup_prefix_finds_keys_that_start_with_it(self, store: DirectoryStore, tenant: str) -> None:
+        long_name = "al" + "x" * 600 + "@x.com"
+        found = [
+            await store.create(tenant, "User", {"userName": n}, user_terms(n, f"ext-{n[:3]}"))
+            for n in ("alice@x.com", "al/ex|#?@x.com", long_name, "bob@x.com")
+        ]
+        ids = lambda rs: {r.id for r in rs}  # noqa: E731
+        by_name = await store.lookup_prefix(tenant, "User", "userName", "al", limit=10)
+        # a hashed (long) key may come back as a candidate; the caller re-checks the filter
+        assert ids(found[:2]) <= ids(by_name) <= ids(found[:3])
+        assert ids(await store.lookup_prefix(tenant, "User", "externalId", "ext-b", limit=10)) == {found[3].id}
+        assert len(await store.lookup_prefix(tenant, "User", "userName", "", limit=2)) == 3
+        assert ids(await store.lookup_prefix(tenant, "User", "userName", "zz", limit=10)) <= {found[2].id}
+        assert await store.lookup_prefix(tenant, "Group", "displayName", "al", limit=10) == []
+
     async def test_lookup_groups(self, store: DirectoryStore, tenant: str) -> None:
         group = await store.create(tenant, "Group", {"displayName": "Sales"}, group_terms("Sales", "ext-1"))
         assert [r.id for r in await store.lookup(tenant, "Group", "displayName", "sales")] == [group.id]

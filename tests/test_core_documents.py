@@ -234,7 +234,10 @@ def test_index_plans_for_entra_lookups():
     assert plan('displayName eq "Sales"', GROUP).terms == {("displayName", "sales")}
     assert plan('userName eq "a" and active eq true').terms == {("userName", "a")}
     assert plan('userName eq "a" or userName eq "b"').terms == {("userName", "a"), ("userName", "b")}
-    assert plan('userName sw "a"') is None
+    assert plan('userName sw "A"').prefixes == {("userName", "a")}
+    assert plan('externalId sw "A"').prefixes == {("externalId", "A")}
+    assert plan('title sw "a"') is None
+    assert plan('id sw "a"') is None
     assert plan('userName eq "a" or title eq "b"') is None
 
 

@@ -347,3 +347,20 @@ async def test_every_rfc7643_user_attribute_round_trips(client):
     sent = {k: v for k, v in body.items() if k != "password"}
     assert {k: v for k, v in fetched.items() if k not in ("id", "meta")} == sent
     assert "password" not in created.body.decode() and "t1meMa$heen" not in created.body.decode()
+
+
+async def test_scan_bound_gives_too_many_and_sw_uses_the_index(client, runtime):
+    from scim.service import Limits
+
+    stem = f"sw{uuid.uuid4().hex[:6]}"
+    for i in range(4):
+        await create_user(client, userName=f"{stem}-{i}@contoso.com", title="bounded")
+    original = runtime.service.limits
+    runtime.service.limits = Limits(max_scan=3)
+    try:
+        assert_scim_error(await client.get("/Users", params={"filter": 'title eq "bounded"'}), 400, "tooMany")
+        assert_scim_error(await client.get("/Users", params={"filter": f'userName sw "{stem}"'}), 400, "tooMany")
+        found = await client.get("/Users", params={"filter": f'userName sw "{stem.upper()}-1"'})
+        assert found.status == 200 and [r["userName"] for r in found.json["Resources"]] == [f"{stem}-1@contoso.com"]
+    finally:
+        runtime.service.limits = original

@@ -199,6 +199,18 @@ class DirectoryStore(abc.ABC):
         """Every resource indexed under (attribute, key), from the index (never a scan)."""
 
     @abc.abstractmethod
+    async def lookup_prefix(
+        self, tenant: str, resource_type: ResourceType, attribute: str, prefix: str, *, limit: int
+    ) -> list[StoredResource]:
+        """Resources with an index key of ``attribute`` that starts with ``prefix`` (``sw`` filters).
+
+        Answered from the index, never from a scan of resources. At most ``limit + 1`` are
+        returned, so a caller can tell "more than ``limit``". May include resources whose key
+        does not start with ``prefix`` (keys too long to store verbatim are hashed): callers
+        re-check the filter.
+        """
+
+    @abc.abstractmethod
     async def scan(
         self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
     ) -> Page:

@@ -143,6 +143,20 @@ def multi_key(resource_type: ResourceType, attribute: str, key: str, id: str) ->
     return multi_prefix(resource_type, attribute, key) + encode_value(id)
 
 
+def encode_prefix(value: str) -> str:
+    """The percent-encoding of ``value`` without hashing: ``encode_value(v)`` starts with it
+    whenever ``v`` starts with ``value`` and was not hashed (encoding is per character)."""
+    return "".join(ch if ch in _SAFE else _percent(ch) for ch in value)
+
+
+def index_prefixes(resource_type: ResourceType, attribute: str, prefix: str, unique: bool) -> tuple[str, str]:
+    """The two RowKey prefixes holding index rows whose key may start with ``prefix``:
+    verbatim keys, and hashed (long) keys, which a caller must re-check."""
+    kind = _UNIQUE_KIND[resource_type]
+    head = (kind,) if unique else ("X", kind)
+    return _join(*head, encode_value(attribute), encode_prefix(prefix)), _join(*head, encode_value(attribute), _HASH_MARK)
+
+
 def prefix_range(prefix: str) -> tuple[str, str]:
     """``(lo, hi)`` such that a key starts with ``prefix`` iff ``lo <= key < hi``.
 

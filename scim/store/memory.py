@@ -263,6 +263,17 @@ class MemoryStore(DirectoryStore):
             ids.add(holder)
         return [t.records[(resource_type, i)].snapshot() for i in sorted(ids)]
 
+    async def lookup_prefix(
+        self, tenant: str, resource_type: ResourceType, attribute: str, prefix: str, *, limit: int
+    ) -> list[StoredResource]:
+        """Resources with an index key of ``attribute`` starting with ``prefix`` (RFC 7644 §3.4.2.2 ``sw``)."""
+        t = self._tenant(tenant)
+        ids = {i for (rtype, attr, key), i in t.unique.items() if rtype == resource_type and attr == attribute and key.startswith(prefix)}
+        for (rtype, attr, key), holders in t.multi.items():
+            if rtype == resource_type and attr == attribute and key.startswith(prefix):
+                ids.update(holders)
+        return [t.records[(resource_type, i)].snapshot() for i in sorted(ids)[: limit + 1]]
+
     async def scan(
         self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
     ) -> Page:

@@ -740,6 +740,24 @@ class TableStore(_TableOwner, DirectoryStore):
         found = await asyncio.gather(*(self._read_or_none(pk, keys.resource_key(resource_type, i)) for i in ids))
         return [_stored(resource_type, e, _etag(e)) for e in found if e is not None]
 
+    async def lookup_prefix(
+        self, tenant: str, resource_type: ResourceType, attribute: str, prefix: str, *, limit: int
+    ) -> list[StoredResource]:
+        """RFC 7644 §3.4.2.2 ``sw`` on an indexed attribute: range queries on the index rows
+        (verbatim keys, and hashed long keys for the caller to re-check), then point reads."""
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        unique = attribute in self._unique.get(resource_type, frozenset())
+        ids: dict[str, None] = {}
+        for row_prefix in keys.index_prefixes(resource_type, attribute, prefix, unique):
+            for row in await self._range(pk, row_prefix, ["RowKey", "id"]):
+                ids[row["id"] if unique else row["RowKey"].rsplit(keys.SEPARATOR, 1)[1]] = None
+                if len(ids) > limit:
+                    break
+        chosen = [keys.decode_value(i) if not unique else i for i in list(ids)[: limit + 1]]
+        found = await asyncio.gather(*(self._read_or_none(pk, keys.resource_key(resource_type, i)) for i in chosen))
+        return [_stored(resource_type, e, _etag(e)) for e in found if e is not None]
+
     async def scan(
         self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
     ) -> Page:
