@@ -15,13 +15,34 @@ PYTEST_FLAGS ?= -q
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: venv node_modules run azurite test clean clean-data
+# The infrastructure checks (tests/test_infra.py) run pycep-parser and checkov from their own
+# venv: checkov pins many packages (aiohttp, packaging, pydantic, ...) that conflict with
+# requirements-dev.txt, and pip would otherwise resolve it to an old release. Bumping
+# CHECKOV_VERSION renames the stamp, which reinstalls.
+INFRA_VENV := .venv-infra
+INFRA_PY := $(INFRA_VENV)/bin/python
+CHECKOV_VERSION := 3.3.30
+INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
+
+.PHONY: venv venv-infra node_modules run azurite test clean clean-data
 
 venv: $(VENV_STAMP)
 
 $(VENV_STAMP): requirements.txt requirements-dev.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+venv-infra: $(INFRA_STAMP)
+
+# pycep builds its parser tables on first use (about a minute) and caches them in TMPDIR:
+# build them here, into the venv, where tests/test_infra.py points TMPDIR.
+$(INFRA_STAMP):
+	test -x $(INFRA_PY) || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_PY) -m pip install --disable-pip-version-check -q "checkov==$(CHECKOV_VERSION)" pycep-parser
+	mkdir -p $(INFRA_VENV)/tmp
+	TMPDIR="$(CURDIR)/$(INFRA_VENV)/tmp" $(INFRA_PY) -c 'import pycep; pycep.BicepParser()'
+	rm -f $(INFRA_VENV)/.installed-checkov-*
 	touch $@
 
 node_modules: $(NODE_STAMP)
@@ -42,11 +63,11 @@ azurite: venv node_modules
 	$(VPY) -m scim.azurite --all
 
 # Any non-zero pytest exit fails the target, 5 ("no tests ran") included.
-test: venv node_modules
+test: venv node_modules venv-infra
 	$(VPY) -m pytest $(PYTEST_FLAGS)
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 # Local Azurite data (tenants and users of `make run`).

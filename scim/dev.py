@@ -6,12 +6,15 @@
    is set, the app uses that storage and no Azurite is started for it.
 2. The dev tenant: ``scim.admin.core.ensure_tenant(settings, name, token)`` with
    ``SCIM_DEV_TENANT`` (default ``dev``) and ``SCIM_DEV_TOKEN`` (default: a fresh token).
-3. Prints exactly two lines to stdout (everything else goes to stderr)::
+3. Starts a local SMTP sink on 127.0.0.1:1025 (unless mail goes elsewhere) and sends the dev
+   tenant's failure digests to ``SCIM_DEV_NOTIFY`` (default ``operator@localhost``), so that
+   ``python -m scim.admin notify run-now dev`` shows a digest arriving.
+4. Prints exactly two lines to stdout (everything else goes to stderr)::
 
        Tenant URL: http://127.0.0.1:7071/scim/dev
        Secret Token: ...
 
-4. Serves the app: ``func start --port PORT`` if ``func`` is on PATH, else
+5. Serves the app: ``func start --port PORT`` if ``func`` is on PATH, else
    :mod:`scim.localhost`. ``PORT`` defaults to 7071. Ctrl-C stops the server and the Azurite
    this started (by PID); a reused Azurite is left running.
 """
@@ -24,6 +27,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -64,6 +68,33 @@ async def _ensure_tenant(settings: Settings, name: str, token: str) -> None:
     from scim.admin.core import ensure_tenant  # written elsewhere; imported late on purpose
 
     await ensure_tenant(settings, name, token)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def _ensure_notifications(settings: Settings, name: str, address: str) -> None:
+    from scim.admin.core import update_notifications
+
+    await update_notifications(settings, name, [address], True)
+
+
+def _start_smtp_sink(settings: Settings):  # type: ignore[no-untyped-def]
+    """The local SMTP sink, when digests go to it (the local default) and nothing listens there yet."""
+    from scim.smtp_sink import SmtpSink
+
+    if settings.acs_email_endpoint or settings.smtp_host != "127.0.0.1" or _port_open(settings.smtp_port):
+        return None
+    try:
+        sink = SmtpSink(settings.smtp_port).start()
+    except OSError as exc:
+        log.warning("could not start the SMTP sink on port %s: %s", settings.smtp_port, exc)
+        return None
+    log.info("SMTP sink on 127.0.0.1:%s: failure digests are printed here and saved in .local/mail/", settings.smtp_port)
+    return sink
 
 
 def _run_func(port: int, env: dict[str, str]) -> int:
@@ -125,6 +156,7 @@ def main() -> int:
     token = os.environ.get("SCIM_DEV_TOKEN") or new_token()
 
     configured = os.environ.get("SCIM_TABLE_CONNECTION_STRING") or os.environ.get("SCIM_TABLE_ENDPOINT")
+    sink = None
     try:
         az = None if configured and not use_func else _ensure_azurite(with_blob_queue=use_func)
     except AzuriteError as exc:
@@ -133,13 +165,17 @@ def main() -> int:
     try:
         env = os.environ
         env.setdefault("SCIM_TABLE_CONNECTION_STRING", azurite_connection_string(DEFAULT_HOST, DEFAULT_TABLE_PORT))
+        env.setdefault("NOTIFY_SCHEDULE", "0 */10 * * * *")
         if use_func:
             env.setdefault("FUNCTIONS_WORKER_RUNTIME", "python")
             env.setdefault(
                 "AzureWebJobsStorage", az.storage_connection_string if az else "UseDevelopmentStorage=true"
             )
         settings = Settings.from_env()
+        sink = _start_smtp_sink(settings)
         asyncio.run(_ensure_tenant(settings, name, token))
+        notify = os.environ.get("SCIM_DEV_NOTIFY") or "operator@localhost"
+        asyncio.run(_ensure_notifications(settings, name, notify))
 
         print(f"Tenant URL: {settings.tenant_url(name)}")
         print(f"Secret Token: {token}")
@@ -153,6 +189,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if sink is not None:
+            sink.stop()
         if az is not None:
             log.info("stopping Azurite (pid %s)", az.pid)
             az.stop()

@@ -5,7 +5,9 @@ empty route prefix, so the Tenant URL is ``https://<app>/scim/<tenant>``). This 
 authenticates the bearer token (RFC 6750), enforces the body size limit (413), and is the
 one choke point that turns errors into SCIM error responses: client errors are logged at
 INFO without detail (details can hold userNames), anything else is a bug logged with its
-traceback while the client gets a generic 500 (ENTRA.md §5: never a stack trace).
+traceback while the client gets a generic 500 (ENTRA.md §5: never a stack trace). Every
+answered request of an existing tenant is recorded in the provisioning log, in the
+background, with the ``X-Correlation-ID`` returned to the client.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
 
 from .errors import PayloadTooLarge, ScimError, Unauthorized
-from .runtime import get_runtime
+from .provisioning_log import LogEntry, format_time
+from .runtime import Runtime, get_runtime
 from .service import ScimRequest, ScimResponse
-from .tenants import InvalidTenantName, validate_tenant_name
+from .tenants import InvalidTenantName, token_matches, validate_tenant_name
 
 __all__ = ["SCIM_CONTENT_TYPE", "bp", "handle_http"]
 
@@ -58,52 +64,103 @@ def _to_http(response: ScimResponse) -> func.HttpResponse:
     )
 
 
-def _error(error: ScimError) -> func.HttpResponse:
-    return _to_http(ScimResponse(error.status, error.to_json(), dict(error.headers)))
-
-
-async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
-    """Answer one SCIM HTTP request (all tenants, all endpoints)."""
-    started = time.perf_counter()
-    tenant = req.route_params.get("tenant", "")
-    status = 500
-    try:
-        response = await _handle(req, tenant)
-        status = response.status_code
-        return response
-    except ScimError as error:
-        status = error.status
-        return _error(error)
-    except Exception:
-        logger.exception("Unhandled error in %s %s", req.method, _route_kind(req))
-        status = 500
-        return _error(_InternalError("An internal error occurred; it has been logged."))
-    finally:
-        logger.info(
-            "%s %s -> %d in %.1f ms", req.method, _route_kind(req), status, (time.perf_counter() - started) * 1000
-        )
+def _error_response(error: ScimError) -> ScimResponse:
+    return ScimResponse(error.status, error.to_json(), dict(error.headers))
 
 
 class _InternalError(ScimError):
     status = 500
 
 
+@dataclass
+class _Context:
+    """What the provisioning log needs to know about a request once it is answered."""
+
+    runtime: Runtime | None = None
+    tenant_exists: bool = False
+
+
+async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
+    """Answer one SCIM HTTP request (all tenants, all endpoints), and record its outcome."""
+    started = time.perf_counter()
+    tenant = req.route_params.get("tenant", "")
+    context = _Context()
+    try:
+        response = await _handle(req, tenant, context)
+    except ScimError as error:
+        response = _error_response(error)
+    except Exception:
+        logger.exception("Unhandled error in %s %s", req.method, _route_kind(req))
+        response = _error_response(_InternalError("An internal error occurred; it has been logged."))
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    correlation_id = uuid.uuid4().hex
+    response.headers["X-Correlation-ID"] = correlation_id
+    logger.info("%s %s -> %d in %.1f ms", req.method, _route_kind(req), response.status, elapsed_ms)
+    if context.runtime is not None and context.tenant_exists:
+        entry = _log_entry(req, response, correlation_id, elapsed_ms)
+        context.runtime.log_writer.submit(tenant, entry)
+    return _to_http(response)
+
+
 def _route_kind(req: func.HttpRequest) -> str:
     """The endpoint without ids or query values, for logs (no identifiers of people in logs)."""
-    path = (req.route_params.get("path") or "").strip("/")
-    head = path.split("/", 1)[0] if path else ""
-    return f"/{head}{'/{id}' if '/' in path else ''}"
+    parts = [p for p in (req.route_params.get("path") or "").split("/") if p]
+    if len(parts) > 1 and parts[1] != ".search":
+        return f"/{parts[0]}/{{id}}"
+    return "/" + "/".join(parts[:2])
 
 
-async def _handle(req: func.HttpRequest, tenant: str) -> func.HttpResponse:
+def _log_entry(req: func.HttpRequest, response: ScimResponse, correlation_id: str, elapsed_ms: float) -> LogEntry:
+    """The provisioning log's record of a request (see :mod:`scim.provisioning_log` for what is kept)."""
+    parts = [p for p in (req.route_params.get("path") or "").split("/") if p]
+    head = parts[0].lower() if parts else ""
+    resource_type = {"users": "User", "groups": "Group"}.get(head)
+    resource_id = parts[1] if resource_type and len(parts) > 1 and parts[1] != ".search" else None
+    body = response.body or {}
+    if resource_type and resource_id is None and response.status == 201:
+        resource_id = body.get("id")
+    failed = response.status >= 400
+    subject = None
+    if failed and resource_type == "User" and req.method in ("POST", "PUT"):
+        subject = _user_name(req.get_body() or b"")
+    return LogEntry(
+        time=format_time(datetime.now(UTC)),
+        operation=f"{req.method} {_route_kind(req)}",
+        status=response.status,
+        correlation_id=correlation_id,
+        duration_ms=round(elapsed_ms, 1),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        scim_type=body.get("scimType") if failed else None,
+        detail=body.get("detail") if failed else None,
+        subject=subject,
+    )
+
+
+def _user_name(body: bytes) -> str | None:
+    """The userName of a failed create/replace, so the operator knows which user to look at."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    value = next((v for k, v in parsed.items() if isinstance(k, str) and k.lower() == "username"), None)
+    return value[:256] if isinstance(value, str) else None
+
+
+async def _handle(req: func.HttpRequest, tenant: str, context: _Context) -> ScimResponse:
     headers = {k.lower(): v for k, v in req.headers.items()}
     runtime = await get_runtime()
+    context.runtime = runtime
     token = _bearer_token(headers)
     try:
         validate_tenant_name(tenant)
     except InvalidTenantName:
         raise Unauthorized() from None
-    if token is None or not await runtime.tenants.authenticate(tenant, token):
+    stored_hash = await runtime.tenants.token_hash(tenant)
+    context.tenant_exists = stored_hash is not None
+    if token is None or not token_matches(token, stored_hash or "0" * 64) or stored_hash is None:
         raise Unauthorized()
     declared = headers.get("content-length")
     limit = runtime.settings.max_body_bytes
@@ -121,7 +178,7 @@ async def _handle(req: func.HttpRequest, tenant: str) -> func.HttpResponse:
         headers=headers,
         body=body,
     )
-    return _to_http(await runtime.service.handle(request))
+    return await runtime.service.handle(request)
 
 
 def _query(req: func.HttpRequest) -> dict[str, Any]:

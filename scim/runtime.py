@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .provisioning_log import LogWriter, ProvisioningLog
 from .service import Limits, ScimService
 from .settings import Settings
 from .store.base import DirectoryStore
@@ -27,12 +28,15 @@ class Runtime:
     settings: Settings
     service: ScimService
     tenants: TenantRegistry
+    log: ProvisioningLog
+    log_writer: LogWriter
 
     @property
     def store(self) -> DirectoryStore:
         return self.service.store
 
     async def close(self) -> None:
+        await self.log_writer.drain()
         await self.service.store.close()
         await self.tenants.close()
 
@@ -50,7 +54,9 @@ def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None
     from .store.tables import TableStore
 
     store = TableStore.from_settings(settings, per_call_policies=per_call_policies)
-    return Runtime(settings, ScimService(store, Limits(max_body_bytes=settings.max_body_bytes)), store.tenant_registry())
+    log = ProvisioningLog(store.service_client, settings.table_prefix)
+    service = ScimService(store, Limits(max_body_bytes=settings.max_body_bytes))
+    return Runtime(settings, service, store.tenant_registry(), log, LogWriter(log))
 
 
 async def get_runtime() -> Runtime:

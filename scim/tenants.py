@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "hash_token",
     "new_token",
     "token_matches",
+    "validate_recipients",
     "validate_tenant_name",
 ]
 
@@ -45,10 +47,29 @@ class InvalidTenantName(ValueError):
 
 @dataclass(frozen=True)
 class TenantInfo:
-    """What an operator sees of a tenant (never the token or its hash)."""
+    """What an operator sees of a tenant (never the token or its hash).
+
+    ``notify``: who receives failure digests; ``notify_enabled``: whether digests are sent.
+    """
 
     name: str
     created: str
+    notify: tuple[str, ...] = ()
+    notify_enabled: bool = False
+
+
+_EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+$")
+
+
+def validate_recipients(addresses: Sequence[str]) -> tuple[str, ...]:
+    """Notification recipients: plain addresses (``ops@contoso.com``), deduplicated, at most 20."""
+    cleaned = tuple(dict.fromkeys(a.strip() for a in addresses if a.strip()))
+    bad = [a for a in cleaned if not _EMAIL.match(a)]
+    if bad:
+        raise ValueError(f"not an email address: {', '.join(bad)}")
+    if len(cleaned) > 20:
+        raise ValueError("at most 20 notification recipients per tenant")
+    return cleaned
 
 
 def validate_tenant_name(name: str) -> str:
@@ -98,6 +119,17 @@ class TenantRegistry(abc.ABC):
     @abc.abstractmethod
     async def list(self) -> list[TenantInfo]:
         """Every tenant, sorted by name."""
+
+    @abc.abstractmethod
+    async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:
+        """Set who receives the tenant's failure digests and whether they are sent. Raises TenantNotFound."""
+
+    async def info(self, name: str) -> TenantInfo:
+        """One tenant's information. Raises TenantNotFound."""
+        for tenant in await self.list():
+            if tenant.name == name:
+                return tenant
+        raise TenantNotFound(name)
 
     async def authenticate(self, name: str, token: str) -> bool:
         """Whether ``token`` is the current token of tenant ``name``.

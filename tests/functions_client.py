@@ -16,14 +16,9 @@ import azure.functions as func
 import function_app
 
 
-def _registered_scim_function() -> Any:
-    for function in function_app.app.get_functions():
-        if function.get_function_name() == "scim_endpoint":
-            return function.get_user_function()
-    raise LookupError("function_app does not register scim_endpoint")
-
-
-SCIM_FUNCTION = _registered_scim_function()
+# FunctionApp.get_functions() may be called only once per app: keep what it returns.
+REGISTERED: dict[str, Any] = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+SCIM_FUNCTION = REGISTERED["scim_endpoint"]
 
 
 @dataclass

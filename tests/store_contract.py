@@ -561,3 +561,17 @@ class TenantRegistryContract:
         with pytest.raises(TenantNotFound):
             await registry.delete("b-tenant")
         await registry.create("b-tenant")  # the name is free again
+
+    async def test_notification_settings(self, registry: TenantRegistry) -> None:
+        await registry.create("notified")
+        assert (await registry.info("notified")).notify == ()
+        await registry.set_notifications("notified", ["a@x.com", " b@y.org ", "a@x.com"], True)
+        info = await registry.info("notified")
+        assert info.notify == ("a@x.com", "b@y.org") and info.notify_enabled is True
+        await registry.set_token("notified")  # a token change keeps the settings
+        await registry.set_notifications("notified", info.notify, False)
+        assert (await registry.info("notified")).notify_enabled is False
+        with pytest.raises(ValueError):
+            await registry.set_notifications("notified", ["not an address"], True)
+        with pytest.raises(TenantNotFound):
+            await registry.set_notifications("ghost", ["a@x.com"], True)

@@ -110,3 +110,59 @@ def test_make_run_prints_entra_fields_and_serves_them(azurite, table_prefix):
         except subprocess.TimeoutExpired:
             proc.kill()
             pytest.fail("scim.dev did not stop on Ctrl-C")
+
+
+def test_log_and_notify_run_now_as_an_operator_runs_them(azurite, table_prefix):
+    """A failure shows in ``log --failures`` and ``notify run-now`` mails its digest to a real SMTP server."""
+    from aiosmtpd.controller import Controller
+
+    from tests.test_notifications import Mailbox
+
+    mailbox, port = Mailbox(), _free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        env = _env(azurite, table_prefix, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))
+        name = "ops-" + uuid.uuid4().hex[:8]
+        created = admin(env, "tenant", "create", name, "--notify", "ops@contoso.example", "--json")
+        assert created.returncode == 0, created.stderr
+        token = json.loads(created.stdout)["token"]
+        assert "digests to ops@contoso.example" in admin(env, "tenant", "list").stdout
+
+        from scim.runtime import build_runtime
+        from tests.scim_fixtures import azurite_settings
+
+        async def provision() -> None:
+            from tests.functions_client import FunctionsClient
+            from scim.runtime import use_runtime
+
+            runtime = build_runtime(azurite_settings(azurite, table_prefix))
+            use_runtime(runtime)
+            try:
+                client = FunctionsClient(name, token)
+                await client.get(f"/Users/{uuid.uuid4()}")
+                await client.get("/Users", params={"filter": 'userName eq "x"'})
+            finally:
+                use_runtime(None)
+                await runtime.close()
+
+        import asyncio
+
+        asyncio.run(provision())
+        log = admin(env, "log", name, "--failures", "--since", "10m")
+        assert log.returncode == 0 and " 404  GET /Users/{id}" in log.stdout and "GET /Users " not in log.stdout
+        everything = json.loads(admin(env, "log", name, "--json").stdout)
+        assert [e["status"] for e in everything["entries"]] == [200, 404]
+
+        time.sleep(5.5)  # run-now leaves in-flight requests 5 s to be logged
+        sent = admin(env, "notify", "run-now", name)
+        assert sent.returncode == 0 and "sent, 1 failures" in sent.stdout, sent.stdout + sent.stderr
+        assert len(mailbox.to("ops@contoso.example")) == 1
+        again = admin(env, "notify", "run-now", name)
+        assert "nothing" in again.stdout and len(mailbox.to("ops@contoso.example")) == 1
+
+        updated = admin(env, "tenant", "update", name, "--notify-off")
+        assert "off" in updated.stdout
+        assert "skipped" in admin(env, "notify", "run-now", name).stdout
+    finally:
+        controller.stop()

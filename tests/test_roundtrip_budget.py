@@ -24,33 +24,45 @@ from tests.test_protocol_entra import create_group, create_user, new_user
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
-class TableCounter(RoundTripCounter):
-    """Counts requests to the directory table and to the tenants table separately."""
+def _body(request) -> bytes:  # type: ignore[no-untyped-def]
+    body = request.http_request.body or b""
+    return body if isinstance(body, bytes) else str(body).encode()
 
-    def __init__(self) -> None:
+
+class TableCounter(RoundTripCounter):
+    """Counts requests to the directory table, the tenants table and the log table separately."""
+
+    def __init__(self, log_table: str) -> None:
         super().__init__()
+        self.log_table = log_table
         self.auth = 0
+        self.log = 0
 
     def on_request(self, request) -> None:  # type: ignore[no-untyped-def]
-        if "tenants" in request.http_request.url.split("?")[0].rsplit("/", 1)[-1]:
+        resource = request.http_request.url.split("?")[0].rsplit("/", 1)[-1]
+        if "tenants" in resource:
             self.auth += 1
+        elif resource.startswith(self.log_table) or (resource == "$batch" and self.log_table.encode() in _body(request)):
+            self.log += 1
         else:
             super().on_request(request)
 
     def reset(self) -> None:
         super().reset()
         self.auth = 0
+        self.log = 0
 
 
 @pytest.fixture
 async def counted(azurite: str, table_prefix: str) -> AsyncIterator[tuple[FunctionsClient, TableCounter, Runtime]]:
-    counter = TableCounter()
+    counter = TableCounter(f"{table_prefix}log")
     runtime = build_runtime(azurite_settings(azurite, table_prefix), per_call_policies=[counter])
     use_runtime(runtime)
     name = "t" + uuid.uuid4().hex[:12]
     token = await runtime.tenants.create(name)
     client = FunctionsClient(name, token)
     await client.get("/Users", params={"filter": 'userName eq "warm-up"'})  # tables exist, pools open
+    await runtime.log_writer.drain()
     yield client, counter, runtime
     use_runtime(None)
     await runtime.close()
@@ -60,9 +72,15 @@ MEASURED: dict[str, int] = {}
 
 
 async def measure(counter: TableCounter, call, label: str = "") -> tuple[int, object]:  # type: ignore[no-untyped-def]
+    from scim.runtime import get_runtime
+
+    writer = (await get_runtime()).log_writer
+    await writer.drain()  # writes of earlier, unmeasured requests
     counter.reset()
     response = await call
+    await writer.drain()
     assert counter.auth == 1, "authentication reads the tenant once per request"
+    assert counter.log == 1, "the provisioning log costs one storage operation per request"
     if label:
         MEASURED[label] = max(MEASURED.get(label, 0), counter.count)
     return counter.count, response
@@ -74,7 +92,7 @@ def _report_round_trips():  # type: ignore[no-untyped-def]
     if MEASURED:
         width = max(map(len, MEASURED))
         lines = [f"{label:<{width}}  {trips}" for label, trips in MEASURED.items()]
-        record_summary("storage round trips per SCIM operation (+1 tenant read for auth)", "\n".join(lines))
+        record_summary("storage round trips per SCIM operation (+1 tenant read for auth, +1 provisioning log write)", "\n".join(lines))
 
 
 def members_patch(ids: list[str]) -> dict:

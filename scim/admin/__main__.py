@@ -1,9 +1,12 @@
-"""``python -m scim.admin``: manage tenants and Secret Tokens.
+"""``python -m scim.admin``: manage tenants, Secret Tokens, failure digests and the provisioning log.
 
-    python -m scim.admin tenant create NAME [--json]
+    python -m scim.admin tenant create NAME [--notify ADDR ...] [--json]
+    python -m scim.admin tenant update NAME [--notify ADDR ...] [--notify-on | --notify-off]
     python -m scim.admin tenant list [--json]
     python -m scim.admin tenant delete NAME
     python -m scim.admin token regenerate NAME [--json]
+    python -m scim.admin log NAME [--failures] [--since 2h|2026-11-26T10:00:00Z] [--limit N] [--cursor C] [--json]
+    python -m scim.admin notify run-now NAME
 """
 
 from __future__ import annotations
@@ -13,47 +16,100 @@ import asyncio
 import json
 import sys
 
+from ..provisioning_log import LogEntry, parse_since
 from ..store.base import StoreError
 from ..tenants import InvalidTenantName, TenantExists, TenantNotFound
 from . import core
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scim.admin", description="Manage SCIM tenants and their Secret Tokens.")
+    parser = argparse.ArgumentParser(prog="python -m scim.admin", description="Manage SCIM tenants, tokens, digests and logs.")
     groups = parser.add_subparsers(dest="group", required=True)
-    tenant = groups.add_parser("tenant", help="create, list or delete tenants").add_subparsers(dest="action", required=True)
+    tenant = groups.add_parser("tenant", help="create, update, list or delete tenants").add_subparsers(dest="action", required=True)
     create = tenant.add_parser("create", help="create a tenant and print its Tenant URL and Secret Token")
     create.add_argument("name")
+    create.add_argument("--notify", action="append", default=[], metavar="ADDRESS", help="email failure digests here (repeatable)")
     create.add_argument("--json", action="store_true", help="print one JSON object (tenant, url, token)")
+    update = tenant.add_parser("update", help="change a tenant's failure digest settings")
+    update.add_argument("name")
+    update.add_argument("--notify", action="append", metavar="ADDRESS", help="the digest recipients (repeatable; replaces the list)")
+    switch = update.add_mutually_exclusive_group()
+    switch.add_argument("--notify-on", dest="enabled", action="store_const", const=True, help="send digests")
+    switch.add_argument("--notify-off", dest="enabled", action="store_const", const=False, help="stop sending digests")
     listing = tenant.add_parser("list", help="list tenants")
     listing.add_argument("--json", action="store_true")
-    delete = tenant.add_parser("delete", help="delete a tenant, its token and its directory")
+    delete = tenant.add_parser("delete", help="delete a tenant, its token, its directory and its log")
     delete.add_argument("name")
     token = groups.add_parser("token", help="manage a tenant's Secret Token").add_subparsers(dest="action", required=True)
     regenerate = token.add_parser("regenerate", help="issue a new token; the old one stops working at once")
     regenerate.add_argument("name")
     regenerate.add_argument("--json", action="store_true")
+    log = groups.add_parser("log", help="read a tenant's provisioning log, newest first")
+    log.add_argument("name")
+    log.add_argument("--failures", action="store_true", help="failed requests only")
+    log.add_argument("--since", help="a time (2026-11-26T10:00:00Z) or a duration back from now (30m, 2h, 7d)")
+    log.add_argument("--limit", type=int, default=50, help="entries per page (default 50)")
+    log.add_argument("--cursor", help="continue after a previous page (printed at its end)")
+    log.add_argument("--json", action="store_true")
+    notify = groups.add_parser("notify", help="failure digests").add_subparsers(dest="action", required=True)
+    run_now = notify.add_parser("run-now", help="send the tenant's failure digest now")
+    run_now.add_argument("name")
     return parser
+
+
+def _tenant_json(settings, info) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {
+        "tenant": info.name,
+        "url": settings.tenant_url(info.name),
+        "created": info.created,
+        "notify": list(info.notify),
+        "notify_enabled": info.notify_enabled,
+    }
+
+
+def _log_line(entry: LogEntry) -> str:
+    where = f" {entry.resource_type} {entry.resource_id}" if entry.resource_id else ""
+    subject = f" ({entry.subject})" if entry.subject else ""
+    error = f" {entry.scim_type or ''} {entry.detail or ''}".rstrip() if entry.failed else ""
+    return f"{entry.time}  {entry.status}  {entry.operation}{where}{subject}{error}  [{entry.correlation_id}, {entry.duration_ms:.0f} ms]"
 
 
 async def _run(args: argparse.Namespace) -> int:
     settings = core.load_settings()
     if args.group == "tenant" and args.action == "create":
-        credentials = await core.create_tenant(settings, args.name)
+        credentials = await core.create_tenant(settings, args.name, notify=args.notify)
         print(credentials.to_json() if args.json else credentials.lines())
+    elif args.group == "tenant" and args.action == "update":
+        info = await core.update_notifications(settings, args.name, args.notify, args.enabled)
+        state = "on" if info.notify_enabled else "off"
+        print(f"Failure digests for {info.name}: {state}, to {', '.join(info.notify) or 'nobody'}.")
     elif args.group == "token" and args.action == "regenerate":
         credentials = await core.regenerate_token(settings, args.name)
         print(credentials.to_json() if args.json else credentials.lines())
     elif args.group == "tenant" and args.action == "list":
         tenants = await core.list_tenants(settings)
         if args.json:
-            print(json.dumps([{"tenant": t.name, "url": settings.tenant_url(t.name), "created": t.created} for t in tenants]))
-        else:
-            for t in tenants:
-                print(f"{t.name}\t{settings.tenant_url(t.name)}\tcreated {t.created}")
+            print(json.dumps([_tenant_json(settings, t) for t in tenants]))
+        for t in [] if args.json else tenants:
+            digests = f"digests to {', '.join(t.notify)}" if t.notify_enabled and t.notify else "digests off"
+            print(f"{t.name}\t{settings.tenant_url(t.name)}\tcreated {t.created}\t{digests}")
     elif args.group == "tenant" and args.action == "delete":
         await core.delete_tenant(settings, args.name)
         print(f"Deleted tenant {args.name}.")
+    elif args.group == "log":
+        since = parse_since(args.since) if args.since else None
+        page = await core.read_log(settings, args.name, failures_only=args.failures, since=since, limit=max(1, args.limit), cursor=args.cursor)
+        if args.json:
+            print(json.dumps({"entries": [e.to_json() for e in page.entries], "cursor": page.cursor}))
+        else:
+            for entry in page.entries:
+                print(_log_line(entry))
+            if page.cursor:
+                print(f"-- more: add --cursor {page.cursor}")
+    elif args.group == "notify" and args.action == "run-now":
+        result = await core.notify_now(settings, args.name)
+        print(f"{result.tenant}: {result.outcome}" + (f", {result.failures} failures" if result.failures else "") + (f" ({result.reason})" if result.reason else ""))
+        return 0 if result.outcome in ("sent", "nothing") else 1
     return 0
 
 
@@ -66,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     except TenantNotFound:
         print(f"error: no tenant {args.name!r}", file=sys.stderr)
     except InvalidTenantName as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except (OSError, StoreError) as exc:
         print(f"error: cannot reach Table storage ({exc.__class__.__name__}); is Azurite running? (make run starts it)", file=sys.stderr)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..notify.notifier import RunResult
+from ..provisioning_log import LogPage
 from ..runtime import Runtime, build_runtime
 from ..settings import Settings
-from ..tenants import TenantExists, TenantInfo, validate_tenant_name
+from ..tenants import TenantExists, TenantInfo, validate_recipients, validate_tenant_name
 
 __all__ = [
     "Credentials",
@@ -24,7 +27,10 @@ __all__ = [
     "ensure_tenant",
     "list_tenants",
     "load_settings",
+    "notify_now",
+    "read_log",
     "regenerate_token",
+    "update_notifications",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -64,15 +70,69 @@ async def _with_runtime(settings: Settings) -> Runtime:
     return build_runtime(settings)
 
 
-async def create_tenant(settings: Settings, name: str, token: str | None = None) -> Credentials:
-    """Create a tenant; raises TenantExists."""
+async def create_tenant(
+    settings: Settings, name: str, token: str | None = None, notify: Sequence[str] = ()
+) -> Credentials:
+    """Create a tenant (with failure digests to ``notify``, if given); raises TenantExists."""
     validate_tenant_name(name)
+    recipients = validate_recipients(notify)
     runtime = await _with_runtime(settings)
     try:
         secret = await runtime.tenants.create(name, token)
+        if recipients:
+            await runtime.tenants.set_notifications(name, recipients, True)
     finally:
         await runtime.close()
     return Credentials(name, settings.tenant_url(name), secret)
+
+
+async def update_notifications(
+    settings: Settings, name: str, notify: Sequence[str] | None, enabled: bool | None
+) -> TenantInfo:
+    """Change who receives the tenant's failure digests, or switch them on or off."""
+    runtime = await _with_runtime(settings)
+    try:
+        current = await runtime.tenants.info(name)
+        recipients = validate_recipients(notify) if notify is not None else current.notify
+        if enabled is None:
+            enabled = bool(recipients) if notify is not None else current.notify_enabled
+        await runtime.tenants.set_notifications(name, recipients, enabled)
+        return await runtime.tenants.info(name)
+    finally:
+        await runtime.close()
+
+
+async def read_log(
+    settings: Settings,
+    name: str,
+    *,
+    failures_only: bool = False,
+    since: datetime | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> LogPage:
+    """One page of the tenant's provisioning log, newest first."""
+    runtime = await _with_runtime(settings)
+    try:
+        await runtime.tenants.info(name)
+        return await runtime.log.page(name, failures_only=failures_only, since=since, limit=limit, cursor=cursor)
+    finally:
+        await runtime.close()
+
+
+async def notify_now(settings: Settings, name: str) -> RunResult:
+    """Send the tenant's failure digest now (what the timer does), with a short lag."""
+    from ..notify.notifier import Notifier
+    from ..timer_adapter import build_notifier
+
+    runtime = await _with_runtime(settings)
+    notifier: Notifier = build_notifier(runtime, lag=timedelta(seconds=5))
+    try:
+        return await notifier.run_tenant(await runtime.tenants.info(name))
+    finally:
+        if notifier.sender is not None:
+            await notifier.sender.close()
+        await runtime.close()
 
 
 async def regenerate_token(settings: Settings, name: str, token: str | None = None) -> Credentials:
@@ -110,9 +170,13 @@ async def list_tenants(settings: Settings) -> list[TenantInfo]:
 
 async def delete_tenant(settings: Settings, name: str) -> None:
     """Delete a tenant: its token stops working at once, then its users and groups are removed."""
+    from ..notify.state import NotifyStateStore
+
     runtime = await _with_runtime(settings)
     try:
         await runtime.tenants.delete(name)
         await runtime.store.delete_tenant(name)
+        await runtime.log.purge(name, datetime.now(UTC) + timedelta(days=1))
+        await NotifyStateStore(runtime.log.service_client, settings.table_prefix).forget(name)
     finally:
         await runtime.close()

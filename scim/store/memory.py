@@ -22,6 +22,7 @@ from ..tenants import (
     TenantRegistry,
     hash_token,
     new_token,
+    validate_recipients,
     validate_tenant_name,
 )
 from . import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, new_id, utc_now
@@ -323,6 +324,7 @@ class MemoryTenantRegistry(TenantRegistry):
 
     def __init__(self) -> None:
         self._tenants: dict[str, tuple[str, str]] = {}
+        self._notify: dict[str, tuple[tuple[str, ...], bool]] = {}
 
     async def create(self, name: str, token: str | None = None) -> str:
         """Create a tenant; raises TenantExists."""
@@ -350,7 +352,17 @@ class MemoryTenantRegistry(TenantRegistry):
         """Delete the tenant record; raises TenantNotFound."""
         if self._tenants.pop(name, None) is None:
             raise TenantNotFound(name)
+        self._notify.pop(name, None)
 
     async def list(self) -> list[TenantInfo]:
         """Every tenant, sorted by name."""
-        return [TenantInfo(name, created) for name, (_, created) in sorted(self._tenants.items())]
+        return [
+            TenantInfo(name, created, *self._notify.get(name, ((), False)))
+            for name, (_, created) in sorted(self._tenants.items())
+        ]
+
+    async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:
+        """Set the tenant's digest recipients and switch; raises TenantNotFound."""
+        if name not in self._tenants:
+            raise TenantNotFound(name)
+        self._notify[name] = (validate_recipients(recipients), enabled)

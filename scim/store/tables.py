@@ -47,6 +47,7 @@ from ..tenants import (
     TenantRegistry,
     hash_token,
     new_token,
+    validate_recipients,
     validate_tenant_name,
 )
 from . import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, keys, new_id, utc_now
@@ -487,6 +488,11 @@ class TableStore(_TableOwner, DirectoryStore):
         """A store on a new service client built from ``settings`` (see :func:`service_client`)."""
         service, credential = service_client(settings, per_call_policies=per_call_policies, **client_options)
         return cls(service, settings.table_prefix, owns_client=True, credential=credential)
+
+    @property
+    def service_client(self) -> TableServiceClient:
+        """The shared service client (one connection pool per process), for the app's other tables."""
+        return self._service
 
     def tenant_registry(self) -> TableTenantRegistry:
         """A :class:`TableTenantRegistry` sharing this store's client (closing it is this store's job)."""
@@ -993,9 +999,32 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
         await self._ready()
         with _mapped():
             pager = self._table.query_entities(
-                _FILTER_PARTITION, parameters={"pk": _TENANT_PARTITION}, select=["RowKey", "created"]
+                _FILTER_PARTITION,
+                parameters={"pk": _TENANT_PARTITION},
+                select=["RowKey", "created", "notifyTo", "notifyEnabled"],
             )
-            return [TenantInfo(row["RowKey"], row.get("created", "")) async for row in pager]
+            return [
+                TenantInfo(
+                    row["RowKey"],
+                    row.get("created", ""),
+                    tuple(json.loads(row.get("notifyTo") or "[]")),
+                    bool(row.get("notifyEnabled")),
+                )
+                async for row in pager
+            ]
+
+    async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:
+        """Merge ``notifyTo`` (JSON array) and ``notifyEnabled`` onto the tenant row (404 -> TenantNotFound)."""
+        cleaned = validate_recipients(recipients)
+        if not _is_tenant_name(name):
+            raise TenantNotFound(name)
+        await self._ready()
+        row = _row(_TENANT_PARTITION, name, notifyTo=json.dumps(list(cleaned)), notifyEnabled=enabled)
+        try:
+            with _mapped():
+                await self._table.update_entity(row, mode=UpdateMode.MERGE)
+        except ResourceNotFound:
+            raise TenantNotFound(name) from None
 
 
 def _is_tenant_name(name: str) -> bool:

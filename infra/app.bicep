@@ -1,0 +1,212 @@
+// The Function App on the Flex Consumption plan (FC1), Python 3.11, running as a user-assigned
+// managed identity; every connection it makes (host storage, tables, telemetry, email) uses
+// that identity. Roles are granted in rbac.bicep.
+
+@description('Region of the plan, the app and its identity.')
+param location string
+
+@description('Tags applied to every resource here; the app also gets azd-service-name.')
+param tags object
+
+@description('Name of the Function App (also the first label of its default host name).')
+param name string
+
+@description('Name of the Flex Consumption plan.')
+param planName string
+
+@description('Name of the user-assigned managed identity the app runs as.')
+param identityName string
+
+@description('URL of the blob container Flex Consumption deploys the package from.')
+param deploymentContainerUrl string
+
+@description('Blob service endpoint of the storage account (host storage).')
+param blobEndpoint string
+
+@description('Queue service endpoint of the storage account (host storage).')
+param queueEndpoint string
+
+@description('Table service endpoint of the storage account (host storage and SCIM_TABLE_ENDPOINT).')
+param tableEndpoint string
+
+@description('Name of the Application Insights component.')
+param applicationInsightsName string
+
+@description('Resource ID of the Log Analytics workspace that receives the app logs.')
+param logAnalyticsId string
+
+@description('ACS_EMAIL_ENDPOINT: the Communication Service endpoint.')
+param emailEndpoint string
+
+@description('NOTIFY_FROM: sender address of the failure digests.')
+param emailSender string
+
+// App settings and scale settings: described in main.bicep, which passes them through.
+param tablePrefix string
+param maxBodyBytes int
+param notifySchedule string
+param logRetentionDays int
+param maximumInstanceCount int
+param instanceMemoryMB int
+param httpPerInstanceConcurrency int
+param alwaysReady bool
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
+  name: identityName
+  location: location
+  tags: tags
+}
+
+resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
+  // checkov:skip=CKV_AZURE_225: zone redundancy on Flex Consumption depends on the region; Entra retries failed provisioning calls, so a zone outage delays provisioning without losing changes.
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true // Linux
+  }
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource site 'Microsoft.Web/sites@2025-03-01' = {
+  // checkov:skip=CKV_AZURE_222: Entra's provisioning service calls the SCIM endpoint from the internet; each tenant authenticates with its bearer Secret Token, checked by the app.
+  // checkov:skip=CKV_AZURE_17: Entra provisioning sends no client certificate; callers authenticate with a bearer token.
+  // checkov:skip=CKV_AZURE_212: the worker count (numberOfWorkers) belongs to fixed-size plans; Flex Consumption adds instances on demand (up to maximumInstanceCount).
+  // checkov:skip=CKV_AZURE_213: App Service health check evicts instances of fixed-size plans; Flex Consumption manages its instances itself and the app exposes no health endpoint.
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientAffinityEnabled: false
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: deploymentContainerUrl
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+        alwaysReady: alwaysReady ? [
+          {
+            name: 'http'
+            instanceCount: 1
+          }
+        ] : []
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Deployments authenticate with Entra (azd, func, az); no FTP or SCM basic-auth credentials.
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+// Flex Consumption takes the runtime from functionAppConfig: FUNCTIONS_WORKER_RUNTIME and
+// FUNCTIONS_EXTENSION_VERSION must not be set. tests/test_infra.py cross-checks these names
+// with the settings the code reads.
+resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
+  // checkov:skip=CKV_AZURE_13: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); SCIM callers authenticate with bearer tokens the app checks.
+  // checkov:skip=CKV_AZURE_63: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); request logs go to Application Insights and the site's diagnostic setting.
+  // checkov:skip=CKV_AZURE_65: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); detailed error pages are off on purpose (SCIM errors never carry stack traces).
+  // checkov:skip=CKV_AZURE_66: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); failed requests are traced in Application Insights.
+  // checkov:skip=CKV_AZURE_80: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); the app is Python.
+  // checkov:skip=CKV_AZURE_88: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); Flex Consumption mounts no Azure Files share.
+  // checkov:skip=CKV_AZURE_222: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); public network access is a site property, see site.
+  parent: site
+  name: 'appsettings'
+  properties: {
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identity.properties.clientId
+    AzureWebJobsStorage__blobServiceUri: blobEndpoint
+    AzureWebJobsStorage__queueServiceUri: queueEndpoint
+    AzureWebJobsStorage__tableServiceUri: tableEndpoint
+    APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+    AZURE_CLIENT_ID: identity.properties.clientId
+    SCIM_TABLE_ENDPOINT: tableEndpoint
+    SCIM_TABLE_PREFIX: tablePrefix
+    SCIM_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}'
+    SCIM_MAX_BODY_BYTES: string(maxBodyBytes)
+    NOTIFY_SCHEDULE: notifySchedule
+    NOTIFY_FROM: emailSender
+    ACS_EMAIL_ENDPOINT: emailEndpoint
+    LOG_RETENTION_DAYS: string(logRetentionDays)
+  }
+}
+
+resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: logAnalyticsId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output name string = site.name
+output baseUrl string = 'https://${site.properties.defaultHostName}'
+output identityPrincipalId string = identity.properties.principalId
+output identityClientId string = identity.properties.clientId

@@ -1,0 +1,185 @@
+// SCIM for Entra ID on Azure Functions (Flex Consumption): the whole deployment, one resource
+// group. azd reads main.parameters.json; `az deployment sub create` takes the parameters on the
+// command line (docs/deployment.md).
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment (azd: AZURE_ENV_NAME). Seeds every resource name and the azd-env-name tag.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every regional resource; it must offer the Flex Consumption plan.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object ID of the person (or CI principal) deploying (azd: AZURE_PRINCIPAL_ID). Gets Storage Table Data Contributor on the storage account so the admin CLI works from their machine. Empty: no such role.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+@description('Type of principalId (azd: AZURE_PRINCIPAL_TYPE).')
+param principalType string = 'User'
+
+@description('Name of the resource group; default rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@minValue(1)
+@maxValue(1000)
+@description('HTTP requests one instance handles at once. The handlers are async and wait on storage, so one instance serves many; Python\'s default of 1 would scale out on every burst from Entra.')
+param httpPerInstanceConcurrency int = 16
+
+@minValue(40)
+@maxValue(1000)
+@description('Upper bound of instances (Flex Consumption accepts 40 to 1000).')
+param maximumInstanceCount int = 40
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each instance in MB.')
+param instanceMemoryMB int = 2048
+
+@description('Keep one HTTP instance always ready (no cold start for Entra\'s first request of a cycle, billed while idle).')
+param alwaysReady bool = false
+
+@minLength(1)
+@maxLength(40)
+@description('SCIM_TABLE_PREFIX: table names are <prefix>directory, <prefix>tenants and <prefix>log. Letters and digits only, starting with a letter.')
+param tablePrefix string = 'scim'
+
+@minValue(1024)
+@description('SCIM_MAX_BODY_BYTES: largest request body; larger gets 413.')
+param maxBodyBytes int = 1048576
+
+@description('NOTIFY_SCHEDULE: NCRONTAB schedule (with seconds) of the failure-digest timer.')
+param notifySchedule string = '0 */10 * * * *'
+
+@minValue(1)
+@description('LOG_RETENTION_DAYS: days the provisioning log keeps entries.')
+param logRetentionDays int = 30
+
+@allowed([
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_ZRS'
+  'Standard_LRS'
+])
+@description('Replication of the storage account; regions without a paired region need Standard_ZRS or Standard_LRS.')
+param storageSkuName string = 'Standard_GRS'
+
+@description('Data location of the email services, e.g. "United States", "Europe", "UK".')
+param emailDataLocation string = 'United States'
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var tableNames = [
+  '${tablePrefix}directory'
+  '${tablePrefix}tenants'
+  '${tablePrefix}log'
+]
+
+resource rg 'Microsoft.Resources/resourceGroups@2025-04-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module monitoring 'monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+  }
+}
+
+module storage 'storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    skuName: storageSkuName
+    deploymentContainerName: 'app-package'
+    tableNames: tableNames
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+  }
+}
+
+module email 'email.bicep' = {
+  name: 'email'
+  scope: rg
+  params: {
+    tags: tags
+    emailServiceName: '${abbrs.communicationEmailServices}${resourceToken}'
+    communicationServiceName: '${abbrs.communicationCommunicationServices}${resourceToken}'
+    dataLocation: emailDataLocation
+  }
+}
+
+module app 'app.bicep' = {
+  name: 'app'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.webSitesFunctions}api-${resourceToken}'
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    identityName: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    deploymentContainerUrl: storage.outputs.deploymentContainerUrl
+    blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+    emailEndpoint: email.outputs.endpoint
+    emailSender: email.outputs.senderAddress
+    tablePrefix: tablePrefix
+    maxBodyBytes: maxBodyBytes
+    notifySchedule: notifySchedule
+    logRetentionDays: logRetentionDays
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    alwaysReady: alwaysReady
+  }
+}
+
+module rbac 'rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    appPrincipalId: app.outputs.identityPrincipalId
+    developerPrincipalId: principalId
+    developerPrincipalType: principalType
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    communicationServiceName: email.outputs.communicationServiceName
+  }
+}
+
+// Outputs become azd environment values (azd env get-values). No keys or secrets here.
+output AZURE_LOCATION string = location
+output AZURE_RESOURCE_GROUP string = rg.name
+output FUNCTION_APP_NAME string = app.outputs.name
+output FUNCTION_APP_URL string = app.outputs.baseUrl
+output SCIM_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
+output SCIM_PUBLIC_BASE_URL string = app.outputs.baseUrl
+output SCIM_TABLE_PREFIX string = tablePrefix
+output CREATE_FIRST_TENANT_COMMAND string = 'SCIM_TABLE_ENDPOINT=${storage.outputs.tableEndpoint} SCIM_PUBLIC_BASE_URL=${app.outputs.baseUrl} SCIM_TABLE_PREFIX=${tablePrefix} python -m scim.admin tenant create <name>'

@@ -1,0 +1,137 @@
+// One StorageV2 account, reached with Entra tokens only (shared keys disabled):
+// - blob: the Functions host's own storage and the Flex Consumption deployment container;
+// - table: the SCIM directory (SCIM_TABLE_ENDPOINT), its tables created here up front.
+// Blob and table service logs go to Log Analytics.
+
+@description('Region of the account.')
+param location string
+
+@description('Tags applied to the account.')
+param tags object
+
+@minLength(3)
+@maxLength(24)
+@description('Globally unique account name: 3-24 lowercase letters and digits.')
+param name string
+
+@description('Blob container that Flex Consumption deploys the app package from.')
+param deploymentContainerName string
+
+@allowed([
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_ZRS'
+  'Standard_LRS'
+])
+@description('Replication. Geo-redundant by default (the tenants table holds every tenant\'s token hash); regions without a paired region offer only LRS/ZRS.')
+param skuName string = 'Standard_GRS'
+
+@description('Names of the tables the app uses.')
+param tableNames array
+
+@description('Resource ID of the Log Analytics workspace that receives the diagnostic logs.')
+param logAnalyticsId string
+
+resource storage 'Microsoft.Storage/storageAccounts@2026-09-01' = {
+  // checkov:skip=CKV_AZURE_35: without VNet integration Flex Consumption reaches its storage over the public endpoint, and so does the admin CLI; requests still need an Entra token and an RBAC role (shared keys are off).
+  // checkov:skip=CKV_AZURE_59: public network access is needed for the same reason as CKV_AZURE_35; access remains Entra-only and role-scoped.
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: skuName
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2026-09-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-09-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2026-09-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2026-09-01' = [for tableName in tableNames: {
+  parent: tableService
+  name: tableName
+}]
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: logAnalyticsId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: logAnalyticsId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output name string = storage.name
+output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output queueEndpoint string = storage.properties.primaryEndpoints.queue
+output tableEndpoint string = storage.properties.primaryEndpoints.table
+output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainer.name}'

@@ -1,0 +1,439 @@
+"""The failure digest: one email summing up a tenant's provisioning failures (pure, no I/O).
+
+A timer emails each tenant's operators one digest of the failures since the last email
+(ENTRA.md §6: "our service emails the failures *it* sees"). The digest says what failed
+(counts by operation and status), why (the most frequent errors, with their detail), to
+whom (the affected resources) and what to do.
+
+It raises an alert on the signals Entra quarantines a job for (ENTRA.md §6):
+
+- more than ``alert_ratio`` (40 %) of the requests failed, once there are at least
+  ``alert_min_requests`` requests (Entra considers the ratio from 5,000 failures; a digest
+  window is much smaller, so the floor only keeps a handful of requests from alerting);
+- any 401: bad credentials quarantine the job at once.
+
+Every value that comes from data (tenant, operations, ids, subjects, details) is cleaned
+(control characters and line breaks collapsed, length capped) and HTML-escaped in the HTML
+part. Lists are capped, so a burst of 10,000 failures still yields a small email.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+__all__ = ["DETAIL_LIMIT", "Digest", "Failure", "build_digest"]
+
+DETAIL_LIMIT = 300  # characters of an error detail shown
+FIELD_LIMIT = 200  # characters of a tenant, operation, id, subject or scimType shown
+MAX_OPERATION_ROWS = 50  # rows of the "by operation and status" table
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed SCIM request, as recorded in the provisioning log."""
+
+    time: str  # RFC 3339 UTC, e.g. "2026-11-26T10:00:00.123Z"
+    operation: str  # e.g. "POST /Users", "PATCH /Groups/{id}"
+    status: int  # HTTP status (>= 400)
+    correlation_id: str
+    resource_type: str | None = None  # "User" | "Group"
+    resource_id: str | None = None
+    scim_type: str | None = None
+    detail: str | None = None
+    subject: str | None = None  # e.g. the userName of a failed POST, when known
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One email: a one-line subject, a plain-text part and an HTML part."""
+
+    subject: str
+    text: str
+    html: str
+    alert: bool
+    failures: int
+
+
+# -- the summary: what both parts show, cleaned and capped ---------------------------------
+
+
+@dataclass(frozen=True)
+class _OperationRow:
+    count: int
+    operation: str
+    status: int
+
+
+@dataclass(frozen=True)
+class _ErrorGroup:
+    count: int
+    status: int
+    scim_type: str | None
+    detail: str | None
+    correlation_id: str  # of the first failure of the group, to look it up in the logs
+
+
+@dataclass(frozen=True)
+class _Resource:
+    label: str
+    count: int
+    last_status: int
+
+
+@dataclass(frozen=True)
+class _Summary:
+    tenant: str
+    tenant_url: str | None
+    window_start: str
+    window_end: str
+    first: str | None
+    last: str | None
+    failures: int
+    requests: int
+    alerts: tuple[str, ...]
+    operations: tuple[_OperationRow, ...]
+    more_operations: int
+    errors: tuple[_ErrorGroup, ...]
+    more_errors: int
+    resources: tuple[_Resource, ...]
+    more_resources: int
+    advice: tuple[str, ...]
+
+
+def build_digest(
+    tenant: str,
+    failures: Sequence[Failure],
+    total_requests: int,
+    *,
+    window_start: str,
+    window_end: str,
+    tenant_url: str | None = None,
+    alert_ratio: float = 0.4,
+    alert_min_requests: int = 20,
+    max_errors: int = 10,
+    max_resources: int = 20,
+) -> Digest:
+    """The digest of ``failures`` among ``total_requests`` requests of ``tenant`` in a window.
+
+    ``total_requests`` counts every request of the window, failed or not; it is raised to
+    ``len(failures)`` if smaller (a failure is a request).
+    """
+    summary = _summarize(
+        tenant,
+        failures,
+        max(total_requests, len(failures)),
+        window_start=window_start,
+        window_end=window_end,
+        tenant_url=tenant_url,
+        alert_ratio=alert_ratio,
+        alert_min_requests=alert_min_requests,
+        max_errors=max_errors,
+        max_resources=max_resources,
+    )
+    return Digest(
+        subject=_subject(summary),
+        text=_render_text(summary),
+        html=_render_html(summary),
+        alert=bool(summary.alerts),
+        failures=summary.failures,
+    )
+
+
+def _summarize(
+    tenant: str,
+    failures: Sequence[Failure],
+    requests: int,
+    *,
+    window_start: str,
+    window_end: str,
+    tenant_url: str | None,
+    alert_ratio: float,
+    alert_min_requests: int,
+    max_errors: int,
+    max_resources: int,
+) -> _Summary:
+    first, last = _first_and_last(f.time for f in failures)
+    operations = _operation_rows(failures)
+    errors = _error_groups(failures)
+    resources = _resources(failures)
+    tenant = _clean(tenant, FIELD_LIMIT)
+    return _Summary(
+        tenant=tenant,
+        tenant_url=_clean(tenant_url, FIELD_LIMIT) if tenant_url else None,
+        window_start=_clean(window_start, FIELD_LIMIT),
+        window_end=_clean(window_end, FIELD_LIMIT),
+        first=first,
+        last=last,
+        failures=len(failures),
+        requests=requests,
+        alerts=_alerts(failures, requests, alert_ratio, alert_min_requests),
+        operations=tuple(operations[:MAX_OPERATION_ROWS]),
+        more_operations=max(0, len(operations) - MAX_OPERATION_ROWS),
+        errors=tuple(errors[:max_errors]),
+        more_errors=max(0, len(errors) - max_errors),
+        resources=tuple(resources[:max_resources]),
+        more_resources=max(0, len(resources) - max_resources),
+        advice=_advice(tenant, {f.status for f in failures}),
+    )
+
+
+def _clean(value: object, limit: int) -> str:
+    """``value`` as one line of at most ``limit`` characters (whitespace and controls collapsed)."""
+    text = str(value)[: limit * 4]
+    if not text.isprintable():  # the slow path, for line breaks and control characters only
+        text = "".join(c if c.isprintable() else " " for c in text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _first_and_last(times: Iterable[str]) -> tuple[str | None, str | None]:
+    """The earliest and latest of RFC 3339 ``times``, as given; unparsable ones are skipped."""
+    first: tuple[datetime, str] | None = None
+    last: tuple[datetime, str] | None = None
+    for raw in times:
+        try:
+            moment = datetime.fromisoformat(raw)
+        except (TypeError, ValueError):
+            continue
+        if moment.tzinfo is None:
+            continue  # naive times can't be compared with aware ones
+        if first is None or moment < first[0]:
+            first = (moment, raw)
+        if last is None or moment > last[0]:
+            last = (moment, raw)
+    return (
+        _clean(first[1], FIELD_LIMIT) if first else None,
+        _clean(last[1], FIELD_LIMIT) if last else None,
+    )
+
+
+def _operation_rows(failures: Sequence[Failure]) -> list[_OperationRow]:
+    """Failures counted by (operation, status), most frequent first."""
+    counts = Counter((f.operation, f.status) for f in failures)
+    rows = [_OperationRow(n, _clean(op, FIELD_LIMIT), status) for (op, status), n in counts.items()]
+    rows.sort(key=lambda r: (-r.count, r.operation, r.status))
+    return rows
+
+
+_ID = re.compile(r"\b[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\b")
+
+
+def _generic(detail: str) -> str:
+    """A detail with resource ids replaced by ``{id}``, so "User <id> not found." groups as one error."""
+    return _ID.sub("{id}", detail)
+
+
+def _error_groups(failures: Sequence[Failure]) -> list[_ErrorGroup]:
+    """Failures grouped by status, scimType and (truncated, id-free) detail, most frequent first."""
+    raw: Counter[tuple[int, str | None, str | None]] = Counter()
+    example: dict[tuple[int, str | None, str | None], str] = {}
+    for f in failures:  # count the raw values first: each distinct one is cleaned once
+        key = (f.status, f.scim_type, f.detail)
+        raw[key] += 1
+        example.setdefault(key, f.correlation_id)
+    counts: Counter[tuple[int, str | None, str | None]] = Counter()
+    first: dict[tuple[int, str | None, str | None], str] = {}
+    for (status, scim_type, detail), n in raw.items():
+        key = (
+            status,
+            _clean(scim_type, FIELD_LIMIT) if scim_type else None,
+            _clean(_generic(detail), DETAIL_LIMIT) if detail else None,
+        )
+        counts[key] += n
+        first.setdefault(key, example[(status, scim_type, detail)])
+    groups = [
+        _ErrorGroup(n, status, scim_type, detail, _clean(first[(status, scim_type, detail)], FIELD_LIMIT))
+        for (status, scim_type, detail), n in counts.items()
+    ]
+    groups.sort(key=lambda g: (-g.count, g.status, g.scim_type or "", g.detail or ""))
+    return groups
+
+
+def _resources(failures: Sequence[Failure]) -> list[_Resource]:
+    """The affected resources (by id, else by subject), most failures first, then first seen."""
+    counts: dict[tuple[str | None, str], int] = {}
+    subjects: dict[tuple[str | None, str], str] = {}
+    statuses: dict[tuple[str | None, str], int] = {}
+    for f in failures:
+        name = f.resource_id or f.subject
+        if not name:
+            continue
+        key = (f.resource_type, name)
+        counts[key] = counts.get(key, 0) + 1
+        statuses[key] = f.status
+        if f.resource_id and f.subject:
+            subjects.setdefault(key, f.subject)
+    order = sorted(counts, key=lambda k: -counts[k])  # stable: ties keep first-seen order
+    return [_Resource(_resource_label(k[0], k[1], subjects.get(k)), counts[k], statuses[k]) for k in order]
+
+
+def _resource_label(resource_type: str | None, name: str, subject: str | None) -> str:
+    label = f"{_clean(resource_type, 20)} {_clean(name, FIELD_LIMIT)}" if resource_type else _clean(name, FIELD_LIMIT)
+    return f"{label} ({_clean(subject, FIELD_LIMIT)})" if subject else label
+
+
+def _alerts(failures: Sequence[Failure], requests: int, ratio: float, min_requests: int) -> tuple[str, ...]:
+    """Why Entra is about to quarantine the job, if it is (ENTRA.md §6); empty when not."""
+    alerts = []
+    if requests >= min_requests and requests and len(failures) / requests > ratio:
+        threshold = f"{ratio * 100:g} %"
+        share = _percent(len(failures) / requests * 100, above=ratio * 100)
+        alerts.append(f"{share} of {requests:,} requests failed (Entra quarantines a job above {threshold}).")
+    unauthorized = sum(1 for f in failures if f.status == 401)
+    if unauthorized:
+        alerts.append(
+            f"{_plural(unauthorized, 'credential failure')} (401): Entra will quarantine the job"
+            " at once on bad credentials."
+        )
+    return tuple(alerts)
+
+
+def _percent(value: float, *, above: float | None = None) -> str:
+    """``value`` % to one decimal ("62 %", "3.6 %"), or more (up to 3) to stay visibly above ``above``."""
+    text = ""
+    for decimals in range(1, 4):
+        text = f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+        if above is None or float(text) > above:
+            break
+    return f"{text} %"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _advice(tenant: str, statuses: set[int]) -> tuple[str, ...]:
+    """What the operators should do, given the statuses seen."""
+    advice = [
+        "Open the provisioning logs of the enterprise application in the Microsoft Entra admin center;"
+        " look up the correlation ids above in this service's logs."
+    ]
+    if 401 in statuses:
+        advice.append(
+            "401: the Secret Token in Entra no longer matches. Regenerate it with"
+            f" `python -m scim.admin token regenerate {tenant}`, paste it into the Secret Token field"
+            " in Entra and test the connection."
+        )
+    if 404 in statuses:
+        advice.append(
+            "404: Entra referred to an object this service doesn't have; Entra may treat this as a"
+            " SCIM-compliance error and quarantine the job."
+        )
+    if 409 in statuses:
+        advice.append("409: another object already holds a unique value (userName, displayName); remove the duplicate.")
+    if any(s >= 500 for s in statuses):
+        advice.append("5xx: the service failed; its logs hold the errors under the correlation ids above.")
+    return tuple(advice)
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def _subject(s: _Summary) -> str:
+    prefix = "ALERT: " if s.alerts else ""
+    return f"{prefix}SCIM provisioning: {_plural(s.failures, 'failure')} for tenant {s.tenant}"
+
+
+def _more(n: int) -> str:
+    return f"and {n:,} more"
+
+
+def _render_text(s: _Summary) -> str:
+    lines: list[str] = [f"ALERT: {a}" for a in s.alerts]
+    if lines:
+        lines.append("")
+    lines.append(f"SCIM provisioning failures for tenant {s.tenant}")
+    if s.tenant_url:
+        lines.append(f"Tenant URL: {s.tenant_url}")
+    lines += [
+        "",
+        f"Window:   {s.window_start} to {s.window_end}",
+        f"Failures: first {s.first or 'unknown'}, last {s.last or 'unknown'}",
+        f"Total:    {_totals(s)}",
+    ]
+    lines += ["", "By operation and status", f"  {'Count':>7}  {'Status':>6}  Operation"]
+    lines += [f"  {r.count:>7,}  {r.status:>6}  {r.operation}" for r in s.operations]
+    if s.more_operations:
+        lines.append(f"  {_more(s.more_operations)}")
+    lines += ["", "Most frequent errors"]
+    for e in s.errors:
+        lines.append(f"  {e.count:>7,} x {_error_title(e)}: {e.detail or '(no detail)'}")
+        lines.append(f"            e.g. correlation id {e.correlation_id}")
+    if s.more_errors:
+        lines.append(f"  {_more(s.more_errors)} kinds of error")
+    lines += ["", "Affected resources"]
+    lines += [f"  - {r.label}: {_plural(r.count, 'failure')}, last {r.last_status}" for r in s.resources]
+    if not s.resources:
+        lines.append("  (none identified)")
+    if s.more_resources:
+        lines.append(f"  {_more(s.more_resources)}")
+    lines += ["", "What to do"]
+    lines += [f"  - {a}" for a in s.advice]
+    return "\n".join(lines) + "\n"
+
+
+def _totals(s: _Summary) -> str:
+    share = f" ({_percent(s.failures / s.requests * 100)})" if s.requests else ""
+    return f"{_plural(s.failures, 'failure')} of {_plural(s.requests, 'request')}{share}"
+
+
+def _error_title(e: _ErrorGroup) -> str:
+    return f"{e.status} {e.scim_type}" if e.scim_type else str(e.status)
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _html_table(header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> str:
+    """A table of escaped cells, with an optional header row."""
+    head = "".join(f'<th style="text-align:left;padding:2px 8px">{_esc(h)}</th>' for h in header or ())
+    body = "".join(
+        "<tr>" + "".join(f'<td style="padding:2px 8px">{_esc(c)}</td>' for c in row) + "</tr>" for row in rows
+    )
+    return f'<table style="border-collapse:collapse">{f"<tr>{head}</tr>" if head else ""}{body}</table>'
+
+
+def _render_html(s: _Summary) -> str:
+    parts = ['<!DOCTYPE html><html><body style="font-family:sans-serif">']
+    parts += [f'<p style="color:#a4262c"><strong>ALERT:</strong> {_esc(a)}</p>' for a in s.alerts]
+    parts.append(f"<h2>SCIM provisioning failures for tenant {_esc(s.tenant)}</h2>")
+    if s.tenant_url:
+        parts.append(f"<p>Tenant URL: <code>{_esc(s.tenant_url)}</code></p>")
+    parts.append(
+        _html_table(
+            None,
+            [
+                ("Window", f"{s.window_start} to {s.window_end}"),
+                ("Failures", f"first {s.first or 'unknown'}, last {s.last or 'unknown'}"),
+                ("Total", _totals(s)),
+            ],
+        )
+    )
+    parts.append("<h3>By operation and status</h3>")
+    parts.append(
+        _html_table(("Count", "Status", "Operation"), [(f"{r.count:,}", r.status, r.operation) for r in s.operations])
+    )
+    if s.more_operations:
+        parts.append(f"<p>{_more(s.more_operations)}</p>")
+    parts.append("<h3>Most frequent errors</h3>")
+    rows = [(f"{e.count:,}", _error_title(e), e.detail or "(no detail)", e.correlation_id) for e in s.errors]
+    parts.append(_html_table(("Count", "Error", "Detail", "e.g. correlation id"), rows))
+    if s.more_errors:
+        parts.append(f"<p>{_more(s.more_errors)} kinds of error</p>")
+    parts.append("<h3>Affected resources</h3>")
+    items = "".join(
+        f"<li>{_esc(r.label)}: {_plural(r.count, 'failure')}, last {r.last_status}</li>" for r in s.resources
+    )
+    parts.append(f"<ul>{items}</ul>" if items else "<p>(none identified)</p>")
+    if s.more_resources:
+        parts.append(f"<p>{_more(s.more_resources)}</p>")
+    parts.append("<h3>What to do</h3>")
+    parts.append("<ul>" + "".join(f"<li>{_esc(a)}</li>" for a in s.advice) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

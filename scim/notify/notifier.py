@@ -1,0 +1,144 @@
+"""The failure digest run: one email per tenant with failures since the last email.
+
+For each tenant with notifications on, a run:
+
+1. takes the tenant's lease (:class:`NotifyStateStore`), or skips the tenant if another run
+   or instance holds it;
+2. reads the failures logged in ``[watermark, now - lag)``: the lag lets writes of requests
+   still in flight land first, so no failure is stamped before the watermark after the
+   query has passed it;
+3. sends one digest (:func:`build_digest`) through the configured sender;
+4. moves the watermark to the end of the window only after a successful send, in the same
+   ETag-guarded write that releases the lease. A failed send releases the lease and leaves
+   the watermark, so the next run retries with a larger window: delivery is at least once,
+   and never twice in the normal path.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from ..provisioning_log import LogEntry, ProvisioningLog, format_time, parse_time
+from ..settings import Settings
+from ..tenants import TenantInfo, TenantRegistry
+from .digest import Failure, build_digest
+from .mail import EmailSender, SendError
+from .state import NotifyStateStore
+
+__all__ = ["Notifier", "RunResult"]
+
+logger = logging.getLogger("scim.notify")
+
+DEFAULT_LAG = timedelta(minutes=2)
+DEFAULT_LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run did for one tenant: ``outcome`` is sent, nothing, skipped or failed."""
+
+    tenant: str
+    outcome: str
+    failures: int = 0
+    reason: str = ""
+
+
+def _failure(entry: LogEntry) -> Failure:
+    return Failure(
+        time=entry.time,
+        operation=entry.operation,
+        status=entry.status,
+        correlation_id=entry.correlation_id,
+        resource_type=entry.resource_type,
+        resource_id=entry.resource_id,
+        scim_type=entry.scim_type,
+        detail=entry.detail,
+        subject=entry.subject,
+    )
+
+
+class Notifier:
+    """Sends failure digests for every tenant (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tenants: TenantRegistry,
+        log: ProvisioningLog,
+        states: NotifyStateStore,
+        sender: EmailSender | None,
+        *,
+        lag: timedelta = DEFAULT_LAG,
+        lease: timedelta = DEFAULT_LEASE,
+    ) -> None:
+        self.settings = settings
+        self.tenants = tenants
+        self.log = log
+        self.states = states
+        self.sender = sender
+        self.lag = lag
+        self.lease = lease
+        self.owner = uuid.uuid4().hex
+
+    async def run_all(self, now: datetime | None = None) -> list[RunResult]:
+        """One run over every tenant; a tenant's error never stops the others."""
+        now = now or datetime.now(UTC)
+        results = []
+        for info in await self.tenants.list():
+            try:
+                results.append(await self.run_tenant(info, now))
+            except Exception as exc:  # noqa: BLE001 - reported, retried on the next run
+                logger.warning("failure digest for a tenant failed: %s", type(exc).__name__)
+                results.append(RunResult(info.name, "failed", reason=type(exc).__name__))
+        return results
+
+    async def run_tenant(self, info: TenantInfo, now: datetime | None = None) -> RunResult:
+        """Send the tenant's digest of failures since its watermark, if any."""
+        now = now or datetime.now(UTC)
+        if not info.notify_enabled or not info.notify:
+            return RunResult(info.name, "skipped", reason="notifications are off for this tenant")
+        if self.sender is None:
+            return RunResult(info.name, "skipped", reason="no email sender configured (ACS_EMAIL_ENDPOINT or SMTP_HOST)")
+        state = await self.states.acquire(info.name, self.owner, now, self.lease)
+        if state is None:
+            return RunResult(info.name, "skipped", reason="another run holds this tenant's lease")
+        until = now - self.lag
+        since = state.watermark or (parse_time(info.created) if info.created else None)
+        if since is not None and since >= until:
+            await self.states.release(state, None)
+            return RunResult(info.name, "nothing")
+        entries = await self.log.failures(info.name, since=since, until=until)
+        if not entries:
+            await self.states.release(state, until)
+            return RunResult(info.name, "nothing")
+        total = await self.log.count(info.name, since=since, until=until)
+        digest = build_digest(
+            info.name,
+            [_failure(e) for e in entries],
+            max(total, len(entries)),
+            window_start=format_time(since) if since else entries[0].time,
+            window_end=format_time(until),
+            tenant_url=self.settings.tenant_url(info.name),
+        )
+        try:
+            await self.sender.send(
+                sender=self.settings.notify_from, to=info.notify, subject=digest.subject, text=digest.text, html=digest.html
+            )
+        except SendError as exc:
+            await self.states.release(state, None)
+            logger.warning("failure digest not sent, will retry on the next run: %s", exc)
+            return RunResult(info.name, "failed", len(entries), reason=str(exc))
+        if not await self.states.release(state, until):
+            logger.warning("lost the digest lease after sending; the next run may repeat this digest")
+        return RunResult(info.name, "sent", len(entries))
+
+    async def purge(self, now: datetime | None = None) -> int:
+        """Delete provisioning log entries older than the retention (``LOG_RETENTION_DAYS``)."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.settings.log_retention_days)
+        removed = 0
+        for info in await self.tenants.list():
+            removed += await self.log.purge(info.name, cutoff)
+        return removed

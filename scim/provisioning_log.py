@@ -1,0 +1,247 @@
+"""The provisioning log: the outcome of every SCIM request, per tenant, in Table Storage.
+
+What is kept (README "Provisioning log"): time (UTC), operation (``PATCH /Groups/{id}``),
+resource type and id, HTTP status, ``scimType`` and ``detail`` of errors, the correlation id
+(also sent to the client as ``X-Correlation-ID``), the duration, and, for a failed create or
+replace of a user, its ``userName`` (the operator needs it to act). Never tokens, headers or
+request bodies.
+
+Layout: table ``{prefix}log``, PartitionKey = tenant. Each request writes ``a|{inv}|{cid}``
+(every entry) and, when it failed, ``f|{inv}|{cid}`` too, in ONE entity-group transaction: one
+storage round trip per request, and failures can be read without reading successes.
+``{inv}`` is the time inverted (``10^17 - µs since epoch``, 17 digits), so a range query
+returns the newest entries first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = ["LogEntry", "LogPage", "LogWriter", "ProvisioningLog", "format_time", "parse_time"]
+
+logger = logging.getLogger("scim.provisioning_log")
+
+_INVERT = 10**17
+_PAGE = 1000
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, the form every entry's ``time`` has."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Read an RFC 3339 time (``Z`` or an offset)."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _inverted(moment: datetime) -> str:
+    micros = int(moment.timestamp() * 1_000_000)
+    return f"{_INVERT - micros:017d}"
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One SCIM request's outcome."""
+
+    time: str
+    operation: str
+    status: int
+    correlation_id: str
+    duration_ms: float
+    resource_type: str | None = None
+    resource_id: str | None = None
+    scim_type: str | None = None
+    detail: str | None = None
+    subject: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status >= 400
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Entries newest first, and the cursor of the next page (None on the last)."""
+
+    entries: list[LogEntry]
+    cursor: str | None
+
+
+_FIELDS = ("time", "operation", "status", "correlation_id", "duration_ms", "resource_type", "resource_id", "scim_type", "detail", "subject")
+
+
+def _row(tenant: str, kind: str, entry: LogEntry) -> dict[str, Any]:
+    moment = parse_time(entry.time)
+    row: dict[str, Any] = {"PartitionKey": tenant, "RowKey": f"{kind}|{_inverted(moment)}|{entry.correlation_id}"}
+    for name in _FIELDS:
+        value = getattr(entry, name)
+        if value is not None:
+            row[name] = value[:2000] if isinstance(value, str) else value
+    return row
+
+
+def _entry(row: dict[str, Any]) -> LogEntry:
+    values = {name: row.get(name) for name in _FIELDS}
+    values["status"] = int(values["status"] or 0)
+    values["duration_ms"] = float(values["duration_ms"] or 0.0)
+    return LogEntry(**values)  # type: ignore[arg-type]
+
+
+class ProvisioningLog:
+    """The ``{prefix}log`` table (see the module docstring)."""
+
+    def __init__(self, service: Any, prefix: str) -> None:
+        self._service = service
+        self._table = service.get_table_client(f"{prefix}log")
+        self._ready: asyncio.Future[None] | None = None
+
+    @property
+    def service_client(self) -> Any:
+        """The shared Table service client."""
+        return self._service
+
+    async def _ensure_table(self) -> None:
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+            from azure.core.exceptions import ResourceExistsError
+
+            try:
+                await self._service.create_table(self._table.table_name)
+            except ResourceExistsError:
+                pass
+            except BaseException as exc:
+                self._ready.set_exception(exc)
+                fut, self._ready = self._ready, None
+                fut.exception()
+                raise
+            self._ready.set_result(None)
+        await self._ready
+
+    async def record(self, tenant: str, entry: LogEntry) -> None:
+        """Write one entry: a single insert, or a two-row transaction for a failure."""
+        await self._ensure_table()
+        if entry.failed:
+            rows = [_row(tenant, "a", entry), _row(tenant, "f", entry)]
+            await self._table.submit_transaction([("upsert", row) for row in rows])
+        else:
+            await self._table.upsert_entity(_row(tenant, "a", entry))
+
+    def _bounds(self, kind: str, since: datetime | None, until: datetime | None, cursor: str | None) -> tuple[str, str]:
+        # Newest first: an entry at time t has RowKey kind|inv(t); later times sort first.
+        low = cursor or (f"{kind}|{_inverted(until)}|~" if until else f"{kind}|")
+        high = f"{kind}|{_inverted(since)}}}" if since else f"{kind}}}"
+        return low, high
+
+    async def page(
+        self,
+        tenant: str,
+        *,
+        failures_only: bool = False,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> LogPage:
+        """Entries with ``since <= time < until``, newest first, ``limit`` at a time."""
+        await self._ensure_table()
+        low, high = self._bounds("f" if failures_only else "a", since, until, cursor)
+        query = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high"
+        pager = self._table.query_entities(query, parameters={"pk": tenant, "low": low, "high": high}, results_per_page=min(limit, _PAGE))
+        rows: list[dict[str, Any]] = []
+        async for row in pager:
+            rows.append(row)
+            if len(rows) > limit:
+                break
+        entries = [_entry(r) for r in rows[:limit]]
+        next_cursor = rows[limit - 1]["RowKey"] if len(rows) > limit else None
+        return LogPage(entries, next_cursor)
+
+    async def failures(self, tenant: str, *, since: datetime | None, until: datetime, cap: int = 50_000) -> list[LogEntry]:
+        """Every failure in the window, oldest first (at most ``cap``)."""
+        page = await self.page(tenant, failures_only=True, since=since, until=until, limit=cap)
+        return list(reversed(page.entries))
+
+    async def count(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
+        """How many requests the tenant made in the window (reads keys only)."""
+        await self._ensure_table()
+        low, high = self._bounds("a", since, until, None)
+        pager = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
+            parameters={"pk": tenant, "low": low, "high": high},
+            select=["RowKey"],
+            results_per_page=_PAGE,
+        )
+        return sum([1 async for _ in pager])
+
+    async def purge(self, tenant: str, older_than: datetime) -> int:
+        """Delete the tenant's entries older than ``older_than`` (retention); returns how many."""
+        await self._ensure_table()
+        deleted = 0
+        for kind in ("a", "f"):
+            low, high = f"{kind}|{_inverted(older_than)}", f"{kind}}}"
+            pager = self._table.query_entities(
+                "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
+                parameters={"pk": tenant, "low": low, "high": high},
+                select=["PartitionKey", "RowKey"],
+            )
+            keys = [(r["PartitionKey"], r["RowKey"]) async for r in pager]
+            for start in range(0, len(keys), 100):
+                batch = keys[start : start + 100]
+                await self._table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk}) for pk, rk in batch])
+                deleted += len(batch)
+        return deleted
+
+
+class LogWriter:
+    """Writes entries in the background so that logging never slows or breaks a SCIM response.
+
+    A failed write is logged (without its detail) and dropped; :meth:`drain` waits for the
+    writes in flight (tests, the timer, shutdown).
+    """
+
+    def __init__(self, log: ProvisioningLog) -> None:
+        self.log = log
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def submit(self, tenant: str, entry: LogEntry) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(tenant, entry))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, tenant: str, entry: LogEntry) -> None:
+        try:
+            await self.log.record(tenant, entry)
+        except Exception as exc:  # noqa: BLE001 - logging must never break provisioning
+            logger.warning("could not write a provisioning log entry (%s): %s", type(exc).__name__, entry.operation)
+
+    async def drain(self) -> None:
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an RFC 3339 time, or a duration back from now (``30m``, ``2h``, ``7d``)."""
+    now = now or datetime.now(UTC)
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    stripped = text.strip()
+    if stripped[-1:].lower() in units and stripped[:-1].isdigit():
+        return now - timedelta(**{units[stripped[-1].lower()]: int(stripped[:-1])})
+    try:
+        return parse_time(stripped)
+    except ValueError:
+        raise ValueError(f"--since takes a time (2026-11-26T10:00:00Z) or a duration (30m, 2h, 7d), not {text!r}") from None
+
+
+def entries_as_json(entries: Sequence[LogEntry]) -> str:
+    return json.dumps([e.to_json() for e in entries])

@@ -1,0 +1,246 @@
+"""The provisioning log and failure digests, end to end: real requests through the Functions entry
+point, the real timer function, Azurite, and a real SMTP server (aiosmtpd) started here."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from scim.azurite import AzuriteProcess
+from scim.notify import notifier as notifier_module
+from scim.provisioning_log import LogEntry, format_time
+from scim.runtime import Runtime, build_runtime, use_runtime
+from scim.timer_adapter import build_notifier
+from tests.functions_client import REGISTERED, FunctionsClient
+from tests.scim_fixtures import azurite_settings
+from tests.test_protocol_entra import create_user, new_user
+
+
+@dataclass
+class Mailbox:
+    """An SMTP handler that keeps every message, and can refuse the next N."""
+
+    messages: list[email.message.Message] = field(default_factory=list)
+    refuse: int = 0
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+        if self.refuse > 0:
+            self.refuse -= 1
+            return "451 try again later"
+        message = email.message_from_bytes(envelope.content)
+        message["X-Envelope-To"] = ",".join(envelope.rcpt_tos)
+        self.messages.append(message)
+        return "250 OK"
+
+    def to(self, address: str) -> list[email.message.Message]:
+        return [m for m in self.messages if address in m["X-Envelope-To"]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+    port = _free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield mailbox, port
+    controller.stop()
+
+
+@pytest.fixture
+async def mail_runtime(azurite: str, table_prefix: str, smtp, monkeypatch) -> AsyncIterator[Runtime]:  # type: ignore[no-untyped-def]
+    async for runtime in _mail_runtime(azurite, table_prefix, smtp, monkeypatch):
+        yield runtime
+
+
+@pytest.fixture
+async def burst_runtime(smtp, monkeypatch) -> AsyncIterator[Runtime]:  # type: ignore[no-untyped-def]
+    """On an Azurite of its own: Azurite slows down as its database grows, and this test writes 10,000 rows."""
+    azurite = AzuriteProcess(0, in_memory=True)
+    azurite.start()
+    try:
+        async for runtime in _mail_runtime(azurite.connection_string, "burst", smtp, monkeypatch):
+            yield runtime
+    finally:
+        azurite.stop()
+
+
+async def _mail_runtime(azurite: str, table_prefix: str, smtp, monkeypatch) -> AsyncIterator[Runtime]:  # type: ignore[no-untyped-def]
+    mailbox, port = smtp
+    mailbox.messages.clear()
+    mailbox.refuse = 0
+    monkeypatch.setattr(notifier_module, "DEFAULT_LAG", timedelta(0))  # the tests' requests are all done
+    settings = azurite_settings(azurite, table_prefix, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), NOTIFY_FROM="scim@example.test")
+    runtime = build_runtime(settings)
+    use_runtime(runtime)
+    yield runtime
+    use_runtime(None)
+    await runtime.close()
+
+
+NOTIFY_TIMER = REGISTERED["notify_timer"]
+
+
+async def run_timer(runtime: Runtime) -> None:
+    await runtime.log_writer.drain()
+    await NOTIFY_TIMER(None)
+
+
+async def tenant(runtime: Runtime, notify: tuple[str, ...] = (), enabled: bool = True) -> FunctionsClient:
+    name = "n" + uuid.uuid4().hex[:12]
+    token = await runtime.tenants.create(name)
+    if notify:
+        await runtime.tenants.set_notifications(name, notify, enabled)
+    return FunctionsClient(name, token)
+
+
+async def make_failures(client: FunctionsClient, n: int = 3) -> None:
+    for _ in range(n):
+        await client.get(f"/Users/{uuid.uuid4()}")  # 404
+    body = new_user()
+    await client.post("/Users", body)
+    await client.post("/Users", body)  # 409 uniqueness
+
+
+async def test_every_request_is_logged_with_a_correlation_id(mail_runtime):
+    client = await tenant(mail_runtime)
+    user = await create_user(client)
+    missing = await client.get(f"/Users/{uuid.uuid4()}")
+    body = new_user()
+    await client.post("/Users", body)
+    conflict = await client.post("/Users", body)
+    await mail_runtime.log_writer.drain()
+    page = await mail_runtime.log.page(client.tenant, limit=10)
+    assert [e.operation for e in page.entries] == ["POST /Users", "POST /Users", "GET /Users/{id}", "POST /Users"]
+    newest = page.entries[0]
+    assert newest.status == 409 and newest.scim_type == "uniqueness" and newest.subject == body["userName"]
+    assert newest.correlation_id == conflict.headers["x-correlation-id"]
+    assert page.entries[2].status == 404 and page.entries[2].correlation_id == missing.headers["x-correlation-id"]
+    assert page.entries[3].resource_id == user["id"] and page.entries[3].detail is None
+    failures = await mail_runtime.log.page(client.tenant, failures_only=True)
+    assert [e.status for e in failures.entries] == [409, 404]
+    first, second = await mail_runtime.log.page(client.tenant, limit=2), None
+    second = await mail_runtime.log.page(client.tenant, limit=2, cursor=first.cursor)
+    assert [e.correlation_id for e in first.entries + second.entries] == [e.correlation_id for e in page.entries]
+    assert second.cursor is None
+    logged = repr(page.entries)
+    assert client.token not in logged and "Bearer" not in logged
+
+
+async def test_a_failing_log_never_breaks_provisioning(mail_runtime, monkeypatch):
+    client = await tenant(mail_runtime)
+
+    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ConnectionError("log storage is down")
+
+    monkeypatch.setattr(mail_runtime.log, "record", broken)
+    response = await client.post("/Users", new_user())
+    await mail_runtime.log_writer.drain()
+    assert response.status == 201
+
+
+async def test_one_digest_per_tenant_with_failures_none_again_and_alert(mail_runtime, smtp):
+    mailbox, _ = smtp
+    failing = await tenant(mail_runtime, ("ops@a.example", "lead@a.example"))
+    quiet = await tenant(mail_runtime, ("ops@b.example",))
+    muted = await tenant(mail_runtime, ("ops@c.example",), enabled=False)
+    healthy = await tenant(mail_runtime, ("ops@d.example",))
+    await make_failures(failing, 20)
+    await create_user(quiet)
+    await make_failures(muted)
+    await asyncio.gather(*(create_user(healthy) for _ in range(25)))
+    await make_failures(healthy, 1)
+    await run_timer(mail_runtime)
+    assert len(mailbox.to("ops@a.example")) == 1 and len(mailbox.to("lead@a.example")) == 1
+    assert mailbox.to("ops@b.example") == [] and mailbox.to("ops@c.example") == []
+    digest = mailbox.to("ops@a.example")[0]
+    assert digest["From"] == "scim@example.test"
+    assert digest["Subject"].startswith("ALERT: "), "21 of 22 requests failed: above Entra's 40 % quarantine ratio"
+    [calm] = mailbox.to("ops@d.example")
+    assert not calm["Subject"].startswith("ALERT"), "2 of 27 requests failed: no alert"
+    parts = {part.get_content_type(): part.get_payload(decode=True).decode() for part in digest.walk() if not part.is_multipart()}
+    assert set(parts) == {"text/plain", "text/html"}
+    text = parts["text/plain"]
+    assert failing.tenant in text, text
+    assert "404" in text and "uniqueness" in text, text
+
+    await run_timer(mail_runtime)
+    assert len(mailbox.to("ops@a.example")) == 1, "no duplicate on the next run"
+
+    await failing.get("/Users", token="stolen-or-stale-token")
+    await run_timer(mail_runtime)
+    second = mailbox.to("ops@a.example")
+    assert len(second) == 2 and second[1]["Subject"].startswith("ALERT: ") and "401" in second[1].get_payload()[0].get_payload(decode=True).decode()
+
+
+async def test_a_refused_send_is_retried_on_the_next_run(mail_runtime, smtp):
+    mailbox, _ = smtp
+    client = await tenant(mail_runtime, ("retry@a.example",))
+    await make_failures(client)
+    mailbox.refuse = 1
+    await run_timer(mail_runtime)
+    assert mailbox.to("retry@a.example") == []
+    await run_timer(mail_runtime)
+    assert len(mailbox.to("retry@a.example")) == 1
+    await run_timer(mail_runtime)
+    assert len(mailbox.to("retry@a.example")) == 1
+
+
+async def test_overlapping_runs_send_one_digest(mail_runtime, smtp):
+    mailbox, _ = smtp
+    client = await tenant(mail_runtime, ("race@a.example",))
+    await make_failures(client)
+    await mail_runtime.log_writer.drain()
+    runs = [build_notifier(mail_runtime) for _ in range(4)]
+    await asyncio.gather(*(n.run_all() for n in runs))
+    for n in runs:
+        await n.sender.close()
+    assert len(mailbox.to("race@a.example")) == 1
+
+
+async def test_a_burst_of_10000_failures_is_summarised_in_a_bounded_message(burst_runtime, smtp):
+    mail_runtime = burst_runtime
+    from scim.provisioning_log import _row
+
+    mailbox, _ = smtp
+    client = await tenant(mail_runtime, ("burst@a.example",))
+    created = datetime.fromisoformat((await mail_runtime.tenants.info(client.tenant)).created.replace("Z", "+00:00"))
+    # Bulk-load 10,000 failures (their "f" rows; the digest reads only those): sending 10,000
+    # real requests would take minutes on Azurite. Times fall between the tenant's creation and now.
+    entries = [
+        LogEntry(
+            format_time(created + timedelta(milliseconds=1 + i // 10)), "POST /Users", 409 if i % 2 else 400, f"c{i:05d}", 3.0,
+            "User", None, "uniqueness" if i % 2 else "invalidValue", f"detail {i % 7}", f"user{i}@contoso.com",
+        )
+        for i in range(10_000)
+    ]
+    await mail_runtime.log.page(client.tenant, limit=1)  # creates the log table
+    table = mail_runtime.log._table
+    gate = asyncio.Semaphore(4)
+    rows = [_row(client.tenant, "f", e) for e in entries]
+
+    async def put(chunk: int) -> None:
+        async with gate:
+            await table.submit_transaction([("upsert", r) for r in rows[chunk : chunk + 100]])
+
+    await asyncio.gather(*(put(c) for c in range(0, len(rows), 100)))
+    await asyncio.sleep(max(0.0, (created + timedelta(seconds=1.1) - datetime.now(UTC)).total_seconds()))
+    await run_timer(mail_runtime)
+    [digest] = mailbox.to("burst@a.example")
+    raw = digest.as_bytes()
+    assert len(raw) < 400_000, len(raw)
+    text = next(p for p in digest.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
+    assert "10,000 failures" in text and "and 9,980 more" in text, text[:3000]
