@@ -32,7 +32,7 @@ SERVICE_PROVIDER_CONFIG_URN = "urn:ietf:params:scim:schemas:core:2.0:ServiceProv
 
 
 def service_provider_config(
-    base_url: str, *, max_operations: int, max_payload_size: int, max_results: int
+    base_url: str, *, max_operations: int, max_payload_size: int, max_results: int, default_page_size: int = 100
 ) -> dict[str, Any]:
     """The service provider configuration (RFC 7643 §5).
 
@@ -50,6 +50,15 @@ def service_provider_config(
         "changePassword": {"supported": False},
         "sort": {"supported": True},
         "etag": {"supported": True},
+        # RFC 9865 §4: both index and cursor pagination; cursors name a resource id, so they never expire.
+        "pagination": {
+            "cursor": True,
+            "index": True,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": default_page_size,
+            "maxPageSize": max_results,
+            "cursorTimeout": 86400,
+        },
         "authenticationSchemes": [
             {
                 "type": "oauthbearertoken",

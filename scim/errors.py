@@ -11,7 +11,8 @@ The hierarchy::
     │   ├── NoTarget                scimType noTarget
     │   ├── InvalidValue            scimType invalidValue
     │   ├── Mutability              scimType mutability
-    │   └── InvalidVersion          scimType invalidVers
+    │   ├── InvalidVersion          scimType invalidVers
+    │   └── InvalidCursor           scimType invalidCursor
     ├── Unauthorized (401)
     ├── Forbidden (403)
     ├── NotFound (404)
@@ -36,6 +37,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "InvalidCursor",
     "InvalidFilter",
     "InvalidPath",
     "InvalidSyntax",
@@ -132,6 +134,12 @@ class InvalidVersion(BadRequest):
     """The SCIM protocol version is not supported (RFC 7644 §3.12)."""
 
     scim_type = "invalidVers"
+
+
+class InvalidCursor(BadRequest):
+    """A pagination cursor that this service did not issue, or that cannot be used here (RFC 9865 §2.3)."""
+
+    scim_type = "invalidCursor"
 
 
 class Unauthorized(ScimError):

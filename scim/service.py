@@ -10,6 +10,7 @@ implemented here or in the pure modules it calls: :mod:`scim.resource`,
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,6 +21,7 @@ from . import discovery
 from .errors import (
     BadRequest,
     Conflict,
+    InvalidCursor,
     InvalidSyntax,
     InvalidValue,
     MethodNotAllowed,
@@ -162,6 +164,7 @@ class ScimService:
             max_operations=MAX_OPERATIONS,
             max_payload_size=self.limits.max_body_bytes,
             max_results=self.limits.max_results,
+            default_page_size=self.limits.default_count,
         )
 
     @staticmethod
@@ -268,8 +271,7 @@ class ScimService:
 
     @staticmethod
     def _query_params(request: ScimRequest) -> dict[str, Any]:
-        names = ("filter", "startIndex", "count", "attributes", "excludedAttributes", "sortBy", "sortOrder")
-        return {name: request.param(name) for name in names}
+        return {name: request.param(name) for name in _LIST_PARAMETERS}
 
     def _search_params(self, request: ScimRequest) -> dict[str, Any]:
         """A SearchRequest body (RFC 7644 §3.4.3) as query parameters."""
@@ -277,8 +279,7 @@ class ScimService:
         if not isinstance(body, dict):
             raise InvalidSyntax("A search request body must be a JSON object.")
         fields = {str(k).lower(): v for k, v in body.items()}
-        names = ("filter", "startIndex", "count", "attributes", "excludedAttributes", "sortBy", "sortOrder")
-        return {name: fields.get(name.lower()) for name in names}
+        return {name: fields.get(name.lower()) for name in _LIST_PARAMETERS}
 
     def _window(self, params: Mapping[str, Any]) -> tuple[int, int]:
         """``startIndex`` (1-based, at least 1) and ``count`` (0 to maxResults), RFC 7644 §3.4.2.4."""
@@ -298,10 +299,74 @@ class ScimService:
         return ScimResponse(200, body)
 
     async def _list(self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any]) -> ScimResponse:
-        """Query resources (RFC 7644 §3.4.2): filter, sort, paginate; 200 and an empty list on no match."""
+        """Query resources (RFC 7644 §3.4.2): filter, sort, paginate; 200 and an empty list on no match.
+
+        With a ``cursor`` parameter (RFC 9865), pages follow resource ids: each request costs
+        one page of storage reads (plus a bounded scan for filters the indexes cannot
+        answer), whatever the tenant's size. Index pagination (``startIndex``) counts every
+        match for ``totalResults``, so it costs O(matches) per page.
+        """
+        if params.get("cursor") is not None:
+            return await self._cursor_page(request, rtype, params)
         start, count = self._window(params)
         total, resources = await self._page(request, rtype, params, start, count)
         return self._list_response(total, start, resources)
+
+    async def _cursor_page(self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any]) -> ScimResponse:
+        """One page of cursor pagination (RFC 9865 §2): ``nextCursor`` until the last page."""
+        if params.get("startIndex") not in (None, ""):
+            raise InvalidCursor("Use either cursor or startIndex, not both (RFC 9865 §2.1).")
+        if params.get("sortBy"):
+            raise InvalidCursor("sortBy cannot be combined with cursor pagination; page without sorting.")
+        _, count = self._window(params)
+        after = _decode_cursor(str(params.get("cursor") or ""))
+        projection = self._projection(request, rtype, params)
+        filter_text = params.get("filter")
+        ast = parse_filter(filter_text) if isinstance(filter_text, str) and filter_text.strip() else None
+        plan = plan_lookup(ast, rtype) if ast is not None else None
+        if plan is not None:
+            candidates = sorted(await self._from_index(request.tenant, rtype, plan), key=lambda c: c.id)
+            matched = [c for c in candidates if (after is None or c.id > after) and matches(ast, self._render(request, rtype, c), rtype)]
+            window = matched[:count]
+            resume = window[-1].id if len(matched) > count else None
+        else:
+            window, resume = await self._scan_matches(request, rtype, ast, after, count)
+        if rtype is GROUP and projection.wants("members"):
+            window = await self._with_members(request.tenant, rtype, window)
+        body: dict[str, Any] = {
+            "schemas": [LIST_RESPONSE_URN],
+            "itemsPerPage": len(window),
+            "Resources": [projection.apply(self._render(request, rtype, stored)) for stored in window],
+        }
+        if resume is not None:
+            body["nextCursor"] = _encode_cursor(resume)
+        return ScimResponse(200, body)
+
+    async def _scan_matches(
+        self, request: ScimRequest, rtype: ResourceType, ast: Any, after: str | None, count: int
+    ) -> tuple[list[StoredResource], str | None]:
+        """Up to ``count`` matches after ``after``, examining at most ``max_scan`` resources.
+
+        Returns the matches and the id to resume after (None when the scan reached the end).
+        A page may hold fewer than ``count`` resources, even none, when the bound is reached
+        first (RFC 9865 allows short pages); the cursor then resumes the scan.
+        """
+        found: list[StoredResource] = []
+        scanned = 0
+        cursor = after
+        while True:
+            limit = max(1, min(1000, count - len(found))) if ast is None else 1000
+            page = await self._call(self.store.scan(request.tenant, rtype.name, cursor=cursor, limit=limit), rtype)  # type: ignore[arg-type]
+            for position, stored in enumerate(page.resources):
+                scanned += 1
+                if ast is None or matches(ast, self._render(request, rtype, stored), rtype):
+                    found.append(stored)
+                at_end = page.cursor is None and position == len(page.resources) - 1
+                if len(found) == count or scanned >= self.limits.max_scan:
+                    return found, None if at_end else stored.id
+            if page.cursor is None:
+                return found, None
+            cursor = page.cursor
 
     async def _search_all(self, request: ScimRequest) -> ScimResponse:
         """POST /.search (RFC 7644 §3.4.3): users then groups, paginated as one list."""
@@ -581,6 +646,27 @@ class ScimService:
 
 
 # ---- small pure helpers ----------------------------------------------------------------
+
+_LIST_PARAMETERS = ("filter", "startIndex", "count", "cursor", "attributes", "excludedAttributes", "sortBy", "sortOrder")
+_CURSOR_PREFIX = "c1."
+
+
+def _encode_cursor(last_id: str) -> str:
+    """An opaque cursor (RFC 9865 §2.2): the last id of the page, base64url-encoded and versioned."""
+    return _CURSOR_PREFIX + base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str | None:
+    """The id a cursor continues after; an empty cursor asks for the first page (RFC 9865 §2.1)."""
+    if not cursor:
+        return None
+    if not cursor.startswith(_CURSOR_PREFIX) or len(cursor) > 512:
+        raise InvalidCursor("The cursor was not issued by this service.")
+    encoded = cursor[len(_CURSOR_PREFIX) :]
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor("The cursor was not issued by this service.") from None
 
 
 async def _raise(exc: BaseException) -> Any:

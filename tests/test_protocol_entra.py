@@ -364,3 +364,42 @@ async def test_scan_bound_gives_too_many_and_sw_uses_the_index(client, runtime):
         assert found.status == 200 and [r["userName"] for r in found.json["Resources"]] == [f"{stem}-1@contoso.com"]
     finally:
         runtime.service.limits = original
+
+
+async def test_cursor_pagination_walks_every_user_once(client):
+    ids = {(await create_user(client, title="walk"))["id"] for _ in range(7)}
+    spc = (await client.get("/ServiceProviderConfig")).json
+    assert spc["pagination"]["cursor"] is True and spc["pagination"]["maxPageSize"] == 1000
+    for params in ({}, {"filter": 'title eq "walk"'}, {"filter": 'title eq "walk"', "excludedAttributes": "emails"}):
+        seen: list[str] = []
+        cursor = ""
+        for _ in range(10):
+            page = (await client.get("/Users", params={**params, "cursor": cursor, "count": "3"})).json
+            assert "startIndex" not in page and page["itemsPerPage"] == len(page["Resources"]) <= 3
+            seen += [r["id"] for r in page["Resources"]]
+            cursor = page.get("nextCursor")
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(ids), params
+    assert_scim_error(await client.get("/Users", params={"cursor": "forged"}), 400, "invalidCursor")
+    assert_scim_error(await client.get("/Users", params={"cursor": "", "startIndex": "2"}), 400, "invalidCursor")
+    by_index = (await client.get("/Users", params={"cursor": "", "filter": f'id eq "{sorted(ids)[0]}"'})).json
+    assert [r["id"] for r in by_index["Resources"]] == [sorted(ids)[0]] and "nextCursor" not in by_index
+
+
+async def test_cursor_scans_are_bounded_per_request(client, runtime):
+    from scim.service import Limits
+
+    for i in range(5):
+        await create_user(client, title="needle" if i == 4 else "hay")
+    original = runtime.service.limits
+    runtime.service.limits = Limits(max_scan=2)
+    try:
+        pages, found, cursor = 0, [], ""
+        while cursor is not None and pages < 10:
+            page = (await client.get("/Users", params={"filter": 'title eq "needle"', "cursor": cursor})).json
+            found += [r["title"] for r in page["Resources"]]
+            cursor, pages = page.get("nextCursor"), pages + 1
+        assert found == ["needle"] and pages == 3, "each request examines at most 2 users"
+    finally:
+        runtime.service.limits = original
