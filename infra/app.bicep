@@ -186,14 +186,14 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
   }
 }
 
-resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
   name: 'to-log-analytics'
   scope: site
   properties: {
     workspaceId: logAnalyticsId
     logs: [
       {
-        categoryGroup: 'allLogs'
+        category: 'FunctionAppLogs'
         enabled: true
       }
     ]

@@ -90,14 +90,22 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2026-09-
   name: tableName
 }]
 
-resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
   name: 'to-log-analytics'
   scope: blobService
   properties: {
     workspaceId: logAnalyticsId
     logs: [
       {
-        categoryGroup: 'allLogs'
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
         enabled: true
       }
     ]
@@ -110,14 +118,22 @@ resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
   }
 }
 
-resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
   name: 'to-log-analytics'
   scope: tableService
   properties: {
     workspaceId: logAnalyticsId
     logs: [
       {
-        categoryGroup: 'allLogs'
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
         enabled: true
       }
     ]

@@ -55,19 +55,14 @@ API_VERSIONS = {
     "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "2025-03-01",
     "Microsoft.OperationalInsights/workspaces": "2026-03-01",
     "Microsoft.Insights/components": "2020-02-02",
-    "Microsoft.Insights/diagnosticSettings": "2021-05-01-preview",
+    "Microsoft.Insights/diagnosticSettings": "2016-09-01",
     "Microsoft.Authorization/roleAssignments": "2022-04-01",
     "Microsoft.Communication/emailServices": "2026-03-18",
     "Microsoft.Communication/emailServices/domains": "2026-03-18",
     "Microsoft.Communication/communicationServices": "2026-03-18",
 }
 # Preview versions allowed, each with the reason.
-PREVIEW_ALLOWED = {
-    "Microsoft.Insights/diagnosticSettings": (
-        "no GA version has categoryGroup or resource-level metrics categories: the only "
-        "non-preview one, 2016-09-01, predates them; 2021-05-01-preview is the newest there is"
-    ),
-}
+PREVIEW_ALLOWED: dict[str, str] = {}  # none: diagnostic settings name their log categories instead of a categoryGroup
 
 # Built-in role definition IDs (the same in every tenant), keyed as in rbac.bicep's `roles`.
 ROLE_IDS = {
