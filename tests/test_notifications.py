@@ -244,3 +244,19 @@ async def test_a_burst_of_10000_failures_is_summarised_in_a_bounded_message(burs
     assert len(raw) < 400_000, len(raw)
     text = next(p for p in digest.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
     assert "10,000 failures" in text and "and 9,980 more" in text, text[:3000]
+
+
+async def test_the_timer_removes_log_entries_past_the_retention(mail_runtime):
+    client = await tenant(mail_runtime)
+    now = datetime.now(UTC)
+    log = mail_runtime.log
+    retention = mail_runtime.settings.log_retention_days
+    old = LogEntry(format_time(now - timedelta(days=retention + 1)), "GET /Users/{id}", 404, "old", 1.0)
+    kept = LogEntry(format_time(now - timedelta(days=retention - 1)), "GET /Users/{id}", 404, "kept", 1.0)
+    await log.record(client.tenant, old)
+    await log.record(client.tenant, kept)
+    await run_timer(mail_runtime)
+    remaining = await log.page(client.tenant, limit=10)
+    failures = await log.page(client.tenant, failures_only=True, limit=10)
+    assert [e.correlation_id for e in remaining.entries] == ["kept"]
+    assert [e.correlation_id for e in failures.entries] == ["kept"]
