@@ -22,15 +22,68 @@ from .values import comparison_key
 if TYPE_CHECKING:
     from scim2_models.path import AttrPath, FilterNode
 
-__all__ = ["IndexPlan", "matches", "parse_filter", "plan_lookup", "sort_key", "values_at"]
+__all__ = [
+    "MAX_FILTER_DEPTH",
+    "MAX_FILTER_LENGTH",
+    "IndexPlan",
+    "filter_shape_problem",
+    "matches",
+    "parse_filter",
+    "plan_lookup",
+    "sort_key",
+    "values_at",
+]
 
 MAX_FILTER_LENGTH = 4096
+"""Longest filter (and PATCH ``path``), in characters; longer answers 400 ``invalidFilter``."""
+
+MAX_FILTER_DEPTH = 16
+"""Deepest nesting of ``( )`` and ``[ ]`` groupings in a filter or PATCH path.
+
+Entra's filters nest at most once (``emails[type eq "work"].value eq "…"``, ENTRA.md §2);
+the parser and the evaluator recurse once per level, so deeper input is refused before it
+reaches them (400 ``invalidFilter``, RFC 7644 §3.4.2.2) instead of costing a deep recursion.
+"""
+
+
+def filter_shape_problem(expression: str) -> str | None:
+    """Why ``expression`` is too long or nests too deeply to parse, or None if it is fine.
+
+    Brackets inside ``"…"`` string literals (with ``\\"`` escapes) do not count. Shared by
+    filters (:func:`parse_filter`) and PATCH paths (:mod:`scim.patching`).
+    """
+    if len(expression) > MAX_FILTER_LENGTH:
+        return f"is longer than {MAX_FILTER_LENGTH} characters"
+    depth = 0
+    in_string = escaped = False
+    for char in expression:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "([":
+            depth += 1
+            if depth > MAX_FILTER_DEPTH:
+                return f"nests deeper than {MAX_FILTER_DEPTH} levels of ( ) and [ ]"
+        elif char in ")]":
+            depth -= 1
+    return None
 
 
 def parse_filter(expression: str) -> FilterNode:
-    """Parse a filter; a filter that does not parse answers 400 ``invalidFilter`` (RFC 7644 §3.4.2.2)."""
-    if len(expression) > MAX_FILTER_LENGTH:
-        raise InvalidFilter(f"The filter is longer than {MAX_FILTER_LENGTH} characters.")
+    """Parse a filter; a filter that does not parse answers 400 ``invalidFilter`` (RFC 7644 §3.4.2.2).
+
+    Filters longer than :data:`MAX_FILTER_LENGTH` or nested deeper than
+    :data:`MAX_FILTER_DEPTH` are refused before parsing, with the same error.
+    """
+    problem = filter_shape_problem(expression)
+    if problem is not None:
+        raise InvalidFilter(f"The filter {problem}.")
     from scim2_models import ScimFilter
     from scim2_models.exceptions import SCIMException
 

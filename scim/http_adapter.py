@@ -23,6 +23,7 @@ from typing import Any
 import azure.functions as func
 
 from .errors import PayloadTooLarge, ScimError, Unauthorized
+from .jsonbody import parse_json
 from .provisioning_log import LogEntry, format_time
 from .runtime import Runtime, get_runtime
 from .service import ScimRequest, ScimResponse
@@ -53,10 +54,14 @@ def _to_http(response: ScimResponse) -> func.HttpResponse:
     headers = {**SECURITY_HEADERS, **response.headers}
     if response.body is None:
         return func.HttpResponse(status_code=response.status, headers=headers)
-    body = json.dumps(response.body, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(response.body, ensure_ascii=False, separators=(",", ":"))
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escape it rather than fail outside every handler
+        body = json.dumps(response.body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     headers["Content-Type"] = f"{SCIM_CONTENT_TYPE}; charset=utf-8"
     return func.HttpResponse(
-        body=body.encode("utf-8"),
+        body=body,
         status_code=response.status,
         headers=headers,
         mimetype=SCIM_CONTENT_TYPE,
@@ -140,8 +145,8 @@ def _log_entry(req: func.HttpRequest, response: ScimResponse, correlation_id: st
 def _user_name(body: bytes) -> str | None:
     """The userName of a failed create/replace, so the operator knows which user to look at."""
     try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
+        parsed = parse_json(body)  # the same cheap, bomb-proof reader as the request itself
+    except ScimError:
         return None
     if not isinstance(parsed, dict):
         return None
@@ -164,7 +169,7 @@ async def _handle(req: func.HttpRequest, tenant: str, context: _Context) -> Scim
         raise Unauthorized()
     declared = headers.get("content-length")
     limit = runtime.settings.max_body_bytes
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
     body = req.get_body() or b""
     if len(body) > limit:

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, TooMany
-from .filtering import item_matches
+from .filtering import filter_shape_problem, item_matches
 from .resource import (
+    MAX_MEMBERS_PER_REQUEST,
     AttributeLocation,
     check_required,
     extension_location,
@@ -35,7 +36,7 @@ from .resource import (
 )
 from .schema import Attribute, ResourceType
 from .store.base import Member
-from .values import is_empty
+from .values import check_values, is_empty
 
 if TYPE_CHECKING:
     from scim2_models.path import FilterNode
@@ -125,7 +126,13 @@ def _parse_operation(raw: Any, index: int) -> Operation:
 
 
 def apply_patch(rtype: ResourceType, doc: dict[str, Any], operations: list[Operation]) -> PatchResult:
-    """Apply operations in order to a copy of ``doc`` (RFC 7644 §3.5.2: all or nothing)."""
+    """Apply operations in order to a copy of ``doc`` (RFC 7644 §3.5.2: all or nothing).
+
+    The limits are checked on the result, before anything is stored: at most
+    :data:`~scim.resource.MAX_MEMBERS_PER_REQUEST` members named by all operations together
+    (400 ``tooMany``), and no value longer than :data:`~scim.values.MAX_VALUE_LENGTH`
+    (400 ``invalidValue``).
+    """
     result = PatchResult(copy.deepcopy(doc), [])
     for operation in operations:
         if operation.path is None:
@@ -133,6 +140,13 @@ def apply_patch(rtype: ResourceType, doc: dict[str, Any], operations: list[Opera
         else:
             _apply_path(rtype, result, operation.op, operation.path, operation.value, operation.has_value)
     check_required(rtype, result.doc)
+    member_count = sum(len(change.members) for change in result.member_changes)
+    if member_count > MAX_MEMBERS_PER_REQUEST:
+        raise TooMany(
+            f"A PATCH may name at most {MAX_MEMBERS_PER_REQUEST} members in all its operations, not {member_count}; "
+            "send the rest in further PATCH requests."
+        )
+    check_values(result.doc)
     return result
 
 
@@ -151,15 +165,28 @@ def _apply_pathless(rtype: ResourceType, result: PatchResult, operation: Operati
 
 
 def _parse_path(path: str) -> Any:
+    """The parsed path: an ``attrPath`` or a ``valuePath`` (RFC 7644 §3.5.2, ``PATH`` rule).
+
+    invalidPath if it does not parse, is too long or nests too deeply, is empty (a key
+    ``""`` in a path-less op's value), or is a bare filter (``userName eq "x"``,
+    ``emails pr``), which the parser accepts (errata 7122) but which names no attribute.
+    """
     from scim2_models import Path
     from scim2_models.exceptions import SCIMException
+    from scim2_models.path import AttrPath, ValuePath
 
+    problem = filter_shape_problem(path)
+    if problem is not None:
+        raise InvalidPath(f"The path {path[:200]!r} {problem}.")
     try:
-        return Path(path).ast
+        ast = Path(path).ast
     except SCIMException as exc:
         raise InvalidPath(f"The path {path[:200]!r} is not valid: {getattr(exc, 'detail', None) or exc}") from None
     except (ValueError, RecursionError) as exc:
         raise InvalidPath(f"The path {path[:200]!r} is not valid: {exc}") from None
+    if not isinstance(ast, (AttrPath, ValuePath)):
+        raise InvalidPath(f"The path {path[:200]!r} does not name an attribute (e.g. 'title' or 'emails[type eq \"work\"].value').")
+    return ast
 
 
 def _apply_path(rtype: ResourceType, result: PatchResult, op: Op, path: str, value: Any, has_value: bool) -> None:
@@ -335,7 +362,12 @@ def _entry_from_filter(value_filter: FilterNode, location: AttributeLocation) ->
         if not isinstance(term, Comparison) or term.op.value != "eq" or term.attr_path.sub_attr:
             raise NoTarget(f"No value of {location.name} matches the filter {value_filter}.")
         sub = location.attribute.sub(term.attr_path.attr) if location.attribute else None
-        entry[sub.name if sub else term.attr_path.attr] = term.value
+        name = sub.name if sub else term.attr_path.attr
+        # The filter's literal becomes a stored value: it must fit the sub-attribute's type
+        # (``addresses[type eq 1]`` would otherwise store a number as ``type``, RFC 7643 §2.3).
+        value = _normalize_sub(sub, term.value, f"{location.name}.{name}")
+        if value is not None:
+            entry[name] = value
     return entry
 
 

@@ -14,12 +14,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidSyntax, InvalidValue
+from .errors import InvalidSyntax, InvalidValue, TooMany
 from .schema import ENTERPRISE_USER_URN, Attribute, ResourceType
 from .store.base import IndexTerms, Member, StoredResource
-from .values import comparison_key, is_empty, normalize_value
+from .values import check_values, comparison_key, is_empty, normalize_value
 
 __all__ = [
+    "MAX_MEMBERS_PER_REQUEST",
     "AttributeLocation",
     "ParsedResource",
     "index_terms",
@@ -32,6 +33,16 @@ __all__ = [
 # Attributes a client never writes (RFC 7643 §3.1 readOnly; password is not stored: this
 # service does no password authentication and never keeps secrets it cannot use).
 _IGNORED = {"id", "meta", "schemas", "groups", "password"}
+
+MAX_MEMBERS_PER_REQUEST = 1000
+"""Most group members one request may list: a POST or PUT body's ``members``, or all the
+``members`` values of one PATCH's operations together. More answer 400 ``tooMany``.
+
+Entra sends one member per PATCH in practice, and sometimes many (ENTRA.md §2); each
+member costs storage writes (49 per transaction), so the bound keeps a request well inside
+Entra's 60 s timeout (ENTRA.md §1) while allowing large batches. Larger changes are sent as
+several PATCHes (RFC 7644 §3.5.2 gives each its own ``add``/``remove``).
+"""
 
 
 @dataclass(frozen=True)
@@ -199,6 +210,7 @@ def parse_resource(rtype: ResourceType, body: Any) -> ParsedResource:
             continue  # RFC 7644 §3.3: attributes no schema defines are ignored (URN extensions are kept)
         set_at(doc, location, normalize_at(location, value))
     _check_required(rtype, doc)
+    check_values(doc)
     return ParsedResource(doc, members)
 
 
@@ -230,11 +242,17 @@ def parse_members(value: Any) -> list[Member]:
 
     Entra sends ``{"$ref": null, "value": "<id>"}`` (ENTRA.md §4); ``$ref`` is ignored since
     the id decides; ``display`` (or ``displayName``, as Microsoft's test collection sends) is
-    kept and returned as sent.
+    kept and returned as sent. At most :data:`MAX_MEMBERS_PER_REQUEST` items (400 ``tooMany``);
+    ``value`` and ``display`` are bounded like every value (:data:`scim.values.MAX_VALUE_LENGTH`).
     """
     if is_empty(value):
         return []
     items = value if isinstance(value, list) else [value]
+    if len(items) > MAX_MEMBERS_PER_REQUEST:
+        raise TooMany(
+            f"A request may list at most {MAX_MEMBERS_PER_REQUEST} members, not {len(items)}; "
+            "send the rest in further PATCH requests."
+        )
     members: list[Member] = []
     for item in items:
         if isinstance(item, str):
@@ -249,6 +267,7 @@ def parse_members(value: Any) -> list[Member]:
         kind = fields.get("type")
         display = fields.get("display", fields.get("displayname"))
         display = display if isinstance(display, str) and display else None
+        check_values({"value": member_id, "display": display}, "members[]")
         members.append(Member(member_id, "Group" if isinstance(kind, str) and kind.lower() == "group" else "User", display))
     return members
 

@@ -38,8 +38,11 @@ from .patching import MAX_OPERATIONS, MemberChange, apply_patch, parse_patch_req
 from .projection import Projection, parse_projection
 from .resource import index_terms, parse_resource, render
 from .schema import GROUP, RESOURCE_TYPES, USER, ResourceType
+from .store import MAX_GROUPS_PER_RESOURCE
 from .store.base import (
     DirectoryStore,
+    EntityTooLarge,
+    TooManyGroups,
     Member,
     ResourceNotFound,
     StoredResource,
@@ -56,6 +59,7 @@ LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 SEARCH_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 T = TypeVar("T")
+
 
 logger = logging.getLogger("scim.service")
 
@@ -226,8 +230,14 @@ class ScimService:
             raise InvalidValue(f"These members do not exist: {', '.join(exc.ids)[:500]}.") from None
         except StoreUnavailable:
             raise ServiceUnavailable() from None
-        except StoreError as exc:
-            raise InvalidValue(f"The {rtype.name.lower()} cannot be stored: {exc}") from None
+        except EntityTooLarge:
+            raise InvalidValue(
+                f"The {rtype.name.lower()} is too large to store (at most 1 MiB per resource); remove or shorten attributes."
+            ) from None
+        except TooManyGroups:
+            raise InvalidValue(f"A resource can be a direct member of at most {MAX_GROUPS_PER_RESOURCE} groups.") from None
+        except StoreError:
+            raise InvalidValue(f"The {rtype.name.lower()} cannot be stored.") from None
 
     def _render(self, request: ScimRequest, rtype: ResourceType, stored: StoredResource) -> dict[str, Any]:
         return render(rtype, stored, request.base_url)
@@ -693,11 +703,14 @@ def _int_param(value: Any, default: int, name: str) -> int:
     if value is None or value == "":
         return default
     if isinstance(value, bool):
-        raise BadRequest(f"{name} must be an integer.")
+        raise InvalidValue(f"{name} must be an integer.")
+    text = str(value).strip()
+    if len(text) > 18:
+        raise InvalidValue(f"{name} must be an integer of at most 18 digits.")
     try:
-        return int(str(value).strip())
+        return int(text)
     except ValueError:
-        raise BadRequest(f"{name} must be an integer, not {str(value)[:50]!r}.") from None
+        raise InvalidValue(f"{name} must be an integer.") from None
 
 
 def _sort_path(text: str) -> Any:
@@ -706,12 +719,12 @@ def _sort_path(text: str) -> Any:
 
     try:
         ast = Path(text.strip()).ast
-    except (SCIMException, ValueError):
-        raise BadRequest(f"sortBy {text[:100]!r} is not an attribute path.") from None
+    except (SCIMException, ValueError, RecursionError):
+        raise InvalidValue("sortBy is not an attribute path.") from None
     from scim2_models.path import AttrPath
 
     if not isinstance(ast, AttrPath):
-        raise BadRequest(f"sortBy {text[:100]!r} must be a plain attribute path.")
+        raise InvalidValue("sortBy must be a plain attribute path (no filter).")
     return ast
 
 

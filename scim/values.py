@@ -11,16 +11,84 @@ what it reads with what it would write (ENTRA.md §4, last point).
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from typing import Any
 
 from .errors import InvalidValue
 from .schema import ENTERPRISE_USER_URN, Attribute
 
-__all__ = ["comparison_key", "is_empty", "normalize_value", "parse_bool"]
+__all__ = ["MAX_VALUE_LENGTH", "check_values", "comparison_key", "is_empty", "kind_of", "normalize_value", "parse_bool", "utf16_length"]
 
 _TRUE = "true"
 _FALSE = "false"
+
+MAX_VALUE_LENGTH = 32_000
+"""Longest string value (or attribute name) a resource may hold, in UTF-16 code units.
+
+Azure Table Storage keeps a string property of at most 64 KiB of UTF-16 (32,768 code units;
+learn.microsoft.com, "Understanding the Table service data model"). A resource document is
+split over several properties, but a single value longer than one property is refused up
+front with 400 ``invalidValue`` (RFC 7644 §3.12) naming the attribute, rather than becoming a
+storage error; a group member's ``display`` is stored as one property and needs this bound.
+No attribute Entra provisions comes near it (ENTRA.md §3). A character outside the Basic
+Multilingual Plane (an emoji) counts as 2, as it does in Table Storage.
+"""
+
+
+def utf16_length(text: str) -> int:
+    """The length of ``text`` in UTF-16 code units (what Table Storage limits)."""
+    if len(text) * 2 <= MAX_VALUE_LENGTH:
+        return len(text)  # cannot exceed the limit even if every character took 2 units
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _too_long(text: str) -> bool:
+    return len(text) > MAX_VALUE_LENGTH // 2 and utf16_length(text) > MAX_VALUE_LENGTH
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _bad_string(text: str, where: str) -> str | None:
+    if _too_long(text):
+        return (
+            f"{where} is {utf16_length(text)} characters long; "
+            f"values may have at most {MAX_VALUE_LENGTH} characters (UTF-16 code units)."
+        )
+    if _SURROGATE.search(text):
+        return f"{where} holds an unpaired UTF-16 surrogate (\\uD800-\\uDFFF), which is not valid Unicode."
+    return None
+
+
+def check_values(value: Any, where: str = "") -> None:
+    """Raise InvalidValue unless every string in ``value`` (and every key) can be stored and returned.
+
+    A string may not be longer than :data:`MAX_VALUE_LENGTH`, nor hold an unpaired surrogate:
+    request bodies cannot carry one (:mod:`scim.jsonbody`), but a filter literal in a PATCH
+    path can (``emails[type eq "\\ud800"].value`` creates that entry, ENTRA.md §4), and such a
+    value could be stored but never encoded in a response (RFC 8259 §8.1: UTF-8).
+    ``where`` names the attribute for the error ``detail``; nested keys are appended to it
+    (``name.givenName``, ``emails[].value``), so the client learns which value to fix.
+    """
+    stack: list[tuple[str, Any, bool]] = [(where, value, False)]
+    while stack:
+        path, item, extension = stack.pop()
+        if isinstance(item, str):
+            problem = _bad_string(item, path or "A value")
+            if problem:
+                raise InvalidValue(problem)
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if isinstance(key, str):
+                    problem = _bad_string(key, f"An attribute name in {path or 'the resource'}")
+                    if problem:
+                        raise InvalidValue(problem)
+                # An extension's attributes are named urn:…:User:department (RFC 7644 §3.10).
+                child = f"{path}{':' if extension else '.'}{key}" if path else str(key)
+                stack.append((child, inner, not path and str(key).lower().startswith("urn:")))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[]", inner, False) for inner in item)
 
 
 def comparison_key(value: str, case_exact: bool) -> str:
@@ -33,13 +101,35 @@ def comparison_key(value: str, case_exact: bool) -> str:
     return normalized if case_exact else unicodedata.normalize("NFC", normalized.lower())
 
 
+def kind_of(value: Any) -> str:
+    """The JSON type of ``value`` for an error ``detail`` ("a string", "an array").
+
+    Details name the attribute and what was wrong with its value, never the value itself:
+    they are kept in the provisioning log and mailed in failure digests, which hold no
+    request body content (README "Provisioning log"); the client knows what it sent.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string" if value else "an empty string"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a value of another type"
+
+
 def parse_bool(value: Any, where: str) -> bool:
     """A JSON boolean, or Entra's ``"True"``/``"False"`` strings (ENTRA.md §3, §4)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in (_TRUE, _FALSE):
         return value.strip().lower() == _TRUE
-    raise InvalidValue(f"{where} must be a boolean (true or false), not {json.dumps(value)[:80]}.")
+    raise InvalidValue(f'{where} must be a boolean (true or false, or the string "True" or "False"), not {kind_of(value)}.')
 
 
 def is_empty(value: Any) -> bool:
@@ -67,7 +157,7 @@ def _normalize_scalar(attribute: Attribute, value: Any, where: str) -> Any:
     if kind == "complex":
         raise InvalidValue(f"{where} must be an object.")
     if not isinstance(value, str):
-        raise InvalidValue(f"{where} must be a string, not {json.dumps(value)[:80]}.")
+        raise InvalidValue(f"{where} must be a string, not {kind_of(value)}.")
     return value
 
 
@@ -77,7 +167,7 @@ def _normalize_complex(attribute: Attribute, value: Any, where: str) -> dict[str
         decoded = _json_object(value)
         value = decoded if decoded is not None else {"value": value}
     if not isinstance(value, dict):
-        raise InvalidValue(f"{where} must be an object, not {json.dumps(value)[:80]}.")
+        raise InvalidValue(f"{where} must be an object, not {kind_of(value)}.")
     result: dict[str, Any] = {}
     for key, item in value.items():
         name, sub = _canonical_key(attribute, key)
