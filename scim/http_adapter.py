@@ -22,11 +22,12 @@ from typing import Any
 
 import azure.functions as func
 
-from .errors import PayloadTooLarge, ScimError, Unauthorized
+from .errors import PayloadTooLarge, ScimError, ServiceUnavailable, Unauthorized
 from .jsonbody import parse_json
 from .provisioning_log import LogEntry, format_time
 from .runtime import Runtime, get_runtime
 from .service import ScimRequest, ScimResponse
+from .store.base import StoreUnavailable
 from .tenants import InvalidTenantName, token_matches, validate_tenant_name
 
 __all__ = ["SCIM_CONTENT_TYPE", "bp", "handle_http"]
@@ -94,6 +95,9 @@ async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
         response = await _handle(req, tenant, context)
     except ScimError as error:
         response = _error_response(error)
+    except StoreUnavailable:
+        # Storage is down or timed out (e.g. while authenticating): Entra should retry later.
+        response = _error_response(ServiceUnavailable())
     except Exception:
         logger.exception("Unhandled error in %s %s", req.method, _route_kind(req))
         response = _error_response(_InternalError("An internal error occurred; it has been logged."))

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -72,7 +73,7 @@ class Limits:
     max_results: int = 1000
     max_scan: int = 10_000
     max_body_bytes: int = 1024 * 1024
-    write_retries: int = 8
+    write_retries: int = 40
 
 
 @dataclass(frozen=True)
@@ -565,6 +566,9 @@ class ScimService:
                 except VersionMismatch:
                     if if_match is not None or attempts >= self.limits.write_retries:
                         raise PreconditionFailed("The resource was modified concurrently; retry the request.") from None
+                    # Optimistic concurrency (RFC 7644 §3.14): read again and re-apply, after a short
+                    # jittered pause so that competing writers spread out instead of colliding again.
+                    await asyncio.sleep(random.uniform(0, 0.005 * min(attempts, 10)))
                     continue
                 except (ResourceNotFound, UniquenessViolation, StoreError) as exc:
                     await self._call(_raise(exc), rtype, resource_id)
