@@ -564,8 +564,11 @@ class ScimService:
                         if_version=current.version,
                     )
                 except VersionMismatch:
-                    if if_match is not None or attempts >= self.limits.write_retries:
-                        raise PreconditionFailed("The resource was modified concurrently; retry the request.") from None
+                    if if_match is not None:
+                        raise PreconditionFailed("The resource was modified: If-Match does not match its current version.") from None
+                    if attempts >= self.limits.write_retries:
+                        # 412 is only ever the answer to If-Match (RFC 7644 §3.14); without it, ask for a retry.
+                        raise ServiceUnavailable("The resource is being modified by other requests; retry later.")
                     # Optimistic concurrency (RFC 7644 §3.14): read again and re-apply, after a short
                     # jittered pause so that competing writers spread out instead of colliding again.
                     await asyncio.sleep(random.uniform(0, 0.005 * min(attempts, 10)))

@@ -80,6 +80,8 @@ def decode_value(encoded: str) -> str:
     """
     if encoded.startswith(_HASH_MARK):
         raise ValueError("a hashed key value cannot be decoded")
+    if "%" not in encoded:  # nothing was escaped (every id the store assigns)
+        return encoded
     raw = bytearray()
     i = 0
     while i < len(encoded):

@@ -15,18 +15,36 @@ multi-entity change is one entity-group transaction, so it happens entirely or n
   the ``m_{group}`` flag onto the member entity, which fails if the member does not exist.
 
 Azure errors become store errors in one place, :func:`store_error`.
+
+Faults (storage down, hanging, throttling, answers lost):
+
+- every storage call is bounded in time (see "time bounds" below): a dead storage makes a
+  call fail with :class:`StoreUnavailable` (the service answers 503 + Retry-After) within
+  about 12 s when it hangs and under 1 s when it refuses, resets or answers 5xx; transient
+  failures are retried with back-off inside that bound;
+- a transaction whose answer was lost is sent again, and an earlier commit of it recognised
+  (:meth:`TableStore._submit`), so the client gets the success it caused;
+- operations that take several transactions (a group created with more members than one
+  holds, member PATCHes of more than 49, deletes whose cleanup spans transactions) order them
+  so that every prefix is a consistent directory (each transaction keeps memberships, member
+  flags and index rows in step): a failure between two leaves no orphan and nothing visible
+  that a deleted resource names, and repeating the request, as Entra does after a 503,
+  completes it (``tests/test_faults.py`` fails each transaction in turn to check this).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
+import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -75,7 +93,15 @@ if TYPE_CHECKING:
 
     from ..settings import Settings
 
-__all__ = ["DEFAULT_UNIQUE_ATTRIBUTES", "TableStore", "TableTenantRegistry", "service_client", "store_error"]
+__all__ = [
+    "CLIENT_OPTIONS",
+    "DEFAULT_UNIQUE_ATTRIBUTES",
+    "STORAGE_BUDGET",
+    "TableStore",
+    "TableTenantRegistry",
+    "service_client",
+    "store_error",
+]
 
 DEFAULT_UNIQUE_ATTRIBUTES: Mapping[str, frozenset[str]] = {
     "User": frozenset({"userName"}),
@@ -90,8 +116,40 @@ MAX_PROPERTIES = 252
 CHUNK_UNITS = 32_000  # UTF-16 code units per string property (64 KiB limit)
 MAX_PAGE = 1000  # largest $top
 MEMBERS_PER_TRANSACTION = (MAX_TRANSACTION_OPS - 1) // 2  # 49: 1 group merge + 2 ops per member
-MAX_ATTEMPTS = 10
-RECENT_ENTITIES = 1024  # entities remembered per process for read-modify-write (about 1-4 KiB each)  # ETag-guarded writes retried after a concurrent membership change
+MAX_ATTEMPTS = 10  # ETag-guarded writes retried after a concurrent membership change
+RECENT_ENTITIES = 1024  # entities remembered per process for read-modify-write (about 1-4 KiB each)
+
+# ---- time bounds ----
+# A storage that refuses connections, hangs or keeps failing must not hold a request for long
+# (Entra gives up after 60 s): the service answers StoreUnavailable with 503 + Retry-After.
+# - Each attempt of a call made for a SCIM request (the store's, and the tenant lookup) is
+#   bounded: 3 s to connect, READ_TIMEOUT (6 s) without a byte of the answer. Azure Tables
+#   answers an entity operation in milliseconds (its SLA allows 2 s); 6 s of silence leaves
+#   room for a 100-operation transaction on a busy emulator. Other users of the shared client
+#   (provisioning log, digests, admin bulk work) get CLIENT_OPTIONS' 30 s.
+# - Attempts are bounded: azure-core retries reads, connection failures and 408/429/5xx answers
+#   (3 attempts, back-off 0 then 0.5 s; one retry after a read timeout); _submit sends a
+#   transaction once more after a lost request or answer (SUBMIT_ATTEMPTS). So a dead storage
+#   fails a call in under 1 s when it refuses or resets connections or answers 5xx, and in
+#   about 12 s when it accepts and hangs (2 x 6 s).
+# - Backstop: one store operation (a DirectoryStore call with every storage request, retry,
+#   back-off and compensation it makes) gives up after STORAGE_BUDGET seconds whatever happens
+#   (answers trickling in, a long Retry-After, waiting for a pooled connection under a burst).
+STORAGE_BUDGET = 20.0
+READ_TIMEOUT = 6
+_TIMEOUT: Mapping[str, Any] = {"read_timeout": READ_TIMEOUT}  # per call, for the store's own calls
+CLIENT_OPTIONS: Mapping[str, Any] = {
+    "connection_timeout": 3,  # seconds to open a TCP connection (per attempt)
+    "read_timeout": 30,  # seconds without a byte of the answer (per attempt; the store uses READ_TIMEOUT)
+    "retry_total": 2,
+    "retry_connect": 2,
+    "retry_read": 1,
+    "retry_status": 2,
+    "retry_backoff_factor": 0.25,  # sleeps 0, then 0.5 s between attempts
+    "retry_backoff_max": 2,
+}
+"""azure-core options of the Table client (:func:`service_client`); callers' keywords win."""
+SUBMIT_ATTEMPTS = 2  # a transaction is sent at most this often when its request or response is lost
 
 _FILTER_RANGE = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
 _FILTER_AFTER = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi"
@@ -129,11 +187,13 @@ class _Op:
 class _OpFailed(Exception):
     """A transaction failed at ``op``; ``error`` is the store error it maps to."""
 
-    def __init__(self, op: _Op | None, error: StoreError) -> None:
+    def __init__(self, op: _Op | None, error: StoreError, status: int | None = None) -> None:
         super().__init__(str(error))
         self.op = op
         self.error = error
-        self.committed = False
+        self.status = status
+        self.committed = False  # an earlier transaction of the same operation committed
+        self.retried = False  # this transaction was sent again after a lost request or response
 
 
 def store_error(exc: BaseException, op: _Op | None = None) -> StoreError:
@@ -182,6 +242,49 @@ def _mapped() -> Iterator[None]:
         raise store_error(exc) from exc
 
 
+# ---- time budget ------------------------------------------------------------------------------
+
+T = TypeVar("T")
+_DEADLINE: ContextVar[float | None] = ContextVar("scim_store_deadline", default=None)
+
+
+def _budgeted(method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+    """Give a store operation one deadline, :data:`STORAGE_BUDGET` from now, shared by every
+    storage call it makes (nested operations and concurrent reads inherit it)."""
+
+    @functools.wraps(method)
+    async def bounded(*args: Any, **kwargs: Any) -> T:
+        if _DEADLINE.get() is not None:
+            return await method(*args, **kwargs)
+        token = _DEADLINE.set(asyncio.get_running_loop().time() + STORAGE_BUDGET)
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            _DEADLINE.reset(token)
+
+    return bounded
+
+
+def _remaining() -> float:
+    """Seconds left of the current operation's budget (a whole budget outside of one)."""
+    deadline = _DEADLINE.get()
+    return STORAGE_BUDGET if deadline is None else deadline - asyncio.get_running_loop().time()
+
+
+async def _io(call: Callable[[], Awaitable[T]]) -> T:
+    """Run one storage call within the budget, raising store errors only (StoreUnavailable when
+    the budget runs out: the call is cancelled, and its connection closed)."""
+    remaining = _remaining()
+    if remaining <= 0:
+        raise StoreUnavailable("storage did not answer in time")
+    try:
+        async with asyncio.timeout(remaining):
+            with _mapped():
+                return await call()
+    except TimeoutError as exc:
+        raise StoreUnavailable(f"storage did not answer within {STORAGE_BUDGET:g} s") from exc
+
+
 # ---- clients and tables -----------------------------------------------------------------------
 
 _READY_TABLES: set[tuple[str, str]] = set()
@@ -192,9 +295,15 @@ async def _ensure_table(service: TableServiceClient, name: str) -> None:
     key = (service.url, name)
     if key in _READY_TABLES:
         return
-    with _mapped(), contextlib.suppress(ResourceExistsError):
-        await service.create_table(name)
+    await _io(lambda: _create_table(service, name))
     _READY_TABLES.add(key)
+
+
+async def _create_table(service: TableServiceClient, name: str) -> None:
+    try:
+        await service.create_table(name, **_TIMEOUT)
+    except ResourceExistsError:
+        pass
 
 
 def service_client(
@@ -208,7 +317,11 @@ def service_client(
     ``SCIM_TABLE_ENDPOINT`` wins, with ``DefaultAzureCredential`` (managed identity in Azure);
     otherwise the connection string (Azurite by default). Returns the client and the
     credential it owns (to close), if any.
+
+    Timeouts and retries are bounded (:data:`CLIENT_OPTIONS`, overridable by ``kwargs``), so a
+    storage that refuses or hangs fails a call in seconds, not in azure-core's default minutes.
     """
+    kwargs = {**CLIENT_OPTIONS, **kwargs}
     kwargs.update(client_kwargs(per_call_policies))
     if settings.table_endpoint:
         from azure.identity.aio import DefaultAzureCredential  # slow import, only when used
@@ -508,8 +621,7 @@ class TableStore(_TableOwner, DirectoryStore):
     # ---- reads ----
 
     async def _read(self, pk: str, rk: str, select: list[str] | None = None) -> Any:
-        with _mapped():
-            return await self._table.get_entity(pk, rk, select=select)
+        return await _io(lambda: self._table.get_entity(pk, rk, select=select, **_TIMEOUT))
 
     async def _read_or_none(self, pk: str, rk: str, select: list[str] | None = None) -> Any:
         try:
@@ -520,9 +632,14 @@ class TableStore(_TableOwner, DirectoryStore):
     async def _range(self, pk: str, prefix: str, select: list[str] | None = None) -> list[Any]:
         """Every row whose RowKey starts with ``prefix`` (one query; pages of up to 1,000)."""
         lo, hi = keys.prefix_range(prefix)
-        with _mapped():
-            pager = self._table.query_entities(_FILTER_RANGE, parameters={"pk": pk, "lo": lo, "hi": hi}, select=select)
+
+        async def query() -> list[Any]:
+            pager = self._table.query_entities(
+                _FILTER_RANGE, parameters={"pk": pk, "lo": lo, "hi": hi}, select=select, **_TIMEOUT
+            )
             return [row async for row in pager]
+
+        return await _io(query)
 
     async def _members(self, pk: str, group_id: str) -> tuple[Member, ...]:
         prefix = keys.membership_prefix(group_id)
@@ -535,14 +652,45 @@ class TableStore(_TableOwner, DirectoryStore):
     # ---- writes ----
 
     async def _submit(self, ops: Sequence[_Op]) -> list[Mapping[str, Any]]:
-        """One entity-group transaction; a failed one raises :class:`_OpFailed` naming the operation."""
+        """One entity-group transaction; a failed one raises :class:`_OpFailed` naming the operation.
+
+        A transaction whose request or response was lost (connection refused or reset, read
+        timeout: azure-core does not retry a POST for those) is sent again, at most
+        :data:`SUBMIT_ATTEMPTS` times with back-off, inside the operation's budget. Sending one
+        twice is safe: every transaction of this store either is idempotent (membership upserts,
+        flag merges) or fails on its first operation if the earlier attempt committed, and the
+        caller recognises that (``_OpFailed.retried``): the insert of a fresh resource id (409,
+        see :meth:`create`), an ETag-guarded write of the resource (412/404: read again).
+        """
+        retried = False
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            try:
+                return await _io(lambda: self._send(ops))
+            except _OpFailed as failed:
+                failed.retried = retried
+                raise
+            except StoreUnavailable as exc:
+                delay = 0.2 * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+                lost = isinstance(exc.__cause__, (ServiceRequestError, ServiceResponseError))
+                if not lost or attempt == SUBMIT_ATTEMPTS or _remaining() <= delay:
+                    raise
+                retried = True
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _send(self, ops: Sequence[_Op]) -> list[Mapping[str, Any]]:
+        if len(ops) == 1 and ops[0].kind == "update":
+            # One update (a PATCH that moves no index row: Entra's disable): the same atomic,
+            # guarded write without a $batch envelope, whose multipart encoding costs the most CPU.
+            try:
+                return [await self._table.update_entity(ops[0].entity, **ops[0].options, **_TIMEOUT)]
+            except HttpResponseError as exc:
+                raise _OpFailed(ops[0], store_error(exc, ops[0]), exc.status_code) from exc
         try:
-            return await self._table.submit_transaction([op.as_tuple() for op in ops])
+            return await self._table.submit_transaction([op.as_tuple() for op in ops], **_TIMEOUT)
         except TableTransactionError as exc:
             op = ops[exc.index] if 0 <= exc.index < len(ops) else None
-            raise _OpFailed(op, store_error(exc, op)) from exc
-        except (AzureError, OSError) as exc:
-            raise store_error(exc) from exc
+            raise _OpFailed(op, store_error(exc, op), exc.status_code) from exc
 
     def _check_terms(self, resource_type: ResourceType, index: IndexTerms) -> None:
         """Unique terms must be of the attributes :meth:`lookup` reads from the unique index."""
@@ -562,6 +710,7 @@ class TableStore(_TableOwner, DirectoryStore):
 
     # ---- DirectoryStore ----
 
+    @_budgeted
     async def create(
         self,
         tenant: str,
@@ -575,7 +724,14 @@ class TableStore(_TableOwner, DirectoryStore):
         A taken unique key fails the transaction (UniquenessViolation); so does an unknown member
         (UnknownMembers, listing every unknown id). Members beyond the transaction's 100
         operations are added with :meth:`add_members`; if that fails the new group is deleted
-        again, so the create still happens entirely or not at all.
+        again, so the create still happens entirely or not at all (when storage fails so that
+        the delete fails too, the group stays, complete with its index rows and consistent
+        memberships of the members added so far: the client's retry gets 409 and, like after a
+        lost response, finds it by ``displayName`` and PATCHes its members).
+
+        The transaction's first operation inserts a fresh id: if it fails with 409, an earlier
+        attempt of this same transaction (sent again after a lost response, by :meth:`_submit`
+        or azure-core) committed, and the create succeeded.
         """
         check_members_allowed(resource_type, members)
         self._check_terms(resource_type, index)
@@ -589,16 +745,24 @@ class TableStore(_TableOwner, DirectoryStore):
         flag = keys.group_flag(id) or ""
         ops += [op for m in wanted[:room] for op in _link_ops(pk, id, flag, m, now)]
         try:
-            results = await self._submit(ops)
+            version = (await self._submit(ops))[0]["etag"]
         except _OpFailed as failed:
             if isinstance(failed.error, UnknownMembers):
                 raise await self._unknown(pk, wanted, failed.op) from None
-            raise failed.error from None
-        version = results[0]["etag"]
+            if not (failed.op is ops[0] and failed.status == 409):
+                raise failed.error from None
+            version = await self._created_before(pk, entity, failed.error)
         if wanted[room:]:
             version = await self._add_rest(tenant, pk, id, wanted[room:])
         group_members = tuple(sorted(wanted, key=lambda m: m.value)) if resource_type == "Group" else None
         return _stored(resource_type, entity, version, group_members)
+
+    async def _created_before(self, pk: str, entity: Mapping[str, Any], error: StoreError) -> str:
+        """The version of ``entity`` if an earlier attempt of its create committed it, else ``error``."""
+        stored = await self._read_or_none(pk, entity["RowKey"])
+        if stored is None or stored.get("created") != entity["created"] or _doc_from(stored) != _doc_from(entity):
+            raise error
+        return _etag(stored)
 
     async def _add_rest(self, tenant: str, pk: str, group_id: str, rest: Sequence[Member]) -> str:
         """Add the members that did not fit the create transaction; undo the create on failure."""
@@ -610,6 +774,7 @@ class TableStore(_TableOwner, DirectoryStore):
             raise
         return _etag(await self._read(pk, keys.resource_key("Group", group_id), ["RowKey"]))
 
+    @_budgeted
     async def get(
         self, tenant: str, resource_type: ResourceType, id: str, *, members: bool = False
     ) -> StoredResource:
@@ -628,6 +793,7 @@ class TableStore(_TableOwner, DirectoryStore):
                 raise outcome
         return _stored(resource_type, entity, _etag(entity), group_members)  # type: ignore[arg-type]
 
+    @_budgeted
     async def replace(
         self,
         tenant: str,
@@ -663,12 +829,19 @@ class TableStore(_TableOwner, DirectoryStore):
             try:
                 results = await self._submit([guard, *_index_ops(pk, resource_type, id, index, _terms_from(current))])
             except _OpFailed as failed:
-                if isinstance(failed.error, VersionMismatch) and failed.op is guard and if_version is None:
-                    continue
-                raise failed.error from None
+                if not (isinstance(failed.error, VersionMismatch) and failed.op is guard):
+                    raise failed.error from None
+                if failed.retried:  # resent after a lost answer: did the first one commit?
+                    now = await self._read(pk, rk)
+                    if _doc_from(now) == doc and _terms_from(now) == index:
+                        return _stored(resource_type, now, _etag(now))
+                if if_version is not None:
+                    raise failed.error from None
+                continue
             return _stored(resource_type, entity, results[0]["etag"])
         raise StoreUnavailable(f"{resource_type} {id} kept changing; try again")
 
+    @_budgeted
     async def delete(
         self, tenant: str, resource_type: ResourceType, id: str, *, if_version: str | None = None
     ) -> None:
@@ -691,8 +864,11 @@ class TableStore(_TableOwner, DirectoryStore):
                 await self._delete_once(pk, resource_type, id, current)
                 return
             except _OpFailed as failed:
-                if failed.committed:
-                    expected = None  # our own partial cleanup changed the version
+                if failed.committed or failed.retried:
+                    expected = None  # our own partial cleanup (or a lost-then-resent write) changed the version
+                if failed.retried and failed.op is not None and failed.op.role == "guard" and failed.op.kind == "delete":
+                    if isinstance(failed.error, ResourceNotFound):
+                        return  # the final transaction was resent after a lost response: it had committed
                 if isinstance(failed.error, VersionMismatch) and failed.op is not None and failed.op.role == "guard":
                     if expected is not None:
                         raise failed.error from None
@@ -727,6 +903,7 @@ class TableStore(_TableOwner, DirectoryStore):
             failed.committed = committed
             raise
 
+    @_budgeted
     async def lookup(
         self, tenant: str, resource_type: ResourceType, attribute: str, key: str
     ) -> list[StoredResource]:
@@ -746,6 +923,7 @@ class TableStore(_TableOwner, DirectoryStore):
         found = await asyncio.gather(*(self._read_or_none(pk, keys.resource_key(resource_type, i)) for i in ids))
         return [_stored(resource_type, e, _etag(e)) for e in found if e is not None]
 
+    @_budgeted
     async def lookup_prefix(
         self, tenant: str, resource_type: ResourceType, attribute: str, prefix: str, *, limit: int
     ) -> list[StoredResource]:
@@ -764,6 +942,7 @@ class TableStore(_TableOwner, DirectoryStore):
         found = await asyncio.gather(*(self._read_or_none(pk, keys.resource_key(resource_type, i)) for i in chosen))
         return [_stored(resource_type, e, _etag(e)) for e in found if e is not None]
 
+    @_budgeted
     async def scan(
         self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
     ) -> Page:
@@ -774,15 +953,15 @@ class TableStore(_TableOwner, DirectoryStore):
         prefix = keys.resource_prefix(resource_type)
         lo, hi = keys.prefix_range(prefix)
         params = {"pk": keys.partition_key(tenant), "lo": prefix + cursor if cursor else lo, "hi": hi}
-        with _mapped():
-            pager: Any = self._table.query_entities(
-                _FILTER_AFTER, parameters=params, results_per_page=min(limit, MAX_PAGE)
-            ).by_page()
-            rows = await _first_rows(pager)
+        pager: Any = self._table.query_entities(
+            _FILTER_AFTER, parameters=params, results_per_page=min(limit, MAX_PAGE), **_TIMEOUT
+        ).by_page()
+        rows = await _io(lambda: _first_rows(pager))
         more = bool(rows) and pager.continuation_token is not None
         next_cursor = rows[-1]["RowKey"][len(prefix) :] if more else None
         return Page([_stored(resource_type, row, _etag(row)) for row in rows], next_cursor)
 
+    @_budgeted
     async def add_members(self, tenant: str, group_id: str, members: Sequence[Member]) -> None:
         """RFC 7644 §3.5.2.1: ⌈k/49⌉ transactions, whatever the size of the group (rule 7)."""
         await self._ready()
@@ -836,9 +1015,10 @@ class TableStore(_TableOwner, DirectoryStore):
         if flag not in live and len(live) >= MAX_GROUPS_PER_RESOURCE:
             raise TooManyGroups(member.value)
         kept = {name: value for name, value in entity.items() if not keys.flag_group_id(name) or value is True}
-        with contextlib.suppress(VersionMismatch), _mapped():
-            await self._table.update_entity(kept, mode=UpdateMode.REPLACE, **_guarded(_etag(entity)))
+        with contextlib.suppress(VersionMismatch):
+            await _io(lambda: self._table.update_entity(kept, mode=UpdateMode.REPLACE, **_guarded(_etag(entity)), **_TIMEOUT))
 
+    @_budgeted
     async def remove_members(self, tenant: str, group_id: str, member_ids: Sequence[str]) -> None:
         """RFC 7644 §3.5.2.2: ⌈k/49⌉ transactions; non-members and deleted members are skipped.
 
@@ -853,6 +1033,16 @@ class TableStore(_TableOwner, DirectoryStore):
             await self._remove_batch(pk, group_id, flag, list(batch))
 
     async def _remove_batch(self, pk: str, group_id: str, flag: str, batch: list[Member]) -> None:
+        """One transaction removing ``batch``; members that are not (or no longer) in the group
+        make it fail, and are dropped before it is sent again.
+
+        The first such failure in a batch of more than two reads the batch's membership rows
+        (concurrently: one round trip of latency) and keeps only those that exist, with the
+        member type they record. Without it, a batch of 49 members that a previous, interrupted
+        attempt of the same PATCH had already removed (Entra retrying after a 503) would need 49
+        transactions, one per absent member, and might never finish within the budget.
+        """
+        checked = len(batch) <= 2
         while batch:
             now = utc_now()
             target = _merge(_row(pk, keys.resource_key("Group", group_id), lastModified=now), "target", group_id)
@@ -860,7 +1050,19 @@ class TableStore(_TableOwner, DirectoryStore):
                 await self._submit([target, *(op for m in batch for op in _unlink_ops(pk, group_id, flag, m, now))])
                 return
             except _OpFailed as failed:
+                absent = isinstance(failed.error, (ResourceNotFound, UnknownMembers))
+                if not checked and absent and failed.op is not None and failed.op.role in ("membership", "member"):
+                    checked = True
+                    batch = await self._memberships(pk, group_id, batch)
+                    continue
                 batch = _without_failed(batch, failed)
+
+    async def _memberships(self, pk: str, group_id: str, batch: Sequence[Member]) -> list[Member]:
+        """The members of ``batch`` that have a membership row in the group, typed as the row says."""
+        rows = await asyncio.gather(
+            *(self._read_or_none(pk, keys.membership_key(group_id, m.value), ["RowKey", "type"]) for m in batch)
+        )
+        return [Member(m.value, row.get("type") or "User") for m, row in zip(batch, rows, strict=True) if row is not None]
 
     async def delete_tenant(self, tenant: str) -> None:
         """Delete every entity of the tenant's partition: pages of 1,000 RowKeys, each deleted by
@@ -869,11 +1071,10 @@ class TableStore(_TableOwner, DirectoryStore):
         pk = keys.partition_key(tenant)
         stalls = 0
         while stalls < MAX_ATTEMPTS:
-            with _mapped():
-                pager: Any = self._table.query_entities(
-                    _FILTER_PARTITION, parameters={"pk": pk}, select=["RowKey"], results_per_page=MAX_PAGE
-                ).by_page()
-                rows = [row["RowKey"] for row in await _first_rows(pager)]
+            pager: Any = self._table.query_entities(
+                _FILTER_PARTITION, parameters={"pk": pk}, select=["RowKey"], results_per_page=MAX_PAGE, **_TIMEOUT
+            ).by_page()
+            rows = [row["RowKey"] for row in await _io(lambda: _first_rows(pager))]
             if not rows:
                 return
             done = await asyncio.gather(*(self._delete_rows(pk, b) for b in _batches(rows, MAX_TRANSACTION_OPS)))
@@ -949,11 +1150,14 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
         await self._ready()
         token = token or new_token()
         entity = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token), created=utc_now())
-        with _mapped():
+
+        async def insert() -> None:
             try:
-                await self._table.create_entity(entity)
+                await self._table.create_entity(entity, **_TIMEOUT)
             except ResourceExistsError:
                 raise TenantExists(name) from None
+
+        await _io(insert)
         return token
 
     async def set_token(self, name: str, token: str | None = None) -> str:
@@ -962,11 +1166,9 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
             raise TenantNotFound(name)
         await self._ready()
         token = token or new_token()
+        row = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token))
         try:
-            with _mapped():
-                await self._table.update_entity(
-                    _row(_TENANT_PARTITION, name, tokenHash=hash_token(token)), mode=UpdateMode.MERGE
-                )
+            await _io(lambda: self._table.update_entity(row, mode=UpdateMode.MERGE, **_TIMEOUT))
         except ResourceNotFound:
             raise TenantNotFound(name) from None
         return token
@@ -977,8 +1179,7 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
             return None
         await self._ready()
         try:
-            with _mapped():
-                entity = await self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"])
+            entity = await _io(lambda: self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"], **_TIMEOUT))
         except ResourceNotFound:
             return None
         return entity.get("tokenHash")
@@ -989,19 +1190,20 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
             raise TenantNotFound(name)
         await self._ready()
         try:
-            with _mapped():
-                await self._table.submit_transaction([("delete", _row(_TENANT_PARTITION, name))])
+            await _io(lambda: self._table.submit_transaction([("delete", _row(_TENANT_PARTITION, name))], **_TIMEOUT))
         except ResourceNotFound:
             raise TenantNotFound(name) from None
 
     async def list(self) -> list[TenantInfo]:
         """Every tenant, in RowKey (= name) order."""
         await self._ready()
-        with _mapped():
+
+        async def query() -> list[TenantInfo]:
             pager = self._table.query_entities(
                 _FILTER_PARTITION,
                 parameters={"pk": _TENANT_PARTITION},
                 select=["RowKey", "created", "notifyTo", "notifyEnabled"],
+                **_TIMEOUT,
             )
             return [
                 TenantInfo(
@@ -1013,6 +1215,8 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
                 async for row in pager
             ]
 
+        return await _io(query)
+
     async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:
         """Merge ``notifyTo`` (JSON array) and ``notifyEnabled`` onto the tenant row (404 -> TenantNotFound)."""
         cleaned = validate_recipients(recipients)
@@ -1021,8 +1225,7 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
         await self._ready()
         row = _row(_TENANT_PARTITION, name, notifyTo=json.dumps(list(cleaned)), notifyEnabled=enabled)
         try:
-            with _mapped():
-                await self._table.update_entity(row, mode=UpdateMode.MERGE)
+            await _io(lambda: self._table.update_entity(row, mode=UpdateMode.MERGE, **_TIMEOUT))
         except ResourceNotFound:
             raise TenantNotFound(name) from None
 
