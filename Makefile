@@ -73,3 +73,9 @@ clean:
 # Local Azurite data (tenants and users of `make run`).
 clean-data:
 	rm -rf .azurite
+
+# Entra replay benchmark against the local host on a fresh in-memory Azurite (docs/performance.md).
+#   make bench BENCH_ARGS="--users 10000 --big-group 0"
+.PHONY: bench
+bench: venv node_modules
+	$(VPY) -m bench $(BENCH_ARGS)
