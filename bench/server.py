@@ -120,6 +120,18 @@ async def _serve(host: str, port: int, ready_file: str | None) -> None:
     from scim.settings import Settings
 
     settings = Settings.from_env()
+    if os.environ.get("BENCH_EXPERIMENT") == "no-trust-env":
+        # What-if for docs/performance.md (suggestion 2), not the service as shipped: the Table
+        # client built with azure-core's use_env_settings=False (no per-call proxy/.netrc lookup).
+        import scim.store.tables as tables
+
+        original = tables.service_client
+
+        def service_client(settings, **kwargs):  # type: ignore[no-untyped-def]
+            return original(settings, use_env_settings=False, **kwargs)
+
+        tables.service_client = service_client  # type: ignore[assignment]
+        logging.getLogger("bench.server").warning("experiment: use_env_settings=False")
     runtime = build_runtime(settings, per_call_policies=[AttributingCounter(settings.table_prefix)])
     use_runtime(runtime)
     app = load_app("function_app:app")
