@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from . import discovery
 from .errors import (
-    BadRequest,
     Conflict,
     InvalidCursor,
     InvalidSyntax,
@@ -38,7 +37,7 @@ from .jsonbody import parse_json
 from .patching import MAX_OPERATIONS, MemberChange, apply_patch, parse_patch_request
 from .projection import Projection, parse_projection
 from .resource import index_terms, parse_resource, render
-from .schema import GROUP, RESOURCE_TYPES, USER, ResourceType
+from .schema import GROUP, USER, ResourceType
 from .store import MAX_GROUPS_PER_RESOURCE
 from .store.base import (
     DirectoryStore,
@@ -244,7 +243,7 @@ class ScimService:
         return render(rtype, stored, request.base_url)
 
     @staticmethod
-    def _etag_headers(request: ScimRequest, rtype: ResourceType, stored: StoredResource) -> dict[str, str]:
+    def _etag_headers(stored: StoredResource) -> dict[str, str]:
         return {"ETag": stored.version}
 
     @staticmethod
@@ -274,7 +273,7 @@ class ScimService:
         projection = self._projection(request, rtype)
         want_members = rtype is GROUP and projection.wants("members")
         stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=want_members), rtype, resource_id)  # type: ignore[arg-type]
-        headers = self._etag_headers(request, rtype, stored)
+        headers = self._etag_headers(stored)
         if_none_match = request.headers.get("if-none-match")
         if if_none_match and _opaque(if_none_match) == _opaque(stored.version):
             return ScimResponse(304, None, headers)
@@ -505,7 +504,7 @@ class ScimService:
             stored = dataclasses.replace(stored, members=tuple(members))
         body = self._projection(request, rtype).apply(self._render(request, rtype, stored))
         headers = {"Location": body.get("meta", {}).get("location") or f"{request.base_url}{rtype.endpoint}/{stored.id}"}
-        headers.update(self._etag_headers(request, rtype, stored))
+        headers.update(self._etag_headers(stored))
         return ScimResponse(201, body, headers)
 
     async def _create_with_member_types(
@@ -544,7 +543,7 @@ class ScimService:
         if rtype is GROUP and projection.wants("members") or parsed.members is not None:
             stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=rtype is GROUP and projection.wants("members")), rtype, resource_id)  # type: ignore[arg-type]
         body = projection.apply(self._render(request, rtype, stored))
-        return ScimResponse(200, body, self._etag_headers(request, rtype, stored))
+        return ScimResponse(200, body, self._etag_headers(stored))
 
     async def _patch(self, request: ScimRequest, rtype: ResourceType, resource_id: str) -> ScimResponse:
         """Modify a resource (RFC 7644 §3.5.2): users answer 200 with the resource, groups 204 (ENTRA.md §4)."""
@@ -585,7 +584,7 @@ class ScimService:
         if changes:
             stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
         body = self._projection(request, rtype).apply(self._render(request, rtype, stored))
-        return ScimResponse(200, body, self._etag_headers(request, rtype, stored))
+        return ScimResponse(200, body, self._etag_headers(stored))
 
     async def _read_for_patch(
         self, request: ScimRequest, rtype: ResourceType, resource_id: str, operations: list[Any], if_match: str | None
@@ -766,5 +765,3 @@ def _member_only_changes(rtype: ResourceType, operations: list[Any]) -> list[Mem
             return None
     return apply_patch(GROUP, {"displayName": "-"}, operations).member_changes
 
-
-RESOURCE_TYPES_BY_ENDPOINT = {rt.endpoint.strip("/").lower(): rt for rt in RESOURCE_TYPES.values()}
