@@ -39,6 +39,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
@@ -86,6 +87,7 @@ from .base import (
     VersionMismatch,
 )
 from .roundtrips import client_kwargs
+from .transactions import submit_transaction
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -321,7 +323,7 @@ def service_client(
     Timeouts and retries are bounded (:data:`CLIENT_OPTIONS`, overridable by ``kwargs``), so a
     storage that refuses or hangs fails a call in seconds, not in azure-core's default minutes.
     """
-    kwargs = {**CLIENT_OPTIONS, **kwargs}
+    kwargs = {**CLIENT_OPTIONS, "use_env_settings": proxy_configured(), **kwargs}
     kwargs.update(client_kwargs(per_call_policies))
     if settings.table_endpoint:
         from azure.identity.aio import DefaultAzureCredential  # slow import, only when used
@@ -329,6 +331,20 @@ def service_client(
         credential = DefaultAzureCredential()
         return TableServiceClient(settings.table_endpoint, credential=credential, **kwargs), credential
     return TableServiceClient.from_connection_string(settings.table_connection_string, **kwargs), None
+
+
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def proxy_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a proxy is configured in the environment (``HTTP_PROXY`` and the like).
+
+    Only then does the Table client honour the environment (azure-core's ``use_env_settings``):
+    with it on, aiohttp looks the proxy up in the environment on every request, which cost 7 %
+    of the service's CPU in the Entra replay (docs/performance.md) for no proxy at all.
+    """
+    env = os.environ if environ is None else environ
+    return any(env.get(name) or env.get(name.lower()) for name in _PROXY_VARIABLES)
 
 
 class _TableOwner:
@@ -687,7 +703,7 @@ class TableStore(_TableOwner, DirectoryStore):
             except HttpResponseError as exc:
                 raise _OpFailed(ops[0], store_error(exc, ops[0]), exc.status_code) from exc
         try:
-            return await self._table.submit_transaction([op.as_tuple() for op in ops], **_TIMEOUT)
+            return await submit_transaction(self._table, [op.as_tuple() for op in ops], **_TIMEOUT)
         except TableTransactionError as exc:
             op = ops[exc.index] if 0 <= exc.index < len(ops) else None
             raise _OpFailed(op, store_error(exc, op), exc.status_code) from exc
@@ -1190,7 +1206,7 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
             raise TenantNotFound(name)
         await self._ready()
         try:
-            await _io(lambda: self._table.submit_transaction([("delete", _row(_TENANT_PARTITION, name))], **_TIMEOUT))
+            await _io(lambda: submit_transaction(self._table, [("delete", _row(_TENANT_PARTITION, name), {})], **_TIMEOUT))
         except ResourceNotFound:
             raise TenantNotFound(name) from None
 
