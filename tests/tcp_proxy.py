@@ -11,6 +11,7 @@ like a network blip, so no HTTP stream is ever left half-forwarded:
 - ``busy``: answer each request ``503 Server Busy`` (and close), as a throttled storage does.
   ``count``: only that many requests get it, later ones pass.
 - ``reset``: accept and close at once (connection reset / closed without an answer).
+  ``count``: only that many connections are reset, later ones pass.
 - ``refuse``: not listening at all: connection refused, as when Azurite is stopped.
 - ``drop``: forward requests, but when the answer to a request for which ``drop_match(request
   bytes)`` is true arrives, close the client's connection instead of forwarding it (the
@@ -155,7 +156,8 @@ class TcpProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         pair = _Pair(writer)
-        if self.mode == "reset":
+        if self.mode == "reset" and (self.count is None or self.faulted < self.count):
+            self.faulted += 1
             pair.close()
             return
         self._pairs.add(pair)

@@ -347,6 +347,28 @@ async def test_a_lost_storage_answer_is_resent_safely(proxied, azurite, table_pr
     assert directory.ids("User") == set() and directory.memberships == {}
 
 
+@pytest.mark.parametrize("requests", [1, 6])
+async def test_a_provisioning_log_write_whose_connection_is_reset_is_sent_again(proxied, requests):
+    """The log's write (one upsert, or one transaction for the batch of requests) meets a reset
+    connection (azure-core does not retry a POST for that): the writer sends it again, so every
+    entry, failures included, is there once."""
+    proxy, client, runtime = proxied
+    await client.get("/Users", params={"filter": 'userName eq "warm-up"'})
+    await runtime.log_writer.drain()
+    missing = [f"/Users/{uuid.uuid4()}" for _ in range(requests)]
+    answers = await asyncio.gather(*(client.get(path) for path in missing))
+    assert {a.status for a in answers} == {404}
+    proxy.set_mode("reset", count=1)  # before the writer's window ends: its write meets it
+    await runtime.log_writer.drain()
+    assert proxy.faulted == 1
+    proxy.set_mode("pass")
+    ids = {a.headers["x-correlation-id"] for a in answers}
+    logged = await runtime.log.page(client.tenant, limit=50)
+    failures = await runtime.log.page(client.tenant, failures_only=True, limit=50)
+    assert ids <= {e.correlation_id for e in logged.entries}
+    assert sorted(e.correlation_id for e in failures.entries) == sorted(ids)
+
+
 async def test_entra_recovers_from_a_post_whose_storage_answers_are_all_lost(proxied, azurite, table_prefix):
     """Every answer of the directory's transactions is lost while Entra POSTs: 503. Entra's
     retry gets 409, its filter finds the user, and its PATCH succeeds (ENTRA.md: lost POST)."""

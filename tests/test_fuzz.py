@@ -82,7 +82,7 @@ def fuzz_settings(examples: int) -> settings:
 class NullLog:
     """A provisioning log that keeps nothing (parsing tests only: the log is tested on Azurite)."""
 
-    async def record(self, tenant: str, entry: Any) -> None:
+    async def record_many(self, tenant: str, entries: Any) -> None:
         return None
 
 

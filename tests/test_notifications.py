@@ -218,8 +218,8 @@ async def test_a_burst_of_10000_failures_is_summarised_in_a_bounded_message(burs
     mailbox, _ = smtp
     client = await tenant(mail_runtime, ("burst@a.example",))
     created = datetime.fromisoformat((await mail_runtime.tenants.info(client.tenant)).created.replace("Z", "+00:00"))
-    # Bulk-load 10,000 failures (their "f" rows; the digest reads only those): sending 10,000
-    # real requests would take minutes on Azurite. Times fall between the tenant's creation and now.
+    # Bulk-load 10,000 failures (their "f" rows only: the digest reads those, and Azurite's
+    # inserts slow down as its table grows): sending 10,000 real requests would take minutes. Times fall between the tenant's creation and now.
     entries = [
         LogEntry(
             format_time(created + timedelta(milliseconds=1 + i // 10)), "POST /Users", 409 if i % 2 else 400, f"c{i:05d}", 3.0,
@@ -227,14 +227,14 @@ async def test_a_burst_of_10000_failures_is_summarised_in_a_bounded_message(burs
         )
         for i in range(10_000)
     ]
-    await mail_runtime.log.page(client.tenant, limit=1)  # creates the log table
-    table = mail_runtime.log._table
-    gate = asyncio.Semaphore(4)
+    log = mail_runtime.log
+    await log.page(client.tenant, limit=1)  # creates the log table
     rows = [_row(client.tenant, "f", e) for e in entries]
+    gate = asyncio.Semaphore(4)
 
     async def put(chunk: int) -> None:
         async with gate:
-            await table.submit_transaction([("upsert", r) for r in rows[chunk : chunk + 100]])
+            await log._write(rows[chunk : chunk + 100])  # upserts, sent again if a connection is reset
 
     await asyncio.gather(*(put(c) for c in range(0, len(rows), 100)))
     await asyncio.sleep(max(0.0, (created + timedelta(seconds=1.1) - datetime.now(UTC)).total_seconds()))
