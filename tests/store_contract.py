@@ -392,6 +392,25 @@ class DirectoryStoreContract:
         assert await store.lookup(tenant, "Group", "displayName", "never") == []
         assert (await store.get(tenant, "User", known.id)).groups == ()
 
+    async def test_member_changes_spanning_several_transactions(self, store: DirectoryStore, tenant: str) -> None:
+        """More members than one transaction holds (the Table store sends its parts at once):
+        unknown ids in any part are all reported; adds and removes are complete."""
+        people = await users(store, tenant, 120, stem="big")
+        group = await new_group(store, tenant, "Big")
+        ghosts = [str(uuid.uuid4()) for _ in range(3)]
+        wanted = [Member(u.id) for u in people]
+        for position, ghost in zip((5, 70, 121), ghosts, strict=True):
+            wanted.insert(position, Member(ghost))
+        with pytest.raises(UnknownMembers) as info:
+            await store.add_members(tenant, group.id, wanted)
+        assert set(info.value.ids) == set(ghosts)
+        await store.add_members(tenant, group.id, [m for m in wanted if m.value not in ghosts])
+        assert await member_ids(store, tenant, group.id) == {u.id for u in people}
+        await store.remove_members(tenant, group.id, [u.id for u in people[:110]] + ghosts)
+        assert await member_ids(store, tenant, group.id) == {u.id for u in people[110:]}
+        assert (await store.get(tenant, "User", people[0].id)).groups == ()
+        assert (await store.get(tenant, "User", people[115].id)).groups == (group.id,)
+
     async def test_member_changes_on_a_missing_group(self, store: DirectoryStore, tenant: str) -> None:
         user = await new_user(store, tenant, "m@example.com")
         for group_id in (str(uuid.uuid4()), user.id, "not-a-uuid"):

@@ -579,6 +579,43 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+PARALLEL_PARTS = 4
+"""Transactions of one member PATCH sent at once (a 100-member PATCH is 3: one round trip of latency)."""
+
+
+async def _in_parallel(parts: Sequence[Coroutine[Any, Any, None]]) -> list[BaseException | None]:
+    """Run the transactions of one operation, at most :data:`PARALLEL_PARTS` at a time; each
+    part's outcome (None or its exception). The parts of a member PATCH are independent and
+    commute (membership upserts/deletes, flag merges, an unconditional merge on the group), and
+    each is idempotent, so Entra's retry after a partial failure converges (ENTRA.md §5)."""
+    if len(parts) == 1:
+        try:
+            await parts[0]
+            return [None]
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            return [exc]
+    gate = asyncio.Semaphore(PARALLEL_PARTS)
+
+    async def run(part: Coroutine[Any, Any, None]) -> None:
+        async with gate:
+            await part
+
+    results = await asyncio.gather(*(run(p) for p in parts), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, Exception):
+            raise result  # cancellation and the like
+    return [r if isinstance(r, BaseException) else None for r in results]
+
+
+def _raise_first(outcomes: Sequence[BaseException | None]) -> None:
+    """Raise the first part's failure, as a store error."""
+    failure = next((o for o in outcomes if o is not None), None)
+    if isinstance(failure, _OpFailed):
+        raise failure.error from None
+    if failure is not None:
+        raise failure
+
+
 # ---- the store --------------------------------------------------------------------------------
 
 
@@ -987,14 +1024,15 @@ class TableStore(_TableOwner, DirectoryStore):
         if any(m.value == group_id for m in wanted):  # not its own member (error path: check it exists)
             await self._read(pk, keys.resource_key("Group", group_id), ["RowKey"])
             raise UnknownMembers([group_id])
-        for start in range(0, len(wanted), MEMBERS_PER_TRANSACTION):
-            batch = wanted[start : start + MEMBERS_PER_TRANSACTION]
-            try:
-                await self._add_batch(pk, group_id, flag, batch)
-            except _OpFailed as failed:
-                if isinstance(failed.error, UnknownMembers):
-                    raise await self._unknown(pk, wanted[start:], failed.op) from None
-                raise failed.error from None
+        batches = list(_batches(wanted, MEMBERS_PER_TRANSACTION))
+        outcomes = await _in_parallel([self._add_batch(pk, group_id, flag, batch) for batch in batches])
+        unknown = [
+            (batch, outcome) for batch, outcome in zip(batches, outcomes, strict=True)
+            if isinstance(outcome, _OpFailed) and isinstance(outcome.error, UnknownMembers)
+        ]
+        if unknown:
+            raise await self._unknown(pk, [m for batch, _ in unknown for m in batch], unknown[0][1].op) from None
+        _raise_first(outcomes)
 
     async def _group_flag(self, pk: str, group_id: str, members: Sequence[Any]) -> str:
         """The group's flag name; ResourceNotFound if the id cannot name a group (or, with no
@@ -1045,8 +1083,7 @@ class TableStore(_TableOwner, DirectoryStore):
         pk = keys.partition_key(tenant)
         flag = await self._group_flag(pk, group_id, member_ids)
         pending = [Member(i) for i in dict.fromkeys(member_ids)]
-        for batch in _batches(pending, MEMBERS_PER_TRANSACTION):
-            await self._remove_batch(pk, group_id, flag, list(batch))
+        _raise_first(await _in_parallel([self._remove_batch(pk, group_id, flag, list(b)) for b in _batches(pending, MEMBERS_PER_TRANSACTION)]))
 
     async def _remove_batch(self, pk: str, group_id: str, flag: str, batch: list[Member]) -> None:
         """One transaction removing ``batch``; members that are not (or no longer) in the group
