@@ -19,7 +19,7 @@ from azure.core import MatchConditions
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from scim.store.transactions import encode_batch, submit_transaction
+from scim.store.transactions import encode_batch, parse_batch_response, submit_transaction, transaction_error
 
 
 @pytest.fixture
@@ -142,3 +142,25 @@ def test_the_encoded_batch_reads_back_as_one_changeset_of_http_requests():
     assert lines[2][0].startswith("PATCH ") and not any(h.startswith("If-Match") for h in lines[2])
     assert lines[3][0] == f"DELETE https://acct.table.core.windows.net/dir({key},RowKey='U%7CuserName%7Ca%27%27b') HTTP/1.1"
     assert "If-Match: *" in lines[3]
+
+
+def test_answers_are_read_from_the_changeset_or_directly_from_the_batch():
+    changeset = (
+        b"--batchresponse_1\r\nContent-Type: multipart/mixed; boundary=changesetresponse_2\r\n\r\n"
+        b"--changesetresponse_2\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        b"HTTP/1.1 204 No Content\r\nETag: W/\"a\"\r\nDataServiceVersion: 3.0;\r\n\r\n\r\n"
+        b"--changesetresponse_2\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nETag: W/\"b\"\r\nContent-Type: application/json\r\n\r\n{\"RowKey\": \"x\"}\r\n"
+        b"--changesetresponse_2--\r\n--batchresponse_1--\r\n"
+    )
+    answers = parse_batch_response("multipart/mixed; boundary=batchresponse_1", changeset)
+    assert [(a.status, a.headers["etag"]) for a in answers] == [(204, 'W/"a"'), (201, 'W/"b"')]
+    assert answers[1].body == b'{"RowKey": "x"}'
+    rejected = (
+        b"--batchresponse_9\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n"
+        b"{\"odata.error\":{\"code\":\"InvalidInput\",\"message\":{\"value\":\"0:Bad batch\"}}}\r\n--batchresponse_9--\r\n"
+    )
+    [answer] = parse_batch_response('multipart/mixed; boundary="batchresponse_9"', rejected)
+    error = transaction_error(answer)
+    assert (answer.status, error.status_code, error.error_code, error.index) == (400, 400, "InvalidInput", 0)

@@ -34,7 +34,7 @@ from azure.data.tables._error import _decode_error
 from azure.data.tables._serialize import _add_entity_properties
 from azure.data.tables.aio import TableClient
 
-__all__ = ["encode_batch", "parse_batch_response", "submit_transaction"]
+__all__ = ["OperationResponse", "encode_batch", "parse_batch_response", "submit_transaction", "transaction_error"]
 
 Operation = tuple[str, Mapping[str, Any], Mapping[str, Any]]
 
@@ -171,20 +171,27 @@ class OperationResponse:
         self.body = body
 
 
+def _answer(http: bytes) -> OperationResponse:
+    status_line, _, rest = http.partition(b"\r\n")
+    matched = _STATUS_LINE.match(status_line)
+    if matched is None:
+        raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
+    headers, body = _headers_and_body(rest)
+    return OperationResponse(int(matched.group(1)), headers, body)
+
+
 def parse_batch_response(content_type: str, body: bytes) -> list[OperationResponse]:
-    """The operations' answers in a 202 batch response (one changeset response)."""
+    """The operations' answers in a 202 batch response: those of its changeset response, or an
+    ``application/http`` answer placed directly in the batch (a request the service rejected
+    as a whole)."""
     answers: list[OperationResponse] = []
     for part in _split(body, _boundary(content_type)):
         headers, inner = _headers_and_body(part)
-        if headers.get("content-type", "").lower().startswith("multipart/mixed"):
-            for sub in _split(inner, _boundary(headers["content-type"])):
-                _, http = _headers_and_body(sub)
-                status_line, _, rest = http.partition(b"\r\n")
-                matched = _STATUS_LINE.match(status_line)
-                if matched is None:
-                    raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
-                op_headers, op_body = _headers_and_body(rest)
-                answers.append(OperationResponse(int(matched.group(1)), op_headers, op_body))
+        kind = headers.get("content-type", "").lower()
+        if kind.startswith("multipart/mixed"):
+            answers.extend(_answer(_headers_and_body(sub)[1]) for sub in _split(inner, _boundary(headers["content-type"])))
+        elif kind.startswith("application/http"):
+            answers.append(_answer(inner))
     return answers
 
 
