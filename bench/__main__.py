@@ -63,8 +63,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-replay", action="store_true", help="only the probe (and side-by-side) ")
     p.add_argument("--compare", help="a previous results JSON: print lookup p99 ratios against it")
     p.add_argument("--out", help="results JSON path (default bench/results/<timestamp>.json)")
-    p.add_argument("--experiment", choices=["no-trust-env"],
-                   help="what-if, not the shipped service: no-trust-env builds the Table client with use_env_settings=False")
     return p.parse_args(argv)
 
 
@@ -168,8 +166,6 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         azurite.start()
         prefix = "bench" + secrets.token_hex(3)
-        if args.experiment:
-            os.environ["BENCH_EXPERIMENT"] = args.experiment
         service = ServiceProcess(azurite.connection_string, prefix, workdir).start()
         results["service"] = {"pid": service.pid, "start_status_kb": service.status()}
         ds = D.build(args.users, args.groups, args.seed, max_group_size=args.max_group_size)

@@ -27,7 +27,7 @@ def table(rows: list[dict[str, Any]], phases: dict[str, dict[str, float]], title
                 f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {storage:>8}"
             )
     out.append("\n  storage = storage round trips per request: directory table + tenants table (auth);"
-               " plus 1 background provisioning-log write per request (see totals)")
+               " plus the background provisioning-log writes, batched per tenant (see totals)")
     return "\n".join(out)
 
 
