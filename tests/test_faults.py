@@ -43,6 +43,7 @@ from scim.settings import azurite_connection_string
 from scim.store import keys, tables
 from scim.store.base import IndexTerms, StoreUnavailable
 from scim.store.tables import TableStore, _OpFailed, service_client
+from scim.tenants import TenantExists
 from tests.functions_client import FunctionsClient, Response
 from tests.localhost_server import record_summary
 from tests.scim_fixtures import azurite_settings
@@ -367,6 +368,27 @@ async def test_a_provisioning_log_write_whose_connection_is_reset_is_sent_again(
     failures = await runtime.log.page(client.tenant, failures_only=True, limit=50)
     assert ids <= {e.correlation_id for e in logged.entries}
     assert sorted(e.correlation_id for e in failures.entries) == sorted(ids)
+
+
+@pytest.mark.parametrize("mode", ["reset", "drop"])
+async def test_a_tenant_create_whose_request_or_answer_is_lost_succeeds_once(proxied, table_prefix, mode):
+    """Creating a tenant is a POST, which azure-core does not resend: reset before it reaches
+    storage, or its answer lost after it committed, the registry sends it again and, on 409,
+    recognises its own row by the token hash; a name taken by someone else stays TenantExists."""
+    proxy, _, runtime = proxied
+    name = "t" + uuid.uuid4().hex[:12]
+    marker = f"/{table_prefix}tenants".encode()
+    if mode == "reset":
+        proxy.set_mode("reset", count=1)
+    else:
+        proxy.set_mode("drop", drops=1, drop_match=lambda request: request.startswith(b"POST ") and marker in request.split(b"\r\n", 1)[0])
+    token = await runtime.tenants.create(name)
+    assert (proxy.faulted if mode == "reset" else proxy.dropped) == 1
+    proxy.set_mode("pass")
+    client = FunctionsClient(name, token)
+    assert (await client.get("/Users", params={"filter": 'userName eq "x"'})).status == 200
+    with pytest.raises(TenantExists):
+        await runtime.tenants.create(name)
 
 
 async def test_entra_recovers_from_a_post_whose_storage_answers_are_all_lost(proxied, azurite, table_prefix):

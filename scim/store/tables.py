@@ -1205,10 +1205,23 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
         entity = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token), created=utc_now())
 
         async def insert() -> None:
-            try:
-                await self._table.create_entity(entity, **_TIMEOUT)
-            except ResourceExistsError:
-                raise TenantExists(name) from None
+            # A POST whose request or answer was lost is not retried by azure-core: send it
+            # again (a pooled connection the server closed, then a reset: 3 attempts), and
+            # recognise our own earlier insert by its token hash.
+            for attempt in range(1, 4):
+                try:
+                    await self._table.create_entity(entity, **_TIMEOUT)
+                    return
+                except ResourceExistsError:
+                    if attempt > 1:
+                        stored = await self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"], **_TIMEOUT)
+                        if stored.get("tokenHash") == entity["tokenHash"]:
+                            return
+                    raise TenantExists(name) from None
+                except (ServiceRequestError, ServiceResponseError):
+                    if attempt == 3:
+                        raise
+                    await asyncio.sleep(0.2)
 
         await _io(insert)
         return token
