@@ -124,12 +124,10 @@ class ProvisioningLog:
     async def _ensure_table(self) -> None:
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
-            from azure.core.exceptions import ResourceExistsError
+            from .store.tables import create_table
 
             try:
-                await self._service.create_table(self._table.table_name)
-            except ResourceExistsError:
-                pass
+                await create_table(self._service, self._table.table_name)
             except BaseException as exc:
                 self._ready.set_exception(exc)
                 fut, self._ready = self._ready, None

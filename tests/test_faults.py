@@ -391,6 +391,26 @@ async def test_a_tenant_create_whose_request_or_answer_is_lost_succeeds_once(pro
         await runtime.tenants.create(name)
 
 
+async def test_creating_the_tables_survives_a_reset_connection(azurite, table_prefix):
+    """A fresh process creates its tables with POSTs, which azure-core does not resend: the
+    first one meets a reset connection and is sent again."""
+    port = int(azurite.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
+    with TcpProxy(port) as proxy:
+        proxy.set_mode("reset", count=1)
+        runtime = build_runtime(azurite_settings(azurite_connection_string("127.0.0.1", proxy.port), table_prefix + "fresh"))
+        try:
+            name = "t" + uuid.uuid4().hex[:12]
+            client = FunctionsClient(name, await runtime.tenants.create(name))  # creates {prefix}tenants first
+            assert proxy.faulted == 1
+            use_runtime(runtime)
+            assert (await client.post("/Users", user_body())).status == 201  # and {prefix}directory
+            await runtime.log_writer.drain()  # and {prefix}log
+            assert len((await runtime.log.page(name, limit=5)).entries) == 1
+        finally:
+            use_runtime(None)
+            await runtime.close()
+
+
 async def test_entra_recovers_from_a_post_whose_storage_answers_are_all_lost(proxied, azurite, table_prefix):
     """Every answer of the directory's transactions is lost while Entra POSTs: 503. Entra's
     retry gets 409, its filter finds the user, and its PATCH succeeds (ENTRA.md: lost POST)."""

@@ -101,6 +101,7 @@ __all__ = [
     "STORAGE_BUDGET",
     "TableStore",
     "TableTenantRegistry",
+    "create_table",
     "service_client",
     "store_error",
 ]
@@ -301,11 +302,24 @@ async def _ensure_table(service: TableServiceClient, name: str) -> None:
     _READY_TABLES.add(key)
 
 
+async def create_table(service: TableServiceClient, name: str, **options: Any) -> None:
+    """Create the table unless it exists. The POST is sent again (3 attempts) if its connection
+    was reset or its answer lost, which azure-core does not do for a POST; a table that exists
+    by then, ours or not, is what was wanted."""
+    for attempt in range(1, 4):
+        try:
+            await service.create_table(name, **options)
+            return
+        except ResourceExistsError:
+            return
+        except (ServiceRequestError, ServiceResponseError):
+            if attempt == 3:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def _create_table(service: TableServiceClient, name: str) -> None:
-    try:
-        await service.create_table(name, **_TIMEOUT)
-    except ResourceExistsError:
-        pass
+    await create_table(service, name, **_TIMEOUT)
 
 
 def service_client(
