@@ -37,8 +37,6 @@ _PAGE = 1000
 _MAX_ROWS = 100  # an entity-group transaction's limit
 FLUSH_WINDOW = 0.25
 """Seconds a tenant's entries wait to share one transaction (:class:`LogWriter`)."""
-WRITE_ATTEMPTS = 3
-"""A log transaction is sent at most this often when its request or answer is lost."""
 
 
 def format_time(moment: datetime) -> str:
@@ -145,7 +143,7 @@ class ProvisioningLog:
 
         A failure is two rows (``a`` and ``f``), always in the same transaction. Upserts are
         idempotent, so a lost request or answer (connection reset, which azure-core does not
-        retry for a POST) is sent again, up to :data:`WRITE_ATTEMPTS` times.
+        retry for a POST) is sent again (:func:`scim.store.tables.resend_if_lost`).
         """
         await self._ensure_table()
         batch: dict[str, dict[str, Any]] = {}
@@ -160,21 +158,13 @@ class ProvisioningLog:
             await self._write(list(batch.values()))
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
-        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-
+        from .store.tables import resend_if_lost
         from .store.transactions import submit_transaction
 
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                if len(rows) == 1:
-                    await self._table.upsert_entity(rows[0])
-                else:
-                    await submit_transaction(self._table, [("upsert", row, {}) for row in rows])
-                return
-            except (ServiceRequestError, ServiceResponseError):
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-                await asyncio.sleep(0.2 * attempt)
+        if len(rows) == 1:
+            await resend_if_lost(lambda: self._table.upsert_entity(rows[0]))
+        else:
+            await resend_if_lost(lambda: submit_transaction(self._table, [("upsert", row, {}) for row in rows]))
 
     def _bounds(self, kind: str, since: datetime | None, until: datetime | None, cursor: str | None) -> tuple[str, str]:
         # Newest first: an entry at time t has RowKey kind|inv(t); later times sort first.

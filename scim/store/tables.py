@@ -102,6 +102,7 @@ __all__ = [
     "TableStore",
     "TableTenantRegistry",
     "create_table",
+    "resend_if_lost",
     "service_client",
     "store_error",
 ]
@@ -302,20 +303,32 @@ async def _ensure_table(service: TableServiceClient, name: str) -> None:
     _READY_TABLES.add(key)
 
 
-async def create_table(service: TableServiceClient, name: str, **options: Any) -> None:
-    """Create the table unless it exists. The POST is sent again (3 attempts) if its connection
-    was reset or its answer lost, which azure-core does not do for a POST; a table that exists
-    by then, ours or not, is what was wanted."""
-    for attempt in range(1, 4):
+LOST_REQUEST_ATTEMPTS = 3
+"""How often :func:`resend_if_lost` sends a call (a pooled connection the server had closed,
+then a reset: the third attempt is on a fresh connection)."""
+
+
+async def resend_if_lost(call: Callable[[], Awaitable[T]]) -> T:
+    """Run ``call``, sending it again when its request or answer was lost (connection reset or
+    closed: ``ServiceRequestError``/``ServiceResponseError``), which azure-core does not do for
+    a POST; at most :data:`LOST_REQUEST_ATTEMPTS` times, 0.2 s then 0.4 s apart. Only for calls
+    that are safe to repeat (upserts, table creation) or whose caller recognises its own earlier
+    success (an insert's 409)."""
+    for attempt in range(1, LOST_REQUEST_ATTEMPTS + 1):
         try:
-            await service.create_table(name, **options)
-            return
-        except ResourceExistsError:
-            return
+            return await call()
         except (ServiceRequestError, ServiceResponseError):
-            if attempt == 3:
+            if attempt == LOST_REQUEST_ATTEMPTS:
                 raise
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+async def create_table(service: TableServiceClient, name: str, **options: Any) -> None:
+    """Create the table unless it exists, resending a lost POST (:func:`resend_if_lost`); a
+    table that exists by then, ours or not, is what was wanted."""
+    with contextlib.suppress(ResourceExistsError):
+        await resend_if_lost(lambda: service.create_table(name, **options))
 
 
 async def _create_table(service: TableServiceClient, name: str) -> None:
@@ -1218,26 +1231,22 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
         token = token or new_token()
         entity = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token), created=utc_now())
 
-        async def insert() -> None:
-            # A POST whose request or answer was lost is not retried by azure-core: send it
-            # again (a pooled connection the server closed, then a reset: 3 attempts), and
-            # recognise our own earlier insert by its token hash.
-            for attempt in range(1, 4):
-                try:
-                    await self._table.create_entity(entity, **_TIMEOUT)
-                    return
-                except ResourceExistsError:
-                    if attempt > 1:
-                        stored = await self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"], **_TIMEOUT)
-                        if stored.get("tokenHash") == entity["tokenHash"]:
-                            return
-                    raise TenantExists(name) from None
-                except (ServiceRequestError, ServiceResponseError):
-                    if attempt == 3:
-                        raise
-                    await asyncio.sleep(0.2)
+        sent = 0
 
-        await _io(insert)
+        async def insert() -> None:
+            nonlocal sent
+            sent += 1
+            try:
+                await self._table.create_entity(entity, **_TIMEOUT)
+            except ResourceExistsError:
+                # After a resend, the row may be our own earlier insert: its token hash says so.
+                if sent > 1:
+                    stored = await self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"], **_TIMEOUT)
+                    if stored.get("tokenHash") == entity["tokenHash"]:
+                        return
+                raise TenantExists(name) from None
+
+        await _io(lambda: resend_if_lost(insert))
         return token
 
     async def set_token(self, name: str, token: str | None = None) -> str:
