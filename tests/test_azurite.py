@@ -5,12 +5,22 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 from azure.data.tables import TableServiceClient
 
-from scim.azurite import PROJECT_ROOT, AzuriteError, AzuriteProcess, is_running, port_in_use
+from scim.azurite import (
+    MIN_NODE_MAJOR,
+    PROJECT_ROOT,
+    AzuriteError,
+    AzuriteProcess,
+    server_header,
+    is_running,
+    node_executable,
+    port_in_use,
+)
 
 
 def _gone(pid: int) -> bool:
@@ -114,3 +124,56 @@ def test_session_fixtures(azurite: str, table_prefix: str):
     assert name in [t.name for t in service.list_tables()]
     service.delete_table(name)
     service.close()
+
+
+def test_azurite_is_a_release_whose_point_lookups_do_not_scan_the_partition():
+    """3.36+ finds an entity by RowKey first; 3.35 scanned the tenant's partition (docs/performance.md)."""
+    node = node_executable()
+    version = subprocess.run([str(node), "--version"], capture_output=True, text=True, check=True).stdout
+    assert int(version.strip().lstrip("v").split(".")[0]) >= MIN_NODE_MAJOR
+    with AzuriteProcess(0) as az:
+        server = server_header(az.host, az.table_port)
+    assert server is not None
+    match = re.fullmatch(r"Azurite-Table/(\d+)\.(\d+)\.(\d+)", server)
+    assert match, server
+    assert tuple(int(n) for n in match.groups()[:2]) >= (3, 36), server
+
+
+def _fake_project(tmp_path: Path, node_version: str | None) -> Path:
+    """A project folder whose node_modules has an Azurite launcher and, if given, a ``node`` of that version."""
+    bin_dir = tmp_path / "project" / "node_modules" / ".bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "azurite-table").write_text("// never run\n")
+    if node_version is not None:
+        node = bin_dir / "node"
+        node.write_text(f"#!/bin/sh\necho {node_version}\n")
+        node.chmod(0o755)
+    return tmp_path / "project"
+
+
+def test_an_old_node_is_refused_with_a_clear_error_before_anything_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    root = _fake_project(tmp_path, "v20.20.2")
+    with pytest.raises(AzuriteError, match=rf"Node.js v20.20.2; Azurite needs Node.js {MIN_NODE_MAJOR} or newer"):
+        AzuriteProcess(0, root=root).start()
+    assert list((tmp_path / "tmp").iterdir()) == []  # no data folder was left behind
+
+
+def test_the_projects_own_node_is_preferred_to_the_one_on_path(tmp_path: Path):
+    root = _fake_project(tmp_path, f"v{MIN_NODE_MAJOR}.1.0")
+    assert node_executable(root) == root / "node_modules" / ".bin" / "node"
+    az = AzuriteProcess(0, root=root, node_options=("--cpu-prof",))
+    az.ports = {"table": 10002}
+    assert az._command()[:3] == [
+        str(root / "node_modules" / ".bin" / "node"),
+        "--cpu-prof",
+        str(root / "node_modules" / ".bin" / "azurite-table"),
+    ]
+
+
+def test_no_node_at_all_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = _fake_project(tmp_path, None)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(AzuriteError, match="no Node.js"):
+        node_executable(root)
