@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--incremental-base", type=int, default=10000,
                    help="the incremental cycle's shares (10 %% changes, 3 %% disables, ...) are of min(users, this)")
     p.add_argument("--profile", action="store_true", help="py-spy the service during the replay")
+    p.add_argument("--profile-azurite", action="store_true",
+                   help="run Azurite under node --cpu-prof (its whole run: seeding, replay, probe) and summarise where its time goes")
     p.add_argument("--peer", help="side-by-side: 'scim2-server' (started here, in memory) or a SCIM base URL")
     p.add_argument("--peer-token", default="", help="bearer token of a --peer URL")
     p.add_argument("--rounds", type=int, default=2, help="side-by-side rounds per server (alternating order)")
@@ -144,6 +146,14 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": model, "free_h": mem, "python": sys.version.split()[0]}
 
 
+def azurite_versions(azurite: Any) -> dict[str, str]:
+    """The emulator the figures were taken on: its ``Server`` header and the Node.js it runs on."""
+    from scim.azurite import node_executable, node_version, server_header
+
+    return {"server": server_header(azurite.host, azurite.table_port) or "?",
+            "node": node_version(str(node_executable(azurite.root))) or "?"}
+
+
 async def main_async(args: argparse.Namespace) -> int:
     from scim.azurite import AzuriteProcess
 
@@ -159,12 +169,16 @@ async def main_async(args: argparse.Namespace) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
     started_all = time.perf_counter()
-    azurite = AzuriteProcess(0, in_memory=True)
+    azurite_profiles = out_path.with_name(out_path.stem + "-azurite-cpuprofile")
+    azurite = AzuriteProcess(0, in_memory=True, node_options=(
+        ("--cpu-prof", f"--cpu-prof-dir={azurite_profiles}") if args.profile_azurite else ()))
     service: ServiceProcess | None = None
     peer: PeerProcess | None = None
     profiler: Profiler | None = None
     try:
         azurite.start()
+        results["azurite"] = emulator = azurite_versions(azurite)
+        print(f"storage: {emulator['server']} on Node.js {emulator['node']}", flush=True)
         prefix = "bench" + secrets.token_hex(3)
         service = ServiceProcess(azurite.connection_string, prefix, workdir).start()
         results["service"] = {"pid": service.pid, "start_status_kb": service.status()}
@@ -305,12 +319,21 @@ async def main_async(args: argparse.Namespace) -> int:
             results.setdefault("service", {})["final_status_kb"] = service.status() or results.get("service", {}).get("final_status_kb") or {}
             service.stop()
         azurite.stop()
+    if args.profile_azurite:
+        written = sorted(azurite_profiles.glob("*.cpuprofile"))
+        if written:
+            from .node_profile import analyze as analyze_node, format_profile as format_node
+
+            results["azurite_profile"] = analyze_node(written[-1])
+            print("\n" + format_node(results["azurite_profile"]))
+        else:
+            print(f"\nno Azurite CPU profile was written in {azurite_profiles}")
 
     targets = evaluate(results, args)
     results["targets"] = targets
     if args.compare:
         results["compare"] = compare(results, Path(args.compare))
-    print(f"\nservice peak RSS (VmHWM): {results['service']['final_status_kb'].get('VmHWM', 0) / 1024:.1f} MiB")
+    print(f"\nservice peak RSS (VmHWM): {results.get('service', {}).get('final_status_kb', {}).get('VmHWM', 0) / 1024:.1f} MiB")
     print(format_targets(targets))
     out_path.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(f"\nresults: {out_path} (total {results.get('wall_seconds')} s)")
