@@ -64,7 +64,7 @@ DEFAULT_TABLE_PORT = 10002
 MIN_NODE_MAJOR = 22
 """Oldest Node.js major version the Azurite of package.json runs on (its ``engines``)."""
 
-# The ``Server`` header each Azurite service answers with, e.g. ``Azurite-Table/3.35.0``.
+# The ``Server`` header each Azurite service answers with, e.g. ``Azurite-Table/3.37.0``.
 _SERVER_PREFIX = {"table": "Azurite-Table", "blob": "Azurite-Blob", "queue": "Azurite-Queue"}
 
 
