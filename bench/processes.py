@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scim.azurite import free_port
+from scim.children import app_env, stop_child
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -61,16 +62,7 @@ def loadavg() -> str:
 
 
 def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(5)
+    stop_child(proc, sig, timeout)
 
 
 class ServiceProcess:
@@ -86,17 +78,7 @@ class ServiceProcess:
         self.log_path = workdir / "service.log"
 
     def env(self, port: int) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            SCIM_TABLE_CONNECTION_STRING=self.connection_string,
-            SCIM_TABLE_PREFIX=self.prefix,
-            SCIM_PUBLIC_BASE_URL=f"http://{HOST}:{port}",
-            PORT=str(port),
-            SCIM_TABLE_ENDPOINT="",
-            ACS_EMAIL_ENDPOINT="",
-            PYTHONUNBUFFERED="1",
-        )
-        return env
+        return app_env(self.connection_string, self.prefix, HOST, port)
 
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         port = free_port(HOST)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import http.client
-import os
 import secrets
 import subprocess
 import sys
@@ -33,6 +31,7 @@ import pytest
 
 from scim.admin.core import Credentials, create_tenant
 from scim.azurite import PROJECT_ROOT, free_port
+from scim.children import app_env, stop_child
 from scim.settings import Settings
 
 __all__ = ["LocalServer", "create_fresh_tenant", "record_summary"]
@@ -106,41 +105,14 @@ def _answers(port: int, timeout: float = 1.0) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop our own child by its PID: terminate, wait, then kill."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(5)
-
-
-def _server_env(connection_string: str, prefix: str, port: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "SCIM_TABLE_CONNECTION_STRING": connection_string,
-            "SCIM_TABLE_PREFIX": prefix,
-            "SCIM_PUBLIC_BASE_URL": f"http://{HOST}:{port}",
-            "PORT": str(port),
-            # Set (empty) so that a developer's local.settings.json can't point the app at a real
-            # Table endpoint: scim.localhost never overrides what the environment already holds.
-            "SCIM_TABLE_ENDPOINT": "",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
+    stop_child(proc, timeout=STOP_TIMEOUT)
 
 
 def _start(connection_string: str, prefix: str, workdir: Path) -> tuple[subprocess.Popen[bytes], LocalServer]:
     last_error = ""
     for attempt in range(3):  # a free port can be taken between our pick and the child's bind
         port = free_port(HOST)
-        env = _server_env(connection_string, prefix, port)
+        env = app_env(connection_string, prefix, HOST, port)
         log_path = workdir / f"localhost-{attempt}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
