@@ -318,7 +318,7 @@ async def main_async(args: argparse.Namespace) -> int:
         if service is not None:
             results.setdefault("service", {})["final_status_kb"] = service.status() or results.get("service", {}).get("final_status_kb") or {}
             service.stop()
-        azurite.stop()
+        azurite.stop(timeout=300.0 if args.profile_azurite else 10.0)  # node writes its profile on the way out
     if args.profile_azurite:
         written = sorted(azurite_profiles.glob("*.cpuprofile"))
         if written:

@@ -76,8 +76,13 @@ async def seed_direct(settings: Any, tenant: str, ds: D.Dataset, concurrency: in
                 failed.extend((gi, m) for m in members)
 
         jobs = [(g.index, g.members[i : i + 100]) for g in ds.groups for i in range(0, len(g.members), 100)]
+        done = 0
         for start in range(0, len(jobs), 200):
-            await asyncio.gather(*(add(gi, ms) for gi, ms in jobs[start : start + 200]))
+            chunk = jobs[start : start + 200]
+            await asyncio.gather(*(add(gi, ms) for gi, ms in chunk))
+            done += sum(len(ms) for _, ms in chunk)
+            if progress:
+                print(f"  seeded {done} of {ds.memberships} memberships ({time.perf_counter() - started:.0f} s)", flush=True)
         timings["failed_member_adds"] = len(failed)
         timings["failed"] = failed  # type: ignore[assignment]
         timings["memberships_seconds"] = round(time.perf_counter() - started, 1)
