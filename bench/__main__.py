@@ -169,7 +169,8 @@ async def main_async(args: argparse.Namespace) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
     started_all = time.perf_counter()
-    azurite_profiles = out_path.with_name(out_path.stem + "-azurite-cpuprofile")
+    # absolute: node resolves --cpu-prof-dir against its own cwd, a temporary folder scim.azurite removes
+    azurite_profiles = out_path.resolve().with_name(out_path.stem + "-azurite-cpuprofile")
     azurite = AzuriteProcess(0, in_memory=True, node_options=(
         ("--cpu-prof", f"--cpu-prof-dir={azurite_profiles}") if args.profile_azurite else ()))
     service: ServiceProcess | None = None
