@@ -61,10 +61,6 @@ def loadavg() -> str:
         return ""
 
 
-def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-    stop_child(proc, sig, timeout)
-
-
 class ServiceProcess:
     """``python -m bench.server``: the app on ``scim.localhost``'s host, with round-trip counting."""
 
@@ -92,7 +88,7 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                stop(self.proc)
+                stop_child(self.proc)
                 raise RuntimeError(f"the service did not start:\n{self.log_tail()}")
             time.sleep(0.05)
         info = json.loads(ready.read_text())
@@ -117,7 +113,7 @@ class ServiceProcess:
             return ""
 
     def stop(self) -> None:
-        stop(self.proc)
+        stop_child(self.proc)
 
 
 class PeerProcess:
@@ -153,7 +149,7 @@ class PeerProcess:
             with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=0.5):
                 return self
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                stop(self.proc)
+                stop_child(self.proc)
                 raise RuntimeError(f"scim2-server did not start:\n{self.log_path.read_text(errors='replace')[-2000:]}")
             time.sleep(0.1)
 
@@ -165,7 +161,7 @@ class PeerProcess:
         return self.proc.pid if self.proc else 0
 
     def stop(self) -> None:
-        stop(self.proc, signal.SIGINT)
+        stop_child(self.proc, signal.SIGINT)
 
 
 class Profiler:
@@ -200,4 +196,4 @@ class Profiler:
         return self
 
     def stop(self) -> None:
-        stop(self.proc, signal.SIGINT, timeout=60)
+        stop_child(self.proc, signal.SIGINT, timeout=60)

@@ -63,6 +63,10 @@ DEFAULT_TABLE_PORT = 10002
 
 MIN_NODE_MAJOR = 22
 """Oldest Node.js major version the Azurite of package.json runs on (its ``engines``)."""
+_NODE_HINT = (
+    f"`npm ci` installs Node.js {MIN_NODE_MAJOR} into node_modules on Linux (x64, arm64) and Intel "
+    f"macOS; elsewhere install Node.js {MIN_NODE_MAJOR} or newer"
+)
 
 # The ``Server`` header each Azurite service answers with, e.g. ``Azurite-Table/3.37.0``.
 _SERVER_PREFIX = {"table": "Azurite-Table", "blob": "Azurite-Blob", "queue": "Azurite-Queue"}
@@ -142,17 +146,12 @@ def node_executable(root: Path = PROJECT_ROOT) -> Path:
     local = root / "node_modules" / ".bin" / "node"
     found = str(local) if local.exists() else shutil.which("node")
     if found is None:
-        raise AzuriteError(
-            f"no Node.js: `npm ci` installs Node.js {MIN_NODE_MAJOR} into node_modules on Linux "
-            f"(x64, arm64) and Intel macOS; elsewhere install Node.js {MIN_NODE_MAJOR} or newer"
-        )
+        raise AzuriteError(f"no Node.js. {_NODE_HINT}")
     version = node_version(found)
     major = re.match(r"v(\d+)\.", version)
     if major is None or int(major.group(1)) < MIN_NODE_MAJOR:
         raise AzuriteError(
-            f"{found} is Node.js {version or '(unknown version)'}; Azurite needs Node.js "
-            f"{MIN_NODE_MAJOR} or newer. `npm ci` installs one into node_modules on Linux (x64, arm64) "
-            f"and Intel macOS; elsewhere install Node.js {MIN_NODE_MAJOR} or newer"
+            f"{found} is Node.js {version or '(unknown version)'}; Azurite needs Node.js {MIN_NODE_MAJOR} or newer. {_NODE_HINT}"
         )
     return Path(found)
 

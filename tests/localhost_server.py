@@ -104,10 +104,6 @@ def _answers(port: int, timeout: float = 1.0) -> bool:
         conn.close()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    stop_child(proc, timeout=STOP_TIMEOUT)
-
-
 def _start(connection_string: str, prefix: str, workdir: Path) -> tuple[subprocess.Popen[bytes], LocalServer]:
     last_error = ""
     for attempt in range(3):  # a free port can be taken between our pick and the child's bind
@@ -139,7 +135,7 @@ def _start(connection_string: str, prefix: str, workdir: Path) -> tuple[subproce
             if _answers(port):
                 return proc, server
             if time.monotonic() > deadline:
-                _stop(proc)
+                stop_child(proc, timeout=STOP_TIMEOUT)
                 raise RuntimeError(
                     f"scim.localhost did not answer on {server.base_url} within {STARTUP_TIMEOUT:.0f}s:\n"
                     f"{server.log_tail()}"
@@ -157,4 +153,4 @@ def local_server(azurite: str, table_prefix: str) -> Iterator[LocalServer]:
         try:
             yield server
         finally:
-            _stop(proc)
+            stop_child(proc, timeout=STOP_TIMEOUT)
