@@ -51,6 +51,42 @@ param instanceMemoryMB int
 param httpPerInstanceConcurrency int
 param alwaysReady bool
 
+@description('Accept HTTP requests only from Microsoft Entra ID (the AzureActiveDirectory service tag) and allowedIpRanges; everything else gets 403 from the platform.')
+param restrictToEntra bool
+
+@description('Extra CIDR ranges (e.g. an operator network) allowed in when restrictToEntra is on.')
+param allowedIpRanges array
+
+// The Functions host's own cap on request bodies (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, in bytes;
+// default 104857600, see "App settings reference for Azure Functions"), derived from
+// SCIM_MAX_BODY_BYTES so the two cannot drift. A few times larger than the app's limit: a body
+// between the two still reaches the app, which answers with a SCIM 413; anything larger is
+// refused by the host before it is buffered.
+var hostRequestBodyLimitBytes = maxBodyBytes * 4
+
+// Inbound access restrictions ("Azure App Service access restrictions"; Flex Consumption supports
+// inbound IP restrictions): Entra's provisioning service calls from the IP ranges of the
+// AzureActiveDirectory service tag ("Develop and plan provisioning for a SCIM endpoint", IP
+// ranges), so Test connection and every provisioning cycle come in through the first rule.
+var operatorRules = [for (range, i) in allowedIpRanges: {
+  name: 'operator-${i}'
+  description: 'Operator range from the allowedIpRanges parameter'
+  action: 'Allow'
+  tag: 'Default'
+  ipAddress: range
+  priority: 200 + i
+}]
+var accessRules = restrictToEntra ? concat([
+  {
+    name: 'entra-provisioning'
+    description: 'Microsoft Entra ID provisioning service'
+    action: 'Allow'
+    tag: 'ServiceTag'
+    ipAddress: 'AzureActiveDirectory'
+    priority: 100
+  }
+], operatorRules) : []
+
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: identityName
   location: location
@@ -77,7 +113,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 }
 
 resource site 'Microsoft.Web/sites@2025-03-01' = {
-  // checkov:skip=CKV_AZURE_222: Entra's provisioning service calls the SCIM endpoint from the internet; each tenant authenticates with its bearer Secret Token, checked by the app.
+  // checkov:skip=CKV_AZURE_222: Entra's provisioning service calls the SCIM endpoint over the public internet (restrictToEntra limits callers to the AzureActiveDirectory service tag); each tenant authenticates with its bearer Secret Token, checked by the app.
   // checkov:skip=CKV_AZURE_17: Entra provisioning sends no client certificate; callers authenticate with a bearer token.
   // checkov:skip=CKV_AZURE_212: the worker count (numberOfWorkers) belongs to fixed-size plans; Flex Consumption adds instances on demand (up to maximumInstanceCount).
   // checkov:skip=CKV_AZURE_213: App Service health check evicts instances of fixed-size plans; Flex Consumption manages its instances itself and the app exposes no health endpoint.
@@ -101,6 +137,12 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      ipSecurityRestrictions: accessRules
+      ipSecurityRestrictionsDefaultAction: restrictToEntra ? 'Deny' : 'Allow'
+      // The SCM site is the deployment endpoint (azd deploy, func publish) and keeps its own
+      // rules: it accepts Entra-authenticated deployments only, as basic publishing is off below.
+      scmIpSecurityRestrictionsUseMain: false
+      scmIpSecurityRestrictionsDefaultAction: 'Allow'
     }
     functionAppConfig: {
       deployment: {
@@ -179,6 +221,7 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
     SCIM_TABLE_PREFIX: tablePrefix
     SCIM_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}'
     SCIM_MAX_BODY_BYTES: string(maxBodyBytes)
+    FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(hostRequestBodyLimitBytes)
     NOTIFY_SCHEDULE: notifySchedule
     NOTIFY_FROM: emailSender
     ACS_EMAIL_ENDPOINT: emailEndpoint

@@ -58,15 +58,22 @@ param alwaysReady bool = false
 param tablePrefix string = 'scim'
 
 @minValue(1024)
-@description('SCIM_MAX_BODY_BYTES: largest request body; larger gets 413.')
+@maxValue(26214400)
+@description('SCIM_MAX_BODY_BYTES: largest request body; larger gets 413. The Functions host refuses bodies above 4 times this (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT), at most its own 100 MB default.')
 param maxBodyBytes int = 1048576
 
 @description('NOTIFY_SCHEDULE: NCRONTAB schedule (with seconds) of the failure-digest timer.')
 param notifySchedule string = '0 */10 * * * *'
 
 @minValue(1)
-@description('LOG_RETENTION_DAYS: days the provisioning log keeps entries.')
+@description('LOG_RETENTION_DAYS: days the provisioning log keeps entries. Log Analytics keeps its logs as long (at least 30 and at most 730 days, the workspace\'s limits).')
 param logRetentionDays int = 30
+
+@description('Accept SCIM requests only from Microsoft Entra ID (the AzureActiveDirectory service tag) and allowedIpRanges; any other caller gets 403 from the platform. Recommended; azd turns it on (main.parameters.json).')
+param restrictToEntra bool = false
+
+@description('CIDR ranges also allowed in when restrictToEntra is on, e.g. [\'203.0.113.0/24\'] for an operator network or a portal that calls the app.')
+param allowedIpRanges array = []
 
 @allowed([
   'Standard_GRS'
@@ -85,11 +92,17 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
+// Every table the app opens (scim/store/tables.py, scim/provisioning_log.py; the digest state
+// in scim/notify/state.py lives in the tenants table). storage.bicep creates them and
+// rbac.bicep grants table data access on each of them, nothing wider.
 var tableNames = [
   '${tablePrefix}directory'
   '${tablePrefix}tenants'
   '${tablePrefix}log'
 ]
+// Log Analytics keeps logs as long as the provisioning log keeps entries, within the
+// workspace's 30 to 730 days ("Manage data retention in a Log Analytics workspace").
+var logAnalyticsRetentionDays = min(max(logRetentionDays, 30), 730)
 
 resource rg 'Microsoft.Resources/resourceGroups@2025-04-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -105,6 +118,7 @@ module monitoring 'monitoring.bicep' = {
     tags: tags
     logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
     applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    retentionInDays: logAnalyticsRetentionDays
   }
 }
 
@@ -158,6 +172,8 @@ module app 'app.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
     alwaysReady: alwaysReady
+    restrictToEntra: restrictToEntra
+    allowedIpRanges: allowedIpRanges
   }
 }
 
@@ -169,6 +185,7 @@ module rbac 'rbac.bicep' = {
     developerPrincipalId: principalId
     developerPrincipalType: principalType
     storageAccountName: storage.outputs.name
+    tableNames: tableNames
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     communicationServiceName: email.outputs.communicationServiceName
   }

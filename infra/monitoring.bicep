@@ -16,8 +16,24 @@ param applicationInsightsName string
 
 @minValue(30)
 @maxValue(730)
-@description('Days the workspace keeps logs (30 is included in the ingestion price).')
+@description('Days the workspace keeps logs, the Application Insights tables included (main.bicep passes LOG_RETENTION_DAYS, within 30 to 730).')
 param retentionInDays int = 30
+
+// "Manage data retention in a Log Analytics workspace": tables keep the workspace's retention,
+// except these Application Insights tables, which keep 90 days unless set per table.
+var applicationInsightsTables = [
+  'AppAvailabilityResults'
+  'AppBrowserTimings'
+  'AppDependencies'
+  'AppExceptions'
+  'AppEvents'
+  'AppMetrics'
+  'AppPageViews'
+  'AppPerformanceCounters'
+  'AppRequests'
+  'AppSystemEvents'
+  'AppTraces'
+]
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2026-03-01' = {
   name: logAnalyticsName
@@ -31,6 +47,8 @@ resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2026-03-01' = {
     features: {
       disableLocalAuth: true
       enableLogAccessUsingOnlyResourcePermissions: true
+      // A 30-day workspace may otherwise keep data a 31st day (same article).
+      immediatePurgeDataOn30Days: retentionInDays == 30
     }
   }
 }
@@ -46,6 +64,19 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
     DisableLocalAuth: true
   }
 }
+
+// The same retention for the Application Insights tables, and no long-term retention.
+resource applicationInsightsTableRetention 'Microsoft.OperationalInsights/workspaces/tables@2026-03-01' = [for table in applicationInsightsTables: {
+  parent: logAnalytics
+  name: table
+  properties: {
+    retentionInDays: retentionInDays
+    totalRetentionInDays: retentionInDays
+  }
+  dependsOn: [
+    applicationInsights
+  ]
+}]
 
 output logAnalyticsId string = logAnalytics.id
 output applicationInsightsName string = applicationInsights.name

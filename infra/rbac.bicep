@@ -10,7 +10,7 @@ var roles = {
   // creates its containers; Flex Consumption reads the app package from the deployment
   // container. The Functions docs require Data Owner for identity-based AzureWebJobsStorage.
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  // Table entities (SCIM_TABLE_ENDPOINT): the directory, tenants and provisioning-log tables.
+  // Table entities (SCIM_TABLE_ENDPOINT): granted on each of the app's tables, not the account.
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   // Telemetry to an Application Insights component whose local auth is disabled.
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -38,6 +38,9 @@ param developerPrincipalType string = 'User'
 @description('Storage account holding host storage and the SCIM tables.')
 param storageAccountName string
 
+@description('The tables the app uses (storage.bicep creates them); the table data roles are scoped to each.')
+param tableNames array
+
 @description('Application Insights component receiving the app telemetry.')
 param applicationInsightsName string
 
@@ -48,6 +51,16 @@ resource storage 'Microsoft.Storage/storageAccounts@2026-09-01' existing = {
   name: storageAccountName
 }
 
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2026-09-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2026-09-01' existing = [for tableName in tableNames: {
+  parent: tableService
+  name: tableName
+}]
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -56,17 +69,19 @@ resource communicationService 'Microsoft.Communication/communicationServices@202
   name: communicationServiceName
 }
 
-// Account scope, not per table: the app calls create_table on first use (tolerating "exists"),
-// and Create Table is an account-level operation; see docs/deployment.md.
-resource appTableData 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.storageTableDataContributor)
-  scope: storage
+// One assignment per table ("Assign an Azure role for access to table data": a role can be
+// scoped to an individual table), so the identity reaches the SCIM tables and no other table
+// of the account. The tables exist before these assignments: storage.bicep creates them, and
+// main.bicep passes storage.outputs.name here.
+resource appTableData 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (tableName, i) in tableNames: {
+  name: guid(tables[i].id, appPrincipalId, roles.storageTableDataContributor)
+  scope: tables[i]
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
-}
+}]
 
 resource appHostBlobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, roles.storageBlobDataOwner)
@@ -99,12 +114,13 @@ resource appEmail 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // The admin CLI (python -m scim.admin) uses DefaultAzureCredential: `az login` is enough.
-resource developerTableData 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(developerPrincipalId)) {
-  name: guid(storage.id, developerPrincipalId, roles.storageTableDataContributor)
-  scope: storage
+// The same tables as the app, nothing wider.
+resource developerTableData 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (tableName, i) in tableNames: if (!empty(developerPrincipalId)) {
+  name: guid(tables[i].id, developerPrincipalId, roles.storageTableDataContributor)
+  scope: tables[i]
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
     principalId: developerPrincipalId
     principalType: developerPrincipalType
   }
-}
+}]

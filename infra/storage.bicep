@@ -1,7 +1,10 @@
 // One StorageV2 account, reached with Entra tokens only (shared keys disabled):
 // - blob: the Functions host's own storage and the Flex Consumption deployment container;
 // - table: the SCIM directory (SCIM_TABLE_ENDPOINT), its tables created here up front.
-// Blob and table service logs go to Log Analytics.
+// Log Analytics receives the blob service's request logs and both services' metrics, but no
+// table request logs: StorageTableLogs record each request's URI, and the URIs hold the
+// PartitionKeys and RowKeys, which carry userNames, emails, externalIds and display names
+// (docs/table-layout.md). See docs/deployment.md, "Logs and personal data".
 
 @description('Region of the account.')
 param location string
@@ -90,6 +93,8 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2026-09-
   name: tableName
 }]
 
+// Blob request logs name the Functions host's own blobs (leases, keys, timer state, the app
+// package) and the caller, the app's identity: no directory data.
 resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
   name: 'to-log-analytics'
   scope: blobService
@@ -118,25 +123,14 @@ resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
   }
 }
 
+// Metrics only (transactions, latency, availability by API and response type carry no keys).
+// No StorageRead/StorageWrite/StorageDelete: their URIs would put directory keys in Log Analytics.
 resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
   name: 'to-log-analytics'
   scope: tableService
   properties: {
     workspaceId: logAnalyticsId
-    logs: [
-      {
-        category: 'StorageRead'
-        enabled: true
-      }
-      {
-        category: 'StorageWrite'
-        enabled: true
-      }
-      {
-        category: 'StorageDelete'
-        enabled: true
-      }
-    ]
+    logs: []
     metrics: [
       {
         category: 'Transaction'

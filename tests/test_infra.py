@@ -8,7 +8,11 @@
   ``local.settings.sample.json`` lists what the code reads;
 - the app's identity holds a role for every data plane it touches, at the resource's scope;
 - every API version is one verified as current GA (table below);
-- the security, scale, tagging and output requirements of the issue; the azd files.
+- the security, scale, tagging and output requirements of the issue; the azd files;
+- the security hardening: the host's own body limit follows SCIM_MAX_BODY_BYTES, no table
+  request logs (whose URIs carry userNames and emails) reach Log Analytics and the workspace
+  keeps logs as long as the provisioning log, the endpoint can be restricted to Entra's
+  service tag, and the table roles are scoped to the app's tables.
 
 pycep-parser and checkov pin packages that conflict with requirements-dev.txt, so they live in
 ``.venv-infra`` (``make venv-infra``, a dependency of ``make test``) and run as subprocesses.
@@ -54,6 +58,7 @@ API_VERSIONS = {
     "Microsoft.Web/sites/config": "2025-03-01",
     "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "2025-03-01",
     "Microsoft.OperationalInsights/workspaces": "2026-03-01",
+    "Microsoft.OperationalInsights/workspaces/tables": "2026-03-01",  # TableProperties.retentionInDays, totalRetentionInDays
     "Microsoft.Insights/components": "2020-02-02",
     "Microsoft.Insights/diagnosticSettings": "2016-09-01",
     "Microsoft.Authorization/roleAssignments": "2022-04-01",
@@ -75,7 +80,7 @@ ROLE_IDS = {
 # Which data plane each setting opens, and the role (on a resource of that type) the app's
 # identity needs for it.
 DATA_PLANES = {
-    "SCIM_TABLE_ENDPOINT": ("storageTableDataContributor", "Microsoft.Storage/storageAccounts"),
+    "SCIM_TABLE_ENDPOINT": ("storageTableDataContributor", "Microsoft.Storage/storageAccounts/tableServices/tables"),
     "ACS_EMAIL_ENDPOINT": ("communicationAndEmailServiceOwner", "Microsoft.Communication/communicationServices"),
     "AzureWebJobsStorage__blobServiceUri": ("storageBlobDataOwner", "Microsoft.Storage/storageAccounts"),
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": ("monitoringMetricsPublisher", "Microsoft.Insights/components"),
@@ -116,6 +121,7 @@ PROCESS_ONLY = {
     "SCIM_DEV_TENANT": "the tenant `make run` ensures exists",
     "SCIM_DEV_TOKEN": "the token of that tenant",
     "SCIM_DEV_NOTIFY": "where `make run` sends the dev tenant's failure digests (its local SMTP sink)",
+    "SCIM_DEV_ALLOW_REMOTE": "lets make run reset the dev tenant on storage that is not the local emulator",
 }
 # Set by the Bicep for the Functions host or the Azure SDK, never read by the code itself.
 HOST_SETTINGS = {
@@ -127,6 +133,7 @@ HOST_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "Functions host: where telemetry goes",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Functions host: Entra-authenticated telemetry",
     "AZURE_CLIENT_ID": "azure-identity's DefaultAzureCredential: picks the user-assigned identity",
+    "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "Functions host: largest request body it accepts (default 100 MB); scim.localhost reads it as the host it stands in for",
 }
 # In local.settings.sample.json for Core Tools and the local host, never read by the code.
 LOCAL_HOST_SETTINGS = {
@@ -239,7 +246,27 @@ def accessor(value: Any) -> str | None:
         ops = value["operator"]["operands"]
         left, right = accessor(ops["operand_1"]), accessor(ops["operand_2"])
         return f"{left}.{right}" if left and right else None
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "index_accessor":
+        ops = value["operator"]["operands"]
+        left, right = accessor(ops["operand_1"]), accessor(ops["operand_2"])
+        return f"{left}[{right}]" if left and right else None
     return None
+
+
+def conditional(resource: dict[str, Any]) -> bool:
+    """Whether the resource (or each instance of its loop) is deployed only under a condition."""
+    config = resource["config"]
+    while isinstance(config, dict) and "config" in config:
+        if config.get("condition") is not None:
+            return True
+        config = config["config"]
+    return False
+
+
+def loop_array(resource: dict[str, Any]) -> str | None:
+    """The array a resource loop iterates over (``[for x in ARRAY: ...]``), if it is a loop."""
+    loop = resource["config"].get("loop_type")
+    return loop["detail"]["array_name"] if loop else None
 
 
 def param_default(name: str, param: str) -> Any:
@@ -459,17 +486,23 @@ def role_assignments() -> list[dict[str, Any]]:
         role_key = role.removeprefix("roles.")
         name = conf["name"]["function"]
         assert name["type"] == "guid", key
+        scope = accessor(conf["scope"])
+        assert scope, f"{key}: scope must name a resource (or one of a resource loop)"
         assert [accessor(v) for v in name["parameters"].values()] == [
-            f"{conf['scope']}.id", props["principalId"], role,
+            f"{scope}.id", props["principalId"], role,
         ], f"{key}: name must be guid(scope.id, principal, role)"
+        scope_resource = scope.split("[")[0]
         found.append({
             "resource": key,
             "role": role_key,
             "role_id": role_keys[role_key],
             "principal": props["principalId"],
             "principal_type": props["principalType"],
-            "scope_type": rbac[conf["scope"]]["type"],
-            "conditional": "condition" in res["config"],
+            "scope": scope,
+            "scope_type": rbac[scope_resource]["type"],
+            "scope_loop": loop_array(rbac[scope_resource]),
+            "loop": loop_array(res),
+            "conditional": conditional(res),
         })
     return found
 
@@ -498,7 +531,7 @@ def test_the_app_identity_holds_a_role_for_every_data_plane() -> None:
 def test_the_deploying_developer_gets_table_data_only_when_given() -> None:
     dev = [a for a in role_assignments() if a["principal"] == "developerPrincipalId"]
     assert [(a["role"], a["scope_type"], a["principal_type"], a["conditional"]) for a in dev] == [
-        ("storageTableDataContributor", "Microsoft.Storage/storageAccounts", "developerPrincipalType", True)
+        ("storageTableDataContributor", "Microsoft.Storage/storageAccounts/tableServices/tables", "developerPrincipalType", True)
     ]
     assert param_default("main.bicep", "principalType") == "User"
     assert param_default("main.bicep", "principalId") == ""
@@ -586,6 +619,7 @@ def test_diagnostic_settings_cover_the_site_and_the_table_and_blob_services() ->
 UNTAGGED = {
     "Microsoft.Authorization/roleAssignments",
     "Microsoft.Insights/diagnosticSettings",
+    "Microsoft.OperationalInsights/workspaces/tables",
     "Microsoft.Storage/storageAccounts/blobServices",
     "Microsoft.Storage/storageAccounts/blobServices/containers",
     "Microsoft.Storage/storageAccounts/tableServices",
@@ -626,6 +660,224 @@ def test_outputs_name_the_app_its_url_and_the_first_tenant_command_and_no_secret
             assert not secretish.search(json.dumps(out["value"]).replace("tableEndpoint", "")), f"{name}: {out_name}"
 
 
+# ---- security hardening ----------------------------------------------------------------------
+
+# "App settings reference for Azure Functions", FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: "Overrides the
+# default limit on the body size of requests sent to HTTP endpoints. The value is given in bytes,
+# with a default maximum request size of 104857600 bytes." Not among the settings deprecated on
+# Flex Consumption ("Flex Consumption plan deprecations", same page).
+HOST_DEFAULT_BODY_LIMIT = 104_857_600
+
+
+def app_variable(name: str) -> Any:
+    return bicep("app.bicep")["variables"][name]["value"]
+
+
+def test_the_host_caps_request_bodies_at_a_small_multiple_of_scim_max_body_bytes() -> None:
+    settings = app_settings()
+    assert "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT" in settings, (
+        "the Functions host accepts request bodies up to 100 MB unless FUNCTIONS_REQUEST_BODY_SIZE_LIMIT is set"
+    )
+    assert settings["SCIM_MAX_BODY_BYTES"] == {"function": {"type": "string", "parameters": {"value_to_convert": "maxBodyBytes"}}}
+    limit = settings["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]["function"]
+    assert limit["type"] == "string"
+    product = app_variable(limit["parameters"]["value_to_convert"])["operator"]
+    # Derived from the same parameter as SCIM_MAX_BODY_BYTES, so the two cannot drift.
+    assert product["type"] == "multiply" and product["operands"]["operand_1"] == "maxBodyBytes", product
+    factor = product["operands"]["operand_2"]
+    # Above the app's limit (the app, not the host, answers an oversized body: a SCIM 413), and
+    # a small multiple of it (the host buffers no more than that).
+    assert isinstance(factor, int) and 2 <= factor <= 8, factor
+    main = bicep("main.bicep")
+    assert main["modules"]["app"]["config"]["params"]["maxBodyBytes"] == "maxBodyBytes"
+    param = main["parameters"]["maxBodyBytes"]
+    assert param["default"] == 1048576  # scim/service.py's default too
+    max_value = next(d["argument"] for d in param["decorators"] if d["type"] == "max_value")
+    assert max_value * factor <= HOST_DEFAULT_BODY_LIMIT, "the host limit must never exceed the host's own default"
+
+
+# Storage resource logs of the table service (StorageTableLogs) record each request's URI, which
+# holds the PartitionKey and RowKey; our RowKeys carry userNames, emails, externalIds and display
+# names (docs/table-layout.md). "Azure Storage monitoring data reference": StorageRead,
+# StorageWrite, StorageDelete; the category groups allLogs and audit include them.
+STORAGE_REQUEST_LOG_CATEGORIES = {"StorageRead", "StorageWrite", "StorageDelete"}
+
+
+def diagnostic_settings_of(scope_type: str) -> list[dict[str, Any]]:
+    return [
+        body(res)
+        for name in parsed_files()
+        for res in of_type(name, "Microsoft.Insights/diagnosticSettings").values()
+        if resources(name)[body(res)["scope"]]["type"] == scope_type
+    ]
+
+
+def test_no_table_request_logs_reach_log_analytics() -> None:
+    settings = diagnostic_settings_of("Microsoft.Storage/storageAccounts/tableServices")
+    assert settings, "the table service keeps its metrics diagnostic setting"
+    for setting in settings:
+        logs = setting["properties"].get("logs", [])
+        enabled = {log.get("category") or log.get("categoryGroup") for log in logs if log.get("enabled") is not False}
+        assert not enabled & STORAGE_REQUEST_LOG_CATEGORIES, (
+            f"table request logs {sorted(enabled & STORAGE_REQUEST_LOG_CATEGORIES)} would put RowKeys "
+            "(userNames, emails, externalIds) in Log Analytics"
+        )
+        assert not any("categoryGroup" in log for log in logs), "allLogs/audit include the request logs"
+        metrics = {m["category"] for m in setting["properties"]["metrics"] if m["enabled"] is True}
+        assert metrics == {"Transaction"}  # counts, latency, status codes: no keys
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    assert "StorageTableLogs" in doc and "provisioning log" in doc, "docs/deployment.md explains the choice"
+
+
+# "Manage data retention in a Log Analytics workspace": tables default to the workspace's
+# retention, except these Application Insights tables, which keep 90 days unless set per table.
+APPLICATION_INSIGHTS_TABLES = [
+    "AppAvailabilityResults", "AppBrowserTimings", "AppDependencies", "AppExceptions", "AppEvents",
+    "AppMetrics", "AppPageViews", "AppPerformanceCounters", "AppRequests", "AppSystemEvents", "AppTraces",
+]
+
+
+def test_log_analytics_keeps_logs_as_long_as_the_provisioning_log() -> None:
+    main = bicep("main.bicep")
+    params = main["modules"]["monitoring"]["config"]["params"]
+    assert "retentionInDays" in params, "the workspace's retention must follow LOG_RETENTION_DAYS (logRetentionDays)"
+    days = main["variables"][params["retentionInDays"]]["value"]["function"]
+    # min(max(logRetentionDays, 30), 730): the workspace accepts 30 to 730 days.
+    assert days["type"] == "min" and days["parameters"]["arg_2"] == 730, days
+    inner = days["parameters"]["arg_1"]["function"]
+    assert inner == {"type": "max", "parameters": {"arg_1": "logRetentionDays", "arg_2": 30}}, inner
+    monitoring = bicep("monitoring.bicep")
+    decorators = {d["type"]: d["argument"] for d in monitoring["parameters"]["retentionInDays"]["decorators"] if "argument" in d}
+    assert (decorators["min_value"], decorators["max_value"]) == (30, 730)
+    workspace = only("monitoring.bicep", "Microsoft.OperationalInsights/workspaces")
+    assert workspace["properties"]["retentionInDays"] == "retentionInDays"
+    assert "immediatePurgeDataOn30Days" in workspace["properties"]["features"]
+    tables = of_type("monitoring.bicep", "Microsoft.OperationalInsights/workspaces/tables")
+    assert len(tables) == 1, "one loop over the Application Insights tables"
+    (table,) = tables.values()
+    assert monitoring["variables"][loop_array(table)]["value"] == APPLICATION_INSIGHTS_TABLES
+    props = body(table)["properties"]
+    assert props == {"retentionInDays": "retentionInDays", "totalRetentionInDays": "retentionInDays"}, props
+
+
+# "Tutorial: Develop and plan provisioning for a SCIM endpoint", IP Ranges: the Microsoft Entra
+# provisioning service operates under the IP ranges of the AzureActiveDirectory service tag.
+# Microsoft.Web/sites@2025-03-01 SiteConfig: ipSecurityRestrictions (IpSecurityRestriction:
+# action, ipAddress, name, priority, tag 'Default' | 'ServiceTag' | 'XffProxy'),
+# ipSecurityRestrictionsDefaultAction 'Allow' | 'Deny', scmIpSecurityRestrictionsUseMain,
+# scmIpSecurityRestrictionsDefaultAction.
+def test_the_endpoint_can_be_restricted_to_entra_and_operator_ranges() -> None:
+    main = bicep("main.bicep")
+    params = main["parameters"]
+    assert "restrictToEntra" in params, "main.bicep needs a restrictToEntra parameter"
+    assert (params["restrictToEntra"]["type"], params["restrictToEntra"]["default"]) == ("bool", False)
+    assert (params["allowedIpRanges"]["type"], params["allowedIpRanges"]["default"]) == ("array", [])
+    app_params = main["modules"]["app"]["config"]["params"]
+    assert (app_params["restrictToEntra"], app_params["allowedIpRanges"]) == ("restrictToEntra", "allowedIpRanges")
+
+    config = only("app.bicep", "Microsoft.Web/sites")["properties"]["siteConfig"]
+    rules = config["ipSecurityRestrictions"]
+    rules = app_variable(rules) if isinstance(rules, str) else rules
+    choice = rules["operator"]
+    assert choice["type"] == "conditional" and choice["operands"]["condition"] == "restrictToEntra"
+    assert choice["operands"]["false_value"] == []
+    combined = choice["operands"]["true_value"]["function"]
+    assert combined["type"] == "concat"
+    entra, operators = combined["parameters"]["arg_1"], app_variable(combined["parameters"]["arg_2"])
+    assert [(r["action"], r["tag"], r["ipAddress"]) for r in entra] == [("Allow", "ServiceTag", "AzureActiveDirectory")]
+    assert operators["loop_type"]["detail"]["array_name"] == "allowedIpRanges"
+    operator_rule = operators["config"]
+    assert (operator_rule["action"], operator_rule["tag"]) == ("Allow", "Default")
+    assert operator_rule["ipAddress"] == operators["loop_type"]["detail"]["item_name"]
+
+    default = config["ipSecurityRestrictionsDefaultAction"]["operator"]
+    assert default["type"] == "conditional" and default["operands"]["condition"] == "restrictToEntra"
+    assert (default["operands"]["true_value"], default["operands"]["false_value"]) == ("Deny", "Allow")
+    # The SCM site is the deployment endpoint (azd deploy, func publish): its own rules, not the
+    # main site's; it accepts Entra-authenticated deployments only (basic publishing is off).
+    assert config["scmIpSecurityRestrictionsUseMain"] is False
+    assert config["scmIpSecurityRestrictionsDefaultAction"] == "Allow"
+
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    for needle in ("restrictToEntra=true", "SCIM_RESTRICT_TO_ENTRA", "allowedIpRanges", "AzureActiveDirectory"):
+        assert needle in doc, f"docs/deployment.md does not mention {needle}"
+
+
+TABLE_DATA_ROLE_IDS = {
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",  # Storage Table Data Contributor
+    "76199698-9eea-4c19-bc75-cec21354c6b6",  # Storage Table Data Reader
+}
+TABLE_TYPE = "Microsoft.Storage/storageAccounts/tableServices/tables"
+
+
+def tables_used_by_code(sources: dict[str, str] | None = None) -> set[str]:
+    """Suffixes of the tables the code opens: ``f"{prefix}NAME"`` passed to ``get_table_client``,
+    ``create_table`` or a ``_TableOwner`` subclass's ``super().__init__``."""
+    if sources is None:
+        paths = [ROOT / "function_app.py", *sorted((ROOT / "scim").rglob("*.py"))]
+        sources = {str(path.relative_to(ROOT)): path.read_text() for path in paths}
+    found: set[str] = set()
+    for where, text in sources.items():
+        for node in ast.walk(ast.parse(text, filename=where)):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            is_super_init = (
+                called == "__init__" and isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call)
+                and isinstance(func.value.func, ast.Name) and func.value.func.id == "super"
+            )
+            if called not in {"get_table_client", "create_table"} and not is_super_init:
+                continue
+            for arg in node.args:
+                if (
+                    isinstance(arg, ast.JoinedStr) and len(arg.values) == 2
+                    and isinstance(arg.values[0], ast.FormattedValue)
+                    and isinstance(arg.values[0].value, ast.Name) and arg.values[0].value.id == "prefix"
+                    and isinstance(arg.values[1], ast.Constant)
+                ):
+                    found.add(arg.values[1].value)
+    return found
+
+
+def test_the_table_scanner_sees_every_way_the_code_opens_a_table() -> None:
+    snippet = """
+class Store(_TableOwner):
+    def __init__(self, service, prefix):
+        super().__init__(service, f"{prefix}one", owns_client=True)
+
+def other(service, prefix):
+    service.get_table_client(f"{prefix}two")
+    create_table(service, f"{prefix}three")
+    subject = f"{prefix}SCIM digest"  # not a table
+"""
+    assert tables_used_by_code({"snippet.py": snippet}) == {"one", "two", "three"}
+
+
+def test_bicep_declares_exactly_the_tables_the_app_uses() -> None:
+    declared = bicep("main.bicep")["variables"]["tableNames"]["value"]
+    assert all(name.startswith("${tablePrefix}") for name in declared), declared
+    used = tables_used_by_code()
+    assert {"directory", "tenants", "log"} <= used, used  # the scanner still finds them
+    assert {name.removeprefix("${tablePrefix}") for name in declared} == used
+
+
+def test_table_roles_are_scoped_to_the_apps_tables_not_the_account() -> None:
+    table_roles = [a for a in role_assignments() if a["role_id"] in TABLE_DATA_ROLE_IDS]
+    assert {a["principal"] for a in table_roles} == {"appPrincipalId", "developerPrincipalId"}
+    wide = [f"{a['resource']} on {a['scope_type']}" for a in table_roles if a["scope_type"] != TABLE_TYPE]
+    assert not wide, f"table data roles must be scoped to each table, not: {wide}"
+    rbac = bicep("rbac.bicep")
+    for a in table_roles:
+        # One assignment per table the storage module creates, from the same list.
+        assert a["scope_loop"] == a["loop"] == "tableNames", a
+    (scope_tables,) = [res for res in of_type("rbac.bicep", TABLE_TYPE).values()]
+    assert scope_tables["existing"] and body(scope_tables)["name"] == scope_tables["config"]["loop_type"]["detail"]["item_name"]
+    assert rbac["parameters"]["tableNames"]["type"] == "array"
+    modules = bicep("main.bicep")["modules"]
+    assert modules["rbac"]["config"]["params"]["tableNames"] == modules["storage"]["config"]["params"]["tableNames"] == "tableNames"
+
+
 # ---- azd and packaging -----------------------------------------------------------------------
 
 
@@ -636,6 +888,9 @@ def test_main_parameters_map_the_azd_environment() -> None:
         "location": "${AZURE_LOCATION}",
         "principalId": "${AZURE_PRINCIPAL_ID}",
         "principalType": "${AZURE_PRINCIPAL_TYPE=User}",
+        # The recommended deployment restricts the endpoint to Entra (main.bicep's default is off);
+        # `azd env set SCIM_RESTRICT_TO_ENTRA false` opens it.
+        "restrictToEntra": "${SCIM_RESTRICT_TO_ENTRA=true}",
     }
     assert set(params) <= set(bicep("main.bicep")["parameters"])
     assert bicep("main.bicep")["globals"]["scope"]["value"] == "subscription"
