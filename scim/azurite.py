@@ -48,6 +48,7 @@ __all__ = [
     "PROJECT_ROOT",
     "AzuriteError",
     "AzuriteProcess",
+    "folder_size",
     "free_port",
     "is_running",
     "node_executable",
@@ -85,6 +86,16 @@ def free_port(host: str = DEFAULT_HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def folder_size(path: str | os.PathLike[str]) -> int:
+    """Bytes in the files below ``path`` (0 if it does not exist); symbolic links are not followed."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed while we walk
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
 
 
 def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:

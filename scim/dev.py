@@ -1,11 +1,19 @@
 """``make run``: Azurite, a dev tenant, and the app on http://127.0.0.1:$PORT.
 
+0. Storage must be the local emulator: step 2 resets the dev tenant's token and digest
+   recipients, so when ``SCIM_TABLE_ENDPOINT`` or ``SCIM_TABLE_CONNECTION_STRING`` (environment
+   or ``local.settings.json``) points anywhere else (:func:`storage_target`), ``make run``
+   stops with an error before any network I/O, unless ``SCIM_DEV_ALLOW_REMOTE=1``.
 1. Azurite: reuses one already answering on 127.0.0.1:10002, else starts one with its data
    in ``<project>/.azurite/`` (Blob and Queue too when ``func`` serves the app, for
-   ``AzureWebJobsStorage``). When ``SCIM_TABLE_CONNECTION_STRING`` or ``SCIM_TABLE_ENDPOINT``
-   is set, the app uses that storage and no Azurite is started for it.
+   ``AzureWebJobsStorage``). One stderr line tells how large ``.azurite/`` is, plus a warning
+   with the way to reset it (``make clean-data``) once it is over 50 MiB, where it slows
+   Azurite down (:func:`azurite_data_report`). When ``SCIM_TABLE_CONNECTION_STRING`` or
+   ``SCIM_TABLE_ENDPOINT`` is set, the app uses that storage and no Azurite is started for it.
 2. The dev tenant: ``scim.admin.core.ensure_tenant(settings, name, token)`` with
-   ``SCIM_DEV_TENANT`` (default ``dev``) and ``SCIM_DEV_TOKEN`` (default: a fresh token).
+   ``SCIM_DEV_TENANT`` (default ``dev``) and ``SCIM_DEV_TOKEN`` (default: a fresh token). A
+   value it refuses (``ValueError``: a token too short, a bad name) ends ``make run`` with one
+   ``error: ...`` line and exit status 1.
 3. Starts a local SMTP sink on 127.0.0.1:1025 (unless mail goes elsewhere) and sends the dev
    tenant's failure digests to ``SCIM_DEV_NOTIFY`` (default ``operator@localhost``), so that
    ``python -m scim.admin notify run-now dev`` shows a digest arriving.
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import shutil
@@ -30,6 +39,10 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from scim.azurite import (
     DEFAULT_HOST,
@@ -37,12 +50,124 @@ from scim.azurite import (
     PROJECT_ROOT,
     AzuriteError,
     AzuriteProcess,
+    folder_size,
     is_running,
 )
-from scim.settings import Settings, azurite_connection_string
+from scim.settings import AZURITE_ACCOUNT, Settings, azurite_connection_string
 from scim.tenants import new_token
 
 log = logging.getLogger("scim.dev")
+
+ALLOW_REMOTE = "SCIM_DEV_ALLOW_REMOTE"
+MIB = 1024 * 1024
+AZURITE_DATA_WARN_BYTES = 50 * MIB  # above this, Azurite's saves of its one LokiJS file slow every request
+
+
+# --------------------------------------------------------------------------------------
+# Which storage make run would reset the dev tenant in
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    """Where the app's tables are: ``local`` when that is the storage emulator (Azurite)."""
+
+    local: bool
+    where: str  # for messages: a URL without credentials, never the connection string
+    setting: str | None  # the setting that chose it; None: nothing set (Azurite on 127.0.0.1)
+
+
+def _is_emulator_url(url: str) -> bool:
+    """A loopback host (127.0.0.0/8, ::1, localhost), or Azurite's path-style account
+    (``http://azurite:10002/devstoreaccount1``: Azure itself only has ``<account>.table.…`` hosts)."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    return bool(host) and parts.path.strip("/").split("/", 1)[0] == AZURITE_ACCOUNT
+
+
+def _safe_url(url: str) -> str:
+    """Scheme, host, port and path of a URL: no user info, query (SAS) or fragment."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "an unparsable URL"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}" if host else "an unparsable URL"
+
+
+def storage_target(environ: Mapping[str, str]) -> StorageTarget:
+    """The Table storage ``environ`` points the app at, as :class:`scim.settings.Settings` reads
+    it (``SCIM_TABLE_ENDPOINT`` wins over ``SCIM_TABLE_CONNECTION_STRING``; neither: Azurite)."""
+    endpoint = (environ.get("SCIM_TABLE_ENDPOINT") or "").strip()
+    if endpoint:
+        return StorageTarget(_is_emulator_url(endpoint), _safe_url(endpoint), "SCIM_TABLE_ENDPOINT")
+    text = (environ.get("SCIM_TABLE_CONNECTION_STRING") or "").strip()
+    if not text:
+        return StorageTarget(True, f"Azurite on {DEFAULT_HOST}:{DEFAULT_TABLE_PORT}", None)
+    setting = "SCIM_TABLE_CONNECTION_STRING"
+    fields: dict[str, str] = {}
+    for part in text.split(";"):
+        key, eq, value = part.partition("=")
+        if eq:
+            fields[key.strip().lower()] = value.strip()
+    if fields.get("usedevelopmentstorage", "").lower() == "true":
+        return StorageTarget(True, "UseDevelopmentStorage=true (Azurite on 127.0.0.1)", setting)
+    if fields.get("tableendpoint"):
+        url = fields["tableendpoint"]
+        return StorageTarget(_is_emulator_url(url), _safe_url(url), setting)
+    account = fields.get("accountname")
+    if account:
+        scheme = fields.get("defaultendpointsprotocol") or "https"
+        suffix = fields.get("endpointsuffix") or "core.windows.net"
+        return StorageTarget(False, f"{scheme}://{account}.table.{suffix}", setting)
+    return StorageTarget(False, "a connection string without AccountName or TableEndpoint", setting)
+
+
+def _remote_refusal(target: StorageTarget, tenant: str, from_file: Collection[str]) -> str:
+    source = "local.settings.json" if target.setting in from_file else "the environment"
+    return (
+        f"error: make run resets the token and failure-digest recipients of tenant {tenant!r}, and "
+        f"{target.setting} (from {source}) points at {target.where}, which is not the local storage "
+        "emulator (an endpoint on 127.0.0.1, localhost or ::1, Azurite's path-style devstoreaccount1 account, or "
+        "UseDevelopmentStorage=true). Nothing was changed. To use the local Azurite, unset "
+        f"SCIM_TABLE_ENDPOINT and SCIM_TABLE_CONNECTION_STRING (in {source}); to reset that "
+        f"tenant there anyway, run with {ALLOW_REMOTE}=1."
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The size of .azurite/
+# --------------------------------------------------------------------------------------
+
+
+def azurite_data_report(location: Path, warn_bytes: int = AZURITE_DATA_WARN_BYTES) -> list[str]:
+    """One line with the size of Azurite's data folder, and a warning line when it is over
+    ``warn_bytes``: Azurite (LokiJS) keeps every table in one in-memory database that it saves
+    to disk whole, on its only thread, so each save stalls every request, longer as it grows."""
+    size = folder_size(location)
+    name = f"{location.name}/"
+    if size == 0:
+        return [f"Azurite data: {name} is empty (a fresh emulator) [{location}]"]
+    lines = [f"Azurite data: {name} holds {size / MIB:.1f} MiB [{location}]"]
+    if size > warn_bytes:
+        lines.append(
+            f"warning: {name} holds {size / MIB:.1f} MiB, over {warn_bytes / MIB:.0f} MiB: Azurite keeps its "
+            "tables in one LokiJS database that it saves whole on its only thread, which slows every "
+            "request as it grows (at 173 MiB, every tenant's slowest request took 1.14 s). Reset it "
+            "with `make clean-data` (stop make run first; it deletes every local tenant, user and "
+            "group, and the next make run starts afresh)."
+        )
+    return lines
 
 
 def _ensure_azurite(with_blob_queue: bool) -> AzuriteProcess | None:
@@ -147,18 +272,36 @@ def main() -> int:
     # must be made with the same settings (table prefix, base URL) the served app will read.
     from scim.localhost import load_local_settings
 
-    load_local_settings(PROJECT_ROOT)
+    from_file = load_local_settings(PROJECT_ROOT)
 
     port = int(os.environ.get("PORT") or 7071)
     os.environ["PORT"] = str(port)
     use_func = shutil.which("func") is not None
     name = os.environ.get("SCIM_DEV_TENANT") or "dev"
-    token = os.environ.get("SCIM_DEV_TOKEN") or new_token()
+    supplied_token = os.environ.get("SCIM_DEV_TOKEN") or None
+    token = supplied_token or new_token()
+
+    # Before anything is started or sent: make run overwrites the tenant's token.
+    target = storage_target(os.environ)
+    if not target.local:
+        if (os.environ.get("SCIM_DEV_ALLOW_REMOTE") or "").strip().lower() not in ("1", "true", "yes"):
+            print(_remote_refusal(target, name, from_file), file=sys.stderr)
+            return 1
+        print(
+            f"warning: {ALLOW_REMOTE}=1: make run resets the token and failure-digest recipients of "
+            f"tenant {name!r} in {target.where} ({target.setting}), which is not the local emulator",
+            file=sys.stderr,
+        )
 
     configured = os.environ.get("SCIM_TABLE_CONNECTION_STRING") or os.environ.get("SCIM_TABLE_ENDPOINT")
     sink = None
     try:
-        az = None if configured and not use_func else _ensure_azurite(with_blob_queue=use_func)
+        if configured and not use_func:
+            az = None
+        else:
+            for line in azurite_data_report(PROJECT_ROOT / ".azurite"):
+                print(line, file=sys.stderr)
+            az = _ensure_azurite(with_blob_queue=use_func)
     except AzuriteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -173,9 +316,14 @@ def main() -> int:
             )
         settings = Settings.from_env()
         sink = _start_smtp_sink(settings)
-        asyncio.run(_ensure_tenant(settings, name, token))
         notify = os.environ.get("SCIM_DEV_NOTIFY") or "operator@localhost"
-        asyncio.run(_ensure_notifications(settings, name, notify))
+        try:
+            asyncio.run(_ensure_tenant(settings, name, token))
+            asyncio.run(_ensure_notifications(settings, name, notify))
+        except ValueError as exc:  # a value ensure_tenant refuses: a short token, a bad name or address
+            hint = ", token from SCIM_DEV_TOKEN: unset it to use a fresh random token" if supplied_token else ""
+            print(f"error: {exc} (dev tenant {name!r}{hint})", file=sys.stderr)
+            return 1
 
         print(f"Tenant URL: {settings.tenant_url(name)}")
         print(f"Secret Token: {token}")

@@ -19,16 +19,26 @@ what the Functions host does for HTTP triggers, and nothing more:
   and writes the :class:`azure.functions.HttpResponse` back (status, headers, body;
   ``Content-Type`` from ``mimetype``/``charset`` when no header sets it);
 - answers 404 with an empty body when no route (or no route for that method) matches, and
-  500 with an empty body when the handler raises (the traceback is logged).
+  500 with an empty body when the handler raises (the traceback is logged);
+- enforces the host's own request limits, as the Functions host does before a function runs:
+  a request body over :func:`host_body_limit` (``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`` bytes, the
+  Functions host's setting, else 4 x ``SCIM_MAX_BODY_BYTES``, 4 MiB by default) is refused with
+  413 and the connection closed — a declared ``Content-Length`` before any of the body is read
+  (and without ``100 Continue``), a chunked or undeclared body as soon as it passes the limit,
+  so such a body is never held in memory; a client gets ``head_timeout`` seconds (15) from
+  connecting, or from the end of its previous response, to send a whole request line and
+  headers, else the connection is closed (which also closes idle keep-alive connections); and
+  ``body_timeout`` seconds (30) to send the body, else 408 and the connection is closed.
 
 Auth levels are not enforced (``func start`` does not enforce them locally either).
 Keep-alive and concurrent requests are aiohttp's. One access line per request is logged at
 INFO: method, path, query parameter *names* only, status, time — never header or query
 values (no tokens in logs).
 
-Run: ``python -m scim.localhost [--host 127.0.0.1] [--port 7071] [--app function_app:app]``
-(``PORT`` in the environment overrides the default port). Values of ``local.settings.json``
-are loaded into the environment (without overriding what is already set), as ``func`` does.
+Run: ``python -m scim.localhost [--host 127.0.0.1] [--port 7071] [--app function_app:app]
+[--head-timeout 15] [--body-timeout 30]`` (``PORT`` in the environment overrides the default
+port). Values of ``local.settings.json`` are loaded into the environment (without overriding what
+is already set), as ``func`` does.
 """
 
 from __future__ import annotations
@@ -60,6 +70,7 @@ __all__ = [
     "LocalFunctionsHost",
     "Route",
     "compile_route",
+    "host_body_limit",
     "http_routes",
     "load_app",
     "load_local_settings",
@@ -71,7 +82,11 @@ log = logging.getLogger("scim.localhost")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTE_PREFIX = "api"
-MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's request size limit
+APP_MAX_BODY_BYTES = 1024 * 1024  # SCIM_MAX_BODY_BYTES's default (scim.settings)
+HOST_BODY_FACTOR = 4  # the host's limit, when not set, is this many times the app's
+DEFAULT_HEAD_TIMEOUT = 15.0  # seconds to send a request line and headers
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds to send a request body
+READ_CHUNK = 64 * 1024
 _HOP_BY_HOP = {"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade"}
 _NO_BODY_STATUSES = {204, 304}
 
@@ -253,6 +268,30 @@ def load_app(spec: str) -> func.FunctionApp:
     return app
 
 
+def _positive_int(name: str, value: str | None) -> int | None:
+    raw = (value or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ValueError(f"{name} must be a positive whole number of bytes, not {raw!r}")
+    return int(raw)
+
+
+def host_body_limit(environ: Mapping[str, str] | None = None) -> int:
+    """The host's largest request body, in bytes.
+
+    ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`` (the Azure Functions host's own setting) when set, else
+    :data:`HOST_BODY_FACTOR` times the app's ``SCIM_MAX_BODY_BYTES`` (1 MiB by default: 4 MiB).
+    Bodies between the two limits reach the app, which answers its own SCIM 413.
+    """
+    environ = os.environ if environ is None else environ
+    host = _positive_int("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"))
+    if host is not None:
+        return host
+    app = _positive_int("SCIM_MAX_BODY_BYTES", environ.get("SCIM_MAX_BODY_BYTES"))
+    return HOST_BODY_FACTOR * (app or APP_MAX_BODY_BYTES)
+
+
 # --------------------------------------------------------------------------------------
 # The host
 # --------------------------------------------------------------------------------------
@@ -292,9 +331,14 @@ class _Context(func.Context):
 
 
 def _safe_target(request: web.BaseRequest) -> str:
-    """Path plus query parameter names, values elided: what may go in a log line."""
+    """Path plus query parameter names, values elided: what may go in a log line. Control and
+    other non-printable characters are escaped and the line is capped at 300 characters, so a
+    caller's URL cannot forge log lines or drive a terminal (security review L1)."""
     names = list(dict.fromkeys(request.query.keys()))
-    return request.path + ("?" + "&".join(f"{n}=*" for n in names) if names else "")
+    target = request.path + ("?" + "&".join(f"{n}=*" for n in names) if names else "")
+    if not target.isprintable():
+        target = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in target)
+    return target if len(target) <= 300 else target[:299] + "…"
 
 
 def _join_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -321,14 +365,24 @@ class LocalFunctionsHost:
         *,
         route_prefix: str | None = None,
         root: str | os.PathLike[str] = PROJECT_ROOT,
-        max_body_bytes: int = MAX_BODY_BYTES,
+        max_body_bytes: int | None = None,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
+        """``max_body_bytes``: the host's body limit (default :func:`host_body_limit` of the
+        environment); ``head_timeout``: seconds a connection gets to send a whole request line
+        and headers, counted from connecting or from the end of the previous response (so it
+        also closes idle keep-alive connections); ``body_timeout``: seconds to send the body."""
+        if head_timeout <= 0 or body_timeout <= 0:
+            raise ValueError("head_timeout and body_timeout must be positive")
         self.root = Path(root)
         self.route_prefix = read_route_prefix(self.root) if route_prefix is None else route_prefix
         self.routes = http_routes(app, self.route_prefix)
-        self.max_body_bytes = max_body_bytes
-        self.web_app = web.Application(client_max_size=max_body_bytes)
-        self.web_app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self.max_body_bytes = host_body_limit() if max_body_bytes is None else max_body_bytes
+        self.head_timeout = float(head_timeout)
+        self.body_timeout = float(body_timeout)
+        self.web_app = web.Application(client_max_size=self.max_body_bytes)
+        self.web_app.router.add_route("*", "/{tail:.*}", self._dispatch, expect_handler=self._expect)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.port: int | None = None
@@ -347,6 +401,10 @@ class LocalFunctionsHost:
         started = time.perf_counter()
         status, name = 500, "-"
         try:
+            refused = self._refuse_declared_size(request)
+            if refused is not None:
+                status = refused.status
+                return refused
             found = self.match(request.method, request.raw_path.split("?", 1)[0])
             if found is None:
                 status = 404
@@ -366,10 +424,65 @@ class LocalFunctionsHost:
                 (time.perf_counter() - started) * 1000,
             )
 
+    # -- the host's request limits ------------------------------------------------------
+
+    @staticmethod
+    def _closing(status: int) -> web.Response:
+        """An empty answer after which the connection is closed (the rest of the body unread)."""
+        response = web.Response(status=status)
+        response.force_close()
+        return response
+
+    def _refuse_declared_size(self, request: web.BaseRequest) -> web.Response | None:
+        declared = request.content_length
+        if declared is not None and declared > self.max_body_bytes:
+            log.warning(
+                "%s %s: declared body of %s bytes is over the host limit of %s bytes -> 413",
+                request.method, request.path, declared, self.max_body_bytes,
+            )
+            return self._closing(413)
+        return None
+
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: a body the host would refuse is refused before the client sends it."""
+        refused = self._refuse_declared_size(request)
+        if refused is not None:
+            return refused
+        if request.version != (1, 1):
+            return None  # HTTP/1.0 has no 100 Continue
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return self._closing(417)
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    async def _read_body(self, request: web.Request) -> bytes | web.Response:
+        """The body, read a chunk at a time: never more than the limit is held, and it must
+        arrive within ``body_timeout`` seconds. A refusal closes the connection."""
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while chunk := await request.content.read(READ_CHUNK):
+                    body += chunk
+                    if len(body) > self.max_body_bytes:
+                        log.warning(
+                            "%s %s: body over the host limit of %s bytes -> 413",
+                            request.method, request.path, self.max_body_bytes,
+                        )
+                        return self._closing(413)
+        except TimeoutError:
+            log.warning(
+                "%s %s: body not received within %s s (%s bytes so far) -> 408",
+                request.method, request.path, self.body_timeout, len(body),
+            )
+            return self._closing(408)
+        return bytes(body)
+
     async def _invoke(
         self, request: web.Request, route: Route, route_params: dict[str, str]
     ) -> web.Response:
-        body = await request.read()
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
         req = func.HttpRequest(
             method=request.method,
             url=str(request.url),
@@ -422,7 +535,20 @@ class LocalFunctionsHost:
 
     async def start(self, host: str = "127.0.0.1", port: int = 7071) -> int:
         """Listen on host:port (0: a free port); returns the port."""
-        self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.web_app,
+            access_log=None,
+            handle_signals=False,
+            # aiohttp starts this timer when a connection opens and again after each response,
+            # and closes the connection if no complete request head has arrived when it fires:
+            # a header-read timeout for half-sent requests and an idle keep-alive timeout at once.
+            # (Arming it at connection open is recent aiohttp, aio-libs/aiohttp#13681, present in
+            # 3.14.5; with an older aiohttp a first request could stall forever, which
+            # tests/test_localhost.py's head-timeout test catches.)
+            keepalive_timeout=self.head_timeout,
+            # a refused body (413, 408) is not drained: the connection is closed at once
+            lingering_time=0,
+        )
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await self._site.start()
@@ -457,14 +583,20 @@ async def serve(
     route_prefix: str | None = None,
     root: str | os.PathLike[str] = PROJECT_ROOT,
     ready: Callable[[LocalFunctionsHost], None] | None = None,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> None:
     """Serve ``app`` until cancelled (Ctrl-C)."""
-    local = LocalFunctionsHost(app, route_prefix=route_prefix, root=root)
+    local = LocalFunctionsHost(app, route_prefix=route_prefix, root=root, head_timeout=head_timeout, body_timeout=body_timeout)
     await local.start(host, port)
     for route in local.routes:
         methods = ",".join(sorted(route.methods)) if route.methods else "*"
         log.info("%s: [%s] http://%s:%s/%s", route.function_name, methods, host, local.port, route.template)
     log.info("serving on http://%s:%s (route prefix %r)", host, local.port, local.route_prefix)
+    log.info(
+        "host limits: request body %s bytes, %.0f s to send a request head, %.0f s to send a body",
+        local.max_body_bytes, local.head_timeout, local.body_timeout,
+    )
     if ready is not None:
         ready(local)
     try:
@@ -490,6 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="default: $PORT or 7071")
     parser.add_argument("--app", default="function_app:app", help="module:attribute (default function_app:app)")
     parser.add_argument("--root", default=str(PROJECT_ROOT), help="folder of host.json / local.settings.json")
+    parser.add_argument("--head-timeout", type=float, default=DEFAULT_HEAD_TIMEOUT,
+                        help=f"seconds to send a request line and headers, and idle keep-alive (default {DEFAULT_HEAD_TIMEOUT:.0f})")
+    parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT,
+                        help=f"seconds to send a request body (default {DEFAULT_BODY_TIMEOUT:.0f})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -502,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even from a background job
     signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(app, args.host, port, root=root))
+        asyncio.run(serve(app, args.host, port, root=root, head_timeout=args.head_timeout, body_timeout=args.body_timeout))
     return 0
 
 

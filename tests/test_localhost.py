@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +19,9 @@ import aiohttp
 import azure.functions as func
 import pytest
 
+import scim.localhost as localhost_mod
+from scim.azurite import free_port
+from scim.children import stop_child
 from scim.localhost import (
     PROJECT_ROOT,
     LocalFunctionsHost,
@@ -23,6 +32,7 @@ from scim.localhost import (
 )
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
+MIB = 1024 * 1024
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -91,6 +101,11 @@ async def boom(req: func.HttpRequest) -> func.HttpResponse:
 async def slow(req: func.HttpRequest) -> func.HttpResponse:
     await asyncio.sleep(0.5)
     return _json({"n": req.route_params["n"]})
+
+
+@app.route(route="size", methods=["POST", "PUT", "PATCH"])
+async def size(req: func.HttpRequest) -> func.HttpResponse:
+    return _json({"size": len(req.get_body())})
 
 
 @app.route(route="ctx")
@@ -354,3 +369,260 @@ async def test_route_prefix_api(client):
 async def test_host_defaults_to_project_host_json():
     local = LocalFunctionsHost(app)
     assert local.route_prefix == read_route_prefix(PROJECT_ROOT) == ""
+
+
+# -- the host's own request limits: body size and slow clients --------------------------------
+#
+# The Functions host refuses a request body over its own limit (413) before the function sees
+# it, and drops clients that take too long to send a request; the local host does the same
+# (scim.localhost: host_body_limit, head_timeout, body_timeout).
+
+async def _raw(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    return reader, writer
+
+
+async def _read_response(reader: asyncio.StreamReader, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and the rest of one response of a connection the server then closes."""
+    async def read() -> tuple[int, dict[str, str], bytes]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        rest = await reader.read(int(headers.get("content-length", "0")) or -1) if status != 100 else b""
+        return status, headers, rest
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+async def _closed_within(reader: asyncio.StreamReader, timeout: float) -> float:
+    """Seconds until the server closes the connection (EOF or reset); fails after ``timeout``."""
+    started = time.perf_counter()
+    try:
+        while await asyncio.wait_for(reader.read(65536), timeout):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    except asyncio.TimeoutError:
+        pytest.fail(f"the server still holds the connection open after {timeout} s")
+    return time.perf_counter() - started
+
+
+def test_host_body_limit_comes_from_the_functions_setting_or_four_times_the_app_limit():
+    limit = localhost_mod.host_body_limit
+    assert limit({}) == 4 * 1048576  # SCIM_MAX_BODY_BYTES defaults to 1 MiB
+    assert limit({"SCIM_MAX_BODY_BYTES": "1000"}) == 4000
+    assert limit({"FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "5000", "SCIM_MAX_BODY_BYTES": "1000"}) == 5000
+    assert limit({"FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "", "SCIM_MAX_BODY_BYTES": ""}) == 4 * 1048576
+    for bad in ("abc", "0", "-1", "1.5"):
+        with pytest.raises(ValueError, match="FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"):
+            limit({"FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": bad})
+
+
+async def test_a_declared_body_over_the_host_limit_is_refused_before_it_is_read(monkeypatch):
+    monkeypatch.delenv("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", raising=False)
+    monkeypatch.delenv("SCIM_MAX_BODY_BYTES", raising=False)
+    local = LocalFunctionsHost(app, route_prefix="")  # the default limit: 4 x 1 MiB
+    await local.start("127.0.0.1", 0)
+    try:
+        for extra in (b"", b"Expect: 100-continue\r\n"):
+            # headers only: an answer can only arrive if the host does not wait for the 40 MB
+            started = time.perf_counter()
+            reader, writer = await _raw(
+                local.port,
+                b"POST /size HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 40000000\r\n" + extra + b"\r\n",
+            )
+            status, headers, _ = await _read_response(reader, timeout=5)
+            assert status == 413, (extra, status)  # never "100 Continue"
+            assert time.perf_counter() - started < 2
+            assert headers.get("connection", "").lower() == "close"
+            await _closed_within(reader, timeout=5)
+            writer.close()
+    finally:
+        await local.stop()
+
+
+async def test_the_host_limit_is_exact_declared_or_chunked(client):
+    local = LocalFunctionsHost(app, route_prefix="", max_body_bytes=1000)
+    await local.start("127.0.0.1", 0)
+    try:
+        async with client.post(f"{local.base_url}/size", data=b"x" * 1000) as r:
+            assert r.status == 200 and await r.json() == {"size": 1000}
+
+        async def chunks(n: int):  # no Content-Length: Transfer-Encoding: chunked
+            for _ in range(n):
+                yield b"x" * 100
+
+        async with client.post(f"{local.base_url}/size", data=chunks(10)) as r:
+            assert r.status == 200 and await r.json() == {"size": 1000}
+        async with client.post(f"{local.base_url}/size", data=b"x" * 1001) as r:
+            assert r.status == 413
+        reader, writer = await _raw(
+            local.port,
+            b"POST /size HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"".join(b"64\r\n" + b"x" * 100 + b"\r\n" for _ in range(11)),
+        )
+        status, headers, _ = await _read_response(reader, timeout=5)
+        assert status == 413 and headers.get("connection", "").lower() == "close"
+        await _closed_within(reader, timeout=5)
+        writer.close()
+    finally:
+        await local.stop()
+
+
+async def test_a_body_between_the_app_limit_and_the_host_limit_reaches_the_app(monkeypatch, client):
+    # the app answers its own SCIM 413 for these (SCIM_MAX_BODY_BYTES); the host must pass them on
+    monkeypatch.delenv("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", raising=False)
+    monkeypatch.delenv("SCIM_MAX_BODY_BYTES", raising=False)
+    local = LocalFunctionsHost(app, route_prefix="")
+    await local.start("127.0.0.1", 0)
+    try:
+        async with client.post(f"{local.base_url}/size", data=b"x" * (2 * MIB)) as r:
+            assert r.status == 200 and await r.json() == {"size": 2 * MIB}
+    finally:
+        await local.stop()
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_a_chunked_body_is_not_read_past_the_host_limit(tmp_path):
+    """``python -m scim.localhost`` (default limit, 4 MiB) sent a 10 MB chunked body: 413, closed,
+    and the process's peak memory does not grow by anything like the body."""
+    (tmp_path / "host.json").write_text('{"version": "2.0", "extensions": {"http": {"routePrefix": ""}}}')
+    (tmp_path / "bodyapp.py").write_text(
+        "import azure.functions as func\n"
+        "app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)\n"
+        "@app.route(route='size', methods=['POST'])\n"
+        "async def size(req: func.HttpRequest) -> func.HttpResponse:\n"
+        "    return func.HttpResponse(str(len(req.get_body())))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "SCIM_MAX_BODY_BYTES")}
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scim.localhost", "--port", str(port), "--root", str(tmp_path), "--app", "bodyapp:app"],
+        cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "scim.localhost did not start"
+                time.sleep(0.1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/size", body=b"warm")
+        assert conn.getresponse().read() == b"4"
+        conn.close()
+        before = _vm_hwm_kib(proc.pid)
+
+        body_size, chunk = 10 * 1000 * 1000, b"x" * 65536
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sent = 0
+        try:
+            sock.sendall(b"POST /size HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while sent < body_size:
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                sent += len(chunk)
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the host stopped reading and closed the connection: expected
+        answer = b""
+        try:
+            while data := sock.recv(65536):
+                answer += data
+        except OSError:
+            pass
+        sock.close()
+        grown_mib = (_vm_hwm_kib(proc.pid) - before) / 1024
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert grown_mib < 8, f"peak memory grew by {grown_mib:.1f} MiB for a 10 MB body"
+        assert proc.poll() is None
+    finally:
+        stop_child(proc, signal.SIGTERM)
+
+
+# -- slow clients ------------------------------------------------------------------------------
+
+
+async def test_a_half_sent_request_head_is_dropped_after_the_head_timeout():
+    local = LocalFunctionsHost(app, route_prefix="", head_timeout=1.0, body_timeout=1.0)
+    await local.start("127.0.0.1", 0)
+    try:
+        partials = [
+            b"GET /hello/x HT",  # a partial request line
+            b"GET /hello/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a",  # partial headers
+            b"",  # nothing at all
+        ]
+        conns = [await _raw(local.port, data) for data in partials for _ in range(20)]
+        waited = await asyncio.gather(*(_closed_within(reader, timeout=4) for reader, _ in conns))
+        assert max(waited) < 3, waited
+        for _, writer in conns:
+            writer.close()
+
+        # a header dripped a byte at a time gets no more time than one sent at once
+        reader, writer = await _raw(local.port, b"GET /hello/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Drip: ")
+        started = time.perf_counter()
+
+        async def drip() -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(40):
+                    writer.write(b"a")
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+
+        dripping = asyncio.create_task(drip())
+        await _closed_within(reader, timeout=4)
+        dripping.cancel()
+        assert time.perf_counter() - started < 3
+        writer.close()
+    finally:
+        await local.stop()
+
+
+async def test_an_idle_keep_alive_connection_is_closed_and_busy_ones_are_served():
+    local = LocalFunctionsHost(app, route_prefix="", head_timeout=1.0, body_timeout=1.0)
+    await local.start("127.0.0.1", 0)
+    try:
+        reader, writer = await _raw(local.port, b"GET /hello/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        status, _, body = await _read_response(reader, timeout=5)
+        assert status == 200 and json.loads(body) == {"name": "x", "route": "param"}
+        for _ in range(3):  # requests 0.5 s apart on one connection: each within the head timeout
+            await asyncio.sleep(0.5)
+            writer.write(b"GET /hello/y HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            status, _, _ = await _read_response(reader, timeout=5)
+            assert status == 200
+        await _closed_within(reader, timeout=4)  # then idle: closed
+        writer.close()
+    finally:
+        await local.stop()
+
+
+async def test_a_body_sent_too_slowly_is_408_and_the_connection_closed():
+    local = LocalFunctionsHost(app, route_prefix="", head_timeout=1.0, body_timeout=1.0)
+    await local.start("127.0.0.1", 0)
+    try:
+        started = time.perf_counter()
+        reader, writer = await _raw(
+            local.port, b"POST /size HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+        )
+        status, headers, _ = await _read_response(reader, timeout=4)
+        assert status == 408 and headers.get("connection", "").lower() == "close"
+        await _closed_within(reader, timeout=4)
+        assert time.perf_counter() - started < 3
+        writer.close()
+    finally:
+        await local.stop()
+
+
+def test_the_default_timeouts_are_sensible():
+    local = LocalFunctionsHost(app, route_prefix="")
+    assert 10 <= local.head_timeout <= 30
+    assert 10 <= local.body_timeout <= 120
