@@ -20,6 +20,7 @@ from .store.base import IndexTerms, Member, StoredResource
 from .values import check_values, comparison_key, is_empty, normalize_value
 
 __all__ = [
+    "MAX_INDEXED_VALUES",
     "MAX_MEMBERS_PER_REQUEST",
     "AttributeLocation",
     "ParsedResource",
@@ -42,6 +43,18 @@ Entra sends one member per PATCH in practice, and sometimes many (ENTRA.md §2);
 member costs storage writes (49 per transaction), so the bound keeps a request well inside
 Entra's 60 s timeout (ENTRA.md §1) while allowing large batches. Larger changes are sent as
 several PATCHes (RFC 7644 §3.5.2 gives each its own ``add``/``remove``).
+"""
+
+
+MAX_INDEXED_VALUES = 45
+"""Most distinct values a resource may be found by: a user's ``userName``, ``externalId``,
+``displayName`` and each distinct ``emails.value`` (so at most 42 distinct email addresses);
+more answer 400 ``invalidValue``.
+
+Each value is an index row, written in the same entity-group transaction as the resource
+(100 operations at most: docs/table-layout.md). With at most 45, a create (1 + 45) and a
+replace that changes every value (1 + 45 + 45) each fit in one transaction, so every write
+stays atomic. Entra sends one to three emails per user (ENTRA.md §3).
 """
 
 
@@ -286,6 +299,7 @@ def index_terms(rtype: ResourceType, doc: dict[str, Any]) -> IndexTerms:
     Users: ``userName`` (unique, case-insensitive); ``externalId`` (not unique, case-exact,
     RFC 7643 §3.1); every ``emails.value`` (case-insensitive); ``displayName``.
     Groups: ``displayName`` (unique, case-insensitive); ``externalId``.
+    More than :data:`MAX_INDEXED_VALUES` answer 400 ``invalidValue``.
     """
     multi: set[tuple[str, str]] = set()
     unique: dict[str, str] = {}
@@ -304,6 +318,11 @@ def index_terms(rtype: ResourceType, doc: dict[str, Any]) -> IndexTerms:
             multi.add(("displayName", comparison_key(display_name, False)))
     elif isinstance(display_name, str):
         unique["displayName"] = comparison_key(display_name, False)
+    if len(unique) + len(multi) > MAX_INDEXED_VALUES:
+        raise InvalidValue(
+            f"A {rtype.name.lower()} may be found by at most {MAX_INDEXED_VALUES} distinct values (userName, externalId,"
+            f" displayName and each distinct email address); this one has {len(unique) + len(multi)}: remove email addresses."
+        )
     return IndexTerms(unique=unique, multi=frozenset(multi))
 
 

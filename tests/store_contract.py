@@ -529,6 +529,42 @@ class DirectoryStoreContract:
         assert await store.lookup(tenant, "User", "externalId", "é" * 3000) == []
         await new_user(store, tenant, base + "1")
 
+    async def test_a_resource_with_more_index_rows_than_a_transaction_holds_can_change_and_be_deleted(
+        self, store: DirectoryStore, tenant: str
+    ) -> None:
+        """Resources stored before the core bounded indexed values (or by any other writer) may have
+        more index rows than one entity-group transaction (100 operations) can delete: every one
+        must still be replaceable and deletable (security review L5: a user with 110 emails could
+        never be deleted, so deprovisioning failed for ever)."""
+        emails = tuple(f"mail{i}@contoso.com" for i in range(90))
+        doc = {"userName": "many", "emails": [{"value": e} for e in emails]}
+        user = await store.create(tenant, "User", doc, user_terms("many", "ext", emails))
+        more = emails + tuple(f"more{i}@contoso.com" for i in range(20))
+        doc = {"userName": "many", "emails": [{"value": e} for e in more]}
+        await store.replace(tenant, "User", user.id, doc, user_terms("many", "ext", more))
+        assert [r.id for r in await store.lookup(tenant, "User", "emails.value", "more19@contoso.com")] == [user.id]
+        fresh = tuple(f"fresh{i}@contoso.com" for i in range(5))
+        current = await store.get(tenant, "User", user.id)
+        replaced = await store.replace(
+            tenant, "User", user.id, {"userName": "many2"}, user_terms("many2", None, fresh), if_version=current.version
+        )
+        assert replaced.doc == {"userName": "many2"}
+        assert await store.lookup(tenant, "User", "emails.value", "mail0@contoso.com") == []
+        assert await store.lookup(tenant, "User", "userName", "many") == []
+        assert [r.id for r in await store.lookup(tenant, "User", "emails.value", "fresh4@contoso.com")] == [user.id]
+        big = tuple(f"big{i}@contoso.com" for i in range(40))
+        await store.replace(tenant, "User", user.id, {"userName": "many2"}, user_terms("many2", "ext", fresh + big))
+        more_big = big + tuple(f"bigger{i}@contoso.com" for i in range(70))
+        await store.replace(tenant, "User", user.id, {"userName": "many2"}, user_terms("many2", "ext", more_big))
+        group = await store.create(tenant, "Group", {"displayName": "g"}, IndexTerms(unique={"displayName": "g"}), [Member(user.id)])
+        await store.delete(tenant, "User", user.id)
+        with pytest.raises(ResourceNotFound):
+            await store.get(tenant, "User", user.id)
+        assert await store.lookup(tenant, "User", "emails.value", "bigger69@contoso.com") == []
+        assert await store.lookup(tenant, "User", "userName", "many2") == []
+        assert (await store.get(tenant, "Group", group.id, members=True)).members == ()
+        await new_user(store, tenant, "many2")  # the unique key is free again
+
 
 @pytest.mark.asyncio
 class TenantRegistryContract:

@@ -26,8 +26,15 @@ def _env(azurite: str, prefix: str, **extra: str) -> dict[str, str]:
 
 
 def admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m scim.admin ARGS`` as a script runs it: no terminal on stdin."""
     return subprocess.run(
-        [sys.executable, "-m", "scim.admin", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "scim.admin", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -67,7 +74,11 @@ def test_admin_cli_manages_tenants_and_tokens(azurite, table_prefix):
     listed = json.loads(admin(env, "tenant", "list", "--json").stdout)
     assert name in [t["tenant"] for t in listed]
 
-    assert admin(env, "tenant", "delete", name).returncode == 0
+    unconfirmed = admin(env, "tenant", "delete", name)
+    assert unconfirmed.returncode == 1 and "--yes" in unconfirmed.stderr
+    assert name in admin(env, "tenant", "list").stdout
+    deleted = admin(env, "tenant", "delete", name, "--yes")
+    assert deleted.returncode == 0 and f"Deleted tenant {name}." in deleted.stdout, deleted.stderr
     assert name not in admin(env, "tenant", "list").stdout
     missing = admin(env, "token", "regenerate", name)
     assert missing.returncode == 1 and "no tenant" in missing.stderr
@@ -79,7 +90,8 @@ def test_make_run_prints_entra_fields_and_serves_them(azurite, table_prefix):
     """``python -m scim.dev`` (what ``make run`` calls): the two lines work in Entra's Test connection."""
     port = _free_port()
     tenant = "dev" + uuid.uuid4().hex[:6]
-    env = _env(azurite, table_prefix, PORT=str(port), SCIM_DEV_TENANT=tenant, SCIM_DEV_TOKEN="chosen-dev-token")
+    dev_token = "chosen-Dev-Token_4f9Qx7LmZ2pRt8Kc3V"  # SCIM_DEV_TOKEN needs 128 bits (22+ URL-safe characters)
+    env = _env(azurite, table_prefix, PORT=str(port), SCIM_DEV_TENANT=tenant, SCIM_DEV_TOKEN=dev_token)
     proc = subprocess.Popen(
         [sys.executable, "-m", "scim.dev"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -87,7 +99,7 @@ def test_make_run_prints_entra_fields_and_serves_them(azurite, table_prefix):
         url = proc.stdout.readline().strip()  # type: ignore[union-attr]
         token = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert url == f"Tenant URL: http://127.0.0.1:{port}/scim/{tenant}"
-        assert token == "Secret Token: chosen-dev-token"
+        assert token == f"Secret Token: {dev_token}"
         base, secret = url.split(": ", 1)[1], token.split(": ", 1)[1]
         test_connection = f"{base}/Users?filter=userName+eq+%22{uuid.uuid4()}%22"
         deadline = time.monotonic() + 30

@@ -422,3 +422,30 @@ def test_group_flags() -> None:
     assert flag == "m_" + gid.replace("-", "") and keys.flag_group_id(flag) == gid
     assert keys.group_flag(gid.upper()) is None and keys.group_flag("nope") is None
     assert keys.flag_group_id("doc0") is None and keys.flag_group_id("m_zz") is None
+
+
+async def test_a_refused_table_creation_is_taken_as_a_provisioned_table(azurite: str, store_prefix: str) -> None:
+    """In Azure the app's role is scoped to each table (infra/rbac.bicep), so creating a table may be
+    refused with 403; the tables exist (infra/ creates them), so the store must go on, not fail
+    every request. Azurite grants everything, so the refusal is injected in front of it."""
+    from azure.core.exceptions import HttpResponseError
+
+    from scim.store import tables
+
+    table_store = TableStore.from_settings(_settings(azurite, store_prefix))
+    service = table_store.service_client
+    real_create = service.create_table
+
+    async def refused(name: str, **kwargs: Any) -> Any:
+        await real_create(name, **kwargs)  # the table exists, as infra/ makes sure
+        error = HttpResponseError(message="This request is not authorized to perform this operation using this permission.")
+        error.status_code = 403
+        raise error
+
+    service.create_table = refused  # type: ignore[method-assign]
+    tables._READY_TABLES.clear()
+    try:
+        created = await table_store.create("t-refused", "User", {"userName": "a"}, IndexTerms(unique={"userName": "a"}))
+        assert (await table_store.get("t-refused", "User", created.id)).doc == {"userName": "a"}
+    finally:
+        await table_store.close()

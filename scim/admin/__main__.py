@@ -3,10 +3,23 @@
     python -m scim.admin tenant create NAME [--notify ADDR ...] [--json]
     python -m scim.admin tenant update NAME [--notify ADDR ...] [--notify-on | --notify-off]
     python -m scim.admin tenant list [--json]
-    python -m scim.admin tenant delete NAME
+    python -m scim.admin tenant delete NAME [--yes]
     python -m scim.admin token regenerate NAME [--json]
     python -m scim.admin log NAME [--failures] [--since 2h|2026-11-26T10:00:00Z] [--limit N] [--cursor C] [--json]
     python -m scim.admin notify run-now NAME
+
+``tenant delete`` cannot be undone: on a terminal it asks you to type the tenant name;
+``--yes`` skips that (scripts); without a terminal and without ``--yes`` it refuses. It revokes
+the token first and removes the tenant's record last, so if it stops part way (it then says
+so), running it again finishes the job; meanwhile ``tenant list`` shows the tenant as
+``deleting`` and ``tenant create`` refuses the name.
+
+``token regenerate`` prints a token only if it is the one stored: when another change came in
+between, it says so and exits 1 (run it again).
+
+``log`` prints control characters of logged values (which come from SCIM requests) as
+``\\xNN`` / ``\\uNNNN`` escapes, so no logged text can drive the terminal; ``--json`` escapes
+them as JSON does.
 """
 
 from __future__ import annotations
@@ -14,11 +27,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
+
+from azure.core.exceptions import AzureError
 
 from ..provisioning_log import LogEntry, parse_since
 from ..store.base import StoreError
-from ..tenants import InvalidTenantName, TenantExists, TenantNotFound
+from ..tenants import (
+    InvalidTenantName,
+    TenantDeleting,
+    TenantExists,
+    TenantNotFound,
+    TokenConflict,
+    validate_tenant_name,
+)
 from . import core
 
 
@@ -38,8 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     switch.add_argument("--notify-off", dest="enabled", action="store_const", const=False, help="stop sending digests")
     listing = tenant.add_parser("list", help="list tenants")
     listing.add_argument("--json", action="store_true")
-    delete = tenant.add_parser("delete", help="delete a tenant, its token, its directory and its log")
+    delete = tenant.add_parser(
+        "delete", help="delete a tenant, its token, its directory and its log (asks to type the name; resumable)"
+    )
     delete.add_argument("name")
+    delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (scripts)")
     token = groups.add_parser("token", help="manage a tenant's Secret Token").add_subparsers(dest="action", required=True)
     regenerate = token.add_parser("regenerate", help="issue a new token; the old one stops working at once")
     regenerate.add_argument("name")
@@ -64,14 +90,57 @@ def _tenant_json(settings, info) -> dict[str, object]:  # type: ignore[no-untype
         "created": info.created,
         "notify": list(info.notify),
         "notify_enabled": info.notify_enabled,
+        "state": info.state,
     }
 
 
+# C0 controls, DEL, C1 controls, and the Unicode line/paragraph separators and bidi controls,
+# which can move the cursor, clear the screen, or reorder what the operator reads.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(value: object) -> str:
+    """``value`` as text safe to print on a terminal: control characters as ``\\xNN``/``\\uNNNN``."""
+    return _UNSAFE.sub(_escaped, "" if value is None else str(value))
+
+
 def _log_line(entry: LogEntry) -> str:
-    where = f" {entry.resource_type} {entry.resource_id}" if entry.resource_id else ""
-    subject = f" ({entry.subject})" if entry.subject else ""
-    error = f" {entry.scim_type or ''} {entry.detail or ''}".rstrip() if entry.failed else ""
-    return f"{entry.time}  {entry.status}  {entry.operation}{where}{subject}{error}  [{entry.correlation_id}, {entry.duration_ms:.0f} ms]"
+    """One entry in the human format; every field comes from a SCIM request, so each is escaped."""
+    p = printable
+    where = f" {p(entry.resource_type)} {p(entry.resource_id)}" if entry.resource_id else ""
+    subject = f" ({p(entry.subject)})" if entry.subject else ""
+    error = f" {p(entry.scim_type)} {p(entry.detail)}".rstrip() if entry.failed else ""
+    return (
+        f"{p(entry.time)}  {p(entry.status)}  {p(entry.operation)}{where}{subject}{error}"
+        f"  [{p(entry.correlation_id)}, {entry.duration_ms:.0f} ms]"
+    )
+
+
+def _confirm_delete(name: str) -> str | None:
+    """Ask the operator on a terminal to type the tenant's name: None if they did, else why not."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        return (
+            f"tenant delete cannot be undone and asks to type the tenant name on a terminal; "
+            f"to delete {name!r} from a script, pass --yes"
+        )
+    print(
+        f"This deletes tenant {name!r}: its Secret Token, its users and groups, its provisioning log and its "
+        "digest settings. It cannot be undone.",
+        file=sys.stderr,
+    )
+    print("Type the tenant name to confirm: ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        answer = ""
+    if answer.strip() != name:
+        return "the name typed does not match; nothing was deleted"
+    return None
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -92,10 +161,12 @@ async def _run(args: argparse.Namespace) -> int:
             print(json.dumps([_tenant_json(settings, t) for t in tenants]))
         for t in [] if args.json else tenants:
             digests = f"digests to {', '.join(t.notify)}" if t.notify_enabled and t.notify else "digests off"
-            print(f"{t.name}\t{settings.tenant_url(t.name)}\tcreated {t.created}\t{digests}")
+            if t.deleting:
+                digests = f"deleting (not finished: run tenant delete {t.name})"
+            print("\t".join(printable(f) for f in (t.name, settings.tenant_url(t.name), f"created {t.created}", digests)))
     elif args.group == "tenant" and args.action == "delete":
-        await core.delete_tenant(settings, args.name)
-        print(f"Deleted tenant {args.name}.")
+        resumed = await core.delete_tenant(settings, args.name)
+        print(f"Finished deleting tenant {args.name}." if resumed else f"Deleted tenant {args.name}.")
     elif args.group == "log":
         since = parse_since(args.since) if args.since else None
         page = await core.read_log(settings, args.name, failures_only=args.failures, since=since, limit=max(1, args.limit), cursor=args.cursor)
@@ -105,7 +176,7 @@ async def _run(args: argparse.Namespace) -> int:
             for entry in page.entries:
                 print(_log_line(entry))
             if page.cursor:
-                print(f"-- more: add --cursor {page.cursor}")
+                print(f"-- more: add --cursor {printable(page.cursor)}")
     elif args.group == "notify" and args.action == "run-now":
         result = await core.notify_now(settings, args.name)
         print(f"{result.tenant}: {result.outcome}" + (f", {result.failures} failures" if result.failures else "") + (f" ({result.reason})" if result.reason else ""))
@@ -116,7 +187,19 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.group == "tenant" and args.action == "delete":
+            validate_tenant_name(args.name)
+            refused = None if args.yes else _confirm_delete(args.name)
+            if refused is not None:
+                print(f"error: {refused}", file=sys.stderr)
+                return 1
         return asyncio.run(_run(args))
+    except TenantDeleting as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except TokenConflict:
+        print("error: the token was changed concurrently; run token regenerate again (no token was issued)", file=sys.stderr)
+    except core.DeleteInterrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
     except TenantExists:
         print(f"error: tenant {args.name!r} already exists", file=sys.stderr)
     except TenantNotFound:
@@ -125,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-    except (OSError, StoreError) as exc:
+    except (OSError, StoreError, AzureError) as exc:
         print(f"error: cannot reach Table storage ({exc.__class__.__name__}); is Azurite running? (make run starts it)", file=sys.stderr)
     return 1
 

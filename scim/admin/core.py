@@ -3,25 +3,51 @@
 Settings are the app's own (:class:`scim.settings.Settings`): in Azure, the Table endpoint
 with DefaultAzureCredential; locally, ``local.settings.json`` values or, with nothing
 configured, Azurite on 127.0.0.1.
+
+Deleting a tenant (:func:`delete_tenant`) is resumable: its token is revoked first (the record
+is marked ``deleting``), then its directory partition, provisioning log and digest state are
+purged, and its record is removed last. Interrupted anywhere, running it again finishes the
+job, also for data left without a record (by an interrupted delete of an older version).
+Until then, :func:`create_tenant` refuses the name, so a new tenant never adopts old data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError
 
 from ..notify.notifier import RunResult
+from ..notify.state import NotifyStateStore
 from ..provisioning_log import LogPage
 from ..runtime import Runtime, build_runtime
 from ..settings import Settings
-from ..tenants import TenantExists, TenantInfo, validate_recipients, validate_tenant_name
+from ..store import keys
+from ..store.base import StoreError, StoreUnavailable
+from ..store.transactions import submit_transaction
+from ..tenants import (
+    ACTIVE,
+    DELETING,
+    TenantDeleting,
+    TenantExists,
+    TenantInfo,
+    TenantNotFound,
+    check_token_strength,
+    validate_recipients,
+    validate_tenant_name,
+)
 
 __all__ = [
     "Credentials",
+    "DeleteInterrupted",
     "create_tenant",
     "delete_tenant",
     "ensure_tenant",
@@ -66,19 +92,85 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings.from_env(merged)
 
 
+class DeleteInterrupted(Exception):
+    """``tenant delete`` stopped before the end (a storage error); the token is revoked already,
+    and running the delete again finishes it. ``str()`` is the message for the operator."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        super().__init__(
+            f"the delete of tenant {name!r} was interrupted ({cause.__class__.__name__}); its token is revoked, "
+            f"but some of its data remains: run `python -m scim.admin tenant delete {name}` again to finish it"
+        )
+        self.name = name
+
+
 async def _with_runtime(settings: Settings) -> Runtime:
     return build_runtime(settings)
+
+
+async def _has_rows(table: Any, partition: str) -> bool:
+    """Whether the partition holds a row (a query for one key; False if the table is missing)."""
+    query = table.query_entities("PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"], results_per_page=1)
+    try:
+        async for _ in query:
+            return True
+    except ResourceNotFoundError:
+        return False
+    return False
+
+
+def _directory_table(runtime: Runtime, settings: Settings) -> Any:
+    return runtime.log.service_client.get_table_client(f"{settings.table_prefix}directory")
+
+
+def _log_table(runtime: Runtime, settings: Settings) -> Any:
+    return runtime.log.service_client.get_table_client(f"{settings.table_prefix}log")
+
+
+async def _data_left(runtime: Runtime, settings: Settings, name: str) -> list[str]:
+    """What data of a tenant named ``name`` is stored (three cheap reads, in parallel)."""
+    directory, log, digest = await asyncio.gather(
+        _has_rows(_directory_table(runtime, settings), keys.partition_key(name)),
+        _has_rows(_log_table(runtime, settings), name),
+        NotifyStateStore(runtime.log.service_client, settings.table_prefix).exists(name),
+    )
+    return [what for what, there in (("users and groups", directory), ("provisioning log", log), ("digest state", digest)) if there]
+
+
+async def _create_fresh(runtime: Runtime, settings: Settings, name: str, token: str | None) -> str:
+    """Create the tenant unless a record or data of that name exists: TenantExists for an active
+    tenant; TenantDeleting for one being deleted or data left by an unfinished delete."""
+    state = await runtime.tenants.state(name)
+    if state == DELETING:
+        raise TenantDeleting(name)
+    if state is not None:
+        raise TenantExists(name)
+    if await _data_left(runtime, settings, name):
+        raise TenantDeleting(name)
+    try:
+        return await runtime.tenants.create(name, token)
+    except TenantExists:
+        if await runtime.tenants.state(name) == DELETING:
+            raise TenantDeleting(name) from None
+        raise
 
 
 async def create_tenant(
     settings: Settings, name: str, token: str | None = None, notify: Sequence[str] = ()
 ) -> Credentials:
-    """Create a tenant (with failure digests to ``notify``, if given); raises TenantExists."""
+    """Create a tenant (with failure digests to ``notify``, if given).
+
+    Raises TenantExists; TenantDeleting while a tenant of that name is being deleted or its data
+    is still stored (``tenant delete NAME`` finishes the delete); WeakToken (a ValueError) for a
+    supplied ``token`` under 128 bits (:func:`scim.tenants.check_token_strength`).
+    """
     validate_tenant_name(name)
+    if token is not None:
+        check_token_strength(token)
     recipients = validate_recipients(notify)
     runtime = await _with_runtime(settings)
     try:
-        secret = await runtime.tenants.create(name, token)
+        secret = await _create_fresh(runtime, settings, name, token)
         if recipients:
             await runtime.tenants.set_notifications(name, recipients, True)
     finally:
@@ -136,7 +228,14 @@ async def notify_now(settings: Settings, name: str) -> RunResult:
 
 
 async def regenerate_token(settings: Settings, name: str, token: str | None = None) -> Credentials:
-    """Replace a tenant's token: the previous one fails on the next request (401)."""
+    """Replace a tenant's token: the previous one fails on the next request (401).
+
+    The write is guarded by the version of the record read: TokenConflict if another change came
+    in between (nothing written; the token that works is the other one); TenantDeleting while the
+    tenant is being deleted; WeakToken for a supplied ``token`` under 128 bits.
+    """
+    if token is not None:
+        check_token_strength(token)
     runtime = await _with_runtime(settings)
     try:
         secret = await runtime.tenants.set_token(name, token)
@@ -146,12 +245,18 @@ async def regenerate_token(settings: Settings, name: str, token: str | None = No
 
 
 async def ensure_tenant(settings: Settings, name: str, token: str) -> Credentials:
-    """Make sure ``name`` exists and holds ``token`` (what ``make run`` does for the dev tenant)."""
+    """Make sure ``name`` exists and holds ``token`` (what ``make run`` does for the dev tenant).
+
+    ``token`` (``SCIM_DEV_TOKEN``) must carry 128 bits (:func:`scim.tenants.check_token_strength`,
+    else WeakToken, a ValueError); a tenant being deleted, or its left data, is not taken over
+    (TenantDeleting).
+    """
     validate_tenant_name(name)
+    check_token_strength(token)
     runtime = await _with_runtime(settings)
     try:
         try:
-            await runtime.tenants.create(name, token)
+            await _create_fresh(runtime, settings, name, token)
         except TenantExists:
             await runtime.tenants.set_token(name, token)
     finally:
@@ -168,15 +273,87 @@ async def list_tenants(settings: Settings) -> list[TenantInfo]:
         await runtime.close()
 
 
-async def delete_tenant(settings: Settings, name: str) -> None:
-    """Delete a tenant: its token stops working at once, then its users and groups are removed."""
-    from ..notify.state import NotifyStateStore
+_PURGE_PAGE = 1000
+_PURGE_ROUNDS = 3
 
+
+async def _purge_partition(table: Any, partition: str) -> None:
+    """Delete every row of a partition: pages of 1,000 keys, deleted by concurrent transactions
+    of 100, until a query finds nothing (a missing table holds nothing)."""
+    stalls = 0
+    while stalls < 10:
+        try:
+            pager = table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"], results_per_page=_PURGE_PAGE
+            )
+            rows: list[str] = []
+            async for row in pager:
+                rows.append(row["RowKey"])
+                if len(rows) == _PURGE_PAGE:
+                    break
+        except ResourceNotFoundError:
+            return
+        if not rows:
+            return
+        batches = [rows[i : i + 100] for i in range(0, len(rows), 100)]
+        outcomes = await asyncio.gather(
+            *(submit_transaction(table, [("delete", {"PartitionKey": partition, "RowKey": rk}, {}) for rk in b]) for b in batches),
+            return_exceptions=True,
+        )
+        progress = False
+        for outcome in outcomes:
+            if isinstance(outcome, TableTransactionError):
+                continue  # a row had gone already (retention purge); the next query sees the rest
+            if isinstance(outcome, BaseException):
+                raise outcome
+            progress = True
+        stalls = 0 if progress else stalls + 1
+    raise StoreUnavailable(f"partition {partition} kept changing while being purged")
+
+
+async def _purge(runtime: Runtime, settings: Settings, name: str) -> None:
+    """The tenant's directory partition, provisioning log and digest state, in that order."""
+    await runtime.store.delete_tenant(name)
+    await _purge_partition(_log_table(runtime, settings), name)
+    await NotifyStateStore(runtime.log.service_client, settings.table_prefix).forget(name)
+
+
+async def delete_tenant(settings: Settings, name: str) -> bool:
+    """Delete a tenant and everything it owns, resumably (see the module docstring).
+
+    1. revoke: the record is marked ``deleting`` without a token hash (ETag-guarded), so the
+       token fails at once and the tenant's requests are neither served nor logged;
+    2. purge the directory partition, the provisioning log and the digest state, and check that
+       nothing came back (a request in flight when the token was revoked), purging again if so;
+    3. remove the record.
+
+    Returns True if this finished an earlier, interrupted delete (the record was ``deleting``
+    already, or only data was left). Raises TenantNotFound if there is neither a record nor data,
+    and DeleteInterrupted if storage failed after step 1 (running it again finishes the job).
+    """
+    validate_tenant_name(name)
     runtime = await _with_runtime(settings)
     try:
-        await runtime.tenants.delete(name)
-        await runtime.store.delete_tenant(name)
-        await runtime.log.purge(name, datetime.now(UTC) + timedelta(days=1))
-        await NotifyStateStore(runtime.log.service_client, settings.table_prefix).forget(name)
+        state = await runtime.tenants.state(name)
+        if state is None and not await _data_left(runtime, settings, name):
+            raise TenantNotFound(name)
+        if state is not None:
+            await runtime.tenants.begin_delete(name)
+        try:
+            for _ in range(_PURGE_ROUNDS):
+                await _purge(runtime, settings, name)
+                left = await _data_left(runtime, settings, name)
+                if not left:
+                    break
+            else:
+                raise StoreUnavailable(f"data of tenant {name} kept coming back: {', '.join(left)}")
+            if state is not None:
+                try:
+                    await runtime.tenants.delete(name)
+                except TenantNotFound:
+                    pass  # a concurrent delete finished first
+        except (StoreError, AzureError, OSError) as exc:
+            raise DeleteInterrupted(name, exc) from exc
     finally:
         await runtime.close()
+    return state != ACTIVE

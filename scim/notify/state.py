@@ -30,6 +30,7 @@ class NotifyState:
     tenant: str
     watermark: datetime | None
     etag: str
+    credential_alert_at: datetime | None = None
 
 
 class NotifyStateStore:
@@ -62,13 +63,21 @@ class NotifyStateStore:
         except (ResourceModifiedError, ResourceNotFoundError):
             return None
         watermark = current.get("watermark") or ""
-        return NotifyState(tenant, parse_time(watermark) if watermark else None, updated["etag"])
+        alerted = current.get("credentialAlertAt") or ""
+        return NotifyState(
+            tenant, parse_time(watermark) if watermark else None, updated["etag"], parse_time(alerted) if alerted else None
+        )
 
-    async def release(self, state: NotifyState, watermark: datetime | None) -> bool:
-        """Give the lease back, moving the watermark to ``watermark`` if given; False if the lease was lost."""
+    async def release(
+        self, state: NotifyState, watermark: datetime | None, *, credential_alert_at: datetime | None = None
+    ) -> bool:
+        """Give the lease back, moving the watermark to ``watermark`` if given (and recording when
+        a credential alert was sent, for its rate limit); False if the lease was lost."""
         row: dict[str, Any] = {"PartitionKey": _PARTITION, "RowKey": state.tenant, "leaseUntil": "", "leaseOwner": ""}
         if watermark is not None:
             row["watermark"] = format_time(watermark)
+        if credential_alert_at is not None:
+            row["credentialAlertAt"] = format_time(credential_alert_at)
         try:
             await self._table.update_entity(
                 row, mode=UpdateMode.MERGE, etag=state.etag, match_condition=MatchConditions.IfNotModified
@@ -78,8 +87,16 @@ class NotifyStateStore:
         return True
 
     async def forget(self, tenant: str) -> None:
-        """Remove a deleted tenant's state."""
+        """Remove a deleted tenant's state (nothing to do if there is none)."""
         try:
             await self._table.delete_entity(_PARTITION, tenant)
         except ResourceNotFoundError:
             pass
+
+    async def exists(self, tenant: str) -> bool:
+        """Whether the tenant has digest state (one point read; False if the table is missing)."""
+        try:
+            await self._table.get_entity(_PARTITION, tenant, select=["RowKey"])
+        except ResourceNotFoundError:
+            return False
+        return True

@@ -4,11 +4,14 @@ It follows every rule of :mod:`scim.store.base` with plain dictionaries. Every p
 runs to completion without awaiting anything, so under asyncio each call is atomic: two
 concurrent creates of one ``userName`` see each other, concurrent member changes all take
 effect (RFC 7644 §3.5.2 PATCH of ``members``, as Entra sends it one member at a time), and a
-call that raises has changed nothing.
+call that raises has changed nothing. The one exception is
+:meth:`MemoryTenantRegistry.set_token`, which yields between reading and writing, as a Table
+write does, so that concurrent token changes conflict as they do on Tables.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 from collections.abc import Iterable, Sequence
@@ -16,10 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tenants import (
+    ACTIVE,
+    DELETING,
+    TenantDeleting,
     TenantExists,
     TenantInfo,
     TenantNotFound,
     TenantRegistry,
+    TokenConflict,
     hash_token,
     new_token,
     validate_recipients,
@@ -269,11 +276,38 @@ class MemoryStore(DirectoryStore):
     ) -> list[StoredResource]:
         """Resources with an index key of ``attribute`` starting with ``prefix`` (RFC 7644 §3.4.2.2 ``sw``)."""
         t = self._tenant(tenant)
+        ids = self._prefix_ids(t, resource_type, attribute, prefix)
+        return [t.records[(resource_type, i)].snapshot() for i in sorted(ids)[: limit + 1]]
+
+    async def find(
+        self,
+        tenant: str,
+        resource_type: ResourceType,
+        *,
+        ids: Iterable[str] = (),
+        terms: Iterable[tuple[str, str]] = (),
+        prefixes: Iterable[tuple[str, str]] = (),
+        limit: int,
+    ) -> list[StoredResource]:
+        """A filter's index candidates (:meth:`DirectoryStore.find`), at once like every call here."""
+        t = self._tenant(tenant)
+        wanted: dict[str, None] = dict.fromkeys(i for i in ids if (resource_type, i) in t.records)
+        for attribute, key in terms:
+            wanted.update(dict.fromkeys(sorted(t.multi.get((resource_type, attribute, key), ()))))
+            holder = t.unique.get((resource_type, attribute, key))
+            if holder is not None:
+                wanted[holder] = None
+        for attribute, prefix in prefixes:
+            wanted.update(dict.fromkeys(sorted(self._prefix_ids(t, resource_type, attribute, prefix))))
+        return [t.records[(resource_type, i)].snapshot() for i in list(wanted)[: limit + 1]]
+
+    @staticmethod
+    def _prefix_ids(t: _Tenant, resource_type: ResourceType, attribute: str, prefix: str) -> set[str]:
         ids = {i for (rtype, attr, key), i in t.unique.items() if rtype == resource_type and attr == attribute and key.startswith(prefix)}
         for (rtype, attr, key), holders in t.multi.items():
             if rtype == resource_type and attr == attribute and key.startswith(prefix):
                 ids.update(holders)
-        return [t.records[(resource_type, i)].snapshot() for i in sorted(ids)[: limit + 1]]
+        return ids
 
     async def scan(
         self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
@@ -319,50 +353,97 @@ class MemoryStore(DirectoryStore):
         self._tenants.pop(tenant, None)
 
 
+@dataclass
+class _TenantRecord:
+    """One tenant record; ``version`` changes on every write (what a Table ETag is)."""
+
+    token_hash: str | None
+    created: str
+    version: int
+    state: str = ACTIVE
+    notify: tuple[str, ...] = ()
+    notify_enabled: bool = False
+
+
 class MemoryTenantRegistry(TenantRegistry):
-    """Tenants and their token hashes in process memory."""
+    """Tenants and their token hashes in process memory, with the Table registry's behaviour:
+    every write gives the record a new version, and :meth:`set_token` writes only if the
+    version it read is unchanged (so two concurrent regenerations: one TokenConflict)."""
 
     def __init__(self) -> None:
-        self._tenants: dict[str, tuple[str, str]] = {}
-        self._notify: dict[str, tuple[tuple[str, ...], bool]] = {}
+        self._tenants: dict[str, _TenantRecord] = {}
+        self._versions = itertools.count(1)
+
+    def _changed(self, record: _TenantRecord) -> None:
+        record.version = next(self._versions)
+
+    def _record(self, name: str) -> _TenantRecord:
+        record = self._tenants.get(name)
+        if record is None:
+            raise TenantNotFound(name)
+        return record
 
     async def create(self, name: str, token: str | None = None) -> str:
-        """Create a tenant; raises TenantExists."""
+        """Create a tenant; raises TenantExists (also while a tenant of that name is being deleted)."""
         validate_tenant_name(name)
         if name in self._tenants:
             raise TenantExists(name)
         token = token or new_token()
-        self._tenants[name] = (hash_token(token), utc_now())
+        self._tenants[name] = _TenantRecord(hash_token(token), utc_now(), next(self._versions))
         return token
 
     async def set_token(self, name: str, token: str | None = None) -> str:
-        """Replace the token (the old one fails on the next request); raises TenantNotFound."""
-        if name not in self._tenants:
-            raise TenantNotFound(name)
+        """Replace the token (the old one fails on the next request): read, yield, guarded write.
+        Raises TenantNotFound, TenantDeleting, or TokenConflict if the record changed meanwhile."""
+        record = self._record(name)
+        if record.state == DELETING:
+            raise TenantDeleting(name)
+        seen = record.version
         token = token or new_token()
-        self._tenants[name] = (hash_token(token), self._tenants[name][1])
+        await asyncio.sleep(0)  # where a Table write waits for storage
+        current = self._tenants.get(name)
+        if current is None:
+            raise TenantNotFound(name)
+        if current is not record or current.version != seen:
+            raise TokenConflict(name)
+        record.token_hash = hash_token(token)
+        self._changed(record)
         return token
 
     async def token_hash(self, name: str) -> str | None:
-        """The stored token hash, or None."""
-        entry = self._tenants.get(name)
-        return entry[0] if entry else None
+        """The stored token hash, or None (no such tenant, or being deleted)."""
+        record = self._tenants.get(name)
+        return record.token_hash if record is not None and record.state != DELETING else None
+
+    async def state(self, name: str) -> str | None:
+        """``active``, ``deleting`` or None."""
+        record = self._tenants.get(name)
+        return record.state if record is not None else None
+
+    async def begin_delete(self, name: str) -> None:
+        """Mark the record deleting, drop its token hash, switch digests off; idempotent."""
+        record = self._record(name)
+        if record.state == DELETING:
+            return
+        record.state, record.token_hash, record.notify_enabled = DELETING, None, False
+        self._changed(record)
 
     async def delete(self, name: str) -> None:
-        """Delete the tenant record; raises TenantNotFound."""
+        """Remove the tenant record; raises TenantNotFound."""
         if self._tenants.pop(name, None) is None:
             raise TenantNotFound(name)
-        self._notify.pop(name, None)
 
     async def list(self) -> list[TenantInfo]:
         """Every tenant, sorted by name."""
         return [
-            TenantInfo(name, created, *self._notify.get(name, ((), False)))
-            for name, (_, created) in sorted(self._tenants.items())
+            TenantInfo(name, r.created, r.notify, r.notify_enabled, r.state) for name, r in sorted(self._tenants.items())
         ]
 
     async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:
-        """Set the tenant's digest recipients and switch; raises TenantNotFound."""
-        if name not in self._tenants:
-            raise TenantNotFound(name)
-        self._notify[name] = (validate_recipients(recipients), enabled)
+        """Set the tenant's digest recipients and switch; raises TenantNotFound or TenantDeleting."""
+        cleaned = validate_recipients(recipients)
+        record = self._record(name)
+        if record.state == DELETING:
+            raise TenantDeleting(name)
+        record.notify, record.notify_enabled = cleaned, enabled
+        self._changed(record)

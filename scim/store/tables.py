@@ -39,10 +39,12 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import random
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,10 +62,14 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from ..tenants import (
+    ACTIVE,
+    DELETING,
+    TenantDeleting,
     TenantExists,
     TenantInfo,
     TenantNotFound,
     TenantRegistry,
+    TokenConflict,
     hash_token,
     new_token,
     validate_recipients,
@@ -120,6 +126,9 @@ MAX_PROPERTIES = 252
 CHUNK_UNITS = 32_000  # UTF-16 code units per string property (64 KiB limit)
 MAX_PAGE = 1000  # largest $top
 MEMBERS_PER_TRANSACTION = (MAX_TRANSACTION_OPS - 1) // 2  # 49: 1 group merge + 2 ops per member
+FINAL_INDEX_OPS = 60
+"""Index rows a delete removes in its final transaction; a resource with more (the core bounds
+indexed values, but older rows may exceed it) sheds the rest first (:meth:`TableStore._shed`)."""
 MAX_ATTEMPTS = 10  # ETag-guarded writes retried after a concurrent membership change
 RECENT_ENTITIES = 1024  # entities remembered per process for read-modify-write (about 1-4 KiB each)
 
@@ -157,6 +166,16 @@ SUBMIT_ATTEMPTS = 2  # a transaction is sent at most this often when its request
 
 _FILTER_RANGE = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
 _FILTER_AFTER = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi"
+_FILTER_SPAN = "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi"
+POINT_READS = 8
+"""Candidates of a lookup read by concurrent point reads (one storage call each); more are read
+by pages of resource rows (:meth:`TableStore._resources`), so that a lookup costs O(pages)."""
+SPARSE_PAGE_HITS = 8
+"""A page of resource rows holding fewer wanted candidates than this ends the paging: the rest
+(scattered over a large tenant) are point-read instead."""
+CONVERT_SLICE = 0.001
+"""Seconds of converting rows into resources (about 30 µs a row of 20 emails) before handing the
+event loop back, so that a page of 1,000 does not hold up every other tenant's requests."""
 _FILTER_PARTITION = "PartitionKey eq @pk"
 _FLAG_BYTES = 8 + 2 * len("m_" + "0" * 32) + 1  # one m_{hex} bool property
 _TOO_LARGE_CODES = frozenset({"EntityTooLarge", "PropertyValueTooLarge", "RequestBodyTooLarge", "TooManyProperties"})
@@ -326,9 +345,25 @@ async def resend_if_lost(call: Callable[[], Awaitable[T]]) -> T:
 
 async def create_table(service: TableServiceClient, name: str, **options: Any) -> None:
     """Create the table unless it exists, resending a lost POST (:func:`resend_if_lost`); a
-    table that exists by then, ours or not, is what was wanted."""
-    with contextlib.suppress(ResourceExistsError):
+    table that exists by then, ours or not, is what was wanted.
+
+    A 403 is taken as "exists" too: in Azure, ``infra/`` creates every table and grants the app
+    its data role on each table, not on the account, and creating a table may need the
+    account-level permission (a missing data permission still fails the first entity call).
+    """
+    try:
         await resend_if_lost(lambda: service.create_table(name, **options))
+    except ResourceExistsError:
+        pass
+    except HttpResponseError as exc:
+        if exc.status_code != 403:
+            raise
+        if name not in _CREATE_REFUSED:
+            _CREATE_REFUSED.add(name)
+            logging.getLogger("scim.store").info("not allowed to create table %s here; using it as provisioned", name)
+
+
+_CREATE_REFUSED: set[str] = set()
 
 
 async def _create_table(service: TableServiceClient, name: str) -> None:
@@ -902,6 +937,18 @@ class TableStore(_TableOwner, DirectoryStore):
             etag = _etag(current)
             if if_version is not None and if_version != _version(etag):
                 raise VersionMismatch(id)
+            old_terms = _terms_from(current)
+            if len(_index_ops(pk, resource_type, id, index, old_terms)) >= MAX_TRANSACTION_OPS and old_terms.multi - index.multi:
+                # More index rows change than one transaction holds: shed old rows first (guarded), then retry.
+                try:
+                    etag, _ = await self._shed(pk, resource_type, id, etag, old_terms, index)
+                except _OpFailed as failed:
+                    if isinstance(failed.error, VersionMismatch) and if_version is None:
+                        continue
+                    raise failed.error from None
+                if if_version is not None:
+                    if_version = _version(etag)  # our own change
+                continue
             entity = _resource_entity(
                 pk, resource_type, id, doc, index, current["created"], utc_now(), _live_flags(current)
             )
@@ -967,11 +1014,15 @@ class TableStore(_TableOwner, DirectoryStore):
         if resource_type == "Group":
             flag = keys.group_flag(id) or ""
             units += [(None, _unlink_ops(pk, id, flag, m, now)) for m in await self._members(pk, id)]
-        index_ops = _index_ops(pk, resource_type, id, _NO_TERMS, _terms_from(current))
-        fit = max(0, (MAX_TRANSACTION_OPS - 1 - len(index_ops)) // 2)
-        split = max(0, len(units) - fit)
+        terms = _terms_from(current)
         etag, committed = _etag(current), False
         try:
+            while len(_index_ops(pk, resource_type, id, _NO_TERMS, terms)) > FINAL_INDEX_OPS and terms.multi:
+                etag, terms = await self._shed(pk, resource_type, id, etag, terms, _NO_TERMS)
+                committed = True
+            index_ops = _index_ops(pk, resource_type, id, _NO_TERMS, terms)
+            fit = max(0, (MAX_TRANSACTION_OPS - 1 - len(index_ops)) // 2)
+            split = max(0, len(units) - fit)
             for batch in _batches(units[:split], MEMBERS_PER_TRANSACTION):
                 own_flags = {flag: False for flag, _ in batch if flag}
                 guard = _merge(_row(pk, rk, lastModified=now, **own_flags), "guard", etag=etag)
@@ -983,6 +1034,20 @@ class TableStore(_TableOwner, DirectoryStore):
             failed.committed = committed
             raise
 
+    async def _shed(
+        self, pk: str, resource_type: ResourceType, id: str, etag: str, terms: IndexTerms, keep: IndexTerms
+    ) -> tuple[str, IndexTerms]:
+        """One transaction guarded by the resource's ETag: delete up to 99 of its non-unique index
+        rows that ``keep`` does not hold, and record the terms left on the resource, so that its
+        recorded terms always name exactly its rows (a failure after it leaves a consistent
+        resource, findable by fewer values until it is written again). Returns the new ETag and
+        the terms left."""
+        doomed = frozenset(sorted(terms.multi - keep.multi)[: MAX_TRANSACTION_OPS - 1])
+        left = IndexTerms(unique=dict(terms.unique), multi=terms.multi - doomed)
+        guard = _merge(_row(pk, keys.resource_key(resource_type, id), idx=_terms_json(left)), "guard", etag=etag)
+        results = await self._submit([guard, *_index_ops(pk, resource_type, id, left, terms)])
+        return str(results[0]["etag"]), left
+
     @_budgeted
     async def lookup(
         self, tenant: str, resource_type: ResourceType, attribute: str, key: str
@@ -990,36 +1055,136 @@ class TableStore(_TableOwner, DirectoryStore):
         """RFC 7644 §3.4.2.2 ``eq`` on an indexed attribute (Entra's ``userName eq``, ``externalId eq``).
 
         Unique attribute: point read of ``U|{attr}|{key}`` then of the resource (2 round trips).
-        Otherwise: range query on ``X|U|{attr}|{key}|`` then concurrent point reads.
+        Otherwise: range query on ``X|U|{attr}|{key}|`` then the candidates (:meth:`_resources`).
         """
         await self._ready()
         pk = keys.partition_key(tenant)
-        if attribute in self._unique.get(resource_type, frozenset()):
-            row = await self._read_or_none(pk, keys.unique_key(resource_type, attribute, key), ["id"])
-            ids = [row["id"]] if row is not None else []
-        else:
-            prefix = keys.multi_prefix(resource_type, attribute, key)
-            ids = [keys.id_from_key(r["RowKey"], prefix) for r in await self._range(pk, prefix, ["RowKey"])]
-        found = await asyncio.gather(*(self._read_or_none(pk, keys.resource_key(resource_type, i)) for i in ids))
-        return [_stored(resource_type, e, _etag(e)) for e in found if e is not None]
+        wanted = await self._candidate_ids(pk, resource_type, (), ((attribute, key),), (), None)
+        return await self._resources(pk, resource_type, wanted)
 
     @_budgeted
     async def lookup_prefix(
         self, tenant: str, resource_type: ResourceType, attribute: str, prefix: str, *, limit: int
     ) -> list[StoredResource]:
         """RFC 7644 §3.4.2.2 ``sw`` on an indexed attribute: range queries on the index rows
-        (verbatim keys, and hashed long keys for the caller to re-check), then point reads."""
+        (verbatim keys, and hashed long keys for the caller to re-check), then the candidates
+        (:meth:`_resources`)."""
         await self._ready()
         pk = keys.partition_key(tenant)
-        unique = attribute in self._unique.get(resource_type, frozenset())
-        ids: dict[str, None] = {}
-        for row_prefix in keys.index_prefixes(resource_type, attribute, prefix, unique):
-            for row in await self._range(pk, row_prefix, ["RowKey", "id"]):
-                ids[row["id"] if unique else row["RowKey"].rsplit(keys.SEPARATOR, 1)[1]] = None
-                if len(ids) > limit:
+        wanted = await self._candidate_ids(pk, resource_type, (), (), ((attribute, prefix),), limit)
+        return await self._resources(pk, resource_type, wanted)
+
+    @_budgeted
+    async def find(
+        self,
+        tenant: str,
+        resource_type: ResourceType,
+        *,
+        ids: Iterable[str] = (),
+        terms: Iterable[tuple[str, str]] = (),
+        prefixes: Iterable[tuple[str, str]] = (),
+        limit: int,
+    ) -> list[StoredResource]:
+        """A filter's index plan as one operation, within one :data:`STORAGE_BUDGET`: the index
+        queries of every term and prefix run concurrently, then the candidates are read
+        (:meth:`_resources`). ``userName eq``: 2 storage calls; ``userName sw ""`` on 300
+        users: 2 index range queries + 1 page of user rows."""
+        await self._ready()
+        pk = keys.partition_key(tenant)
+        wanted = await self._candidate_ids(pk, resource_type, tuple(ids), tuple(terms), tuple(prefixes), limit)
+        return await self._resources(pk, resource_type, wanted)
+
+    async def _candidate_ids(
+        self,
+        pk: str,
+        resource_type: ResourceType,
+        ids: Sequence[str],
+        terms: Sequence[tuple[str, str]],
+        prefixes: Sequence[tuple[str, str]],
+        limit: int | None,
+    ) -> list[str]:
+        """The ids the index rows of ``terms`` and ``prefixes`` name, after ``ids``: each unique
+        term one point read, each other term or prefix one range query per 1,000 rows; at most
+        ``limit + 1`` ids (all of them when ``limit`` is None)."""
+        unique = self._unique.get(resource_type, frozenset())
+        cap = None if limit is None else limit + 1
+
+        async def by_term(attribute: str, key: str) -> list[str]:
+            if attribute in unique:
+                row = await self._read_or_none(pk, keys.unique_key(resource_type, attribute, key), ["id"])
+                return [row["id"]] if row is not None else []
+            prefix = keys.multi_prefix(resource_type, attribute, key)
+            return [keys.id_from_key(r["RowKey"], prefix) for r in await self._index_rows(pk, prefix, ["RowKey"], cap)]
+
+        async def by_prefix(row_prefix: str, is_unique: bool) -> list[str]:
+            rows = await self._index_rows(pk, row_prefix, ["RowKey", "id"] if is_unique else ["RowKey"], cap)
+            if is_unique:
+                return [row["id"] for row in rows]
+            return [keys.decode_value(row["RowKey"].rsplit(keys.SEPARATOR, 1)[1]) for row in rows]
+
+        queries = [by_term(attribute, key) for attribute, key in terms]
+        for attribute, prefix in prefixes:
+            is_unique = attribute in unique
+            verbatim, hashed = keys.index_prefixes(resource_type, attribute, prefix, is_unique)
+            queries.append(by_prefix(verbatim, is_unique))
+            if not hashed.startswith(verbatim):  # sw "": the verbatim range holds the hashed rows too
+                queries.append(by_prefix(hashed, is_unique))
+        found: dict[str, None] = dict.fromkeys(ids)
+        for result in await _gather(queries):
+            found.update(dict.fromkeys(result))
+        wanted = list(found)
+        return wanted if cap is None else wanted[:cap]
+
+    async def _index_rows(self, pk: str, prefix: str, select: list[str], cap: int | None) -> list[Any]:
+        """Rows whose RowKey starts with ``prefix``, at most ``cap`` (one storage call per 1,000)."""
+        lo, hi = keys.prefix_range(prefix)
+
+        async def query() -> list[Any]:
+            rows: list[Any] = []
+            pager = self._table.query_entities(
+                _FILTER_RANGE, parameters={"pk": pk, "lo": lo, "hi": hi}, select=select, results_per_page=MAX_PAGE, **_TIMEOUT
+            )
+            async for row in pager:
+                rows.append(row)
+                if cap is not None and len(rows) >= cap:
                     break
-        chosen = [keys.decode_value(i) if not unique else i for i in list(ids)[: limit + 1]]
-        found = await asyncio.gather(*(self._read_or_none(pk, keys.resource_key(resource_type, i)) for i in chosen))
+            return rows
+
+        return await _io(query)
+
+    async def _resources(self, pk: str, resource_type: ResourceType, ids: Sequence[str]) -> list[StoredResource]:
+        """The resources of ``ids`` that exist, in storage calls O(pages), not O(ids).
+
+        Up to :data:`POINT_READS` ids: concurrent point reads (Entra's lookups: one). More:
+        pages of the ``u|``/``g|`` rows from the lowest wanted RowKey to the highest, keeping
+        the wanted ones, until all are found; when a page holds fewer than
+        :data:`SPARSE_PAGE_HITS` of them (a few matches scattered over a large tenant), the
+        rest are point-read instead.
+        """
+        wanted = sorted({keys.resource_key(resource_type, i) for i in ids})
+        if len(wanted) <= POINT_READS:
+            return await self._point_reads(pk, resource_type, wanted)
+        remaining = set(wanted)
+        found: list[Any] = []
+        pager: Any = self._table.query_entities(
+            _FILTER_SPAN, parameters={"pk": pk, "lo": wanted[0], "hi": wanted[-1]}, results_per_page=MAX_PAGE, **_TIMEOUT
+        ).by_page()
+        while remaining:
+            rows = await _io(lambda: _next_page(pager))
+            if rows is None:
+                break
+            hits = [row for row in rows if row["RowKey"] in remaining]
+            found += hits
+            remaining.difference_update(row["RowKey"] for row in hits)
+            if pager.continuation_token is None:
+                break
+            if rows and len(hits) < SPARSE_PAGE_HITS and remaining:
+                rest = await self._point_reads(pk, resource_type, sorted(remaining))
+                return await _converted(resource_type, found) + rest
+        return await _converted(resource_type, found)
+
+    async def _point_reads(self, pk: str, resource_type: ResourceType, row_keys: Sequence[str]) -> list[StoredResource]:
+        found = await _gather([self._read_or_none(pk, rk) for rk in row_keys])
         return [_stored(resource_type, e, _etag(e)) for e in found if e is not None]
 
     @_budgeted
@@ -1039,7 +1204,7 @@ class TableStore(_TableOwner, DirectoryStore):
         rows = await _io(lambda: _first_rows(pager))
         more = bool(rows) and pager.continuation_token is not None
         next_cursor = rows[-1]["RowKey"][len(prefix) :] if more else None
-        return Page([_stored(resource_type, row, _etag(row)) for row in rows], next_cursor)
+        return Page(await _converted(resource_type, rows), next_cursor)
 
     @_budgeted
     async def add_members(self, tenant: str, group_id: str, members: Sequence[Member]) -> None:
@@ -1146,7 +1311,11 @@ class TableStore(_TableOwner, DirectoryStore):
 
     async def delete_tenant(self, tenant: str) -> None:
         """Delete every entity of the tenant's partition: pages of 1,000 RowKeys, each deleted by
-        concurrent transactions of 100 deletes, until a query finds nothing."""
+        concurrent transactions of 100 deletes, until a query finds nothing.
+
+        Resumable: a failure (raised once every transaction of the page has ended, none left in
+        flight) leaves a partition that lacks some rows, and calling this again deletes the rest.
+        """
         await self._ready()
         pk = keys.partition_key(tenant)
         stalls = 0
@@ -1157,8 +1326,13 @@ class TableStore(_TableOwner, DirectoryStore):
             rows = [row["RowKey"] for row in await _io(lambda: _first_rows(pager))]
             if not rows:
                 return
-            done = await asyncio.gather(*(self._delete_rows(pk, b) for b in _batches(rows, MAX_TRANSACTION_OPS)))
-            stalls = 0 if any(done) else stalls + 1
+            outcomes = await asyncio.gather(
+                *(self._delete_rows(pk, b) for b in _batches(rows, MAX_TRANSACTION_OPS)), return_exceptions=True
+            )
+            failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failure is not None:
+                raise failure
+            stalls = 0 if any(outcomes) else stalls + 1
         raise StoreUnavailable(f"tenant {tenant} kept changing while being deleted")
 
     async def _delete_rows(self, pk: str, row_keys: Sequence[str]) -> bool:
@@ -1187,6 +1361,37 @@ def _without_failed(batch: list[Member], failed: _OpFailed) -> list[Member]:
     return rest
 
 
+async def _converted(resource_type: ResourceType, rows: Sequence[Any]) -> list[StoredResource]:
+    """``rows`` as resources, handing the event loop back every :data:`CONVERT_SLICE` seconds."""
+    resources: list[StoredResource] = []
+    started = time.perf_counter()
+    for row in rows:
+        resources.append(_stored(resource_type, row, _etag(row)))
+        if time.perf_counter() - started >= CONVERT_SLICE:
+            await asyncio.sleep(0)
+            started = time.perf_counter()
+    return resources
+
+
+async def _next_page(pager: AsyncIterator[Any]) -> list[Any] | None:
+    """The rows of the next page (one storage call), or None after the last one."""
+    try:
+        page = await pager.__anext__()
+    except StopAsyncIteration:
+        return None
+    return [row async for row in page]
+
+
+async def _gather(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run storage calls concurrently (each task inherits the operation's deadline); the first
+    failure is raised once all have ended, so none is left running past the operation."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes  # type: ignore[return-value]
+
+
 async def _first_rows(pager: AsyncIterator[Any]) -> list[Any]:
     """The rows of the first non-empty page (the service may return an empty page with a continuation)."""
     async for page in pager:
@@ -1201,7 +1406,10 @@ async def _first_rows(pager: AsyncIterator[Any]) -> list[Any]:
 
 class TableTenantRegistry(_TableOwner, TenantRegistry):
     """Tenants in the ``{prefix}tenants`` table: PartitionKey ``tenant``, RowKey the name,
-    properties ``tokenHash`` (SHA-256 hex) and ``created``."""
+    properties ``tokenHash`` (SHA-256 hex), ``created``, ``notifyTo``/``notifyEnabled`` and,
+    once ``tenant delete`` has begun, ``state`` = ``deleting`` (and no ``tokenHash``; a row
+    without ``state`` is active). Every change after the insert is an update guarded by the
+    ETag of the row it read (If-Match; 412 when the row changed in between)."""
 
     def __init__(
         self,
@@ -1249,29 +1457,91 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
         await _io(lambda: resend_if_lost(insert))
         return token
 
+    async def _read_row(self, name: str, select: list[str] | None = None) -> Any:
+        """The tenant row (with its ETag in ``metadata``), or None."""
+        try:
+            return await _io(lambda: self._table.get_entity(_TENANT_PARTITION, name, select=select, **_TIMEOUT))
+        except ResourceNotFound:
+            return None
+
+    async def _update_guarded(self, row: dict[str, Any], etag: str, mode: UpdateMode = UpdateMode.MERGE) -> None:
+        """Update the row only if its ETag is still ``etag``: VersionMismatch (412) if it changed,
+        ResourceNotFound if it is gone."""
+        await _io(lambda: self._table.update_entity(row, mode=mode, **_guarded(etag), **_TIMEOUT))
+
     async def set_token(self, name: str, token: str | None = None) -> str:
-        """Merge a new ``tokenHash`` onto an existing row (If-Match ``*``: 404 -> TenantNotFound)."""
+        """Read the row, then merge the new ``tokenHash`` guarded by the ETag read.
+
+        A 412 means another writer changed the row in between (a concurrent ``token regenerate``,
+        a delete beginning): TokenConflict, unless the stored hash is already ours (our own write,
+        resent by azure-core after a lost answer, had gone through). So the token returned is the
+        one that works.
+        """
         if not _is_tenant_name(name):
             raise TenantNotFound(name)
         await self._ready()
+        current = await self._read_row(name, ["state"])
+        if current is None:
+            raise TenantNotFound(name)
+        if (current.get("state") or ACTIVE) == DELETING:
+            raise TenantDeleting(name)
         token = token or new_token()
         row = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token))
         try:
-            await _io(lambda: self._table.update_entity(row, mode=UpdateMode.MERGE, **_TIMEOUT))
+            await self._update_guarded(row, _etag(current))
         except ResourceNotFound:
             raise TenantNotFound(name) from None
+        except VersionMismatch:
+            if await self.token_hash(name) == row["tokenHash"]:
+                return token
+            raise TokenConflict(name) from None
         return token
 
     async def token_hash(self, name: str) -> str | None:
-        """One point read; None for an unknown (or impossible) name."""
+        """One point read; None for an unknown (or impossible) name, or a tenant being deleted."""
         if not _is_tenant_name(name):
             return None
         await self._ready()
-        try:
-            entity = await _io(lambda: self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"], **_TIMEOUT))
-        except ResourceNotFound:
+        entity = await self._read_row(name, ["tokenHash", "state"])
+        if entity is None or (entity.get("state") or ACTIVE) == DELETING:
             return None
-        return entity.get("tokenHash")
+        return entity.get("tokenHash") or None
+
+    async def state(self, name: str) -> str | None:
+        """``active``, ``deleting`` or None (one point read)."""
+        if not _is_tenant_name(name):
+            return None
+        await self._ready()
+        entity = await self._read_row(name, ["state"])
+        return None if entity is None else entity.get("state") or ACTIVE
+
+    async def begin_delete(self, name: str) -> None:
+        """Replace the row by one with ``state`` = ``deleting``, no ``tokenHash`` and digests off,
+        guarded by the ETag read (read again and retried if the row changed in between)."""
+        if not _is_tenant_name(name):
+            raise TenantNotFound(name)
+        await self._ready()
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._read_row(name)
+            if current is None:
+                raise TenantNotFound(name)
+            if (current.get("state") or ACTIVE) == DELETING:
+                return
+            row = _row(
+                _TENANT_PARTITION,
+                name,
+                state=DELETING,
+                deletingSince=utc_now(),
+                created=current.get("created") or "",
+                notifyTo=current.get("notifyTo") or "[]",
+                notifyEnabled=False,
+            )
+            try:
+                await self._update_guarded(row, _etag(current), UpdateMode.REPLACE)
+                return
+            except (VersionMismatch, ResourceNotFound):
+                continue
+        raise StoreUnavailable(f"tenant {name} kept changing while its delete began")
 
     async def delete(self, name: str) -> None:
         """Delete the row; a one-operation transaction, because a plain delete ignores a 404."""
@@ -1291,7 +1561,7 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
             pager = self._table.query_entities(
                 _FILTER_PARTITION,
                 parameters={"pk": _TENANT_PARTITION},
-                select=["RowKey", "created", "notifyTo", "notifyEnabled"],
+                select=["RowKey", "created", "notifyTo", "notifyEnabled", "state"],
                 **_TIMEOUT,
             )
             return [
@@ -1300,6 +1570,7 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
                     row.get("created", ""),
                     tuple(json.loads(row.get("notifyTo") or "[]")),
                     bool(row.get("notifyEnabled")),
+                    row.get("state") or ACTIVE,
                 )
                 async for row in pager
             ]
@@ -1307,16 +1578,27 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
         return await _io(query)
 
     async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:
-        """Merge ``notifyTo`` (JSON array) and ``notifyEnabled`` onto the tenant row (404 -> TenantNotFound)."""
+        """Merge ``notifyTo`` (JSON array) and ``notifyEnabled`` onto the tenant row, guarded by
+        the ETag read (retried if the row changed in between); TenantDeleting once a delete began."""
         cleaned = validate_recipients(recipients)
         if not _is_tenant_name(name):
             raise TenantNotFound(name)
         await self._ready()
         row = _row(_TENANT_PARTITION, name, notifyTo=json.dumps(list(cleaned)), notifyEnabled=enabled)
-        try:
-            await _io(lambda: self._table.update_entity(row, mode=UpdateMode.MERGE, **_TIMEOUT))
-        except ResourceNotFound:
-            raise TenantNotFound(name) from None
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._read_row(name, ["state"])
+            if current is None:
+                raise TenantNotFound(name)
+            if (current.get("state") or ACTIVE) == DELETING:
+                raise TenantDeleting(name)
+            try:
+                await self._update_guarded(row, _etag(current))
+                return
+            except ResourceNotFound:
+                raise TenantNotFound(name) from None
+            except VersionMismatch:
+                continue
+        raise StoreUnavailable(f"tenant {name} kept changing")
 
 
 def _is_tenant_name(name: str) -> bool:
