@@ -9,9 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import TooMany
 from .schema import ResourceType
 
-__all__ = ["Projection", "parse_projection"]
+__all__ = ["MAX_ATTRIBUTE_NAMES", "Projection", "parse_projection"]
+
+MAX_ATTRIBUTE_NAMES = 100
+"""Most attribute names in ``attributes`` and in ``excludedAttributes`` (each); more answers
+400 ``tooMany``.
+
+Projecting a resource costs one step per attribute of the resource and name asked for: a
+list of 100,000 names took about 10 ms per resource, 10 s for a page of 1,000. Entra sends
+one name (``excludedAttributes=members``), Microsoft's Postman collection at most two, and
+a User has about 25 attributes in all.
+"""
 
 _ALWAYS = {"id", "schemas"}
 
@@ -143,7 +154,20 @@ def _drop_subs(value: Any, subs: set[str | None]) -> Any:
 
 
 def parse_projection(rtype: ResourceType, attributes: str | None, excluded: str | None) -> Projection:
-    """Read the ``attributes``/``excludedAttributes`` query parameters (comma-separated paths)."""
-    include = tuple(_parse_ref(rtype, part) for part in (attributes or "").split(",") if part.strip())
-    exclude = tuple(_parse_ref(rtype, part) for part in (excluded or "").split(",") if part.strip())
+    """Read the ``attributes``/``excludedAttributes`` query parameters (comma-separated paths).
+
+    Each may name at most :data:`MAX_ATTRIBUTE_NAMES` attributes (400 ``tooMany``).
+    """
+    include = tuple(_parse_ref(rtype, part) for part in _names(attributes, "attributes"))
+    exclude = tuple(_parse_ref(rtype, part) for part in _names(excluded, "excludedAttributes"))
     return Projection(include=include, exclude=exclude)
+
+
+def _names(value: str | None, parameter: str) -> list[str]:
+    names = [part for part in (value or "").split(",") if part.strip()]
+    if len(names) > MAX_ATTRIBUTE_NAMES:
+        raise TooMany(
+            f"{parameter} names {len(names)} attributes; at most {MAX_ATTRIBUTE_NAMES} are allowed. "
+            "Ask for fewer attributes (or for all of them, without the parameter)."
+        )
+    return names

@@ -156,3 +156,27 @@ async def test_member_patch_of_100_costs_the_same_whatever_the_group_size(counte
     assert response.status == 200 and trips == 1, trips
     full = (await client.get(f"/Groups/{group['id']}")).json
     assert len(full["members"]) == group_size + 100
+
+
+async def test_a_prefix_lookup_costs_pages_of_rows_not_a_read_per_match(counted):
+    """``userName sw ""`` on 300 users: index range queries and pages of user rows (O(pages)),
+    not one point read per match (302 storage calls before)."""
+    from scim.resource import index_terms
+    from scim.schema import USER
+
+    client, counter, runtime = counted
+
+    async def seed(i: int) -> None:
+        doc = {"userName": f"prefix-{i:03d}@contoso.com", "externalId": f"p{i}"}
+        await runtime.store.create(client.tenant, "User", doc, index_terms(USER, doc))
+
+    for start in range(0, 300, 50):
+        await asyncio.gather(*(seed(i) for i in range(start, start + 50)))
+    trips, response = await measure(counter, client.get("/Users", params={"filter": 'userName sw ""', "count": "1000"}), 'GET /Users?filter=userName sw "" (300 users)')
+    assert response.status == 200 and response.json["totalResults"] == 300
+    assert trips <= 3, trips
+    trips, response = await measure(counter, client.get("/Users", params={"filter": 'userName sw "prefix-1"'}), 'GET /Users?filter=userName sw "prefix-1" (100 of 300 match)')
+    assert response.status == 200 and response.json["totalResults"] == 100
+    assert trips <= 4, trips
+    trips, response = await measure(counter, client.get("/Users", params={"filter": 'userName eq "prefix-007@contoso.com"'}), "GET /Users?filter=userName eq (300 users)")
+    assert response.status == 200 and response.json["totalResults"] == 1 and trips == 2, trips

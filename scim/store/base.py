@@ -22,7 +22,8 @@ Rules of the contract
    race: of two concurrent creates of one key, exactly one succeeds. A write either
    happens entirely (resource and all its index entries) or not at all.
 5. **Lookups come from the index.** ``lookup(attribute, key)`` returns every resource
-   whose ``IndexTerms`` contained that (attribute, key) pair, in unique or multi terms.
+   whose ``IndexTerms`` contained that (attribute, key) pair, in unique or multi terms;
+   ``find`` answers a whole filter's index plan as one operation (one time budget).
 6. **Optimistic concurrency.** ``replace`` and ``delete`` take a keyword-only
    ``if_version``: when given and different from the current version they raise
    :class:`VersionMismatch` and change nothing.
@@ -42,7 +43,7 @@ Rules of the contract
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -209,6 +210,47 @@ class DirectoryStore(abc.ABC):
         does not start with ``prefix`` (keys too long to store verbatim are hashed): callers
         re-check the filter.
         """
+
+    async def find(
+        self,
+        tenant: str,
+        resource_type: ResourceType,
+        *,
+        ids: Iterable[str] = (),
+        terms: Iterable[tuple[str, str]] = (),
+        prefixes: Iterable[tuple[str, str]] = (),
+        limit: int,
+    ) -> list[StoredResource]:
+        """The candidates of a filter's index plan, as **one** store operation: the resources
+        with one of ``ids``, those :meth:`lookup` finds for each (attribute, key) of ``terms``
+        and those :meth:`lookup_prefix` finds for each (attribute, prefix) of ``prefixes``,
+        each resource once, in no particular order.
+
+        At most ``limit + 1`` are returned, so a caller can tell "more than ``limit``". Like
+        :meth:`lookup_prefix`, may include resources that do not match (hashed keys): callers
+        re-check the filter. One operation means one storage time budget for all of it, and
+        a store may read the resources in whatever way costs fewest storage calls (a range of
+        resource rows rather than a point read per match). This default composes the three
+        single lookups.
+        """
+        import asyncio
+
+        async def by_id(resource_id: str) -> list[StoredResource]:
+            try:
+                return [await self.get(tenant, resource_type, resource_id)]
+            except ResourceNotFound:
+                return []
+
+        results = await asyncio.gather(
+            *(by_id(i) for i in ids),
+            *(self.lookup(tenant, resource_type, attribute, key) for attribute, key in terms),
+            *(self.lookup_prefix(tenant, resource_type, attribute, prefix, limit=limit) for attribute, prefix in prefixes),
+        )
+        unique: dict[str, StoredResource] = {}
+        for found in results:
+            for stored in found:
+                unique.setdefault(stored.id, stored)
+        return list(unique.values())[: limit + 1]
 
     @abc.abstractmethod
     async def scan(
