@@ -6,8 +6,14 @@ authenticates the bearer token (RFC 6750), enforces the body size limit (413), a
 one choke point that turns errors into SCIM error responses: client errors are logged at
 INFO without detail (details can hold userNames), anything else is a bug logged with its
 traceback while the client gets a generic 500 (ENTRA.md §5: never a stack trace). Every
-answered request of an existing tenant is recorded in the provisioning log, in the
-background, with the ``X-Correlation-ID`` returned to the client.
+authenticated request is recorded in the provisioning log, in the background, with the
+``X-Correlation-ID`` returned to the client; unauthenticated requests to an existing tenant
+are only counted, per minute, with no path and no body (anyone may send them).
+
+An unauthenticated request costs the same whatever its body and whether its tenant exists:
+one read of the tenant's token hash and one constant-time comparison, then 401; its body is
+never parsed. An authenticated request's body is parsed once, by the service; the provisioning
+log takes a failed create's ``userName`` from that parse.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ from typing import Any
 import azure.functions as func
 
 from .errors import PayloadTooLarge, ScimError, ServiceUnavailable, Unauthorized
-from .jsonbody import parse_json
 from .provisioning_log import LogEntry, format_time
 from .runtime import Runtime, get_runtime
 from .service import ScimRequest, ScimResponse
@@ -39,6 +44,7 @@ logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(l
 
 SCIM_CONTENT_TYPE = "application/scim+json"
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_NO_HASH = "0" * 64  # compared against when there is no tenant: no SHA-256 hex digest is all zeros
 
 bp = func.Blueprint()
 
@@ -80,10 +86,17 @@ class _InternalError(ScimError):
 
 @dataclass
 class _Context:
-    """What the provisioning log needs to know about a request once it is answered."""
+    """What the provisioning log needs to know about a request once it is answered.
+
+    ``tenant_exists``: the tenant has a record (known only after its token hash was read);
+    ``authenticated``: the bearer token matched; ``request``: the SCIM request handed to the
+    service, whose body it parsed at most once (:meth:`ScimRequest.json`).
+    """
 
     runtime: Runtime | None = None
     tenant_exists: bool = False
+    authenticated: bool = False
+    request: ScimRequest | None = None
 
 
 async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
@@ -105,33 +118,55 @@ async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
     correlation_id = uuid.uuid4().hex
     response.headers["X-Correlation-ID"] = correlation_id
     logger.info("%s %s -> %d in %.1f ms", req.method, _route_kind(req), response.status, elapsed_ms)
-    if context.runtime is not None and context.tenant_exists:
-        entry = _log_entry(req, response, correlation_id, elapsed_ms)
+    if context.runtime is not None and context.authenticated:
+        entry = _log_entry(req, context.request, response, correlation_id, elapsed_ms)
         context.runtime.log_writer.submit(tenant, entry)
+    elif context.runtime is not None and context.tenant_exists:
+        # Unauthenticated: no per-request entry (its path and body are the caller's), only a
+        # count per minute, written in the background (see LogWriter.count_unauthenticated).
+        context.runtime.log_writer.count_unauthenticated(tenant)
     return _to_http(response)
 
 
+_ENDPOINTS = {
+    name.lower(): name
+    for name in ("Users", "Groups", "Schemas", "ResourceTypes", "ServiceProviderConfig", ".search", "Bulk", "Me")
+}
+
+
 def _route_kind(req: func.HttpRequest) -> str:
-    """The endpoint without ids or query values, for logs (no identifiers of people in logs)."""
+    """The endpoint without ids or query values, for logs: ``/Users/{id}``, ``/Groups``.
+
+    Only the names of SCIM endpoints are ever written; anything else a caller puts in the path
+    is ``/{other}``, so no identifier of a person, no attacker-chosen text and no control
+    character reaches a log line or the provisioning log.
+    """
     parts = [p for p in (req.route_params.get("path") or "").split("/") if p]
-    if len(parts) > 1 and parts[1] != ".search":
-        return f"/{parts[0]}/{{id}}"
-    return "/" + "/".join(parts[:2])
+    if not parts:
+        return "/"
+    head = _ENDPOINTS.get(parts[0].lower(), "{other}")
+    if len(parts) == 1:
+        return f"/{head}"
+    if len(parts) == 2 and parts[1] == ".search":
+        return f"/{head}/.search"
+    return f"/{head}/{{id}}" + ("/{other}" if len(parts) > 2 else "")
 
 
-def _log_entry(req: func.HttpRequest, response: ScimResponse, correlation_id: str, elapsed_ms: float) -> LogEntry:
-    """The provisioning log's record of a request (see :mod:`scim.provisioning_log` for what is kept)."""
+def _log_entry(
+    req: func.HttpRequest, request: ScimRequest | None, response: ScimResponse, correlation_id: str, elapsed_ms: float
+) -> LogEntry:
+    """The provisioning log's record of an authenticated request (see :mod:`scim.provisioning_log`)."""
     parts = [p for p in (req.route_params.get("path") or "").split("/") if p]
     head = parts[0].lower() if parts else ""
     resource_type = {"users": "User", "groups": "Group"}.get(head)
-    resource_id = parts[1] if resource_type and len(parts) > 1 and parts[1] != ".search" else None
+    resource_id = parts[1][:100] if resource_type and len(parts) == 2 and parts[1] != ".search" else None
     body = response.body or {}
     if resource_type and resource_id is None and response.status == 201:
         resource_id = body.get("id")
     failed = response.status >= 400
     subject = None
-    if failed and resource_type == "User" and req.method in ("POST", "PUT"):
-        subject = _user_name(req.get_body() or b"")
+    if failed and resource_type == "User" and req.method in ("POST", "PUT") and request is not None:
+        subject = _user_name(request.parsed_json())
     return LogEntry(
         time=format_time(datetime.now(UTC)),
         operation=f"{req.method} {_route_kind(req)}",
@@ -146,12 +181,12 @@ def _log_entry(req: func.HttpRequest, response: ScimResponse, correlation_id: st
     )
 
 
-def _user_name(body: bytes) -> str | None:
-    """The userName of a failed create/replace, so the operator knows which user to look at."""
-    try:
-        parsed = parse_json(body)  # the same cheap, bomb-proof reader as the request itself
-    except ScimError:
-        return None
+def _user_name(parsed: Any) -> str | None:
+    """The userName of a failed create/replace, so the operator knows which user to look at.
+
+    Read from the body the service already parsed (never parsed a second time); None when
+    the body was not parsed (it failed before, e.g. 413 or malformed JSON) or has none.
+    """
     if not isinstance(parsed, dict):
         return None
     value = next((v for k, v in parsed.items() if isinstance(k, str) and k.lower() == "username"), None)
@@ -167,10 +202,16 @@ async def _handle(req: func.HttpRequest, tenant: str, context: _Context) -> Scim
         validate_tenant_name(tenant)
     except InvalidTenantName:
         raise Unauthorized() from None
+    # The same work for every unauthenticated request: one read of the tenant's hash, one
+    # constant-time comparison (against a dummy hash when there is no tenant or no token),
+    # and a 401 before the body is looked at, so neither the body nor the tenant's existence
+    # changes the answer or its cost (no tenant-existence oracle).
     stored_hash = await runtime.tenants.token_hash(tenant)
     context.tenant_exists = stored_hash is not None
-    if token is None or not token_matches(token, stored_hash or "0" * 64) or stored_hash is None:
+    matched = token_matches(token or "", stored_hash or _NO_HASH)
+    if token is None or stored_hash is None or not matched:
         raise Unauthorized()
+    context.authenticated = True
     declared = headers.get("content-length")
     limit = runtime.settings.max_body_bytes
     if declared and declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
@@ -187,6 +228,7 @@ async def _handle(req: func.HttpRequest, tenant: str, context: _Context) -> Scim
         headers=headers,
         body=body,
     )
+    context.request = request
     return await runtime.service.handle(request)
 
 

@@ -11,6 +11,11 @@ Layout: table ``{prefix}log``, PartitionKey = tenant. Each request writes ``a|{i
 reading successes. ``{inv}`` is the time inverted (``10^17 - µs since epoch``, 17 digits), so a
 range query returns the newest entries first.
 
+Unauthenticated requests (a missing or wrong token) get no entry: anyone can send them, with
+any path. They are only counted, per tenant and minute: one row ``x|{inv}|{writer}`` per
+minute and writer (process), whose ``unauthenticated`` property is that writer's count for
+the minute (upserted as it grows), so an attacker cannot fill the log or choose its text.
+
 Writes are batched: :class:`LogWriter` gathers a tenant's entries for at most
 :data:`FLUSH_WINDOW` seconds and writes them in one entity-group transaction (all rows share
 the tenant's partition; at most 100 rows). Under Entra's traffic (about 5 requests in flight)
@@ -23,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["LogEntry", "LogPage", "LogWriter", "ProvisioningLog", "format_time", "parse_time"]
+__all__ = ["LogEntry", "LogPage", "LogWriter", "ProvisioningLog", "bucket_of", "format_time", "parse_time"]
 
 logger = logging.getLogger("scim.provisioning_log")
 
@@ -37,6 +43,11 @@ _PAGE = 1000
 _MAX_ROWS = 100  # an entity-group transaction's limit
 FLUSH_WINDOW = 0.25
 """Seconds a tenant's entries wait to share one transaction (:class:`LogWriter`)."""
+COUNT_WINDOW = 10.0
+"""Seconds a tenant's unauthenticated count waits before it is written (bounds the writes an
+attacker can cause to one per tenant, writer and 10 s)."""
+BUCKET_SECONDS = 60
+"""Unauthenticated requests are counted per minute."""
 
 
 def format_time(moment: datetime) -> str:
@@ -99,6 +110,19 @@ def _row(tenant: str, kind: str, entry: LogEntry) -> dict[str, Any]:
     return row
 
 
+def bucket_of(moment: datetime) -> datetime:
+    """The start of the :data:`BUCKET_SECONDS` period ``moment`` falls in (unauthenticated
+    requests are counted per period). A period is read by the digest window its start falls
+    in; the digest's lag (2 minutes) exceeds a period plus :data:`COUNT_WINDOW`, so a period
+    is complete and written when it is read."""
+    seconds = int(moment.timestamp()) // BUCKET_SECONDS * BUCKET_SECONDS
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _count_row(tenant: str, bucket: datetime, writer: str, count: int) -> dict[str, Any]:
+    return {"PartitionKey": tenant, "RowKey": f"x|{_inverted(bucket)}|{writer}", "unauthenticated": count}
+
+
 def _entry(row: dict[str, Any]) -> LogEntry:
     values = {name: row.get(name) for name in _FIELDS}
     values["status"] = int(values["status"] or 0)
@@ -138,17 +162,25 @@ class ProvisioningLog:
         """Write one entry (see :meth:`record_many`)."""
         await self.record_many(tenant, [entry])
 
-    async def record_many(self, tenant: str, entries: Sequence[LogEntry]) -> None:
+    async def record_many(
+        self,
+        tenant: str,
+        entries: Sequence[LogEntry],
+        unauthenticated: Mapping[datetime, int] | None = None,
+        writer: str = "",
+    ) -> None:
         """Write entries of one tenant: one upsert, or transactions of at most 100 rows.
 
         A failure is two rows (``a`` and ``f``), always in the same transaction. Upserts are
         idempotent, so a lost request or answer (connection reset, which azure-core does not
         retry for a POST) is sent again (:func:`scim.store.tables.resend_if_lost`).
+        ``unauthenticated`` maps minutes to ``writer``'s count of unauthenticated requests in
+        them (one ``x`` row each, upserted with the count so far).
         """
         await self._ensure_table()
         batch: dict[str, dict[str, Any]] = {}
-        for entry in entries:
-            rows = [_row(tenant, "a", entry)] + ([_row(tenant, "f", entry)] if entry.failed else [])
+        counted = [[_count_row(tenant, bucket, writer, n)] for bucket, n in (unauthenticated or {}).items()]
+        for rows in [*counted, *([_row(tenant, "a", e)] + ([_row(tenant, "f", e)] if e.failed else []) for e in entries)]:
             if len(batch) + len(rows) > _MAX_ROWS:
                 await self._write(list(batch.values()))
                 batch = {}
@@ -213,13 +245,25 @@ class ProvisioningLog:
         )
         return sum([1 async for _ in pager])
 
+    async def unauthenticated(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
+        """How many unauthenticated requests the tenant got in the minutes starting in ``[since, until)``."""
+        await self._ensure_table()
+        low, high = self._bounds("x", since, until, None)
+        pager = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
+            parameters={"pk": tenant, "low": low, "high": high},
+            select=["unauthenticated"],
+            results_per_page=_PAGE,
+        )
+        return sum([int(row.get("unauthenticated") or 0) async for row in pager])
+
     async def purge(self, tenant: str, older_than: datetime) -> int:
         """Delete the tenant's entries older than ``older_than`` (retention); returns how many."""
         from .store.transactions import submit_transaction
 
         await self._ensure_table()
         deleted = 0
-        for kind in ("a", "f"):
+        for kind in ("a", "f", "x"):
             low, high = f"{kind}|{_inverted(older_than)}", f"{kind}}}"
             pager = self._table.query_entities(
                 "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
@@ -238,40 +282,69 @@ class LogWriter:
     """Writes entries in the background so that logging never slows or breaks a SCIM response.
 
     Entries of a tenant submitted within :data:`FLUSH_WINDOW` seconds of each other share one
-    write (:meth:`ProvisioningLog.record_many`). A failed write is logged (without its detail)
-    and dropped; :meth:`drain` writes what is waiting at once and waits for the writes in
-    flight (tests, the timer, shutdown).
+    write (:meth:`ProvisioningLog.record_many`). Unauthenticated requests are counted in memory
+    (:meth:`count_unauthenticated`) and written with the tenant's next write, at the latest
+    :data:`COUNT_WINDOW` seconds later. A failed write is logged (without its detail) and
+    dropped; :meth:`drain` writes what is waiting at once and waits for the writes in flight
+    (tests, the timer, shutdown).
     """
 
-    def __init__(self, log: ProvisioningLog, *, window: float = FLUSH_WINDOW) -> None:
+    def __init__(self, log: ProvisioningLog, *, window: float = FLUSH_WINDOW, count_window: float = COUNT_WINDOW) -> None:
         self.log = log
         self.window = window
+        self.count_window = count_window
+        self.writer = uuid.uuid4().hex[:16]
         self._waiting: dict[str, list[LogEntry]] = {}
+        self._counts: dict[str, dict[datetime, int]] = {}  # tenant -> minute -> this writer's count
+        self._counted: set[str] = set()  # tenants whose counts changed since they were written
         self._flushers: dict[str, asyncio.Task[None]] = {}
         self._wakes: dict[str, tuple[asyncio.Future[None], asyncio.TimerHandle]] = {}
 
     def submit(self, tenant: str, entry: LogEntry) -> None:
         self._waiting.setdefault(tenant, []).append(entry)
+        self._schedule(tenant, self.window)
+
+    def count_unauthenticated(self, tenant: str) -> None:
+        """Count one request with a missing or wrong token (no path, no body: see the module docstring)."""
+        bucket = bucket_of(datetime.now(UTC))
+        counts = self._counts.setdefault(tenant, {})
+        counts[bucket] = counts.get(bucket, 0) + 1
+        self._counted.add(tenant)
+        self._schedule(tenant, self.count_window)
+
+    def _schedule(self, tenant: str, delay: float) -> None:
         if tenant not in self._flushers:
             loop = asyncio.get_running_loop()
             wake: asyncio.Future[None] = loop.create_future()
-            self._wakes[tenant] = (wake, loop.call_later(self.window, _wake, wake))
+            self._wakes[tenant] = (wake, loop.call_later(delay, _wake, wake))
             self._flushers[tenant] = loop.create_task(self._flush(tenant, wake))
 
     async def _flush(self, tenant: str, wake: asyncio.Future[None]) -> None:
         try:
             await wake
             # Entries submitted while a write is in flight are written right after it.
-            while self._waiting.get(tenant):
-                entries = self._waiting.pop(tenant)
+            while self._waiting.get(tenant) or tenant in self._counted:
+                entries = self._waiting.pop(tenant, [])
+                counts = dict(self._counts.get(tenant, {})) if tenant in self._counted else None
+                self._counted.discard(tenant)
                 try:
-                    await self.log.record_many(tenant, entries)
+                    await self.log.record_many(tenant, entries, counts, self.writer)
+                    self._forget_written(tenant, counts or {})
                 except Exception as exc:  # noqa: BLE001 - logging must never break provisioning
-                    operations = ", ".join(sorted({e.operation for e in entries}))
+                    operations = ", ".join(sorted({e.operation for e in entries})) or "unauthenticated counts"
                     logger.warning("could not write %d provisioning log entries (%s): %s", len(entries), type(exc).__name__, operations)
         finally:
             del self._flushers[tenant]
             self._wakes.pop(tenant)[1].cancel()
+
+    def _forget_written(self, tenant: str, written: Mapping[datetime, int]) -> None:
+        """Drop the counts of minutes that are over and were written as they are (final)."""
+        current = bucket_of(datetime.now(UTC))
+        counts = self._counts.get(tenant, {})
+        for bucket in [b for b, n in counts.items() if b < current and written.get(b) == n]:
+            del counts[bucket]
+        if not counts:
+            self._counts.pop(tenant, None)
 
     async def drain(self) -> None:
         """Write every waiting entry now, and wait until all writes are done."""

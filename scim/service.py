@@ -32,9 +32,9 @@ from .errors import (
     ServiceUnavailable,
     TooMany,
 )
-from .filtering import IndexPlan, matches, parse_filter, plan_lookup, sort_key
+from .filtering import IndexPlan, WorkMeter, item_matches, matches_async, parse_filter, plan_lookup, sort_key
 from .jsonbody import parse_json
-from .patching import MAX_OPERATIONS, MemberChange, apply_patch, parse_patch_request
+from .patching import MAX_OPERATIONS, MemberChange, apply_patch_async, parse_patch_request
 from .projection import Projection, parse_projection
 from .resource import index_terms, parse_resource, render
 from .schema import GROUP, USER, ResourceType
@@ -91,6 +91,21 @@ class ScimRequest:
     query: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    _parsed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def json(self) -> Any:
+        """The body as JSON (:func:`scim.jsonbody.parse_json`), parsed at most once per request.
+
+        A body that does not parse raises its 400 each time and is not cached.
+        """
+        if "body" not in self._parsed:
+            self._parsed["body"] = parse_json(self.body)
+        return self._parsed["body"]
+
+    def parsed_json(self) -> Any:
+        """The body if :meth:`json` has parsed it, else None; never parses (the provisioning log
+        reads a failed create's ``userName`` from here, not from a second parse)."""
+        return self._parsed.get("body")
 
     def param(self, name: str) -> str | None:
         """A query parameter, matched case-insensitively (Entra and Postman vary the case)."""
@@ -214,7 +229,7 @@ class ScimService:
     # ---- helpers -------------------------------------------------------------------------
 
     def _body(self, request: ScimRequest) -> Any:
-        return parse_json(request.body)
+        return request.json()
 
     async def _call(self, operation: Awaitable[T], rtype: ResourceType, resource_id: str | None = None) -> T:
         """Await a store call, translating store errors into SCIM errors (one place)."""
@@ -319,7 +334,7 @@ class ScimService:
         if params.get("cursor") is not None:
             return await self._cursor_page(request, rtype, params)
         start, count = self._window(params)
-        total, resources = await self._page(request, rtype, params, start, count)
+        total, resources = await self._page(request, rtype, params, start, count, WorkMeter())
         return self._list_response(total, start, resources)
 
     async def _cursor_page(self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any]) -> ScimResponse:
@@ -334,26 +349,31 @@ class ScimService:
         filter_text = params.get("filter")
         ast = parse_filter(filter_text) if isinstance(filter_text, str) and filter_text.strip() else None
         plan = plan_lookup(ast, rtype) if ast is not None else None
+        meter = WorkMeter()
         if plan is not None:
             candidates = sorted(await self._from_index(request.tenant, rtype, plan), key=lambda c: c.id)
-            matched = [c for c in candidates if (after is None or c.id > after) and matches(ast, self._render(request, rtype, c), rtype)]
+            matched = []
+            for candidate in candidates:
+                if (after is None or candidate.id > after) and await matches_async(ast, self._render(request, rtype, candidate), rtype, meter):
+                    matched.append(candidate)
+                await meter.checkpoint()
             window = matched[:count]
             resume = window[-1].id if len(matched) > count else None
         else:
-            window, resume = await self._scan_matches(request, rtype, ast, after, count)
+            window, resume = await self._scan_matches(request, rtype, ast, after, count, meter)
         if rtype is GROUP and projection.wants("members"):
             window = await self._with_members(request.tenant, rtype, window)
         body: dict[str, Any] = {
             "schemas": [LIST_RESPONSE_URN],
             "itemsPerPage": len(window),
-            "Resources": [projection.apply(self._render(request, rtype, stored)) for stored in window],
+            "Resources": await self._projected(request, rtype, projection, window, meter),
         }
         if resume is not None:
             body["nextCursor"] = _encode_cursor(resume)
         return ScimResponse(200, body)
 
     async def _scan_matches(
-        self, request: ScimRequest, rtype: ResourceType, ast: Any, after: str | None, count: int
+        self, request: ScimRequest, rtype: ResourceType, ast: Any, after: str | None, count: int, meter: WorkMeter
     ) -> tuple[list[StoredResource], str | None]:
         """Up to ``count`` matches after ``after``, examining at most ``max_scan`` resources.
 
@@ -369,11 +389,13 @@ class ScimService:
             page = await self._call(self.store.scan(request.tenant, rtype.name, cursor=cursor, limit=limit), rtype)  # type: ignore[arg-type]
             for position, stored in enumerate(page.resources):
                 scanned += 1
-                if ast is None or matches(ast, self._render(request, rtype, stored), rtype):
+                if ast is None or await matches_async(ast, self._render(request, rtype, stored), rtype, meter):
                     found.append(stored)
                 at_end = page.cursor is None and position == len(page.resources) - 1
                 if len(found) == count or scanned >= self.limits.max_scan:
                     return found, None if at_end else stored.id
+                await meter.checkpoint()
+            await meter.checkpoint()
             if page.cursor is None:
                 return found, None
             cursor = page.cursor
@@ -382,15 +404,20 @@ class ScimService:
         """POST /.search (RFC 7644 §3.4.3): users then groups, paginated as one list."""
         params = self._search_params(request)
         start, count = self._window(params)
-        user_total, users = await self._page(request, USER, params, start, count)
+        meter = WorkMeter()
+        user_total, users = await self._page(request, USER, params, start, count, meter)
         group_start = max(1, start - user_total)
-        group_total, groups = await self._page(request, GROUP, params, group_start, count - len(users))
+        group_total, groups = await self._page(request, GROUP, params, group_start, count - len(users), meter)
         return self._list_response(user_total + group_total, start, users + groups)
 
     async def _page(
-        self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any], start: int, count: int
+        self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any], start: int, count: int, meter: WorkMeter
     ) -> tuple[int, list[dict[str, Any]]]:
-        """The total number of matches and the projected resources of one page."""
+        """The total number of matches and the projected resources of one page.
+
+        Rendering, filtering, sorting and projecting run in slices of ``meter``
+        (:data:`~scim.filtering.SLICE_SECONDS`), counting the work against its budget.
+        """
         projection = self._projection(request, rtype, params)
         filter_text = params.get("filter")
         if filter_text is not None and not isinstance(filter_text, str):
@@ -401,30 +428,39 @@ class ScimService:
         want_members = rtype is GROUP and projection.wants("members")
         filter_needs_members = rtype is GROUP and ast is not None and "members" in str(ast).lower()
 
+        path = _sort_path(str(sort_by)) if sort_by else None
         if ast is None and not sort_by:
-            total, window = await self._scan_window(request.tenant, rtype, start, count)
+            total, window = await self._scan_window(request.tenant, rtype, start, count, meter)
         else:
-            candidates = await self._candidates(request.tenant, rtype, ast)
+            candidates = await self._candidates(request.tenant, rtype, ast, meter)
             if filter_needs_members:
                 candidates = await self._with_members(request.tenant, rtype, candidates)
-            rendered = [(c, self._render(request, rtype, c)) for c in candidates]
-            if ast is not None:
-                rendered = [(c, r) for c, r in rendered if matches(ast, r, rtype)]
-            if sort_by:
-                from scim2_models.path import AttrPath
-
-                path = _sort_path(str(sort_by))
-                assert isinstance(path, AttrPath)
-                rendered.sort(key=lambda pair: sort_key(pair[1], rtype, path), reverse=descending)
-            else:
-                rendered.sort(key=lambda pair: pair[0].id)
-            total = len(rendered)
-            window = [c for c, _ in rendered[start - 1 : start - 1 + count]]
+            keyed: list[tuple[Any, StoredResource]] = []
+            for candidate in candidates:
+                rendered = self._render(request, rtype, candidate)
+                if ast is None or await matches_async(ast, rendered, rtype, meter):
+                    keyed.append((sort_key(rendered, rtype, path) if path is not None else candidate.id, candidate))
+                await meter.checkpoint()
+            keyed.sort(key=lambda pair: pair[0], reverse=descending and path is not None)
+            total = len(keyed)
+            window = [c for _, c in keyed[start - 1 : start - 1 + count]]
         if want_members and not filter_needs_members:
             window = await self._with_members(request.tenant, rtype, window)
-        return total, [projection.apply(self._render(request, rtype, stored)) for stored in window]
+        return total, await self._projected(request, rtype, projection, window, meter)
 
-    async def _scan_window(self, tenant: str, rtype: ResourceType, start: int, count: int) -> tuple[int, list[StoredResource]]:
+    async def _projected(
+        self, request: ScimRequest, rtype: ResourceType, projection: Projection, window: list[StoredResource], meter: WorkMeter
+    ) -> list[dict[str, Any]]:
+        """The page's resources rendered and projected, in slices of ``meter``."""
+        projected: list[dict[str, Any]] = []
+        for stored in window:
+            projected.append(projection.apply(self._render(request, rtype, stored)))
+            await meter.checkpoint()
+        return projected
+
+    async def _scan_window(
+        self, tenant: str, rtype: ResourceType, start: int, count: int, meter: WorkMeter
+    ) -> tuple[int, list[StoredResource]]:
         """Page through every resource, keeping the window and counting the total (O(tenant size))."""
         total = 0
         window: list[StoredResource] = []
@@ -435,11 +471,12 @@ class ScimService:
                 total += 1
                 if start <= total < start + count:
                     window.append(stored)
+            await meter.checkpoint()
             cursor = page.cursor
             if cursor is None:
                 return total, window
 
-    async def _candidates(self, tenant: str, rtype: ResourceType, ast: Any) -> list[StoredResource]:
+    async def _candidates(self, tenant: str, rtype: ResourceType, ast: Any, meter: WorkMeter) -> list[StoredResource]:
         """Resources a filter may match: from the index when it can answer, else a bounded scan."""
         plan = plan_lookup(ast, rtype) if ast is not None else None
         if plan is not None:
@@ -449,6 +486,7 @@ class ScimService:
         while True:
             page = await self._call(self.store.scan(tenant, rtype.name, cursor=cursor, limit=1000), rtype)  # type: ignore[arg-type]
             found.extend(page.resources)
+            await meter.checkpoint()
             if len(found) > self.limits.max_scan:
                 raise TooMany(
                     f"This query would examine more than {self.limits.max_scan} {rtype.name.lower()}s; "
@@ -459,28 +497,17 @@ class ScimService:
                 return found
 
     async def _from_index(self, tenant: str, rtype: ResourceType, plan: IndexPlan) -> list[StoredResource]:
-        lookups = [self._call(self.store.lookup(tenant, rtype.name, attr, key), rtype) for attr, key in plan.terms]  # type: ignore[arg-type]
-        ranges = [
-            self._call(self.store.lookup_prefix(tenant, rtype.name, attr, key, limit=self.limits.max_scan), rtype)  # type: ignore[arg-type]
-            for attr, key in plan.prefixes
-        ]
-        gets = [self._get_or_none(tenant, rtype, resource_id) for resource_id in plan.ids]
-        results = await asyncio.gather(*lookups, *ranges, *gets)
-        if any(isinstance(r, list) and len(r) > self.limits.max_scan for r in results[len(lookups) : len(lookups) + len(ranges)]):
+        """The candidates of an index plan: one store operation (one storage time budget), at
+        most ``max_scan`` of them (400 ``tooMany`` beyond)."""
+        found = await self._call(
+            self.store.find(
+                tenant, rtype.name, ids=plan.ids, terms=plan.terms, prefixes=plan.prefixes, limit=self.limits.max_scan  # type: ignore[arg-type]
+            ),
+            rtype,
+        )
+        if len(found) > self.limits.max_scan:
             raise TooMany(f"This filter matches more than {self.limits.max_scan} {rtype.name.lower()}s; narrow it.")
-        unique: dict[str, StoredResource] = {}
-        for result in results:
-            for stored in result if isinstance(result, list) else [result] if result else []:
-                unique.setdefault(stored.id, stored)
-        return list(unique.values())
-
-    async def _get_or_none(self, tenant: str, rtype: ResourceType, resource_id: str) -> StoredResource | None:
-        try:
-            return await self.store.get(tenant, rtype.name, resource_id)  # type: ignore[arg-type]
-        except ResourceNotFound:
-            return None
-        except StoreUnavailable:
-            raise ServiceUnavailable() from None
+        return found
 
     async def _with_members(self, tenant: str, rtype: ResourceType, resources: list[StoredResource]) -> list[StoredResource]:
         async def load(stored: StoredResource) -> StoredResource | None:
@@ -549,12 +576,15 @@ class ScimService:
         """Modify a resource (RFC 7644 §3.5.2): users answer 200 with the resource, groups 204 (ENTRA.md §4)."""
         operations = parse_patch_request(self._body(request))
         if_match = self._if_match(request)
+        # One budget for the whole request, retries included.
+        meter = WorkMeter(hint="add or remove fewer values, or use fewer value-filtered paths, per PATCH request")
+        member_only = await _member_only_changes(rtype, operations, meter) if if_match is None else None
         attempts = 0
         while True:
             attempts += 1
-            current = await self._read_for_patch(request, rtype, resource_id, operations, if_match)
+            current = await self._read_for_patch(request, rtype, resource_id, member_only, if_match)
             doc = current.doc if current else {}
-            result = apply_patch(rtype, doc, operations) if current else None
+            result = await apply_patch_async(rtype, doc, operations, meter) if current else None
             stored = current
             if result is not None and current is not None and result.doc != current.doc:
                 try:
@@ -575,9 +605,9 @@ class ScimService:
                 except (ResourceNotFound, UniquenessViolation, StoreError) as exc:
                     await self._call(_raise(exc), rtype, resource_id)
             break
-        changes = result.member_changes if result is not None else _member_only_changes(rtype, operations)
+        changes = result.member_changes if result is not None else member_only
         if changes:
-            await self._apply_member_changes(request.tenant, resource_id, changes)
+            await self._apply_member_changes(request.tenant, resource_id, changes, meter)
         if rtype is GROUP:
             return ScimResponse(204)
         assert stored is not None
@@ -587,20 +617,22 @@ class ScimService:
         return ScimResponse(200, body, self._etag_headers(stored))
 
     async def _read_for_patch(
-        self, request: ScimRequest, rtype: ResourceType, resource_id: str, operations: list[Any], if_match: str | None
+        self, request: ScimRequest, rtype: ResourceType, resource_id: str, member_only: list[MemberChange] | None, if_match: str | None
     ) -> StoredResource | None:
         """The current resource, or None for a group PATCH that only changes members.
 
         A member-only PATCH (Entra's common case) needs no read: the store's membership
         transaction itself checks that the group exists.
         """
-        if rtype is GROUP and if_match is None and _member_only_changes(rtype, operations) is not None:
+        if rtype is GROUP and if_match is None and member_only is not None:
             return None
         current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
         self._check_if_match(if_match, current)
         return current
 
-    async def _apply_member_changes(self, tenant: str, group_id: str, changes: list[MemberChange]) -> None:
+    async def _apply_member_changes(
+        self, tenant: str, group_id: str, changes: list[MemberChange], meter: WorkMeter | None = None
+    ) -> None:
         """Apply member changes in order, each as commuting store operations (no list rewrite)."""
         for change in changes:
             if change.kind == "add":
@@ -618,14 +650,15 @@ class ScimService:
                     await self._call(self.store.remove_members(tenant, group_id, doomed), GROUP, group_id)
                     await self._add_members(tenant, group_id, [m for m in _dedupe(change.members) if m.value not in current_ids])
                 else:
-                    from .filtering import item_matches
                     from .schema import GROUP_SCHEMA
 
                     members_attr = GROUP_SCHEMA.attribute("members")
-                    doomed = [
-                        m.value for m in existing
-                        if change.filter is not None and item_matches(change.filter, {"value": m.value, "type": m.type}, members_attr)
-                    ]
+                    meter = meter or WorkMeter()
+                    doomed = []
+                    for m in existing:
+                        if change.filter is not None and item_matches(change.filter, {"value": m.value, "type": m.type}, members_attr, meter):
+                            doomed.append(m.value)
+                        await meter.checkpoint()
                     await self._call(self.store.remove_members(tenant, group_id, doomed), GROUP, group_id)
 
     async def _add_members(self, tenant: str, group_id: str, members: list[Member]) -> None:
@@ -755,7 +788,7 @@ def _without_unknown(members: list[Member], unknown_ids: list[str]) -> list[Memb
     return result
 
 
-def _member_only_changes(rtype: ResourceType, operations: list[Any]) -> list[MemberChange] | None:
+async def _member_only_changes(rtype: ResourceType, operations: list[Any], meter: WorkMeter) -> list[MemberChange] | None:
     """For a group PATCH whose every op targets ``members``: the changes, computed without a read."""
     if rtype is not GROUP:
         return None
@@ -763,5 +796,5 @@ def _member_only_changes(rtype: ResourceType, operations: list[Any]) -> list[Mem
         path = (operation.path or "").strip().lower()
         if not (path == "members" or path.startswith("members[")):
             return None
-    return apply_patch(GROUP, {"displayName": "-"}, operations).member_changes
+    return (await apply_patch_async(GROUP, {"displayName": "-"}, operations, meter)).member_changes
 

@@ -15,6 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from scim.azurite import AzuriteProcess
+from scim import provisioning_log
 from scim.notify import notifier as notifier_module
 from scim.provisioning_log import LogEntry, format_time
 from scim.runtime import Runtime, build_runtime, use_runtime
@@ -83,6 +84,9 @@ async def _mail_runtime(azurite: str, table_prefix: str, smtp, monkeypatch) -> A
     mailbox.messages.clear()
     mailbox.refuse = 0
     monkeypatch.setattr(notifier_module, "DEFAULT_LAG", timedelta(0))  # the tests' requests are all done
+    # Unauthenticated requests are counted per second (not per minute), so that a count made a
+    # second after a run falls in the next run's window even with no lag.
+    monkeypatch.setattr(provisioning_log, "BUCKET_SECONDS", 1, raising=False)
     settings = azurite_settings(azurite, table_prefix, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), NOTIFY_FROM="scim@example.test")
     runtime = build_runtime(settings)
     use_runtime(runtime)
@@ -180,6 +184,7 @@ async def test_one_digest_per_tenant_with_failures_none_again_and_alert(mail_run
     await run_timer(mail_runtime)
     assert len(mailbox.to("ops@a.example")) == 1, "no duplicate on the next run"
 
+    await asyncio.sleep(1.1)  # the next counting period
     await failing.get("/Users", token="stolen-or-stale-token")
     await run_timer(mail_runtime)
     second = mailbox.to("ops@a.example")
@@ -260,3 +265,42 @@ async def test_the_timer_removes_log_entries_past_the_retention(mail_runtime):
     failures = await log.page(client.tenant, failures_only=True, limit=10)
     assert [e.correlation_id for e in remaining.entries] == ["kept"]
     assert [e.correlation_id for e in failures.entries] == ["kept"]
+
+
+async def test_a_strangers_wrong_tokens_never_email_the_operators(mail_runtime, smtp):
+    """Anyone who knows a Tenant URL can send wrong tokens: that alone must not email anyone."""
+    mailbox, _ = smtp
+    busy = await tenant(mail_runtime, ("busy@a.example",))
+    idle = await tenant(mail_runtime, ("idle@a.example",))
+    await create_user(busy)
+    for _ in range(30):
+        await busy.get("/Users", token="a-guess")
+        await idle.get("/Users", token="a-guess")
+    await create_user(busy)  # Entra's own requests keep succeeding
+    await run_timer(mail_runtime)
+    assert mailbox.to("busy@a.example") == [] and mailbox.to("idle@a.example") == []
+
+
+async def test_entras_token_failing_after_successes_alerts_once_a_day(mail_runtime, smtp):
+    """A regenerated token not pasted into Entra: accepted requests, then only 401s. One alert,
+    and not another for the same tenant within 24 hours however often it continues."""
+    mailbox, _ = smtp
+    client = await tenant(mail_runtime, ("cred@a.example",))
+    await create_user(client)
+    await run_timer(mail_runtime)  # no failure: nothing sent, the window moves past the success
+    assert mailbox.to("cred@a.example") == []
+    stale = client.token
+    await mail_runtime.tenants.set_token(client.tenant)  # Entra still holds the old token
+    await asyncio.sleep(1.1)
+    for _ in range(3):
+        assert (await client.get("/Users", token=stale)).status == 401
+    await run_timer(mail_runtime)
+    [alert] = mailbox.to("cred@a.example")
+    text = next(p for p in alert.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
+    assert alert["Subject"].startswith("ALERT: "), alert["Subject"]
+    assert "3 requests refused" in text and f"token regenerate {client.tenant}" in text, text
+    for _ in range(2):
+        await asyncio.sleep(1.1)
+        await client.get("/Users", token=stale)
+        await run_timer(mail_runtime)
+    assert len(mailbox.to("cred@a.example")) == 1, "a second credential alert within 24 hours"

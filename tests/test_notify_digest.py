@@ -163,12 +163,19 @@ def test_no_alert_at_40_percent_or_under_the_minimum_of_requests() -> None:
     assert not small.subject.startswith("ALERT") and not small.text.startswith("ALERT")
 
 
-def test_alert_on_any_401() -> None:
-    unauthorized = Failure("2026-11-26T10:00:01Z", "GET /Users", 401, "c-401", detail="Bearer token invalid")
-    d = _digest([unauthorized], total=1000)
-    assert d.alert and d.subject.startswith("ALERT: ")
-    assert d.text.startswith("ALERT: 1 credential failure (401): Entra will quarantine the job")
-    assert "python -m scim.admin token regenerate contoso" in d.text
+def test_refused_tokens_alert_only_on_evidence_that_entras_token_fails() -> None:
+    """A 401 alone proves nothing (anyone may send one): it is reported, not alerted, unless the
+    caller found evidence that Entra's own token fails (``credential_alert``)."""
+    conflict = _conflict(1, 1)
+    calm = _digest([conflict], total=1000, unauthenticated=30)
+    assert not calm.alert and not calm.subject.startswith("ALERT")
+    assert "Refused:  30 requests with a missing or wrong token (401, not in the totals)" in calm.text
+    assert "token regenerate" not in calm.text
+    alert = _digest([], total=0, unauthenticated=3, credential_alert=True)
+    assert alert.alert and alert.subject == "ALERT: SCIM provisioning: 3 requests refused (wrong or missing token) for tenant contoso"
+    assert alert.text.startswith("ALERT: 3 requests refused for a wrong or missing token (401) and none accepted")
+    assert "python -m scim.admin token regenerate contoso" in alert.text
+    assert "<strong>ALERT:</strong> 3 requests refused" in alert.html and "<td" in alert.html and "Refused" in alert.html
 
 
 def test_burst_of_10000_failures_stays_bounded() -> None:

@@ -10,7 +10,10 @@ It raises an alert on the signals Entra quarantines a job for (ENTRA.md §6):
 - more than ``alert_ratio`` (40 %) of the requests failed, once there are at least
   ``alert_min_requests`` requests (Entra considers the ratio from 5,000 failures; a digest
   window is much smaller, so the floor only keeps a handful of requests from alerting);
-- any 401: bad credentials quarantine the job at once.
+- Entra's own credential failing: bad credentials quarantine the job at once. Anyone who
+  knows a Tenant URL can send requests with a wrong token, so a 401 alone is no evidence;
+  the caller (:mod:`scim.notify.notifier`) decides from the log that the tenant's requests
+  went from succeeding to being refused (``credential_alert``), and rate-limits it.
 
 Every value that comes from data (tenant, operations, ids, subjects, details) is cleaned
 (control characters and line breaks collapsed, length capped) and HTML-escaped in the HTML
@@ -95,6 +98,7 @@ class _Summary:
     last: str | None
     failures: int
     requests: int
+    unauthenticated: int
     alerts: tuple[str, ...]
     operations: tuple[_OperationRow, ...]
     more_operations: int
@@ -117,11 +121,15 @@ def build_digest(
     alert_min_requests: int = 20,
     max_errors: int = 10,
     max_resources: int = 20,
+    unauthenticated: int = 0,
+    credential_alert: bool = False,
 ) -> Digest:
     """The digest of ``failures`` among ``total_requests`` requests of ``tenant`` in a window.
 
-    ``total_requests`` counts every request of the window, failed or not; it is raised to
-    ``len(failures)`` if smaller (a failure is a request).
+    ``total_requests`` counts every authenticated request of the window, failed or not; it
+    is raised to ``len(failures)`` if smaller (a failure is a request). ``unauthenticated``
+    counts the requests refused for a missing or wrong token (401) in the window;
+    ``credential_alert`` says they are evidence that Entra's own token fails.
     """
     summary = _summarize(
         tenant,
@@ -134,6 +142,8 @@ def build_digest(
         alert_min_requests=alert_min_requests,
         max_errors=max_errors,
         max_resources=max_resources,
+        unauthenticated=unauthenticated,
+        credential_alert=credential_alert,
     )
     return Digest(
         subject=_subject(summary),
@@ -156,6 +166,8 @@ def _summarize(
     alert_min_requests: int,
     max_errors: int,
     max_resources: int,
+    unauthenticated: int,
+    credential_alert: bool,
 ) -> _Summary:
     first, last = _first_and_last(f.time for f in failures)
     operations = _operation_rows(failures)
@@ -171,14 +183,15 @@ def _summarize(
         last=last,
         failures=len(failures),
         requests=requests,
-        alerts=_alerts(failures, requests, alert_ratio, alert_min_requests),
+        unauthenticated=unauthenticated,
+        alerts=_alerts(failures, requests, alert_ratio, alert_min_requests, unauthenticated if credential_alert else 0),
         operations=tuple(operations[:MAX_OPERATION_ROWS]),
         more_operations=max(0, len(operations) - MAX_OPERATION_ROWS),
         errors=tuple(errors[:max_errors]),
         more_errors=max(0, len(errors) - max_errors),
         resources=tuple(resources[:max_resources]),
         more_resources=max(0, len(resources) - max_resources),
-        advice=_advice(tenant, {f.status for f in failures}),
+        advice=_advice(tenant, {f.status for f in failures} | ({401} if credential_alert else set())),
     )
 
 
@@ -277,18 +290,24 @@ def _resource_label(resource_type: str | None, name: str, subject: str | None) -
     return f"{label} ({_clean(subject, FIELD_LIMIT)})" if subject else label
 
 
-def _alerts(failures: Sequence[Failure], requests: int, ratio: float, min_requests: int) -> tuple[str, ...]:
-    """Why Entra is about to quarantine the job, if it is (ENTRA.md §6); empty when not."""
+def _alerts(
+    failures: Sequence[Failure], requests: int, ratio: float, min_requests: int, refused: int
+) -> tuple[str, ...]:
+    """Why Entra is about to quarantine the job, if it is (ENTRA.md §6); empty when not.
+
+    ``refused``: requests refused for their token, counted only when they are evidence that
+    Entra's own token fails (see the module docstring).
+    """
     alerts = []
     if requests >= min_requests and requests and len(failures) / requests > ratio:
         threshold = f"{ratio * 100:g} %"
         share = _percent(len(failures) / requests * 100, above=ratio * 100)
         alerts.append(f"{share} of {requests:,} requests failed (Entra quarantines a job above {threshold}).")
-    unauthorized = sum(1 for f in failures if f.status == 401)
-    if unauthorized:
+    if refused:
         alerts.append(
-            f"{_plural(unauthorized, 'credential failure')} (401): Entra will quarantine the job"
-            " at once on bad credentials."
+            f"{_plural(refused, 'request')} refused for a wrong or missing token (401) and none accepted,"
+            " after requests were accepted in the hour before: Entra's Secret Token no longer matches,"
+            " and Entra quarantines the job at once on bad credentials."
         )
     return tuple(alerts)
 
@@ -336,6 +355,8 @@ def _advice(tenant: str, statuses: set[int]) -> tuple[str, ...]:
 
 def _subject(s: _Summary) -> str:
     prefix = "ALERT: " if s.alerts else ""
+    if not s.failures and s.unauthenticated:
+        return f"{prefix}SCIM provisioning: {_plural(s.unauthenticated, 'request')} refused (wrong or missing token) for tenant {s.tenant}"
     return f"{prefix}SCIM provisioning: {_plural(s.failures, 'failure')} for tenant {s.tenant}"
 
 
@@ -356,6 +377,8 @@ def _render_text(s: _Summary) -> str:
         f"Failures: first {s.first or 'unknown'}, last {s.last or 'unknown'}",
         f"Total:    {_totals(s)}",
     ]
+    if s.unauthenticated:
+        lines.append(f"Refused:  {_refused(s)}")
     lines += ["", "By operation and status", f"  {'Count':>7}  {'Status':>6}  Operation"]
     lines += [f"  {r.count:>7,}  {r.status:>6}  {r.operation}" for r in s.operations]
     if s.more_operations:
@@ -380,6 +403,10 @@ def _render_text(s: _Summary) -> str:
 def _totals(s: _Summary) -> str:
     share = f" ({_percent(s.failures / s.requests * 100)})" if s.requests else ""
     return f"{_plural(s.failures, 'failure')} of {_plural(s.requests, 'request')}{share}"
+
+
+def _refused(s: _Summary) -> str:
+    return f"{_plural(s.unauthenticated, 'request')} with a missing or wrong token (401, not in the totals)"
 
 
 def _error_title(e: _ErrorGroup) -> str:
@@ -412,6 +439,7 @@ def _render_html(s: _Summary) -> str:
                 ("Window", f"{s.window_start} to {s.window_end}"),
                 ("Failures", f"first {s.first or 'unknown'}, last {s.last or 'unknown'}"),
                 ("Total", _totals(s)),
+                *([("Refused", _refused(s))] if s.unauthenticated else []),
             ],
         )
     )

@@ -6,7 +6,7 @@ For each tenant with notifications on, a run:
    or instance holds it;
 2. reads the failures logged in ``[watermark, now - lag)``: the lag lets writes of requests
    still in flight land first, so no failure is stamped before the watermark after the
-   query has passed it;
+   query has passed it; and the count of requests refused for their token in that window;
 3. sends one digest (:func:`build_digest`) through the configured sender;
 4. moves the watermark to the end of the window only after a successful send, in the same
    ETag-guarded write that releases the lease. A failed send releases the lease and leaves
@@ -26,7 +26,7 @@ from ..settings import Settings
 from ..tenants import TenantInfo, TenantRegistry
 from .digest import Failure, build_digest
 from .mail import EmailSender, SendError
-from .state import NotifyStateStore
+from .state import NotifyState, NotifyStateStore
 
 __all__ = ["Notifier", "RunResult"]
 
@@ -34,6 +34,11 @@ logger = logging.getLogger("scim.notify")
 
 DEFAULT_LAG = timedelta(minutes=2)
 DEFAULT_LEASE = timedelta(minutes=5)
+RECENT_SUCCESS = timedelta(hours=1)
+"""A credential alert needs an accepted request this long before the window (Entra runs a
+cycle about every 40 minutes, ENTRA.md §2)."""
+CREDENTIAL_ALERT_INTERVAL = timedelta(hours=24)
+"""At most one credential alert per tenant in this time."""
 
 
 @dataclass(frozen=True)
@@ -111,17 +116,21 @@ class Notifier:
             await self.states.release(state, None)
             return RunResult(info.name, "nothing")
         entries = await self.log.failures(info.name, since=since, until=until)
-        if not entries:
+        refused = await self.log.unauthenticated(info.name, since=since, until=until)
+        total = await self.log.count(info.name, since=since, until=until) if entries or refused else 0
+        credential_alert = bool(refused) and await self._entra_token_fails(info.name, state, since, until, total, now)
+        if not entries and not credential_alert:
             await self.states.release(state, until)
             return RunResult(info.name, "nothing")
-        total = await self.log.count(info.name, since=since, until=until)
         digest = build_digest(
             info.name,
             [_failure(e) for e in entries],
             max(total, len(entries)),
-            window_start=format_time(since) if since else entries[0].time,
+            window_start=format_time(since) if since else entries[0].time if entries else "the tenant's creation",
             window_end=format_time(until),
             tenant_url=self.settings.tenant_url(info.name),
+            unauthenticated=refused,
+            credential_alert=credential_alert,
         )
         try:
             await self.sender.send(
@@ -131,9 +140,27 @@ class Notifier:
             await self.states.release(state, None)
             logger.warning("failure digest not sent, will retry on the next run: %s", exc)
             return RunResult(info.name, "failed", len(entries), reason=str(exc))
-        if not await self.states.release(state, until):
+        if not await self.states.release(state, until, credential_alert_at=now if credential_alert else None):
             logger.warning("lost the digest lease after sending; the next run may repeat this digest")
         return RunResult(info.name, "sent", len(entries))
+
+    async def _entra_token_fails(
+        self, tenant: str, state: NotifyState, since: datetime | None, until: datetime, accepted: int, now: datetime
+    ) -> bool:
+        """Whether the refused requests of the window are evidence that Entra's own token fails.
+
+        Anyone who knows a Tenant URL can send a wrong token, so a 401 alone proves nothing
+        (and must not let a stranger email the operators). The evidence: no request of the
+        window was accepted, yet one was in the hour before it (Entra was provisioning with a
+        token that now fails, e.g. regenerated but not pasted into Entra). Rate-limited to one
+        alert per tenant per :data:`CREDENTIAL_ALERT_INTERVAL`.
+        """
+        if accepted or since is None:
+            return False
+        if state.credential_alert_at is not None and now - state.credential_alert_at < CREDENTIAL_ALERT_INTERVAL:
+            return False
+        before = await self.log.page(tenant, since=since - RECENT_SUCCESS, until=since, limit=1)
+        return bool(before.entries)
 
     async def purge(self, now: datetime | None = None) -> int:
         """Delete provisioning log entries older than the retention (``LOG_RETENTION_DAYS``)."""
