@@ -223,14 +223,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 seeded = (user_ids, group_ids, failed)
             if args.profile:
                 profiler = Profiler(service.pid, out_path.with_name(out_path.stem + "-profile.txt")).start()
-            cpu0 = {"service": cpu_seconds(service.pid), "azurite": cpu_seconds(azurite.pid or 0), "bench": _self_cpu(),
-                    "machine": system_busy_seconds()}
+            cpu0 = _cpu_now(service, azurite)
             load0 = loadavg()
             stats0 = service.stats()["totals"]
             print(f"replay: {len(ds.users)} users, {ds.memberships} memberships ...", flush=True)
             recorder, main_replay = await run_replay(url, token, ds, args, verify=False, seeded=seeded)
-            cpu1 = {"service": cpu_seconds(service.pid), "azurite": cpu_seconds(azurite.pid or 0), "bench": _self_cpu(),
-                    "machine": system_busy_seconds()}
+            cpu1 = _cpu_now(service, azurite)
             stats1 = service.stats()["totals"]
             if profiler is not None:
                 profiler.stop()
@@ -386,8 +384,7 @@ async def replay_tenants(service: ServiceProcess, azurite: Any, args: argparse.N
     profiler: Profiler | None = None
     if args.profile:
         profiler = Profiler(service.pid, out_path.with_name(out_path.stem + "-profile.txt")).start()
-    cpu0 = {"service": cpu_seconds(service.pid), "azurite": cpu_seconds(azurite.pid or 0), "bench": _self_cpu(),
-            "machine": system_busy_seconds()}
+    cpu0 = _cpu_now(service, azurite)
     load0 = loadavg()
     stats0 = service.stats()["totals"]
     print(f"replay: {len(names)} tenants x {args.users} users at once, {args.concurrency} connections each ...", flush=True)
@@ -396,8 +393,7 @@ async def replay_tenants(service: ServiceProcess, azurite: Any, args: argparse.N
         outcomes = await asyncio.gather(*(run_replay(*creds[name], datasets[name], args, verify=False, seeded=seeded[name])
                                           for name in names))
         wall = time.perf_counter() - started
-        cpu1 = {"service": cpu_seconds(service.pid), "azurite": cpu_seconds(azurite.pid or 0), "bench": _self_cpu(),
-                "machine": system_busy_seconds()}
+        cpu1 = _cpu_now(service, azurite)
         stats1 = service.stats()["totals"]
     finally:
         if profiler is not None:
@@ -462,6 +458,12 @@ async def replay_tenants(service: ServiceProcess, azurite: Any, args: argparse.N
                 print(f"  {name} read-back: {example}")
     if "profile" in results:
         print("\nprofile of the service during the replay\n" + format_profile(results["profile"]))
+
+
+def _cpu_now(service: Any, azurite: Any) -> dict[str, float]:
+    """CPU seconds used so far by the service, Azurite, this process and the whole machine."""
+    return {"service": cpu_seconds(service.pid), "azurite": cpu_seconds(azurite.pid or 0), "bench": _self_cpu(),
+            "machine": system_busy_seconds()}
 
 
 def _self_cpu() -> float:

@@ -141,7 +141,7 @@ def _parse_operation(raw: Any, index: int) -> Operation:
     fields = {str(k).lower(): v for k, v in raw.items()}
     op = fields.get("op")
     if not isinstance(op, str) or op.lower() not in ("add", "replace", "remove"):
-        raise InvalidSyntax(f"Operations[{index}].op must be add, replace or remove, not {op!r}.")
+        raise InvalidSyntax(f"Operations[{index}].op must be add, replace or remove, not {str(op)[:20]!r}.")
     path = fields.get("path")
     if path is not None and not isinstance(path, str):
         raise InvalidPath(f"Operations[{index}].path must be a string.")

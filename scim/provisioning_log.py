@@ -233,29 +233,25 @@ class ProvisioningLog:
         page = await self.page(tenant, failures_only=True, since=since, until=until, limit=cap)
         return list(reversed(page.entries))
 
-    async def count(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
-        """How many requests the tenant made in the window (reads keys only)."""
+    async def _rows(self, tenant: str, kind: str, since: datetime | None, until: datetime, select: list[str]) -> Any:
+        """The ``kind`` rows of the window, with only the ``select`` properties (an async pager)."""
         await self._ensure_table()
-        low, high = self._bounds("a", since, until, None)
-        pager = self._table.query_entities(
+        low, high = self._bounds(kind, since, until, None)
+        return self._table.query_entities(
             "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
             parameters={"pk": tenant, "low": low, "high": high},
-            select=["RowKey"],
+            select=select,
             results_per_page=_PAGE,
         )
-        return sum([1 async for _ in pager])
+
+    async def count(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
+        """How many authenticated requests the tenant made in the window (reads keys only)."""
+        return sum([1 async for _ in await self._rows(tenant, "a", since, until, ["RowKey"])])
 
     async def unauthenticated(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
-        """How many unauthenticated requests the tenant got in the minutes starting in ``[since, until)``."""
-        await self._ensure_table()
-        low, high = self._bounds("x", since, until, None)
-        pager = self._table.query_entities(
-            "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
-            parameters={"pk": tenant, "low": low, "high": high},
-            select=["unauthenticated"],
-            results_per_page=_PAGE,
-        )
-        return sum([int(row.get("unauthenticated") or 0) async for row in pager])
+        """How many unauthenticated requests the tenant got in the periods starting in ``[since, until)``."""
+        rows = await self._rows(tenant, "x", since, until, ["unauthenticated"])
+        return sum([int(row.get("unauthenticated") or 0) async for row in rows])
 
     async def purge(self, tenant: str, older_than: datetime) -> int:
         """Delete the tenant's entries older than ``older_than`` (retention); returns how many."""
