@@ -144,16 +144,27 @@ async def test_every_request_is_logged_with_a_correlation_id(mail_runtime):
     assert client.token not in logged and "Bearer" not in logged
 
 
-async def test_a_failing_log_never_breaks_provisioning(mail_runtime, monkeypatch):
+async def test_a_failing_log_never_breaks_provisioning(mail_runtime, monkeypatch, caplog):
+    """The log write the service really makes (LogWriter -> ProvisioningLog.record_many) fails:
+    the response is unaffected, the writer survives, and the failure is logged once."""
     client = await tenant(mail_runtime)
+    calls: list[int] = []
+    real = mail_runtime.log.record_many
 
-    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+    async def broken(tenant_name, entries, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(entries))
         raise ConnectionError("log storage is down")
 
-    monkeypatch.setattr(mail_runtime.log, "record", broken)
+    monkeypatch.setattr(mail_runtime.log, "record_many", broken)
     response = await client.post("/Users", new_user())
-    await mail_runtime.log_writer.drain()
+    await mail_runtime.log_writer.drain()  # must not raise
     assert response.status == 201
+    assert calls == [1], "the failing write was not the one the service makes"
+    assert any("could not write 1 provisioning log entries (ConnectionError)" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(mail_runtime.log, "record_many", real)
+    assert (await client.post("/Users", new_user())).status == 201
+    await mail_runtime.log_writer.drain()
+    assert len((await mail_runtime.log.page(client.tenant)).entries) == 1, "the writer keeps writing after a failure"
 
 
 async def test_one_digest_per_tenant_with_failures_none_again_and_alert(mail_runtime, smtp):
