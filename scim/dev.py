@@ -257,6 +257,17 @@ def _run_localhost(port: int) -> int:
     return 0
 
 
+def _next_steps(url: str, name: str) -> str:
+    """What to do with the two lines, printed (to stderr) right under them."""
+    query = "filter=userName+eq+%22nobody%40contoso.com%22"
+    return (
+        "Next: paste the Tenant URL and Secret Token into Entra's provisioning tab (README, "
+        '"Connecting Microsoft Entra ID"), or try it:\n'
+        f'  curl -H "Authorization: Bearer $TOKEN" \'{url}/Users?{query}\'\n'
+        f"Failures are emailed to the SMTP sink here: python -m scim.admin notify run-now {name}. Ctrl-C stops."
+    )
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -265,6 +276,7 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-connection chatter
     # SIGTERM (e.g. `kill` of make) unwinds like Ctrl-C, so the Azurite we started is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
@@ -328,6 +340,7 @@ def main() -> int:
         print(f"Tenant URL: {settings.tenant_url(name)}")
         print(f"Secret Token: {token}")
         sys.stdout.flush()
+        print(_next_steps(settings.tenant_url(name), name), file=sys.stderr, flush=True)
 
         if use_func:
             log.info("serving with Azure Functions Core Tools (func start --port %s)", port)

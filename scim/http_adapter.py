@@ -39,9 +39,6 @@ __all__ = ["SCIM_CONTENT_TYPE", "bp", "handle_http"]
 
 logger = logging.getLogger("scim.http")
 
-# azure-core logs every storage request URL at INFO; our RowKeys carry userNames and emails.
-logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
-
 SCIM_CONTENT_TYPE = "application/scim+json"
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _NO_HASH = "0" * 64  # compared against when there is no tenant: no SHA-256 hex digest is all zeros

@@ -315,3 +315,17 @@ async def test_entras_token_failing_after_successes_alerts_once_a_day(mail_runti
         await client.get("/Users", token=stale)
         await run_timer(mail_runtime)
     assert len(mailbox.to("cred@a.example")) == 1, "a second credential alert within 24 hours"
+
+
+async def test_run_now_right_after_a_failure_says_how_many_wait(mail_runtime, smtp):
+    """``notify run-now`` leaves failures of the last few seconds for the next run: it says so,
+    with their count, instead of a bare "nothing"."""
+    from scim.admin import core
+
+    mailbox, _ = smtp
+    client = await tenant(mail_runtime, ("now@a.example",))
+    await client.get(f"/Users/{uuid.uuid4()}")  # 404
+    await mail_runtime.log_writer.drain()
+    result = await core.notify_now(mail_runtime.settings, client.tenant)
+    assert result.outcome == "nothing" and mailbox.to("now@a.example") == []
+    assert result.reason.startswith("1 failure(s) of the last 5 s wait for the next run"), result.reason

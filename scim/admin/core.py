@@ -14,11 +14,12 @@ Until then, :func:`create_tenant` refuses the name, so a new tenant never adopts
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -212,15 +213,32 @@ async def read_log(
         await runtime.close()
 
 
+NOTIFY_NOW_LAG = timedelta(seconds=5)
+"""``notify run-now`` leaves failures younger than this for the next run (the timer: 2 minutes)."""
+
+
 async def notify_now(settings: Settings, name: str) -> RunResult:
     """Send the tenant's failure digest now (what the timer does), with a short lag."""
     from ..notify.notifier import Notifier
     from ..timer_adapter import build_notifier
 
     runtime = await _with_runtime(settings)
-    notifier: Notifier = build_notifier(runtime, lag=timedelta(seconds=5))
+    notifier: Notifier = build_notifier(runtime, lag=NOTIFY_NOW_LAG)
     try:
-        return await notifier.run_tenant(await runtime.tenants.info(name))
+        now = datetime.now(UTC)
+        result = await notifier.run_tenant(await runtime.tenants.info(name), now)
+        if result.outcome == "nothing" and not result.reason:
+            # Failures younger than the lag are left for the next run, so that entries still being
+            # written land first: say how many wait, rather than a bare "nothing".
+            waiting = await runtime.log.page(name, failures_only=True, since=now - NOTIFY_NOW_LAG, until=now, limit=1000)
+            if waiting.entries:
+                count = f"{len(waiting.entries)}{'+' if waiting.cursor else ''}"
+                reason = (
+                    f"{count} failure(s) of the last {NOTIFY_NOW_LAG.seconds} s wait for the next run, so that"
+                    " requests still being logged land first: run it again in a few seconds"
+                )
+                result = dataclasses.replace(result, reason=reason)
+        return result
     finally:
         if notifier.sender is not None:
             await notifier.sender.close()

@@ -119,6 +119,11 @@ DEFAULT_UNIQUE_ATTRIBUTES: Mapping[str, frozenset[str]] = {
 }
 """Attributes indexed as unique (``U|``/``G|`` rows), per :class:`~scim.store.base.IndexTerms`."""
 
+# azure-core logs every storage request (URL and headers) at INFO, and our RowKeys carry
+# userNames and emails: whatever process makes storage calls (the app, make run, the admin
+# CLI), those lines stay below the level anyone logs at.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
 # Azure Table Storage limits (learn.microsoft.com: "Understanding the Table service data model").
 MAX_TRANSACTION_OPS = 100
 MAX_ENTITY_BYTES = 1024 * 1024
