@@ -52,7 +52,7 @@ MAX_FILTER_LENGTH = 4096
 MAX_FILTER_DEPTH = 16
 """Deepest nesting of ``( )`` and ``[ ]`` groupings in a filter or PATCH path.
 
-Entra's filters nest at most once (``emails[type eq "work"].value eq "…"``, ENTRA.md §2);
+Entra's filters nest at most once (``emails[type eq "work"].value eq "…"``, docs/ENTRA.md §2);
 the parser and the evaluator recurse once per level, so deeper input is refused before it
 reaches them (400 ``invalidFilter``, RFC 7644 §3.4.2.2) instead of costing a deep recursion.
 """
@@ -592,7 +592,7 @@ _INDEXED = {
 def plan_lookup(node: FilterNode, rtype: ResourceType) -> IndexPlan | None:
     """An index plan that finds every resource the filter can match, or None if a scan is needed.
 
-    Answers Entra's lookups (ENTRA.md §2): ``userName eq``, ``externalId eq``,
+    Answers Entra's lookups (docs/ENTRA.md §2): ``userName eq``, ``externalId eq``,
     ``emails[type eq "work"].value eq``, ``displayName eq``, ``id eq``, and ``sw`` on the same
     attributes as a range of the index; ``and`` uses its cheapest indexable term, ``or`` needs
     every term indexable. A plan of more than :data:`MAX_INDEX_TERMS` lookups answers 400

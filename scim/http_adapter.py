@@ -5,7 +5,7 @@ empty route prefix, so the Tenant URL is ``https://<app>/scim/<tenant>``). This 
 authenticates the bearer token (RFC 6750), enforces the body size limit (413), and is the
 one choke point that turns errors into SCIM error responses: client errors are logged at
 INFO without detail (details can hold userNames), anything else is a bug logged with its
-traceback while the client gets a generic 500 (ENTRA.md §5: never a stack trace). Every
+traceback while the client gets a generic 500 (docs/ENTRA.md §5: never a stack trace). Every
 authenticated request is recorded in the provisioning log, in the background, with the
 ``X-Correlation-ID`` returned to the client; unauthenticated requests to an existing tenant
 are only counted, per minute, with no path and no body (anyone may send them).

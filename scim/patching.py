@@ -1,4 +1,4 @@
-"""PATCH (RFC 7644 §3.5.2) on stored documents, in both of Entra's dialects (ENTRA.md §4).
+"""PATCH (RFC 7644 §3.5.2) on stored documents, in both of Entra's dialects (docs/ENTRA.md §4).
 
 Tolerances, each required by Entra:
 - op names in any case (``Add``/``add``); Add and Replace used interchangeably;
@@ -364,7 +364,7 @@ def _apply_attribute(
     multi = attribute.multi_valued if attribute else isinstance(current, list) or isinstance(value, list)
     if op == "remove":
         if has_value and multi and not is_empty(value) and isinstance(current, list):
-            # Entra: Remove with a value removes only the listed values (ENTRA.md §4).
+            # Entra: Remove with a value removes only the listed values (docs/ENTRA.md §4).
             doomed = normalize_at(location, value) or []
             remaining = yield from _unmatched(current, doomed, meter)
             set_at(doc, location, remaining or None)
@@ -388,7 +388,7 @@ def _apply_attribute(
 
 
 def _is_reference(location: AttributeLocation) -> bool:
-    """The enterprise manager is replaced whole: a new id is a new manager (ENTRA.md §4)."""
+    """The enterprise manager is replaced whole: a new id is a new manager (docs/ENTRA.md §4)."""
     return location.attribute is not None and location.attribute.name == "manager"
 
 
@@ -461,7 +461,7 @@ def _apply_filtered(
         set_at(doc, location, [i for i in items if i] or None)
         return
     if not matched:
-        # Entra: Add/Replace on emails[type eq "work"].value creates the entry (ENTRA.md §4).
+        # Entra: Add/Replace on emails[type eq "work"].value creates the entry (docs/ENTRA.md §4).
         items.append(_entry_from_filter(value_filter, location))
         matched = [len(items) - 1]
     for i in matched:
@@ -524,7 +524,7 @@ def _single_primary(items: list[Any], new_items: list[Any]) -> list[Any]:
 def _member_changes(
     op: Op, value_filter: FilterNode | None, sub_attr: str | None, value: Any, has_value: bool
 ) -> list[MemberChange]:
-    """Group ``members`` ops as store-level changes (ENTRA.md §4, both dialects)."""
+    """Group ``members`` ops as store-level changes (docs/ENTRA.md §4, both dialects)."""
     if sub_attr is not None:
         raise InvalidPath("Members are changed as a whole ('members' or 'members[value eq \"id\"]').")
     if value_filter is None:

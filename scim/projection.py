@@ -1,6 +1,6 @@
 """``attributes`` and ``excludedAttributes`` (RFC 7644 §3.4.2.5, §3.9).
 
-Entra sends ``excludedAttributes=members`` on every group lookup (ENTRA.md §2); the
+Entra sends ``excludedAttributes=members`` on every group lookup (docs/ENTRA.md §2); the
 service uses :func:`wants` to skip reading members entirely when they are not returned.
 """
 

@@ -39,9 +39,9 @@ MAX_MEMBERS_PER_REQUEST = 1000
 """Most group members one request may list: a POST or PUT body's ``members``, or all the
 ``members`` values of one PATCH's operations together. More answer 400 ``tooMany``.
 
-Entra sends one member per PATCH in practice, and sometimes many (ENTRA.md §2); each
+Entra sends one member per PATCH in practice, and sometimes many (docs/ENTRA.md §2); each
 member costs storage writes (49 per transaction), so the bound keeps a request well inside
-Entra's 60 s timeout (ENTRA.md §1) while allowing large batches. Larger changes are sent as
+Entra's 60 s timeout (docs/ENTRA.md §1) while allowing large batches. Larger changes are sent as
 several PATCHes (RFC 7644 §3.5.2 gives each its own ``add``/``remove``).
 """
 
@@ -54,7 +54,7 @@ more answer 400 ``invalidValue``.
 Each value is an index row, written in the same entity-group transaction as the resource
 (100 operations at most: docs/table-layout.md). With at most 45, a create (1 + 45) and a
 replace that changes every value (1 + 45 + 45) each fit in one transaction, so every write
-stays atomic. Entra sends one to three emails per user (ENTRA.md §3).
+stays atomic. Entra sends one to three emails per user (docs/ENTRA.md §3).
 """
 
 
@@ -194,7 +194,7 @@ class ParsedResource:
 
 
 def parse_resource(rtype: ResourceType, body: Any) -> ParsedResource:
-    """Read a POST or PUT body (RFC 7644 §3.3, §3.5.1) with Entra's tolerances (ENTRA.md §3)."""
+    """Read a POST or PUT body (RFC 7644 §3.3, §3.5.1) with Entra's tolerances (docs/ENTRA.md §3)."""
     if not isinstance(body, dict):
         raise InvalidSyntax("The request body must be a JSON object.")
     doc: dict[str, Any] = {}
@@ -253,7 +253,7 @@ def check_required(rtype: ResourceType, doc: dict[str, Any]) -> None:
 def parse_members(value: Any) -> list[Member]:
     """Read a ``members`` value (RFC 7643 §4.2): items with ``value`` and optional ``type``.
 
-    Entra sends ``{"$ref": null, "value": "<id>"}`` (ENTRA.md §4); ``$ref`` is ignored since
+    Entra sends ``{"$ref": null, "value": "<id>"}`` (docs/ENTRA.md §4); ``$ref`` is ignored since
     the id decides; ``display`` (or ``displayName``, as Microsoft's test collection sends) is
     kept and returned as sent. At most :data:`MAX_MEMBERS_PER_REQUEST` items (400 ``tooMany``);
     ``value`` and ``display`` are bounded like every value (:data:`scim.values.MAX_VALUE_LENGTH`).
@@ -294,7 +294,7 @@ def _decode_json_object(text: str) -> dict[str, Any] | None:
 
 
 def index_terms(rtype: ResourceType, doc: dict[str, Any]) -> IndexTerms:
-    """What the store indexes a resource by, for Entra's lookups (ENTRA.md §2).
+    """What the store indexes a resource by, for Entra's lookups (docs/ENTRA.md §2).
 
     Users: ``userName`` (unique, case-insensitive); ``externalId`` (not unique, case-exact,
     RFC 7643 §3.1); every ``emails.value`` (case-insensitive); ``displayName``.
@@ -334,7 +334,7 @@ def render(
     """The SCIM representation of a stored resource (RFC 7643 §3, §4; RFC 7644 §3.4.1).
 
     ``schemas`` lists the core schema and every extension present; the enterprise
-    ``manager`` is returned as an object with ``value`` and ``$ref`` (ENTRA.md §4: a bare
+    ``manager`` is returned as an object with ``value`` and ``$ref`` (docs/ENTRA.md §4: a bare
     string breaks Entra); ``groups`` and ``members`` carry ``$ref``.
     """
     doc = stored.doc

@@ -2,7 +2,7 @@
 
 No I/O happens here except through the store: the Functions adapter
 (:mod:`scim.http_adapter`) authenticates, builds a :class:`ScimRequest` and turns the
-:class:`ScimResponse` into HTTP. Every behaviour Entra relies on (ENTRA.md §2-§5) is
+:class:`ScimResponse` into HTTP. Every behaviour Entra relies on (docs/ENTRA.md §2-§5) is
 implemented here or in the pure modules it calls: :mod:`scim.resource`,
 :mod:`scim.patching`, :mod:`scim.filtering`, :mod:`scim.projection`.
 """
@@ -573,7 +573,7 @@ class ScimService:
         return ScimResponse(200, body, self._etag_headers(stored))
 
     async def _patch(self, request: ScimRequest, rtype: ResourceType, resource_id: str) -> ScimResponse:
-        """Modify a resource (RFC 7644 §3.5.2): users answer 200 with the resource, groups 204 (ENTRA.md §4)."""
+        """Modify a resource (RFC 7644 §3.5.2): users answer 200 with the resource, groups 204 (docs/ENTRA.md §4)."""
         operations = parse_patch_request(self._body(request))
         if_match = self._if_match(request)
         # One budget for the whole request, retries included.

@@ -1,11 +1,11 @@
-"""Reading attribute values the way Entra sends them (ENTRA.md §3, §4), against the schema.
+"""Reading attribute values the way Entra sends them (docs/ENTRA.md §3, §4), against the schema.
 
 Entra and other clients send attribute names in any case (``UserName``, ``Primary``),
 booleans as strings (``"True"``), ``null`` for "absent", empty ``roles: []``, manager as a
 bare id and roles as JSON serialised into strings. These functions turn such values into
 the canonical form the service stores: canonical attribute names, JSON booleans, no nulls,
 no empty containers. Values themselves (strings) are kept exactly as sent: Entra compares
-what it reads with what it would write (ENTRA.md §4, last point).
+what it reads with what it would write (docs/ENTRA.md §4, last point).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ learn.microsoft.com, "Understanding the Table service data model"). A resource d
 split over several properties, but a single value longer than one property is refused up
 front with 400 ``invalidValue`` (RFC 7644 §3.12) naming the attribute, rather than becoming a
 storage error; a group member's ``display`` is stored as one property and needs this bound.
-No attribute Entra provisions comes near it (ENTRA.md §3). A character outside the Basic
+No attribute Entra provisions comes near it (docs/ENTRA.md §3). A character outside the Basic
 Multilingual Plane (an emoji) counts as 2, as it does in Table Storage.
 """
 
@@ -66,7 +66,7 @@ def check_values(value: Any, where: str = "") -> None:
 
     A string may not be longer than :data:`MAX_VALUE_LENGTH`, nor hold an unpaired surrogate:
     request bodies cannot carry one (:mod:`scim.jsonbody`), but a filter literal in a PATCH
-    path can (``emails[type eq "\\ud800"].value`` creates that entry, ENTRA.md §4), and such a
+    path can (``emails[type eq "\\ud800"].value`` creates that entry, docs/ENTRA.md §4), and such a
     value could be stored but never encoded in a response (RFC 8259 §8.1: UTF-8).
     ``where`` names the attribute for the error ``detail``; nested keys are appended to it
     (``name.givenName``, ``emails[].value``), so the client learns which value to fix.
@@ -124,7 +124,7 @@ def kind_of(value: Any) -> str:
 
 
 def parse_bool(value: Any, where: str) -> bool:
-    """A JSON boolean, or Entra's ``"True"``/``"False"`` strings (ENTRA.md §3, §4)."""
+    """A JSON boolean, or Entra's ``"True"``/``"False"`` strings (docs/ENTRA.md §3, §4)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in (_TRUE, _FALSE):
@@ -163,7 +163,7 @@ def _normalize_scalar(attribute: Attribute, value: Any, where: str) -> Any:
 
 def _normalize_complex(attribute: Attribute, value: Any, where: str) -> dict[str, Any] | None:
     if isinstance(value, str) and attribute.multi_valued:
-        # Entra serialises app-role objects into strings inside PATCH values (ENTRA.md §4).
+        # Entra serialises app-role objects into strings inside PATCH values (docs/ENTRA.md §4).
         decoded = _json_object(value)
         value = decoded if decoded is not None else {"value": value}
     if not isinstance(value, dict):
@@ -192,13 +192,13 @@ def normalize_value(attribute: Attribute, value: Any, *, urn: str | None = None)
     """The canonical form of ``value`` for ``attribute``, or None if it is unassigned.
 
     Multi-valued attributes accept a single item as a one-item list. The enterprise
-    ``manager`` accepts Entra's bare id string (ENTRA.md §4) and ``""`` as "no manager".
+    ``manager`` accepts Entra's bare id string (docs/ENTRA.md §4) and ``""`` as "no manager".
     """
     where = attribute.name
     if is_empty(value):
         return None
     if urn == ENTERPRISE_USER_URN and attribute.name == "manager":
-        # Entra sends a bare id (ENTRA.md §4); $ref and displayName are the server's to compute.
+        # Entra sends a bare id (docs/ENTRA.md §4); $ref and displayName are the server's to compute.
         manager_id = value
         if isinstance(value, dict):
             manager_id = next((v for k, v in value.items() if k.lower() == "value"), None)

@@ -1,7 +1,7 @@
 """Microsoft's "SCIM Tests" Postman collection, run with newman against the app over HTTP.
 
 The collection (AzureAD/SCIMReferenceCode, MIT) lives in the steering folder beside the repo:
-``<repo>/../shared/conformance/ms-scim-reference.postman_collection.json`` (ENTRA.md §8). It runs
+``<repo>/../shared/conformance/ms-scim-reference.postman_collection.json`` (docs/ENTRA.md §8). It runs
 on a fresh tenant (it expects an empty store for a few exact counts), without its "Get Token"
 folder, which belongs to the reference server. Newman has no option to leave a folder out, so a
 filtered copy is written to a temporary folder.
@@ -12,7 +12,7 @@ scripts read and write variables with ``pm.environment``, so they are given as e
 variables (``--env-var``).
 
 Every assertion must pass except the two that expect 204 from a *user* PATCH: this service
-answers 200 with the resource (ENTRA.md §4). A summary (counts and each failure, with the
+answers 200 with the resource (docs/ENTRA.md §4). A summary (counts and each failure, with the
 response) is printed at the end of the run by ``tests/localhost_server.py``.
 """
 
@@ -209,7 +209,7 @@ def test_ms_scim_reference_collection(local_server: LocalServer, collection_path
         f"assertions: {stats['assertions']['total']}, failed: {stats['assertions']['failed']}",
         f"test scripts failed: {stats['testScripts']['failed']}, pre-request scripts failed: "
         f"{stats['prerequestScripts']['failed']}",
-        f"expected failures (user PATCH answers 200, ENTRA.md §4): {len(expected)} of {len(EXPECTED_FAILURES)}",
+        f"expected failures (user PATCH answers 200, docs/ENTRA.md §4): {len(expected)} of {len(EXPECTED_FAILURES)}",
     ]
     lines += [f.describe() for f in expected]
     lines.append(f"unexpected failures: {len(unexpected)}")

@@ -413,7 +413,7 @@ async def test_creating_the_tables_survives_a_reset_connection(azurite, table_pr
 
 async def test_entra_recovers_from_a_post_whose_storage_answers_are_all_lost(proxied, azurite, table_prefix):
     """Every answer of the directory's transactions is lost while Entra POSTs: 503. Entra's
-    retry gets 409, its filter finds the user, and its PATCH succeeds (ENTRA.md: lost POST)."""
+    retry gets 409, its filter finds the user, and its PATCH succeeds (docs/ENTRA.md: lost POST)."""
     proxy, client, _ = proxied
     body = user_body()
     proxy.set_mode("drop", drop_match=directory_write(table_prefix))

@@ -466,7 +466,7 @@ query_values = st.one_of(
     endpoint=st.sampled_from(["/Users", "/Groups", "USER", "GROUP"]),
 )
 def test_query_parameters_answer_200_or_400(harness: Harness, seeded: dict[str, Any], params: dict[str, str], endpoint: str) -> None:
-    """Unknown parameters are ignored (ENTRA.md §1); bad values of known ones are 400, never 5xx."""
+    """Unknown parameters are ignored (docs/ENTRA.md §1); bad values of known ones are 400, never 5xx."""
     CASES["query parameters"] += 1
     path = {"USER": f"/Users/{seeded['user']['id']}", "GROUP": f"/Groups/{seeded['group']['id']}"}.get(endpoint, endpoint)
     response = send(harness, seeded["client"], "GET", path, params=params)

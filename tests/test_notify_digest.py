@@ -1,4 +1,4 @@
-"""The failure digest (scim.notify.digest): content, escaping, alerts (ENTRA.md §6) and bounds."""
+"""The failure digest (scim.notify.digest): content, escaping, alerts (docs/ENTRA.md §6) and bounds."""
 
 from __future__ import annotations
 

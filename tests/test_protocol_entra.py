@@ -1,4 +1,4 @@
-"""Entra's whole conversation (ENTRA.md §1-§5) through the registered Functions entry point, on Azurite."""
+"""Entra's whole conversation (docs/ENTRA.md §1-§5) through the registered Functions entry point, on Azurite."""
 
 from __future__ import annotations
 

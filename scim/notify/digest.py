@@ -1,11 +1,11 @@
 """The failure digest: one email summing up a tenant's provisioning failures (pure, no I/O).
 
 A timer emails each tenant's operators one digest of the failures since the last email
-(ENTRA.md §6: "our service emails the failures *it* sees"). The digest says what failed
+(docs/ENTRA.md §6: "our service emails the failures *it* sees"). The digest says what failed
 (counts by operation and status), why (the most frequent errors, with their detail), to
 whom (the affected resources) and what to do.
 
-It raises an alert on the signals Entra quarantines a job for (ENTRA.md §6):
+It raises an alert on the signals Entra quarantines a job for (docs/ENTRA.md §6):
 
 - more than ``alert_ratio`` (40 %) of the requests failed, once there are at least
   ``alert_min_requests`` requests (Entra considers the ratio from 5,000 failures; a digest
@@ -293,7 +293,7 @@ def _resource_label(resource_type: str | None, name: str, subject: str | None) -
 def _alerts(
     failures: Sequence[Failure], requests: int, ratio: float, min_requests: int, refused: int
 ) -> tuple[str, ...]:
-    """Why Entra is about to quarantine the job, if it is (ENTRA.md §6); empty when not.
+    """Why Entra is about to quarantine the job, if it is (docs/ENTRA.md §6); empty when not.
 
     ``refused``: requests refused for their token, counted only when they are evidence that
     Entra's own token fails (see the module docstring).

@@ -36,7 +36,7 @@ DEFAULT_LAG = timedelta(minutes=2)
 DEFAULT_LEASE = timedelta(minutes=5)
 RECENT_SUCCESS = timedelta(hours=1)
 """A credential alert needs an accepted request this long before the window (Entra runs a
-cycle about every 40 minutes, ENTRA.md §2)."""
+cycle about every 40 minutes, docs/ENTRA.md §2)."""
 CREDENTIAL_ALERT_INTERVAL = timedelta(hours=24)
 """At most one credential alert per tenant in this time."""
 

@@ -654,7 +654,7 @@ async def _in_parallel(parts: Sequence[Coroutine[Any, Any, None]]) -> list[BaseE
     """Run the transactions of one operation, at most :data:`PARALLEL_PARTS` at a time; each
     part's outcome (None or its exception). The parts of a member PATCH are independent and
     commute (membership upserts/deletes, flag merges, an unconditional merge on the group), and
-    each is idempotent, so Entra's retry after a partial failure converges (ENTRA.md §5)."""
+    each is idempotent, so Entra's retry after a partial failure converges (docs/ENTRA.md §5)."""
     if len(parts) == 1:
         try:
             await parts[0]
