@@ -2,6 +2,7 @@
 #   make run    Azurite + dev tenant + the app on http://127.0.0.1:$${PORT:-7071} (local emulator
 #               only: storage elsewhere is refused unless SCIM_DEV_ALLOW_REMOTE=1)
 #   make test   the test suite (Azurite is started by the tests themselves)
+#   make lint   ruff (lint and format check) and mypy --strict on scim/ (pyproject.toml)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -25,7 +26,7 @@ INFRA_PY := $(INFRA_VENV)/bin/python
 CHECKOV_VERSION := 3.3.30
 INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 
-.PHONY: venv venv-infra node_modules run azurite test clean clean-data
+.PHONY: venv venv-infra node_modules run azurite test lint format clean clean-data
 
 venv: $(VENV_STAMP)
 
@@ -66,6 +67,17 @@ azurite: venv node_modules
 # Any non-zero pytest exit fails the target, 5 ("no tests ran") included.
 test: venv node_modules venv-infra
 	$(VPY) -m pytest $(PYTEST_FLAGS)
+
+# Lint: ruff's rules and formatting, mypy --strict; zero findings, in CI before the tests.
+lint: venv
+	$(VPY) -m ruff check .
+	$(VPY) -m ruff format --check .
+	$(VPY) -m mypy
+
+# Apply ruff's formatting and its safe fixes.
+format: venv
+	$(VPY) -m ruff format .
+	$(VPY) -m ruff check --fix .
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,16 @@ from typing import Any
 from . import dataset as D
 from . import multitenant as MT
 from .client import Client, Recorder, percentile, summarize
-from .processes import ROOT, PeerProcess, Profiler, ServiceProcess, cpu_seconds, loadavg, proc_status, system_busy_seconds
+from .processes import (
+    ROOT,
+    PeerProcess,
+    Profiler,
+    ServiceProcess,
+    cpu_seconds,
+    loadavg,
+    proc_status,
+    system_busy_seconds,
+)
 from .profile import analyze, format_profile
 from .replay import Replay
 from .report import check, format_targets, table
@@ -145,10 +155,8 @@ async def new_tenant(service: ServiceProcess, name: str) -> tuple[str, str]:
 
 def machine() -> dict[str, Any]:
     model = ""
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
     mem = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.strip()
     return {"nproc": os.cpu_count(), "cpu": model, "free_h": mem, "python": sys.version.split()[0]}
 
@@ -185,7 +193,6 @@ async def main_async(args: argparse.Namespace) -> int:
     azurite = AzuriteProcess(0, in_memory=True, node_options=(
         ("--cpu-prof", f"--cpu-prof-dir={azurite_profiles}") if args.profile_azurite else ()))
     service: ServiceProcess | None = None
-    peer: PeerProcess | None = None
     profiler: Profiler | None = None
     try:
         azurite.start()
@@ -336,7 +343,8 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.profile_azurite:
         written = sorted(azurite_profiles.glob("*.cpuprofile"))
         if written:
-            from .node_profile import analyze as analyze_node, format_profile as format_node
+            from .node_profile import analyze as analyze_node
+            from .node_profile import format_profile as format_node
 
             results["azurite_profile"] = analyze_node(written[-1])
             print("\n" + format_node(results["azurite_profile"]))

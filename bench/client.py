@@ -113,7 +113,7 @@ class Client:
                 raw = await response.read()
                 status = response.status
                 storage = response.headers.get("X-Bench-Storage")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             elapsed = time.perf_counter() - started
             if record:
                 stats = self.recorder.op(label)

@@ -232,7 +232,7 @@ def incremental(ds: Dataset, seed: int, base: int | None = None) -> tuple[list[C
     changes += [Change("disable", "default" if k % 2 == 0 else "aad", i) for k, i in enumerate(disables)]
     changes += [Change("delete", user=i) for i in deletes]
     new_users = [make_user(rng, n + j, "n") for j in range(max(1, int(b * 0.02)))]
-    for j, spec in enumerate(new_users):
+    for spec in new_users:
         changes.append(Change("new", user=spec.index))
     deleted = set(deletes)
     movable = [g for g in ds.groups if 2 <= len(g.members) < n]

@@ -23,12 +23,11 @@ HOST = "127.0.0.1"
 def proc_status(pid: int) -> dict[str, int]:
     """VmHWM and VmRSS (KiB) of ``pid``, from /proc/<pid>/status."""
     out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(("VmHWM:", "VmRSS:")):
-                    name, value = line.split(":", 1)
-                    out[name] = int(value.split()[0])
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                name, value = line.split(":", 1)
+                out[name] = int(value.split()[0])
     return out
 
 
@@ -100,7 +99,7 @@ class ServiceProcess:
         return f"http://{HOST}:{self.port}"
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.base_url}/_bench/stats", timeout=10) as r:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(f"{self.base_url}/_bench/stats", timeout=10) as r:  # loopback only
             return json.loads(r.read())  # type: ignore[no-any-return]
 
     def status(self) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
@@ -195,7 +196,7 @@ class Replay:
         # email, displayName: one range query each, which Azurite answers by scanning the table)
         # would otherwise show up in the latency of the point-read kinds queued behind it.
         for lab, a, get in kinds:
-            tasks = [(lambda i=i, lab=lab, a=a, v=get(self.ds.users[i]): lookup(i, lab, a, v)) for i in sample]
+            tasks = [functools.partial(lookup, i, lab, a, get(self.ds.users[i])) for i in sample]
             await run_pool(tasks, self.concurrency)
         group_label = "GET /Groups?filter=displayName eq&excludedAttributes=members (hit)"
 

@@ -66,4 +66,5 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(markdown(json.loads(open(sys.argv[1]).read())))
+    with open(sys.argv[1]) as results:
+        print(markdown(json.load(results)))

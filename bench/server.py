@@ -127,7 +127,7 @@ async def _serve(host: str, port: int, ready_file: str | None) -> None:
     local.web_app.middlewares.append(_middleware())
     bound = await local.start(host, port)
     if ready_file:
-        Path(ready_file).write_text(json.dumps({"port": bound, "pid": os.getpid()}))
+        Path(ready_file).write_text(json.dumps({"port": bound, "pid": os.getpid()}))  # noqa: ASYNC240 - once, at start-up
     try:
         await asyncio.Event().wait()
     finally:

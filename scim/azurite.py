@@ -41,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from scim.settings import AZURITE_ACCOUNT, AZURITE_KEY, azurite_connection_string
 
@@ -85,7 +86,7 @@ def free_port(host: str = DEFAULT_HOST) -> int:
     """A TCP port that is free on ``host`` right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def folder_size(path: str | os.PathLike[str]) -> int:
@@ -122,7 +123,7 @@ def server_header(host: str, port: int, timeout: float = 1.0) -> str | None:
 
 def _service_answers(host: str, port: int, service: str, timeout: float = 1.0) -> bool:
     server = server_header(host, port, timeout)
-    return bool(server) and server.startswith(_SERVER_PREFIX[service])  # type: ignore[union-attr]
+    return server is not None and server.startswith(_SERVER_PREFIX[service])
 
 
 def is_running(port: int = DEFAULT_TABLE_PORT, host: str = DEFAULT_HOST, service: str = "table") -> bool:
@@ -224,7 +225,7 @@ class AzuriteProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._tmpdir: Path | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self._log_offset = 0
 
     # -- properties -------------------------------------------------------------------

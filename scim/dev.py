@@ -42,6 +42,7 @@ import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from scim.azurite import (
@@ -55,6 +56,9 @@ from scim.azurite import (
 )
 from scim.settings import AZURITE_ACCOUNT, Settings, azurite_connection_string
 from scim.tenants import new_token
+
+if TYPE_CHECKING:
+    from scim.smtp_sink import SmtpSink
 
 log = logging.getLogger("scim.dev")
 
@@ -207,7 +211,7 @@ async def _ensure_notifications(settings: Settings, name: str, address: str) -> 
     await update_notifications(settings, name, [address], True)
 
 
-def _start_smtp_sink(settings: Settings):  # type: ignore[no-untyped-def]
+def _start_smtp_sink(settings: Settings) -> SmtpSink | None:
     """The local SMTP sink, when digests go to it (the local default) and nothing listens there yet."""
     from scim.smtp_sink import SmtpSink
 

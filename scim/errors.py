@@ -20,7 +20,7 @@ The hierarchy::
     ├── Conflict (409)              scimType uniqueness
     ├── PreconditionFailed (412)
     ├── PayloadTooLarge (413)
-    ├── NotImplemented (501)
+    ├── NotSupported (501)
     └── ServiceUnavailable (503)
 
 One choke point (:func:`scim.http_adapter`) turns these into responses. Anything
@@ -47,7 +47,7 @@ __all__ = [
     "Mutability",
     "NoTarget",
     "NotFound",
-    "NotImplemented",
+    "NotSupported",
     "PayloadTooLarge",
     "PreconditionFailed",
     "ScimError",
@@ -188,7 +188,7 @@ class PayloadTooLarge(ScimError):
     status = 413
 
 
-class NotImplemented(ScimError):  # noqa: A001 - the SCIM/HTTP name
+class NotSupported(ScimError):
     """501: the operation is not supported by this service provider (RFC 7644 §3.12)."""
 
     status = 501

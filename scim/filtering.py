@@ -108,7 +108,7 @@ class WorkMeter:
     a whole request (both resource types of ``/.search``, every retry of a PATCH).
     """
 
-    __slots__ = ("limit", "hint", "used", "pauses", "_slice_start")
+    __slots__ = ("_slice_start", "hint", "limit", "pauses", "used")
 
     def __init__(
         self,
@@ -471,7 +471,7 @@ def _evaluate(node: Any, resource: dict[str, Any], rtype: ResourceType, meter: W
     nodes = _Nodes.load()
     kind = type(node)
     if kind is nodes.LogicalExpr:
-        want_all = node.op == "and"  # a StrEnum: compared as the string, without Enum.value
+        want_all = bool(node.op == "and")  # a StrEnum: compared as the string, without Enum.value
         for term in node.terms:
             if (yield from _evaluate(term, resource, rtype, meter)) is not want_all:
                 return not want_all
@@ -498,7 +498,7 @@ def _evaluate(node: Any, resource: dict[str, Any], rtype: ResourceType, meter: W
     if kind is nodes.Comparison:
         attribute = _attribute_for(rtype, node.attr_path)
         values = values_at(resource, rtype, node.attr_path)
-        op = node.op
+        op: str = node.op
         expected = node.value
         meter.charge(1)
         if not values:
@@ -530,7 +530,7 @@ def _item_matches(node: Any, item: dict[str, Any], parent: Attribute | None, met
     nodes = _Nodes.load()
     kind = type(node)
     if kind is nodes.LogicalExpr:
-        want_all = node.op == "and"
+        want_all = bool(node.op == "and")
         for term in node.terms:
             if _item_matches(term, item, parent, meter) is not want_all:
                 return not want_all

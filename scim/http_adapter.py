@@ -43,7 +43,7 @@ SCIM_CONTENT_TYPE = "application/scim+json"
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _NO_HASH = "0" * 64  # compared against when there is no tenant: no SHA-256 hex digest is all zeros
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions declares no types for it
 
 
 def _bearer_token(headers: dict[str, str]) -> str | None:

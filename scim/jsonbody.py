@@ -54,7 +54,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)  # in C; only a duplicate makes the sizes differ
     if len(result) != len(pairs):
         seen: set[str] = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        key = ""
+        for key, _ in pairs:
+            if key in seen:
+                break
+            seen.add(key)
         raise InvalidSyntax(f"The JSON object has the key {key[:100]!r} twice.")
     return result
 

@@ -20,10 +20,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, TooMany
-from .filtering import MAX_FILTER_TERMS, WorkMeter, filter_shape_problem, filter_terms, item_matches, syntax_error_detail
+from .filtering import (
+    MAX_FILTER_TERMS,
+    WorkMeter,
+    filter_shape_problem,
+    filter_terms,
+    item_matches,
+    syntax_error_detail,
+)
 from .resource import (
     MAX_MEMBERS_PER_REQUEST,
     AttributeLocation,
@@ -152,7 +159,7 @@ def _parse_operation(raw: Any, index: int) -> Operation:
         raise InvalidValue(f"Operations[{index}] ({lowered}) needs a 'value'.")
     if lowered == "remove" and path is None and not isinstance(fields.get("value"), dict):
         raise NoTarget(f"Operations[{index}] (remove) needs a 'path'.")
-    return Operation(lowered, path.strip() if path else None, fields.get("value"), "value" in fields)  # type: ignore[arg-type]
+    return Operation(cast(Op, lowered), path.strip() if path else None, fields.get("value"), "value" in fields)
 
 
 def apply_patch(
@@ -172,7 +179,7 @@ def apply_patch(
         try:
             next(steps)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return cast(PatchResult, stop.value)
 
 
 async def apply_patch_async(
@@ -185,7 +192,7 @@ async def apply_patch_async(
         try:
             next(steps)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return cast(PatchResult, stop.value)
         await meter.pause()
 
 

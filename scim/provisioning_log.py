@@ -124,10 +124,22 @@ def _count_row(tenant: str, bucket: datetime, writer: str, count: int) -> dict[s
 
 
 def _entry(row: dict[str, Any]) -> LogEntry:
-    values = {name: row.get(name) for name in _FIELDS}
-    values["status"] = int(values["status"] or 0)
-    values["duration_ms"] = float(values["duration_ms"] or 0.0)
-    return LogEntry(**values)  # type: ignore[arg-type]
+    def text(name: str) -> str | None:
+        value = row.get(name)
+        return None if value is None else str(value)
+
+    return LogEntry(
+        time=str(row.get("time") or ""),
+        operation=str(row.get("operation") or ""),
+        status=int(row.get("status") or 0),
+        correlation_id=str(row.get("correlation_id") or ""),
+        duration_ms=float(row.get("duration_ms") or 0.0),
+        resource_type=text("resource_type"),
+        resource_id=text("resource_id"),
+        scim_type=text("scim_type"),
+        detail=text("detail"),
+        subject=text("subject"),
+    )
 
 
 class ProvisioningLog:

@@ -20,7 +20,10 @@ finds them as if they were core attributes. Every lookup is case-insensitive
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .store.base import ResourceKind
 
 __all__ = [
     "COMMON_ATTRIBUTES",
@@ -125,7 +128,7 @@ class Schema:
 class ResourceType:
     """A resource type: endpoint, core schema and extensions (RFC 7643 §6)."""
 
-    name: str
+    name: ResourceKind
     endpoint: str
     schema: Schema
     extensions: tuple[tuple[Schema, bool], ...] = ()

@@ -26,7 +26,7 @@ from .errors import (
     InvalidValue,
     MethodNotAllowed,
     NotFound,
-    NotImplemented,
+    NotSupported,
     PreconditionFailed,
     ScimError,
     ServiceUnavailable,
@@ -42,12 +42,12 @@ from .store import MAX_GROUPS_PER_RESOURCE
 from .store.base import (
     DirectoryStore,
     EntityTooLarge,
-    TooManyGroups,
     Member,
     ResourceNotFound,
     StoredResource,
     StoreError,
     StoreUnavailable,
+    TooManyGroups,
     UniquenessViolation,
     UnknownMembers,
     VersionMismatch,
@@ -169,7 +169,7 @@ class ScimService:
             self._only(method, "POST")
             return await self._search_all(request)
         if head in ("bulk", "me"):
-            raise NotImplemented(f"/{parts[0]} is not supported by this service provider (see ServiceProviderConfig).")
+            raise NotSupported(f"/{parts[0]} is not supported by this service provider (see ServiceProviderConfig).")
         raise NotFound(f"There is no SCIM endpoint /{'/'.join(parts)[:100]}.")
 
     @staticmethod
@@ -287,7 +287,7 @@ class ScimService:
         """Retrieve a resource (RFC 7644 §3.4.1); a group's members only when they are returned."""
         projection = self._projection(request, rtype)
         want_members = rtype is GROUP and projection.wants("members")
-        stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=want_members), rtype, resource_id)  # type: ignore[arg-type]
+        stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=want_members), rtype, resource_id)
         headers = self._etag_headers(stored)
         if_none_match = request.headers.get("if-none-match")
         if if_none_match and _opaque(if_none_match) == _opaque(stored.version):
@@ -350,7 +350,7 @@ class ScimService:
         ast = parse_filter(filter_text) if isinstance(filter_text, str) and filter_text.strip() else None
         plan = plan_lookup(ast, rtype) if ast is not None else None
         meter = WorkMeter()
-        if plan is not None:
+        if plan is not None and ast is not None:
             candidates = sorted(await self._from_index(request.tenant, rtype, plan), key=lambda c: c.id)
             matched = []
             for candidate in candidates:
@@ -386,7 +386,7 @@ class ScimService:
         cursor = after
         while True:
             limit = max(1, min(1000, count - len(found))) if ast is None else 1000
-            page = await self._call(self.store.scan(request.tenant, rtype.name, cursor=cursor, limit=limit), rtype)  # type: ignore[arg-type]
+            page = await self._call(self.store.scan(request.tenant, rtype.name, cursor=cursor, limit=limit), rtype)
             for position, stored in enumerate(page.resources):
                 scanned += 1
                 if ast is None or await matches_async(ast, self._render(request, rtype, stored), rtype, meter):
@@ -466,7 +466,7 @@ class ScimService:
         window: list[StoredResource] = []
         cursor: str | None = None
         while True:
-            page = await self._call(self.store.scan(tenant, rtype.name, cursor=cursor, limit=1000), rtype)  # type: ignore[arg-type]
+            page = await self._call(self.store.scan(tenant, rtype.name, cursor=cursor, limit=1000), rtype)
             for stored in page.resources:
                 total += 1
                 if start <= total < start + count:
@@ -484,7 +484,7 @@ class ScimService:
         found: list[StoredResource] = []
         cursor: str | None = None
         while True:
-            page = await self._call(self.store.scan(tenant, rtype.name, cursor=cursor, limit=1000), rtype)  # type: ignore[arg-type]
+            page = await self._call(self.store.scan(tenant, rtype.name, cursor=cursor, limit=1000), rtype)
             found.extend(page.resources)
             await meter.checkpoint()
             if len(found) > self.limits.max_scan:
@@ -501,7 +501,7 @@ class ScimService:
         most ``max_scan`` of them (400 ``tooMany`` beyond)."""
         found = await self._call(
             self.store.find(
-                tenant, rtype.name, ids=plan.ids, terms=plan.terms, prefixes=plan.prefixes, limit=self.limits.max_scan  # type: ignore[arg-type]
+                tenant, rtype.name, ids=plan.ids, terms=plan.terms, prefixes=plan.prefixes, limit=self.limits.max_scan
             ),
             rtype,
         )
@@ -512,7 +512,7 @@ class ScimService:
     async def _with_members(self, tenant: str, rtype: ResourceType, resources: list[StoredResource]) -> list[StoredResource]:
         async def load(stored: StoredResource) -> StoredResource | None:
             try:
-                return await self.store.get(tenant, rtype.name, stored.id, members=True)  # type: ignore[arg-type]
+                return await self.store.get(tenant, rtype.name, stored.id, members=True)
             except ResourceNotFound:
                 return None
             except StoreUnavailable:
@@ -541,7 +541,7 @@ class ScimService:
         candidates = _dedupe(members)
         for _ in range(3):
             try:
-                stored = await self.store.create(tenant, rtype.name, doc, index_terms(rtype, doc), candidates)  # type: ignore[arg-type]
+                stored = await self.store.create(tenant, rtype.name, doc, index_terms(rtype, doc), candidates)
                 return stored, candidates
             except UnknownMembers as exc:
                 candidates = _without_unknown(candidates, exc.ids)
@@ -554,21 +554,21 @@ class ScimService:
         parsed = parse_resource(rtype, self._body(request))
         if_match = self._if_match(request)
         if if_match is not None:
-            current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
+            current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)
             self._check_if_match(if_match, current)
             version: str | None = current.version
         else:
             version = None
         stored = await self._call(
-            self.store.replace(request.tenant, rtype.name, resource_id, parsed.doc, index_terms(rtype, parsed.doc), if_version=version),  # type: ignore[arg-type]
+            self.store.replace(request.tenant, rtype.name, resource_id, parsed.doc, index_terms(rtype, parsed.doc), if_version=version),
             rtype,
             resource_id,
         )
         if rtype is GROUP and parsed.members is not None:
             await self._apply_member_changes(request.tenant, resource_id, [MemberChange("replace", parsed.members)])
         projection = self._projection(request, rtype)
-        if rtype is GROUP and projection.wants("members") or parsed.members is not None:
-            stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=rtype is GROUP and projection.wants("members")), rtype, resource_id)  # type: ignore[arg-type]
+        if (rtype is GROUP and projection.wants("members")) or parsed.members is not None:
+            stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=rtype is GROUP and projection.wants("members")), rtype, resource_id)
         body = projection.apply(self._render(request, rtype, stored))
         return ScimResponse(200, body, self._etag_headers(stored))
 
@@ -580,6 +580,7 @@ class ScimService:
         meter = WorkMeter(hint="add or remove fewer values, or use fewer value-filtered paths, per PATCH request")
         member_only = await _member_only_changes(rtype, operations, meter) if if_match is None else None
         attempts = 0
+        stored: StoredResource | None = None
         while True:
             attempts += 1
             current = await self._read_for_patch(request, rtype, resource_id, member_only, if_match)
@@ -589,7 +590,7 @@ class ScimService:
             if result is not None and current is not None and result.doc != current.doc:
                 try:
                     stored = await self.store.replace(
-                        request.tenant, rtype.name, resource_id, result.doc, index_terms(rtype, result.doc),  # type: ignore[arg-type]
+                        request.tenant, rtype.name, resource_id, result.doc, index_terms(rtype, result.doc),
                         if_version=current.version,
                     )
                 except VersionMismatch:
@@ -597,7 +598,7 @@ class ScimService:
                         raise PreconditionFailed("The resource was modified: If-Match does not match its current version.") from None
                     if attempts >= self.limits.write_retries:
                         # 412 is only ever the answer to If-Match (RFC 7644 §3.14); without it, ask for a retry.
-                        raise ServiceUnavailable("The resource is being modified by other requests; retry later.")
+                        raise ServiceUnavailable("The resource is being modified by other requests; retry later.") from None
                     # Optimistic concurrency (RFC 7644 §3.14): read again and re-apply, after a short
                     # jittered pause so that competing writers spread out instead of colliding again.
                     await asyncio.sleep(random.uniform(0, 0.005 * min(attempts, 10)))
@@ -610,9 +611,8 @@ class ScimService:
             await self._apply_member_changes(request.tenant, resource_id, changes, meter)
         if rtype is GROUP:
             return ScimResponse(204)
-        assert stored is not None
-        if changes:
-            stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
+        if changes or stored is None:  # a user PATCH always read the user: None never happens here
+            stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)
         body = self._projection(request, rtype).apply(self._render(request, rtype, stored))
         return ScimResponse(200, body, self._etag_headers(stored))
 
@@ -626,7 +626,7 @@ class ScimService:
         """
         if rtype is GROUP and if_match is None and member_only is not None:
             return None
-        current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
+        current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)
         self._check_if_match(if_match, current)
         return current
 
@@ -687,10 +687,10 @@ class ScimService:
         if_match = self._if_match(request)
         version: str | None = None
         if if_match is not None:
-            current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)  # type: ignore[arg-type]
+            current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)
             self._check_if_match(if_match, current)
             version = current.version
-        await self._call(self.store.delete(request.tenant, rtype.name, resource_id, if_version=version), rtype, resource_id)  # type: ignore[arg-type]
+        await self._call(self.store.delete(request.tenant, rtype.name, resource_id, if_version=version), rtype, resource_id)
         return ScimResponse(204)
 
 

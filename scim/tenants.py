@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import hmac
+import itertools
 import re
 import secrets
 from collections import Counter
@@ -185,7 +186,7 @@ def _repetitive(token: str) -> bool:
     n = len(token)
     if any(token == (token[:p] * (n // p + 1))[:n] for p in range(1, n // 2 + 1)):
         return True
-    steps = Counter(ord(b) - ord(a) for a, b in zip(token, token[1:], strict=False))
+    steps = Counter(ord(b) - ord(a) for a, b in itertools.pairwise(token))
     return steps.most_common(1)[0][1] * 2 > n - 1
 
 

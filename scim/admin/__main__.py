@@ -33,11 +33,13 @@ import sys
 from azure.core.exceptions import AzureError
 
 from ..provisioning_log import LogEntry, parse_since
+from ..settings import Settings
 from ..store.base import StoreError
 from ..tenants import (
     InvalidTenantName,
     TenantDeleting,
     TenantExists,
+    TenantInfo,
     TenantNotFound,
     TokenConflict,
     validate_tenant_name,
@@ -83,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _tenant_json(settings, info) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def _tenant_json(settings: Settings, info: TenantInfo) -> dict[str, object]:
     return {
         "tenant": info.name,
         "url": settings.tenant_url(info.name),

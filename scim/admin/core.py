@@ -14,6 +14,7 @@ Until then, :func:`create_tenant` refuses the name, so a new tenant never adopts
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -366,10 +367,8 @@ async def delete_tenant(settings: Settings, name: str) -> bool:
             else:
                 raise StoreUnavailable(f"data of tenant {name} kept coming back: {', '.join(left)}")
             if state is not None:
-                try:
+                with contextlib.suppress(TenantNotFound):  # a concurrent delete finished first
                     await runtime.tenants.delete(name)
-                except TenantNotFound:
-                    pass  # a concurrent delete finished first
         except (StoreError, AzureError, OSError) as exc:
             raise DeleteInterrupted(name, exc) from exc
     finally:

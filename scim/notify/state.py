@@ -8,6 +8,7 @@ lease holder read: a digest is never sent twice in the normal path.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -88,10 +89,8 @@ class NotifyStateStore:
 
     async def forget(self, tenant: str) -> None:
         """Remove a deleted tenant's state (nothing to do if there is none)."""
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             await self._table.delete_entity(_PARTITION, tenant)
-        except ResourceNotFoundError:
-            pass
 
     async def exists(self, tenant: str) -> bool:
         """Whether the tenant has digest state (one point read; False if the table is missing)."""

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from .base import Member, ResourceType
+from .base import Member, ResourceKind
 
 __all__ = ["MAX_GROUPS_PER_RESOURCE", "check_members_allowed", "dedupe_members", "new_id", "utc_now"]
 
@@ -43,7 +43,7 @@ def dedupe_members(members: Iterable[Member]) -> list[Member]:
     return list(seen.values())
 
 
-def check_members_allowed(resource_type: ResourceType, members: Sequence[Member]) -> None:
+def check_members_allowed(resource_type: ResourceKind, members: Sequence[Member]) -> None:
     """Only groups have members (RFC 7643 §4.2); passing members for a user is a programming error."""
     if resource_type != "Group" and members:
         raise ValueError("only a Group has members")

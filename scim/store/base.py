@@ -47,23 +47,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ResourceType = Literal["User", "Group"]
+ResourceKind = Literal["User", "Group"]
+"""The kinds of resource the store holds (the names of :data:`scim.schema.USER` and :data:`scim.schema.GROUP`)."""
 
 __all__ = [
     "DirectoryStore",
+    "EntityTooLarge",
     "IndexTerms",
     "Member",
     "Page",
-    "ResourceType",
+    "ResourceKind",
+    "ResourceNotFound",
     "StoreError",
     "StoreUnavailable",
     "StoredResource",
+    "TooManyGroups",
     "UniquenessViolation",
     "UnknownMembers",
-    "ResourceNotFound",
     "VersionMismatch",
-    "EntityTooLarge",
-    "TooManyGroups",
 ]
 
 
@@ -72,7 +73,7 @@ class Member:
     """One member of a group (RFC 7643 §4.2 ``members``): its id, its type and the ``display`` sent with it."""
 
     value: str
-    type: ResourceType = "User"
+    type: ResourceKind = "User"
     display: str | None = field(default=None, compare=False)
 
 
@@ -101,7 +102,7 @@ class StoredResource:
     ``members`` is ``None`` unless the caller asked for them.
     """
 
-    resource_type: ResourceType
+    resource_type: ResourceKind
     id: str
     doc: dict[str, Any]
     created: str
@@ -158,7 +159,7 @@ class DirectoryStore(abc.ABC):
     async def create(
         self,
         tenant: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         doc: dict[str, Any],
         index: IndexTerms,
         members: Sequence[Member] = (),
@@ -167,7 +168,7 @@ class DirectoryStore(abc.ABC):
 
     @abc.abstractmethod
     async def get(
-        self, tenant: str, resource_type: ResourceType, id: str, *, members: bool = False
+        self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False
     ) -> StoredResource:
         """Read one resource (RFC 7644 §3.4.1); ``members=True`` also reads a group's members. Raises ResourceNotFound."""
 
@@ -175,7 +176,7 @@ class DirectoryStore(abc.ABC):
     async def replace(
         self,
         tenant: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         id: str,
         doc: dict[str, Any],
         index: IndexTerms,
@@ -189,19 +190,19 @@ class DirectoryStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete(
-        self, tenant: str, resource_type: ResourceType, id: str, *, if_version: str | None = None
+        self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None
     ) -> None:
         """Delete a resource and every membership that names it (RFC 7644 §3.6)."""
 
     @abc.abstractmethod
     async def lookup(
-        self, tenant: str, resource_type: ResourceType, attribute: str, key: str
+        self, tenant: str, resource_type: ResourceKind, attribute: str, key: str
     ) -> list[StoredResource]:
         """Every resource indexed under (attribute, key), from the index (never a scan)."""
 
     @abc.abstractmethod
     async def lookup_prefix(
-        self, tenant: str, resource_type: ResourceType, attribute: str, prefix: str, *, limit: int
+        self, tenant: str, resource_type: ResourceKind, attribute: str, prefix: str, *, limit: int
     ) -> list[StoredResource]:
         """Resources with an index key of ``attribute`` that starts with ``prefix`` (``sw`` filters).
 
@@ -214,7 +215,7 @@ class DirectoryStore(abc.ABC):
     async def find(
         self,
         tenant: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         *,
         ids: Iterable[str] = (),
         terms: Iterable[tuple[str, str]] = (),
@@ -254,7 +255,7 @@ class DirectoryStore(abc.ABC):
 
     @abc.abstractmethod
     async def scan(
-        self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
+        self, tenant: str, resource_type: ResourceKind, *, cursor: str | None = None, limit: int = 100
     ) -> Page:
         """Up to ``limit`` resources after ``cursor``, in a stable order (members not included)."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from .base import ResourceType
+from .base import ResourceKind
 
 __all__ = [
     "MAX_ENCODED",
@@ -103,12 +103,12 @@ def _join(*parts: str) -> str:
     return SEPARATOR.join(parts)
 
 
-def resource_prefix(resource_type: ResourceType) -> str:
+def resource_prefix(resource_type: ResourceKind) -> str:
     """``u|`` or ``g|``: the prefix of every user / group entity."""
     return _RESOURCE_KIND[resource_type] + SEPARATOR
 
 
-def resource_key(resource_type: ResourceType, id: str) -> str:
+def resource_key(resource_type: ResourceKind, id: str) -> str:
     """``u|{id}`` / ``g|{id}``: the RowKey of a user or group entity."""
     return resource_prefix(resource_type) + encode_value(id)
 
@@ -130,17 +130,17 @@ def membership_key(group_id: str, member_id: str) -> str:
     return membership_prefix(group_id) + encode_value(member_id)
 
 
-def unique_key(resource_type: ResourceType, attribute: str, key: str) -> str:
+def unique_key(resource_type: ResourceKind, attribute: str, key: str) -> str:
     """``U|{attr}|{key}`` / ``G|{attr}|{key}``: a unique index row (RFC 7643 §2.1 ``uniqueness``)."""
     return _join(_UNIQUE_KIND[resource_type], encode_value(attribute), encode_value(key))
 
 
-def multi_prefix(resource_type: ResourceType, attribute: str, key: str) -> str:
+def multi_prefix(resource_type: ResourceKind, attribute: str, key: str) -> str:
     """``X|U|{attr}|{key}|``: the prefix of the non-unique index rows of one (attr, key)."""
     return _join("X", _UNIQUE_KIND[resource_type], encode_value(attribute), encode_value(key), "")
 
 
-def multi_key(resource_type: ResourceType, attribute: str, key: str, id: str) -> str:
+def multi_key(resource_type: ResourceKind, attribute: str, key: str, id: str) -> str:
     """``X|U|{attr}|{key}|{id}``: one non-unique index row."""
     return multi_prefix(resource_type, attribute, key) + encode_value(id)
 
@@ -151,7 +151,7 @@ def encode_prefix(value: str) -> str:
     return "".join(ch if ch in _SAFE else _percent(ch) for ch in value)
 
 
-def index_prefixes(resource_type: ResourceType, attribute: str, prefix: str, unique: bool) -> tuple[str, str]:
+def index_prefixes(resource_type: ResourceKind, attribute: str, prefix: str, unique: bool) -> tuple[str, str]:
     """The two RowKey prefixes holding index rows whose key may start with ``prefix``:
     verbatim keys, and hashed (long) keys, which a caller must re-check."""
     kind = _UNIQUE_KIND[resource_type]

@@ -38,8 +38,8 @@ from .base import (
     IndexTerms,
     Member,
     Page,
+    ResourceKind,
     ResourceNotFound,
-    ResourceType,
     StoredResource,
     TooManyGroups,
     UniquenessViolation,
@@ -49,15 +49,15 @@ from .base import (
 
 __all__ = ["MemoryStore", "MemoryTenantRegistry"]
 
-_Key = tuple[ResourceType, str]
-_IndexKey = tuple[ResourceType, str, str]
+_Key = tuple[ResourceKind, str]
+_IndexKey = tuple[ResourceKind, str, str]
 
 
 @dataclass
 class _Record:
     """One resource as held in memory; never handed out (see :meth:`_Record.snapshot`)."""
 
-    resource_type: ResourceType
+    resource_type: ResourceKind
     id: str
     doc: dict[str, Any]
     index: IndexTerms
@@ -116,7 +116,7 @@ class MemoryStore(DirectoryStore):
         record.version = self._next_version()
         record.last_modified = now or utc_now()
 
-    def _record(self, tenant: str, resource_type: ResourceType, id: str) -> _Record:
+    def _record(self, tenant: str, resource_type: ResourceKind, id: str) -> _Record:
         record = self._tenant(tenant).records.get((resource_type, id))
         if record is None:
             raise ResourceNotFound(f"{resource_type} {id}")
@@ -128,7 +128,7 @@ class MemoryStore(DirectoryStore):
             raise VersionMismatch(record.id)
 
     @staticmethod
-    def _check_unique(t: _Tenant, resource_type: ResourceType, index: IndexTerms, own_id: str | None) -> None:
+    def _check_unique(t: _Tenant, resource_type: ResourceKind, index: IndexTerms, own_id: str | None) -> None:
         """Rule 4: no other resource of the type may hold one of ``index.unique``."""
         for attribute, key in index.unique.items():
             holder = t.unique.get((resource_type, attribute, key))
@@ -192,7 +192,7 @@ class MemoryStore(DirectoryStore):
     async def create(
         self,
         tenant: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         doc: dict[str, Any],
         index: IndexTerms,
         members: Sequence[Member] = (),
@@ -213,7 +213,7 @@ class MemoryStore(DirectoryStore):
         return record.snapshot(with_members=resource_type == "Group")
 
     async def get(
-        self, tenant: str, resource_type: ResourceType, id: str, *, members: bool = False
+        self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False
     ) -> StoredResource:
         """Read one resource (RFC 7644 §3.4.1)."""
         return self._record(tenant, resource_type, id).snapshot(with_members=members and resource_type == "Group")
@@ -221,7 +221,7 @@ class MemoryStore(DirectoryStore):
     async def replace(
         self,
         tenant: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         id: str,
         doc: dict[str, Any],
         index: IndexTerms,
@@ -242,7 +242,7 @@ class MemoryStore(DirectoryStore):
         return record.snapshot()
 
     async def delete(
-        self, tenant: str, resource_type: ResourceType, id: str, *, if_version: str | None = None
+        self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None
     ) -> None:
         """Delete a resource and every membership naming it (RFC 7644 §3.6, rule 8)."""
         t = self._tenant(tenant)
@@ -261,7 +261,7 @@ class MemoryStore(DirectoryStore):
         del t.records[(resource_type, id)]
 
     async def lookup(
-        self, tenant: str, resource_type: ResourceType, attribute: str, key: str
+        self, tenant: str, resource_type: ResourceKind, attribute: str, key: str
     ) -> list[StoredResource]:
         """Resources indexed under (attribute, key) (RFC 7644 §3.4.2.2 ``eq`` on an indexed attribute)."""
         t = self._tenant(tenant)
@@ -272,7 +272,7 @@ class MemoryStore(DirectoryStore):
         return [t.records[(resource_type, i)].snapshot() for i in sorted(ids)]
 
     async def lookup_prefix(
-        self, tenant: str, resource_type: ResourceType, attribute: str, prefix: str, *, limit: int
+        self, tenant: str, resource_type: ResourceKind, attribute: str, prefix: str, *, limit: int
     ) -> list[StoredResource]:
         """Resources with an index key of ``attribute`` starting with ``prefix`` (RFC 7644 §3.4.2.2 ``sw``)."""
         t = self._tenant(tenant)
@@ -282,7 +282,7 @@ class MemoryStore(DirectoryStore):
     async def find(
         self,
         tenant: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         *,
         ids: Iterable[str] = (),
         terms: Iterable[tuple[str, str]] = (),
@@ -302,7 +302,7 @@ class MemoryStore(DirectoryStore):
         return [t.records[(resource_type, i)].snapshot() for i in list(wanted)[: limit + 1]]
 
     @staticmethod
-    def _prefix_ids(t: _Tenant, resource_type: ResourceType, attribute: str, prefix: str) -> set[str]:
+    def _prefix_ids(t: _Tenant, resource_type: ResourceKind, attribute: str, prefix: str) -> set[str]:
         ids = {i for (rtype, attr, key), i in t.unique.items() if rtype == resource_type and attr == attribute and key.startswith(prefix)}
         for (rtype, attr, key), holders in t.multi.items():
             if rtype == resource_type and attr == attribute and key.startswith(prefix):
@@ -310,7 +310,7 @@ class MemoryStore(DirectoryStore):
         return ids
 
     async def scan(
-        self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
+        self, tenant: str, resource_type: ResourceKind, *, cursor: str | None = None, limit: int = 100
     ) -> Page:
         """Up to ``limit`` resources with an id after ``cursor``, in id order (RFC 7644 §3.4.2.4 paging)."""
         if limit < 1:

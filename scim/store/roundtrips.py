@@ -27,7 +27,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 __all__ = ["RoundTripCounter", "client_kwargs"]
 
 
-class RoundTripCounter(SansIOHTTPPolicy):  # type: ignore[type-arg]
+class RoundTripCounter(SansIOHTTPPolicy[Any, Any]):
     """A pipeline policy that counts the HTTP requests sent to storage."""
 
     def __init__(self) -> None:
@@ -35,7 +35,7 @@ class RoundTripCounter(SansIOHTTPPolicy):  # type: ignore[type-arg]
         self.count = 0
         self.methods: list[str] = []
 
-    def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+    def on_request(self, request: PipelineRequest[Any]) -> None:
         """Count one request (and remember its method, for diagnostics)."""
         self.count += 1
         self.methods.append(request.http_request.method)
@@ -46,7 +46,7 @@ class RoundTripCounter(SansIOHTTPPolicy):  # type: ignore[type-arg]
         self.methods.clear()
 
 
-def client_kwargs(per_call_policies: Sequence[SansIOHTTPPolicy] | None) -> dict[str, Any]:  # type: ignore[type-arg]
+def client_kwargs(per_call_policies: Sequence[SansIOHTTPPolicy[Any, Any]] | None) -> dict[str, Any]:
     """Keyword arguments for ``TableServiceClient`` that make ``per_call_policies`` see every request.
 
     They are attached through ``raw_request_hook``, which the service client and every table
@@ -57,7 +57,7 @@ def client_kwargs(per_call_policies: Sequence[SansIOHTTPPolicy] | None) -> dict[
         return {}
     policies = list(per_call_policies)
 
-    def hook(request: PipelineRequest) -> None:  # type: ignore[type-arg]
+    def hook(request: PipelineRequest[Any]) -> None:
         for policy in policies:
             policy.on_request(request)
 

@@ -82,8 +82,8 @@ from .base import (
     IndexTerms,
     Member,
     Page,
+    ResourceKind,
     ResourceNotFound,
-    ResourceType,
     StoredResource,
     StoreError,
     StoreUnavailable,
@@ -246,10 +246,10 @@ def store_error(exc: BaseException, op: _Op | None = None) -> StoreError:
     role = op.role if op is not None else ""
     if code in _TOO_LARGE_CODES or status == 413:
         return EntityTooLarge(code or "request too large")
-    if status == 409 and role == "unique":
-        return UniquenessViolation(op.subject)  # type: ignore[union-attr]
-    if status == 404 and role == "member":
-        return UnknownMembers([op.subject])  # type: ignore[union-attr]
+    if status == 409 and role == "unique" and op is not None:
+        return UniquenessViolation(op.subject)
+    if status == 404 and role == "member" and op is not None:
+        return UnknownMembers([op.subject])
     if status == 404:
         return ResourceNotFound(code)
     if status == 412 or isinstance(exc, ResourceModifiedError):
@@ -378,7 +378,7 @@ async def _create_table(service: TableServiceClient, name: str) -> None:
 def service_client(
     settings: Settings,
     *,
-    per_call_policies: Sequence[SansIOHTTPPolicy] | None = None,  # type: ignore[type-arg]
+    per_call_policies: Sequence[SansIOHTTPPolicy[Any, Any]] | None = None,
     **kwargs: Any,
 ) -> tuple[TableServiceClient, AsyncTokenCredential | None]:
     """The process's Table service client, from :class:`~scim.settings.Settings`.
@@ -481,7 +481,8 @@ def _doc_properties(doc: Mapping[str, Any]) -> dict[str, str]:
 
 def _doc_from(entity: Mapping[str, Any]) -> dict[str, Any]:
     parts = sorted((int(name[3:]), value) for name, value in entity.items() if name.startswith("doc") and name[3:].isdigit())
-    return json.loads("".join(value for _, value in parts))  # type: ignore[no-any-return]
+    doc: dict[str, Any] = json.loads("".join(value for _, value in parts))
+    return doc
 
 
 def _terms_json(index: IndexTerms) -> str:
@@ -528,7 +529,7 @@ def _check_fits(entity: Mapping[str, Any]) -> None:
 
 def _resource_entity(
     pk: str,
-    resource_type: ResourceType,
+    resource_type: ResourceKind,
     id: str,
     doc: Mapping[str, Any],
     index: IndexTerms,
@@ -546,7 +547,7 @@ def _resource_entity(
 
 
 def _stored(
-    resource_type: ResourceType,
+    resource_type: ResourceKind,
     entity: Mapping[str, Any],
     version: str,
     members: tuple[Member, ...] | None = None,
@@ -564,7 +565,7 @@ def _stored(
 
 
 def _etag(entity: Any) -> str:
-    return entity.metadata["etag"]  # type: ignore[no-any-return]
+    return str(entity.metadata["etag"])
 
 
 def _version(etag: str) -> str:
@@ -595,7 +596,7 @@ def _delete(pk: str, rk: str, role: str = "index", subject: str = "", etag: str 
 
 
 def _index_ops(
-    pk: str, resource_type: ResourceType, id: str, new: IndexTerms, old: IndexTerms = _NO_TERMS
+    pk: str, resource_type: ResourceKind, id: str, new: IndexTerms, old: IndexTerms = _NO_TERMS
 ) -> list[_Op]:
     """Index rows to insert (unique: must not exist) and delete to go from ``old`` to ``new``."""
     ops: list[_Op] = []
@@ -715,7 +716,7 @@ class TableStore(_TableOwner, DirectoryStore):
         cls,
         settings: Settings,
         *,
-        per_call_policies: Sequence[SansIOHTTPPolicy] | None = None,  # type: ignore[type-arg]
+        per_call_policies: Sequence[SansIOHTTPPolicy[Any, Any]] | None = None,
         **client_options: Any,
     ) -> TableStore:
         """A store on a new service client built from ``settings`` (see :func:`service_client`)."""
@@ -771,7 +772,7 @@ class TableStore(_TableOwner, DirectoryStore):
 
     # ---- writes ----
 
-    async def _submit(self, ops: Sequence[_Op]) -> list[Mapping[str, Any]]:
+    async def _submit(self, ops: Sequence[_Op]) -> Sequence[Mapping[str, Any]]:
         """One entity-group transaction; a failed one raises :class:`_OpFailed` naming the operation.
 
         A transaction whose request or response was lost (connection refused or reset, read
@@ -798,12 +799,12 @@ class TableStore(_TableOwner, DirectoryStore):
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _send(self, ops: Sequence[_Op]) -> list[Mapping[str, Any]]:
+    async def _send(self, ops: Sequence[_Op]) -> Sequence[Mapping[str, Any]]:
         if len(ops) == 1 and ops[0].kind == "update":
             # One update (a PATCH that moves no index row: Entra's disable): the same atomic,
             # guarded write without a $batch envelope, whose multipart encoding costs the most CPU.
             try:
-                return [await self._table.update_entity(ops[0].entity, **ops[0].options, **_TIMEOUT)]
+                return [dict(await self._table.update_entity(ops[0].entity, **ops[0].options, **_TIMEOUT))]
             except HttpResponseError as exc:
                 raise _OpFailed(ops[0], store_error(exc, ops[0]), exc.status_code) from exc
         try:
@@ -812,7 +813,7 @@ class TableStore(_TableOwner, DirectoryStore):
             op = ops[exc.index] if 0 <= exc.index < len(ops) else None
             raise _OpFailed(op, store_error(exc, op), exc.status_code) from exc
 
-    def _check_terms(self, resource_type: ResourceType, index: IndexTerms) -> None:
+    def _check_terms(self, resource_type: ResourceKind, index: IndexTerms) -> None:
         """Unique terms must be of the attributes :meth:`lookup` reads from the unique index."""
         extra = set(index.unique) - self._unique.get(resource_type, frozenset())
         if extra:
@@ -834,7 +835,7 @@ class TableStore(_TableOwner, DirectoryStore):
     async def create(
         self,
         tenant: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         doc: dict[str, Any],
         index: IndexTerms,
         members: Sequence[Member] = (),
@@ -896,7 +897,7 @@ class TableStore(_TableOwner, DirectoryStore):
 
     @_budgeted
     async def get(
-        self, tenant: str, resource_type: ResourceType, id: str, *, members: bool = False
+        self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False
     ) -> StoredResource:
         """RFC 7644 §3.4.1: one point read (``groups`` come from the ``m_*`` flags), plus a
         range query of ``m|{id}|`` for a group's members, run concurrently."""
@@ -908,16 +909,17 @@ class TableStore(_TableOwner, DirectoryStore):
             self._remember(pk, rk, entity)
             return _stored(resource_type, entity, _etag(entity))
         entity, group_members = await asyncio.gather(self._read(pk, rk), self._members(pk, id), return_exceptions=True)
-        for outcome in (entity, group_members):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return _stored(resource_type, entity, _etag(entity), group_members)  # type: ignore[arg-type]
+        if isinstance(entity, BaseException):
+            raise entity
+        if isinstance(group_members, BaseException):
+            raise group_members
+        return _stored(resource_type, entity, _etag(entity), group_members)
 
     @_budgeted
     async def replace(
         self,
         tenant: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         id: str,
         doc: dict[str, Any],
         index: IndexTerms,
@@ -975,7 +977,7 @@ class TableStore(_TableOwner, DirectoryStore):
 
     @_budgeted
     async def delete(
-        self, tenant: str, resource_type: ResourceType, id: str, *, if_version: str | None = None
+        self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None
     ) -> None:
         """RFC 7644 §3.6 and rule 8: the resource, its index rows and every membership naming it.
 
@@ -998,9 +1000,14 @@ class TableStore(_TableOwner, DirectoryStore):
             except _OpFailed as failed:
                 if failed.committed or failed.retried:
                     expected = None  # our own partial cleanup (or a lost-then-resent write) changed the version
-                if failed.retried and failed.op is not None and failed.op.role == "guard" and failed.op.kind == "delete":
-                    if isinstance(failed.error, ResourceNotFound):
-                        return  # the final transaction was resent after a lost response: it had committed
+                if (
+                    failed.retried
+                    and failed.op is not None
+                    and failed.op.role == "guard"
+                    and failed.op.kind == "delete"
+                    and isinstance(failed.error, ResourceNotFound)
+                ):
+                    return  # the final transaction was resent after a lost response: it had committed
                 if isinstance(failed.error, VersionMismatch) and failed.op is not None and failed.op.role == "guard":
                     if expected is not None:
                         raise failed.error from None
@@ -1010,7 +1017,7 @@ class TableStore(_TableOwner, DirectoryStore):
                 raise failed.error from None
         raise StoreUnavailable(f"{resource_type} {id} kept changing; try again")
 
-    async def _delete_once(self, pk: str, resource_type: ResourceType, id: str, current: Any) -> None:
+    async def _delete_once(self, pk: str, resource_type: ResourceKind, id: str, current: Any) -> None:
         rk = keys.resource_key(resource_type, id)
         now = utc_now()
         units: list[tuple[str | None, list[_Op]]] = [
@@ -1040,7 +1047,7 @@ class TableStore(_TableOwner, DirectoryStore):
             raise
 
     async def _shed(
-        self, pk: str, resource_type: ResourceType, id: str, etag: str, terms: IndexTerms, keep: IndexTerms
+        self, pk: str, resource_type: ResourceKind, id: str, etag: str, terms: IndexTerms, keep: IndexTerms
     ) -> tuple[str, IndexTerms]:
         """One transaction guarded by the resource's ETag: delete up to 99 of its non-unique index
         rows that ``keep`` does not hold, and record the terms left on the resource, so that its
@@ -1055,7 +1062,7 @@ class TableStore(_TableOwner, DirectoryStore):
 
     @_budgeted
     async def lookup(
-        self, tenant: str, resource_type: ResourceType, attribute: str, key: str
+        self, tenant: str, resource_type: ResourceKind, attribute: str, key: str
     ) -> list[StoredResource]:
         """RFC 7644 §3.4.2.2 ``eq`` on an indexed attribute (Entra's ``userName eq``, ``externalId eq``).
 
@@ -1069,7 +1076,7 @@ class TableStore(_TableOwner, DirectoryStore):
 
     @_budgeted
     async def lookup_prefix(
-        self, tenant: str, resource_type: ResourceType, attribute: str, prefix: str, *, limit: int
+        self, tenant: str, resource_type: ResourceKind, attribute: str, prefix: str, *, limit: int
     ) -> list[StoredResource]:
         """RFC 7644 §3.4.2.2 ``sw`` on an indexed attribute: range queries on the index rows
         (verbatim keys, and hashed long keys for the caller to re-check), then the candidates
@@ -1083,7 +1090,7 @@ class TableStore(_TableOwner, DirectoryStore):
     async def find(
         self,
         tenant: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         *,
         ids: Iterable[str] = (),
         terms: Iterable[tuple[str, str]] = (),
@@ -1102,7 +1109,7 @@ class TableStore(_TableOwner, DirectoryStore):
     async def _candidate_ids(
         self,
         pk: str,
-        resource_type: ResourceType,
+        resource_type: ResourceKind,
         ids: Sequence[str],
         terms: Sequence[tuple[str, str]],
         prefixes: Sequence[tuple[str, str]],
@@ -1157,7 +1164,7 @@ class TableStore(_TableOwner, DirectoryStore):
 
         return await _io(query)
 
-    async def _resources(self, pk: str, resource_type: ResourceType, ids: Sequence[str]) -> list[StoredResource]:
+    async def _resources(self, pk: str, resource_type: ResourceKind, ids: Sequence[str]) -> list[StoredResource]:
         """The resources of ``ids`` that exist, in storage calls O(pages), not O(ids).
 
         Up to :data:`POINT_READS` ids: concurrent point reads (Entra's lookups: one). More:
@@ -1188,13 +1195,13 @@ class TableStore(_TableOwner, DirectoryStore):
                 return await _converted(resource_type, found) + rest
         return await _converted(resource_type, found)
 
-    async def _point_reads(self, pk: str, resource_type: ResourceType, row_keys: Sequence[str]) -> list[StoredResource]:
+    async def _point_reads(self, pk: str, resource_type: ResourceKind, row_keys: Sequence[str]) -> list[StoredResource]:
         found = await _gather([self._read_or_none(pk, rk) for rk in row_keys])
         return [_stored(resource_type, e, _etag(e)) for e in found if e is not None]
 
     @_budgeted
     async def scan(
-        self, tenant: str, resource_type: ResourceType, *, cursor: str | None = None, limit: int = 100
+        self, tenant: str, resource_type: ResourceKind, *, cursor: str | None = None, limit: int = 100
     ) -> Page:
         """One page of ``u|``/``g|`` rows in RowKey order (RFC 7644 §3.4.2.4); ``cursor`` is the last RowKey's id part."""
         if limit < 1:
@@ -1328,7 +1335,7 @@ class TableStore(_TableOwner, DirectoryStore):
             pager: Any = self._table.query_entities(
                 _FILTER_PARTITION, parameters={"pk": pk}, select=["RowKey"], results_per_page=MAX_PAGE, **_TIMEOUT
             ).by_page()
-            rows = [row["RowKey"] for row in await _io(lambda: _first_rows(pager))]
+            rows = [row["RowKey"] for row in await _io(functools.partial(_first_rows, pager))]
             if not rows:
                 return
             outcomes = await asyncio.gather(
@@ -1366,7 +1373,7 @@ def _without_failed(batch: list[Member], failed: _OpFailed) -> list[Member]:
     return rest
 
 
-async def _converted(resource_type: ResourceType, rows: Sequence[Any]) -> list[StoredResource]:
+async def _converted(resource_type: ResourceKind, rows: Sequence[Any]) -> list[StoredResource]:
     """``rows`` as resources, handing the event loop back every :data:`CONVERT_SLICE` seconds."""
     resources: list[StoredResource] = []
     started = time.perf_counter()
@@ -1391,10 +1398,12 @@ async def _gather(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
     """Run storage calls concurrently (each task inherits the operation's deadline); the first
     failure is raised once all have ended, so none is left running past the operation."""
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    results: list[T] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-    return outcomes  # type: ignore[return-value]
+        results.append(outcome)
+    return results
 
 
 async def _first_rows(pager: AsyncIterator[Any]) -> list[Any]:
@@ -1431,7 +1440,7 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
         cls,
         settings: Settings,
         *,
-        per_call_policies: Sequence[SansIOHTTPPolicy] | None = None,  # type: ignore[type-arg]
+        per_call_policies: Sequence[SansIOHTTPPolicy[Any, Any]] | None = None,
     ) -> TableTenantRegistry:
         """A registry on its own service client (prefer :meth:`TableStore.tenant_registry` to share one)."""
         service, credential = service_client(settings, per_call_policies=per_call_policies)

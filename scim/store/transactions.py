@@ -208,8 +208,10 @@ def transaction_error(answer: OperationResponse) -> TableTransactionError:
     matched = _INDEX.match(message)
     exc = TableTransactionError(message=f"{message}\nErrorCode:{code}", index=int(matched.group(1)) if matched else 0)
     exc.status_code = answer.status
-    exc.error_code = code
-    exc.additional_info = {}
+    # The attributes the SDK's own errors carry (azure-core sets them in HttpResponseError's
+    # constructor from a response; this error has none), for store_error's mapping.
+    exc.error_code = code  # type: ignore[attr-defined]  # set dynamically by azure-core, not declared
+    exc.additional_info = {}  # type: ignore[attr-defined]  # as above
     return exc
 
 
@@ -218,8 +220,8 @@ async def submit_transaction(table: TableClient, operations: Sequence[Operation]
     if not operations:
         return []
     if getattr(table, "_cosmos_endpoint", False):
-        return list(await table.submit_transaction([(k, e, dict(o)) for k, e, o in operations], **kwargs))
-    base = f"{table.scheme}://{table._primary_hostname}"  # noqa: SLF001 - the account URL, as the SDK builds it
+        return [dict(r) for r in await table.submit_transaction([(k, e, dict(o)) for k, e, o in operations], **kwargs)]
+    base = f"{table.scheme}://{table._primary_hostname}"  # private: the account URL, as the SDK builds it
     content_type, body = encode_batch(base, table.table_name, table.api_version, operations)
     request = HttpRequest(
         "POST",
@@ -234,10 +236,10 @@ async def submit_transaction(table: TableClient, operations: Sequence[Operation]
         content=body,
     )
     # stream=True: the pipeline's content decoder must not try to read multipart as JSON.
-    response = await table._client.send_request(request, stream=True, **kwargs)  # noqa: SLF001 - the client's pipeline
+    response = await table._client.send_request(request, stream=True, **kwargs)  # private: the client's own pipeline
     await response.read()
     if response.status_code != 202:
-        raise _decode_error(response)
+        raise _decode_error(response)  # type: ignore[no-untyped-call]  # the SDK's own decoder, untyped
     answers = parse_batch_response(response.headers.get("Content-Type", ""), response.content)
     failed = next((a for a in answers if not 200 <= a.status < 300), None)
     if failed is not None:
