@@ -54,7 +54,7 @@ from scim.azurite import (
     folder_size,
     is_running,
 )
-from scim.settings import AZURITE_ACCOUNT, Settings, azurite_connection_string
+from scim.settings import AZURITE_ACCOUNT, Settings, SettingsError, azurite_connection_string
 from scim.tenants import new_token
 
 if TYPE_CHECKING:
@@ -308,6 +308,12 @@ def main() -> int:
             f"tenant {name!r} in {target.where} ({target.setting}), which is not the local emulator",
             file=sys.stderr,
         )
+
+    try:
+        Settings.from_env()  # a setting the app cannot use stops make run here, before anything starts
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
     configured = os.environ.get("SCIM_TABLE_CONNECTION_STRING") or os.environ.get("SCIM_TABLE_ENDPOINT")
     sink = None

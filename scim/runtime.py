@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .provisioning_log import LogWriter, ProvisioningLog
 from .service import Limits, ScimService
-from .settings import Settings
 from .store.base import DirectoryStore
 from .tenants import TenantRegistry
+
+if TYPE_CHECKING:
+    from .settings import Settings  # pydantic-settings: imported on first use (get_runtime), not at cold start
 
 __all__ = ["Runtime", "get_runtime", "reset_runtime", "use_runtime"]
 
@@ -68,7 +70,9 @@ async def get_runtime() -> Runtime:
         _lock = asyncio.Lock()
     async with _lock:
         if _runtime is None:
-            _runtime = build_runtime(Settings.from_env())
+            from .settings import Settings
+
+            _runtime = build_runtime(Settings.from_env())  # SettingsError naming a bad variable
     return _runtime
 
 

@@ -239,3 +239,14 @@ def test_make_clean_data_removes_the_azurite_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / ".azurite").exists()
     assert (tmp_path / "keep.txt").exists()
+
+
+def test_a_bad_setting_stops_make_run_before_anything_starts(isolated, capsys):
+    """A setting the app cannot use (here SMTP_PORT) ends make run with one error line naming it,
+    before Azurite, the SMTP sink or the tenant are touched (a traceback after Azurite started)."""
+    isolated["SMTP_PORT"] = "abc"
+    code, _ = run_main()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: invalid settings: SMTP_PORT='abc'"), err
+    assert "Traceback" not in err

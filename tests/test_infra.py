@@ -123,6 +123,12 @@ PROCESS_ONLY = {
     "SCIM_DEV_NOTIFY": "where `make run` sends the dev tenant's failure digests (its local SMTP sink)",
     "SCIM_DEV_ALLOW_REMOTE": "lets make run reset the dev tenant on storage that is not the local emulator",
 }
+# Set by the platform in Azure (read-only), never by the Bicep or the local settings: their
+# presence is how scim.settings knows it runs in Azure.
+PLATFORM_ONLY = {
+    "WEBSITE_SITE_NAME": "App Service/Functions: the app's name; set on every Azure instance",
+    "WEBSITE_INSTANCE_ID": "App Service/Functions: the instance's id (not on every plan)",
+}
 # Set by the Bicep for the Functions host or the Azure SDK, never read by the code itself.
 HOST_SETTINGS = {
     "AzureWebJobsStorage__credential": "Functions host: identity-based host storage",
@@ -286,7 +292,8 @@ def settings_read_by_code(sources: dict[str, str] | None = None) -> dict[str, se
 
     Reads are ``X.get("NAME")``/``X.pop("NAME")``/``X["NAME"]``/``"NAME" in X`` where X is an
     environment-like name (``env``, ``environ``, ``os.environ``, ``*_env``), ``os.getenv("NAME")``,
-    and ``%NAME%`` binding expressions in call arguments (``schedule="%NOTIFY_SCHEDULE%"``).
+    ``%NAME%`` binding expressions in call arguments (``schedule="%NOTIFY_SCHEDULE%"``), and
+    ``validation_alias="NAME"`` keyword arguments (a pydantic-settings field read from ``NAME``).
     Writes (``setdefault``, assignments) are not reads.
     """
 
@@ -320,6 +327,7 @@ def settings_read_by_code(sources: dict[str, str] | None = None) -> dict[str, se
                         names.append(first)
                 for arg in [*node.args, *(kw.value for kw in node.keywords)]:
                     names.extend(binding.findall(literal(arg) or ""))
+                names.extend(filter(None, (literal(kw.value) for kw in node.keywords if kw.arg == "validation_alias")))
             elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and env_like(node.value):
                 names.extend(filter(None, [literal(node.slice)]))
             elif isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.In):
@@ -405,18 +413,19 @@ def from_env(env, settings_env):
     e = "E_FIVE" in os.environ
     f = settings_env.get("F_SIX")
     g = env.pop("G_SEVEN", None)
+    i = Field(None, validation_alias="I_NINE")
     env.setdefault("NOT_READ", "1")
     os.environ["NOT_READ_EITHER"] = "1"
     stamp = now.strftime("%Y-%m-%dT%H:%M:%S")
     quoted = quote("%C3%A9")
-    return a, b, c, d, e, f, g
+    return a, b, c, d, e, f, g, i
 
 @bp.timer_trigger(schedule="%H_EIGHT%", arg_name="t")
 def timer(t):
     pass
 """
     assert set(settings_read_by_code({"snippet.py": snippet})) == {
-        "A_ONE", "B_TWO", "C_THREE", "D_FOUR", "E_FIVE", "F_SIX", "G_SEVEN", "H_EIGHT",
+        "A_ONE", "B_TWO", "C_THREE", "D_FOUR", "E_FIVE", "F_SIX", "G_SEVEN", "H_EIGHT", "I_NINE",
     }
 
 
@@ -427,10 +436,10 @@ def test_the_code_reads_every_contract_setting() -> None:
 
 def test_the_bicep_sets_every_setting_the_code_reads() -> None:
     read = settings_read_by_code()
-    wanted = set(read) - set(LOCAL_ONLY) - set(PROCESS_ONLY)
+    wanted = set(read) - set(LOCAL_ONLY) - set(PROCESS_ONLY) - set(PLATFORM_ONLY)
     missing = {name: sorted(read[name]) for name in wanted - set(app_settings())}
     assert not missing, f"read by the code, not set in Azure: {missing}"
-    assert not (set(LOCAL_ONLY) | set(PROCESS_ONLY)) & set(app_settings())
+    assert not (set(LOCAL_ONLY) | set(PROCESS_ONLY) | set(PLATFORM_ONLY)) & set(app_settings())
 
 
 def test_the_code_reads_every_setting_the_bicep_sets() -> None:
@@ -441,8 +450,10 @@ def test_the_code_reads_every_setting_the_bicep_sets() -> None:
 
 def test_the_sample_lists_every_setting_the_code_reads() -> None:
     read = settings_read_by_code()
-    missing = {name: sorted(read[name]) for name in set(read) - set(PROCESS_ONLY) - sample_settings()}
+    wanted = set(read) - set(PROCESS_ONLY) - set(PLATFORM_ONLY)
+    missing = {name: sorted(read[name]) for name in wanted - sample_settings()}
     assert not missing, f"read by the code, missing from local.settings.sample.json: {missing}"
+    assert not set(PLATFORM_ONLY) & sample_settings(), "a platform variable would make the app think it is in Azure"
     unread = sample_settings() - set(read) - set(LOCAL_HOST_SETTINGS)
     assert not unread, f"in local.settings.sample.json, read by nothing: {sorted(unread)}"
 

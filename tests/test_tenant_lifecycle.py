@@ -46,8 +46,9 @@ from scim.store.roundtrips import RoundTripCounter
 from scim.store.tables import TableTenantRegistry
 from scim.tenants import InvalidTenantName, TenantExists, TenantNotFound, TenantRegistry, validate_tenant_name
 from tests.functions_client import FunctionsClient
+from tests.helpers import ROOT, admin
+from tests.helpers import admin_env as _env
 from tests.scim_fixtures import azurite_settings
-from tests.test_admin_and_dev import ROOT, _env, admin
 
 
 def _name(stem: str) -> str:
@@ -73,7 +74,8 @@ async def registry(request: pytest.FixtureRequest, settings: Settings) -> AsyncI
 
 
 async def _count(settings: Settings, table: str, partition: str) -> int:
-    async with TableServiceClient.from_connection_string(settings.table_connection_string) as service:
+    connection_string = settings.table_connection_string.get_secret_value()
+    async with TableServiceClient.from_connection_string(connection_string) as service:
         client = service.get_table_client(f"{settings.table_prefix}{table}")
         try:
             return len([r async for r in client.query_entities("PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"])])
@@ -82,7 +84,8 @@ async def _count(settings: Settings, table: str, partition: str) -> int:
 
 
 async def _row(settings: Settings, table: str, partition: str, row: str) -> dict[str, Any] | None:
-    async with TableServiceClient.from_connection_string(settings.table_connection_string) as service:
+    connection_string = settings.table_connection_string.get_secret_value()
+    async with TableServiceClient.from_connection_string(connection_string) as service:
         client = service.get_table_client(f"{settings.table_prefix}{table}")
         try:
             return dict(await client.get_entity(partition, row))

@@ -274,6 +274,6 @@ def sender_from_settings(settings: Settings) -> EmailSender | None:
             settings.smtp_port,
             starttls=settings.smtp_starttls,
             username=settings.smtp_username,
-            password=settings.smtp_password,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         )
     return None

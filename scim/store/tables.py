@@ -397,7 +397,8 @@ def service_client(
 
         credential = DefaultAzureCredential()
         return TableServiceClient(settings.table_endpoint, credential=credential, **kwargs), credential
-    return TableServiceClient.from_connection_string(settings.table_connection_string, **kwargs), None
+    connection_string = settings.table_connection_string.get_secret_value()
+    return TableServiceClient.from_connection_string(connection_string, **kwargs), None
 
 
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
