@@ -1,44 +1,36 @@
-"""Serve an Azure Functions (Python v2 model) ``FunctionApp`` over real HTTP, without ``func``.
+"""Serve an Azure Functions (Python v2 model) ``FunctionApp`` over HTTP without ``func``.
 
-For local development and tests where Azure Functions Core Tools are not installed. It does
-what the Functions host does for HTTP triggers, and nothing more:
+For ``make run``, black-box tests and the bench where Azure Functions Core Tools are not
+installed (where they are, ``func start`` serves the same app). It does what the Functions
+host does for this app's HTTP trigger, and no more:
 
-- reads the app's functions from :meth:`azure.functions.FunctionApp.get_functions`, keeping
-  those whose trigger is an ``httpTrigger`` (``route``, ``methods``, ``auth_level``, the
-  trigger's argument name and :meth:`Function.get_user_function`);
-- prefixes every route with host.json's ``extensions.http.routePrefix`` (default ``api``);
-- matches Functions (ASP.NET Core) route templates: literals (case-insensitive),
-  ``{name}``, ``{name:constraint}`` (the constraint is ignored), ``{name?}`` and the
-  catch-all ``{*name}`` / ``{**name}``, which also matches an empty remainder (the
-  parameter is then absent from ``route_params``, as with the Functions host: use
-  ``req.route_params.get("path", "")``); literals rank before parameters, which rank
-  before catch-alls, whatever the registration order;
-- builds a :class:`azure.functions.HttpRequest` (method, full URL, headers — repeated ones
-  joined with ", " —, query parameters — first value of a repeated one —, route
-  parameters, body bytes), awaits an ``async def`` handler or runs a plain one in a thread,
-  and writes the :class:`azure.functions.HttpResponse` back (status, headers, body;
-  ``Content-Type`` from ``mimetype``/``charset`` when no header sets it);
-- answers 404 with an empty body when no route (or no route for that method) matches, and
-  500 with an empty body when the handler raises (the traceback is logged);
-- enforces the host's own request limits, as the Functions host does before a function runs:
-  a request body over :func:`host_body_limit` (``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`` bytes, the
-  Functions host's setting, else 4 x ``SCIM_MAX_BODY_BYTES``, 4 MiB by default) is refused with
-  413 and the connection closed — a declared ``Content-Length`` before any of the body is read
-  (and without ``100 Continue``), a chunked or undeclared body as soon as it passes the limit,
-  so such a body is never held in memory; a client gets ``head_timeout`` seconds (15) from
-  connecting, or from the end of its previous response, to send a whole request line and
-  headers, else the connection is closed (which also closes idle keep-alive connections); and
-  ``body_timeout`` seconds (30) to send the body, else 408 and the connection is closed.
+- serves the ``httpTrigger`` functions of :meth:`azure.functions.FunctionApp.get_functions`
+  (other triggers, e.g. the timer, are not run), each at host.json's
+  ``extensions.http.routePrefix`` (default ``api``) joined to its route;
+- routes: literal segments (case-insensitive), ``{name}`` and a last ``{*name}``, which also
+  matches an empty remainder (then absent from ``route_params``, as with the Functions host);
+  literals are tried before parameters. Any other template (constraints, optional or ``**``
+  parameters, parameters inside a segment) is refused at start-up with
+  :class:`UnsupportedRoute`, naming the function and route: serve such an app with ``func start``;
+- builds an :class:`azure.functions.HttpRequest` (repeated headers joined with ", ", the first
+  value of a repeated query parameter), awaits an ``async def`` handler or runs a plain one in
+  a thread, and writes its :class:`azure.functions.HttpResponse` back; 404 with an empty body
+  when no route or method matches, 500 with an empty body when the handler raises;
+- the host's own limits: a body over :func:`host_body_limit` is refused with 413 and the
+  connection closed (a declared ``Content-Length`` before any body is read and without
+  ``100 Continue``; a chunked body as soon as it passes the limit, so it is never held);
+  ``head_timeout`` seconds (15) to send a request line and headers, counted from connecting or
+  from the previous response (so idle keep-alive connections close too); ``body_timeout``
+  seconds (30) to send the body, else 408 and the connection is closed.
 
-Auth levels are not enforced (``func start`` does not enforce them locally either).
-Keep-alive and concurrent requests are aiohttp's. One access line per request is logged at
-INFO: method, path, query parameter *names* only, status, time — never header or query
-values (no tokens in logs).
+Auth levels are not enforced (``func start`` does not enforce them locally either). One access
+line per request at INFO: method, path, query parameter *names*, status, time, never header or
+query values, with control characters escaped.
 
 Run: ``python -m scim.localhost [--host 127.0.0.1] [--port 7071] [--app function_app:app]
-[--head-timeout 15] [--body-timeout 30]`` (``PORT`` in the environment overrides the default
-port). Values of ``local.settings.json`` are loaded into the environment (without overriding what
-is already set), as ``func`` does.
+[--root DIR] [--head-timeout 15] [--body-timeout 30]`` (``PORT`` overrides the default port).
+``local.settings.json``'s ``Values`` are loaded into the environment without overriding it, as
+``func`` does.
 """
 
 from __future__ import annotations
@@ -56,7 +48,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +61,7 @@ from multidict import CIMultiDict
 __all__ = [
     "LocalFunctionsHost",
     "Route",
+    "UnsupportedRoute",
     "compile_route",
     "host_body_limit",
     "http_routes",
@@ -90,13 +83,49 @@ READ_CHUNK = 64 * 1024
 _HOP_BY_HOP = {"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade"}
 _NO_BODY_STATUSES = {204, 304}
 
-# ASP.NET Core route template parameter: {name}, {name?}, {name:constraint}, {*name}, {**name}
-_PARAM = re.compile(r"\{(?P<star>\*{1,2})?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}")
+# one whole route segment: a literal, {name} or {*name}
+_SEGMENT = re.compile(r"\{(?P<star>\*?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}|[^{}]+")
 
 
 # --------------------------------------------------------------------------------------
-# Route templates
+# Routes
 # --------------------------------------------------------------------------------------
+
+
+class UnsupportedRoute(ValueError):
+    """A route template this host does not serve (it is not the Functions host)."""
+
+
+def compile_route(template: str, function_name: str = "?") -> tuple[re.Pattern[str], tuple[int, ...]]:
+    """The regex over the (still percent-encoded) path for ``template``, and its precedence.
+
+    Supported: literal segments, ``{name}`` and a last ``{*name}``; anything else raises
+    :class:`UnsupportedRoute`. Precedence, per segment: 0 literal, 1 parameter, 2 catch-all
+    (lower is tried first).
+    """
+    segments = template.strip("/").split("/") if template.strip("/") else []
+    regex, precedence, names = "", [], set()
+    for index, segment in enumerate(segments):
+        m = _SEGMENT.fullmatch(segment)
+        name = m["name"] if m else None
+        sep = "/" if index else ""
+        if m is None or (m["star"] and index < len(segments) - 1) or (name and name in names):
+            raise UnsupportedRoute(
+                f"function {function_name!r}: route {template!r} is not supported by scim.localhost "
+                f"(segment {segment!r}): it serves literal segments, {{name}} and a last {{*name}} "
+                "only; change the route or serve the app with `func start`"
+            )
+        if name is None:
+            regex += sep + re.escape(segment)
+            precedence.append(0)
+        elif m["star"]:  # matches the empty remainder too ("scim/t" and "scim/t/")
+            regex += f"(?:{sep}(?P<{name}>.*))?"
+            precedence.append(2)
+        else:
+            regex += f"{sep}(?P<{name}>[^/]+)"
+            precedence.append(1)
+        names.add(name)
+    return re.compile(regex + "/?", re.IGNORECASE), tuple(precedence)
 
 
 @dataclass(frozen=True)
@@ -106,120 +135,60 @@ class Route:
     function_name: str
     template: str  # full template, route prefix included, no leading slash
     methods: frozenset[str] | None  # None: every method
-    auth_level: str | None
     handler: Callable[..., Any]
     trigger_arg: str
     regex: re.Pattern[str] = field(repr=False)
     precedence: tuple[int, ...] = field(repr=False)
     wants_context: bool = False
 
-    def allows(self, method: str) -> bool:
-        return self.methods is None or method.upper() in self.methods
 
-
-def compile_route(template: str) -> tuple[re.Pattern[str], tuple[int, ...]]:
-    """Compile a Functions route template to a regex over the (still percent-encoded) path.
-
-    Returns the regex and a precedence key (lower sorts first): per segment 1 for a literal,
-    2 for a mixed segment, 3 for a constrained parameter, 4 for a parameter, 5 for an
-    optional one, 6 for a catch-all — the order ASP.NET Core routing tries them in.
-    """
-    template = template.strip("/")
-    segments = template.split("/") if template else []
-    parts: list[str] = []
-    precedence: list[int] = []
-    for index, segment in enumerate(segments):
-        whole = _PARAM.fullmatch(segment)
-        last = index == len(segments) - 1
-        sep = "/" if index else ""
-        if whole:
-            name, star, rest = whole["name"], whole["star"], whole["rest"]
-            optional = rest.endswith("?")
-            if star:
-                if not last:
-                    raise ValueError(f"catch-all parameter must be the last segment: {template!r}")
-                # matches the empty remainder too ("scim/t" and "scim/t/" for "scim/{t}/{*path}")
-                parts.append(f"(?:{sep}(?P<{name}>.*))?" if sep else f"(?P<{name}>.*)")
-                precedence.append(6)
-            elif optional:
-                parts.append(f"(?:{sep}(?P<{name}>[^/]+))?")
-                precedence.append(5)
-            else:
-                parts.append(f"{sep}(?P<{name}>[^/]+)")
-                precedence.append(3 if ":" in rest else 4)
-            continue
-        # literal or mixed segment ("files/{name}.{ext}")
-        pos, regex = 0, ""
-        has_param = False
-        for m in _PARAM.finditer(segment):
-            if m["star"]:
-                raise ValueError(f"catch-all parameter must be a whole segment: {template!r}")
-            regex += re.escape(segment[pos : m.start()]) + f"(?P<{m['name']}>[^/]+)"
-            pos, has_param = m.end(), True
-        regex += re.escape(segment[pos:])
-        parts.append(sep + regex)
-        precedence.append(2 if has_param else 1)
-    pattern = "".join(parts) + "/?"
-    return re.compile(pattern, re.IGNORECASE), tuple(precedence)
-
-
-def _join_prefix(prefix: str, route: str) -> str:
-    prefix, route = prefix.strip("/"), route.strip("/")
-    return f"{prefix}/{route}" if prefix and route else prefix or route
-
-
-def _enum_value(value: Any) -> str:
-    return str(getattr(value, "value", value))
+def _value(enum_or_str: Any) -> str:
+    return str(getattr(enum_or_str, "value", enum_or_str))
 
 
 def http_routes(app: func.FunctionApp, route_prefix: str = DEFAULT_ROUTE_PREFIX) -> list[Route]:
-    """The app's HTTP-triggered functions as routes, in matching order.
+    """The app's HTTP-triggered functions, in the order they are tried.
 
-    Uses ``app.get_functions()`` (which validates the app and applies its default auth
-    level); for each :class:`azure.functions.decorators.function_app.Function` whose
-    ``get_trigger()`` is an ``httpTrigger``: ``trigger.route`` (the function name when
-    unset), ``trigger.methods``, ``trigger.auth_level``, ``trigger.name`` (the argument
-    that receives the request) and ``get_user_function()``.
+    From ``app.get_functions()`` (which validates the app): for each function whose trigger is
+    an ``httpTrigger``, its ``route`` (the function name when unset) under ``route_prefix``,
+    ``methods``, the argument that receives the request and the user function.
     """
-    routes: list[Route] = []
-    # get_functions() records the names it saw in ``functions_bindings`` and raises on a
-    # second call ("does not have a unique function name"); the worker calls it once per
-    # process. Clear that record for our call and put it back after, so the same app can be
-    # served (or indexed by the real worker) again.
-    seen = getattr(app, "functions_bindings", None)
-    app.functions_bindings = None
+    # get_functions() records the names it saw and raises on a second call ("does not have a
+    # unique function name"); clear that record for our call and put it back after, so the same
+    # app can be served (or indexed by the real worker) again.
+    seen, app.functions_bindings = getattr(app, "functions_bindings", None), None
     try:
         functions = app.get_functions()
     finally:
         app.functions_bindings = seen
-    for order, fn in enumerate(functions):
+    routes: list[Route] = []
+    for fn in functions:
         trigger = fn.get_trigger()
         if trigger is None or trigger.get_binding_name() != "httpTrigger":
             continue
-        template = _join_prefix(route_prefix, getattr(trigger, "route", None) or fn.get_function_name())
-        methods = getattr(trigger, "methods", None)
-        method_set = frozenset(_enum_value(m).upper() for m in methods) if methods else None
-        auth = getattr(trigger, "auth_level", None)
         handler = fn.get_user_function()
+        name = fn.get_function_name() or handler.__name__
+        route = str(getattr(trigger, "route", None) or name).strip("/")
+        route = "/".join(p for p in (route_prefix.strip("/"), route) if p)
+        regex, precedence = compile_route(route, name)
+        methods = getattr(trigger, "methods", None)
         try:
-            params = inspect.signature(handler).parameters
+            wants_context = "context" in inspect.signature(handler).parameters
         except (TypeError, ValueError):
-            params = {}
-        regex, precedence = compile_route(template)
+            wants_context = False
         routes.append(
             Route(
-                function_name=fn.get_function_name() or handler.__name__,
-                template=template,
-                methods=method_set,
-                auth_level=_enum_value(auth) if auth is not None else None,
+                function_name=name,
+                template=route,
+                methods=frozenset(_value(m).upper() for m in methods) if methods else None,
                 handler=handler,
                 trigger_arg=trigger.name,
                 regex=regex,
-                precedence=precedence + (order,),
-                wants_context="context" in params,
+                precedence=precedence,
+                wants_context=wants_context,
             )
         )
-    routes.sort(key=lambda r: r.precedence)
+    routes.sort(key=lambda r: r.precedence)  # stable: registration order among equals
     return routes
 
 
@@ -239,13 +208,13 @@ def read_route_prefix(root: str | os.PathLike[str] = PROJECT_ROOT) -> str:
 
 
 def load_local_settings(
-    root: str | os.PathLike[str] = PROJECT_ROOT, environ: dict[str, str] | None = None
+    root: str | os.PathLike[str] = PROJECT_ROOT, environ: MutableMapping[str, str] | None = None
 ) -> list[str]:
     """Copy ``Values`` of ``root/local.settings.json`` into the environment, never overriding.
 
     Returns the names set. A missing file is fine (nothing is set).
     """
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    environ = os.environ if environ is None else environ
     path = Path(root) / "local.settings.json"
     if not path.is_file():
         return []
@@ -262,7 +231,7 @@ def load_app(spec: str) -> func.FunctionApp:
     """Import ``module:attribute`` (default attribute ``app``) and return the FunctionApp."""
     module_name, _, attr = spec.partition(":")
     module = importlib.import_module(module_name)
-    app = getattr(module, attr or "app")
+    app: func.FunctionApp = getattr(module, attr or "app")
     if not hasattr(app, "get_functions"):
         raise TypeError(f"{spec} is not an azure.functions.FunctionApp")
     return app
@@ -301,33 +270,12 @@ class _Context(func.Context):
     """The ``context`` argument a function may ask for."""
 
     def __init__(self, function_name: str, function_directory: str) -> None:
-        self._invocation_id = str(uuid.uuid4())
-        self._function_name = function_name
-        self._function_directory = function_directory
+        self._info = (str(uuid.uuid4()), function_name, function_directory)
 
-    @property
-    def invocation_id(self) -> str:
-        return self._invocation_id
-
-    @property
-    def function_name(self) -> str:
-        return self._function_name
-
-    @property
-    def function_directory(self) -> str:
-        return self._function_directory
-
-    @property
-    def trace_context(self) -> Any:
-        return None
-
-    @property
-    def retry_context(self) -> Any:
-        return None
-
-    @property
-    def thread_local_storage(self) -> Any:
-        return None
+    invocation_id = property(lambda self: self._info[0])
+    function_name = property(lambda self: self._info[1])
+    function_directory = property(lambda self: self._info[2])
+    trace_context = retry_context = thread_local_storage = property(lambda self: None)
 
 
 def _safe_target(request: web.BaseRequest) -> str:
@@ -382,7 +330,8 @@ class LocalFunctionsHost:
         self.head_timeout = float(head_timeout)
         self.body_timeout = float(body_timeout)
         self.web_app = web.Application(client_max_size=self.max_body_bytes)
-        self.web_app.router.add_route("*", "/{tail:.*}", self._dispatch, expect_handler=self._expect)
+        # every path (an encoded newline too) comes to _dispatch, which does the routing
+        self.web_app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch, expect_handler=self._expect)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.port: int | None = None
@@ -392,9 +341,8 @@ class LocalFunctionsHost:
         path = raw_path.lstrip("/")
         for route in self.routes:
             m = route.regex.fullmatch(path)
-            if m and route.allows(method):
-                params = {k: unquote(v) for k, v in m.groupdict().items() if v is not None and v != ""}
-                return route, params
+            if m and (route.methods is None or method.upper() in route.methods):
+                return route, {k: unquote(v) for k, v in m.groupdict().items() if v}
         return None
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -552,7 +500,7 @@ class LocalFunctionsHost:
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await self._site.start()
-        server = self._site._server  # noqa: SLF001 - the only way to learn an auto port
+        server = self._site._server  # the only way to learn an auto port
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         return self.port
@@ -562,13 +510,6 @@ class LocalFunctionsHost:
             await self._runner.cleanup()
             self._runner = None
             self._site = None
-
-    async def __aenter__(self) -> LocalFunctionsHost:
-        await self.start(port=0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:
@@ -580,14 +521,12 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 7071,
     *,
-    route_prefix: str | None = None,
     root: str | os.PathLike[str] = PROJECT_ROOT,
-    ready: Callable[[LocalFunctionsHost], None] | None = None,
     head_timeout: float = DEFAULT_HEAD_TIMEOUT,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> None:
-    """Serve ``app`` until cancelled (Ctrl-C)."""
-    local = LocalFunctionsHost(app, route_prefix=route_prefix, root=root, head_timeout=head_timeout, body_timeout=body_timeout)
+    """Serve ``app`` until cancelled (Ctrl-C); :class:`UnsupportedRoute` before listening."""
+    local = LocalFunctionsHost(app, root=root, head_timeout=head_timeout, body_timeout=body_timeout)
     await local.start(host, port)
     for route in local.routes:
         methods = ",".join(sorted(route.methods)) if route.methods else "*"
@@ -597,8 +536,6 @@ async def serve(
         "host limits: request body %s bytes, %.0f s to send a request head, %.0f s to send a body",
         local.max_body_bytes, local.head_timeout, local.body_timeout,
     )
-    if ready is not None:
-        ready(local)
     try:
         await asyncio.Event().wait()
     finally:
@@ -607,10 +544,6 @@ async def serve(
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _default_port(environ: Mapping[str, str] = os.environ) -> int:
-    return int(environ.get("PORT") or 7071)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,11 +567,14 @@ def main(argv: list[str] | None = None) -> int:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     app = load_app(args.app)
-    port = args.port if args.port is not None else _default_port()
+    port = args.port if args.port is not None else int(os.environ.get("PORT") or 7071)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even from a background job
     signal.signal(signal.SIGTERM, _interrupt)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(app, args.host, port, root=root, head_timeout=args.head_timeout, body_timeout=args.body_timeout))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(app, args.host, port, root=root, head_timeout=args.head_timeout, body_timeout=args.body_timeout))
+    except UnsupportedRoute as refused:
+        parser.exit(2, f"scim.localhost: {refused}\n")
     return 0
 
 

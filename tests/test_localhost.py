@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import azure.functions as func
 import pytest
+import yarl
 
 import scim.localhost as localhost_mod
 from scim.azurite import free_port
@@ -66,7 +67,7 @@ async def echo(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-@app.route(route="items/{id:guid}", methods=["PUT"])
+@app.route(route="items/{id}", methods=["PUT"])
 def sync_put(req: func.HttpRequest) -> str:  # a plain function, run in a thread
     return f"put {req.route_params['id']} {req.get_body().decode()}"
 
@@ -137,7 +138,6 @@ def test_routes_are_read_from_the_function_app():
     assert routes["hello"].template == "hello/{name}"
     assert routes["hello"].methods == frozenset({"GET"})
     assert routes["hello"].trigger_arg == "req"
-    assert routes["hello"].auth_level == "anonymous"
     assert routes["custom_response"].template == "custom"  # @app.function_name is honoured
     assert routes["boom"].methods is None  # no methods: every method
     assert routes["with_context"].wants_context
@@ -156,14 +156,13 @@ def test_literal_routes_rank_before_parameters_and_catch_alls():
         ("scim/{tenant}/{*path}", "scim/t1/Users/abc", {"tenant": "t1", "path": "Users/abc"}),
         ("scim/{tenant}/{*path}", "scim/t1", {"tenant": "t1", "path": None}),
         ("scim/{tenant}/{*path}", "scim/t1/", {"tenant": "t1", "path": ""}),  # "" is dropped
-        ("scim/{tenant}/{**path}", "scim/t1/a/b/", {"tenant": "t1", "path": "a/b/"}),
+        ("scim/{tenant}/{*path}", "scim/t1/a/b/", {"tenant": "t1", "path": "a/b/"}),
+        ("scim/{tenant}/{*path}", "SCIM/t%2F1/Users", {"tenant": "t%2F1", "path": "Users"}),
         ("{*all}", "", {"all": ""}),
         ("{*all}", "x/y", {"all": "x/y"}),
-        ("users/{id:guid}", "users/abc", {"id": "abc"}),
-        ("users/{id?}", "users", {"id": None}),
-        ("users/{id?}", "users/7", {"id": "7"}),
-        ("files/{name}.{ext}", "files/a.b.txt", {"name": "a.b", "ext": "txt"}),
-        ("Static/Path", "static/path/", {}),
+        ("users/{id}", "users/abc", {"id": "abc"}),
+        ("users/{id}", "users/abc/", {"id": "abc"}),
+        ("Static/Path.json", "static/path.JSON/", {}),
     ],
 )
 def test_compile_route_matches(template, path, expected):
@@ -180,7 +179,8 @@ def test_compile_route_matches(template, path, expected):
         ("scim/{tenant}/{*path}", "scimx/t1"),
         ("hello/{name}", "hello/a/b"),
         ("hello/{name}", "hello/"),
-        ("users/{id?}", "users/1/2"),
+        ("hello/{name}", "hello"),
+        ("static/path.json", "static/pathxjson"),  # a literal "." is not a regex "."
     ],
 )
 def test_compile_route_rejects(template, path):
@@ -193,9 +193,114 @@ def test_app_can_be_indexed_twice():
     assert len(http_routes(app, "")) == len(http_routes(app, "")) == len(app.get_functions())
 
 
-def test_catch_all_must_be_last():
-    with pytest.raises(ValueError):
-        compile_route("a/{*rest}/b")
+def test_the_projects_app_is_served_as_its_one_route_and_not_its_timer():
+    from function_app import app as project_app
+
+    routes = http_routes(project_app, read_route_prefix(PROJECT_ROOT))
+    assert [(r.function_name, r.template, r.methods, r.trigger_arg) for r in routes] == [
+        ("scim_endpoint", "scim/{tenant}/{*path}", frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"}), "req")
+    ]
+
+
+UNSUPPORTED_TEMPLATES = [
+    "users/{id:guid}",  # a constraint
+    "users/{id?}",  # an optional parameter
+    "files/{name}.{ext}",  # parameters inside a segment
+    "scim/{tenant}/{**path}",  # the ** catch-all
+    "a/{*rest}/b",  # a catch-all that is not last
+    "users/{id}/{id}",  # a parameter twice
+    "users/{}",  # a parameter without a name
+]
+
+
+@pytest.mark.parametrize("template", UNSUPPORTED_TEMPLATES)
+def test_an_unsupported_route_template_is_refused_at_start_up(template):
+    other = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @other.route(route=template)
+    async def odd_one(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("never")
+
+    with pytest.raises(ValueError) as refused:
+        LocalFunctionsHost(other, route_prefix="api")
+    message = str(refused.value)
+    assert "odd_one" in message and f"api/{template}" in message, message
+    assert "func start" in message, message  # and says what to do instead
+
+
+def test_the_cli_refuses_an_unsupported_route_and_exits(tmp_path: Path):
+    (tmp_path / "host.json").write_text('{"version": "2.0"}')
+    (tmp_path / "oddapp.py").write_text(
+        "import azure.functions as func\n"
+        "app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)\n"
+        "@app.route(route='users/{id?}')\n"
+        "async def odd_one(req: func.HttpRequest) -> func.HttpResponse:\n"
+        "    return func.HttpResponse('never')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scim.localhost", "--port", str(free_port()), "--root", str(tmp_path), "--app", "oddapp:app"],
+        cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        stop_child(proc, signal.SIGTERM)
+        pytest.fail("scim.localhost started serving an app whose route it does not support")
+    assert proc.returncode == 2, err
+    assert "odd_one" in err and "api/users/{id?}" in err, err
+    assert "Traceback" not in err, err  # one clear line, not a stack trace
+
+
+def _wait_listening(proc: subprocess.Popen, port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_child(proc)
+                pytest.fail(f"scim.localhost did not start (exit code {proc.returncode})")
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_cli_reads_host_json_local_settings_and_port_and_stops_on_a_signal(tmp_path: Path, sig):
+    (tmp_path / "host.json").write_text('{"version": "2.0", "extensions": {"http": {"routePrefix": "v1"}}}')
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {"LH_GREETING": "file", "LH_SET": "file"}}))
+    (tmp_path / "envapp.py").write_text(
+        "import os\n"
+        "import azure.functions as func\n"
+        "app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)\n"
+        "@app.route(route='env/{name}', methods=['GET'])\n"
+        "def env(req: func.HttpRequest) -> func.HttpResponse:\n"
+        "    return func.HttpResponse(os.environ.get(req.route_params['name'], '-'))\n"
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LH_GREETING"} | {"PORT": str(port), "LH_SET": "env"}
+    proc = subprocess.Popen(  # no --port: $PORT
+        [sys.executable, "-m", "scim.localhost", "--root", str(tmp_path), "--app", "envapp:app"],
+        cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(proc, port)
+
+        def get(path: str) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                return response.status, response.read()
+            finally:
+                conn.close()
+
+        assert get("/v1/env/LH_GREETING") == (200, b"file")  # from local.settings.json
+        assert get("/v1/env/LH_SET") == (200, b"env")  # the environment wins
+        assert get("/env/LH_GREETING") == (404, b"")  # the route prefix is host.json's
+        proc.send_signal(sig)
+        assert proc.wait(10) == 0
+    finally:
+        stop_child(proc)
 
 
 def test_route_prefix_comes_from_host_json(tmp_path: Path):
@@ -354,6 +459,19 @@ async def test_access_log_has_no_secrets(host, client, caplog):
         assert secret not in caplog.text
 
 
+async def test_access_log_escapes_control_characters_and_caps_the_line(host, client, caplog):
+    forged = yarl.URL(f"{host.base_url}/echo/a%1B%5B2Jb%0D%0Aforged%E2%80%AE?x%0A=1", encoded=True)
+    with caplog.at_level(logging.INFO, logger="scim.localhost"):
+        async with client.get(forged) as r:
+            assert r.status == 200
+        async with client.get(f"{host.base_url}/nope/" + "y" * 400) as r:
+            assert r.status == 404
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "scim.localhost"]
+    assert any("GET /echo/a\\x1b[2Jb\\r\\nforged\\u202e?x\\n=* -> 200 (echo)" in line for line in lines), lines
+    assert all(line.isprintable() for line in lines), lines
+    assert any(("GET /nope/" + "y" * 293 + "… -> 404") in line for line in lines), lines
+
+
 async def test_route_prefix_api(client):
     local = LocalFunctionsHost(app, route_prefix="api")
     await local.start("127.0.0.1", 0)
@@ -405,7 +523,7 @@ async def _closed_within(reader: asyncio.StreamReader, timeout: float) -> float:
             pass
     except (ConnectionResetError, BrokenPipeError):
         pass
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"the server still holds the connection open after {timeout} s")
     return time.perf_counter() - started
 
