@@ -26,17 +26,10 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions declar
 
 
 def build_notifier(runtime: Runtime, *, lag: timedelta | None = None) -> Notifier:
-    """A :class:`~scim.notify.notifier.Notifier` on the runtime's tables and the configured sender
-    (``lag``: the notifier's default, 2 minutes, unless given)."""
-    from .notify import notifier
-    from .notify.mail import sender_from_settings
-    from .notify.state import NotifyStateStore
+    """A :class:`~scim.notify.notifier.Notifier` on the runtime's tables and the configured sender."""
+    from .notify.notifier import notifier_for
 
-    states = NotifyStateStore(runtime.log.service_client, runtime.settings.table_prefix)
-    sender = sender_from_settings(runtime.settings)
-    return notifier.Notifier(
-        runtime.settings, runtime.tenants, runtime.log, states, sender, lag=notifier.DEFAULT_LAG if lag is None else lag
-    )
+    return notifier_for(runtime.settings, runtime.tenants, runtime.log, lag=lag)
 
 
 async def run_notifications(runtime: Runtime) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -12,30 +11,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env(azurite: str, prefix: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCIM_")}
-    env.update({"SCIM_TABLE_CONNECTION_STRING": azurite, "SCIM_TABLE_PREFIX": prefix, **extra})
-    return env
-
-
-def admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m scim.admin ARGS`` as a script runs it: no terminal on stdin."""
-    return subprocess.run(
-        [sys.executable, "-m", "scim.admin", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.helpers import ROOT, admin
+from tests.helpers import admin_env as _env
 
 
 def _free_port() -> int:
@@ -132,7 +112,7 @@ def test_log_and_notify_run_now_as_an_operator_runs_them(azurite, table_prefix):
     """A failure shows in ``log --failures`` and ``notify run-now`` mails its digest to a real SMTP server."""
     from aiosmtpd.controller import Controller
 
-    from tests.test_notifications import Mailbox
+    from tests.helpers import Mailbox
 
     mailbox, port = Mailbox(), _free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)

@@ -18,7 +18,8 @@
    lowered from 100 operations (49 members) to :data:`SMALL_TRANSACTION` (4 members): the code
    paths are the same, with 3 transactions each instead of 2 or 3.
 
-:func:`read_directory` and :func:`violations` are shared with ``tests/test_races.py``.
+:func:`~tests.helpers.read_directory` and :func:`~tests.helpers.violations` are in ``tests/helpers.py``,
+shared with ``tests/test_races.py``.
 """
 
 from __future__ import annotations
@@ -28,23 +29,23 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.data.tables.aio import TableClient
 
 from scim.azurite import AzuriteProcess, free_port
 from scim.runtime import Runtime, build_runtime, use_runtime
 from scim.service import ScimRequest, ScimResponse, ScimService
 from scim.settings import azurite_connection_string
-from scim.store import keys, tables
+from scim.store import tables
 from scim.store.base import IndexTerms, StoreUnavailable
 from scim.store.tables import TableStore, _OpFailed, service_client
 from scim.tenants import TenantExists
 from tests.functions_client import FunctionsClient, Response
+from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, Directory, raw_directory, violations
 from tests.localhost_server import record_summary
 from tests.scim_fixtures import azurite_settings
 from tests.tcp_proxy import TcpProxy
@@ -52,117 +53,7 @@ from tests.tcp_proxy import TcpProxy
 BOUND = 15.0
 """Seconds within which a request must answer when storage refuses, resets or hangs."""
 
-USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
-GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR_URN = "urn:ietf:params:scim:api:messages:2.0:Error"
-
-# ---- the directory, read raw from the table -----------------------------------------------------
-
-
-@dataclass
-class Directory:
-    """A tenant's partition, parsed: resources, index rows, memberships."""
-
-    resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (type, id) -> entity
-    unique: dict[str, str] = field(default_factory=dict)  # RowKey of a U|/G| row -> its id
-    multi: set[str] = field(default_factory=set)  # RowKeys of X| rows
-    memberships: dict[tuple[str, str], str] = field(default_factory=dict)  # (group id, member id) -> type
-    unknown: list[str] = field(default_factory=list)
-    _flags: dict[tuple[str, str], set[str]] = field(default_factory=dict)
-
-    def ids(self, rtype: str) -> set[str]:
-        return {i for t, i in self.resources if t == rtype}
-
-    def doc(self, rtype: str, id: str) -> dict[str, Any]:
-        entity = self.resources[(rtype, id)]
-        parts = sorted((int(k[3:]), v) for k, v in entity.items() if k.startswith("doc") and k[3:].isdigit())
-        return json.loads("".join(v for _, v in parts))  # type: ignore[no-any-return]
-
-    def members(self, group_id: str) -> set[str]:
-        return {m for g, m in self.memberships if g == group_id}
-
-    def flags(self, rtype: str, id: str) -> set[str]:
-        """The groups named by the resource's ``m_*`` flags that are true."""
-        if (rtype, id) not in self._flags:
-            entity = self.resources[(rtype, id)]
-            self._flags[(rtype, id)] = {
-                g for name, value in entity.items() if value is True and name.startswith("m_") and (g := keys.flag_group_id(name))
-            }
-        return self._flags[(rtype, id)]
-
-
-_KINDS = {"u": "User", "g": "Group"}
-
-
-def read_directory(rows: Iterable[Mapping[str, Any]]) -> Directory:
-    directory = Directory()
-    for row in rows:
-        rk = row["RowKey"]
-        kind, _, rest = rk.partition("|")
-        if kind in _KINDS:
-            directory.resources[(_KINDS[kind], keys.decode_value(rest))] = dict(row)
-        elif kind in ("U", "G"):
-            directory.unique[rk] = row["id"]
-        elif kind == "X":
-            directory.multi.add(rk)
-        elif kind == "m":
-            group, member = rest.split("|")
-            directory.memberships[(keys.decode_value(group), keys.decode_value(member))] = row.get("type") or "User"
-        else:
-            directory.unknown.append(rk)
-    return directory
-
-
-async def raw_directory(connection_string: str, prefix: str, tenant: str) -> Directory:
-    """Every row of the tenant's partition, read with a plain TableClient (not through the store)."""
-    async with TableClient.from_connection_string(connection_string, table_name=f"{prefix}directory") as table:
-        pager = table.query_entities("PartitionKey eq @pk", parameters={"pk": keys.partition_key(tenant)})
-        return read_directory([row async for row in pager])
-
-
-def violations(directory: Directory) -> list[str]:
-    """Every broken invariant of the layout (docs/table-layout.md), as readable lines.
-
-    - every unique/non-unique index row names a live resource that is indexed by it, and
-      every term of every resource has its index row (no orphan blocking a userName);
-    - no two users share a userName, no two groups a displayName (case-insensitive);
-    - every membership row names a live group and a live member whose ``m_{group}`` flag is
-      true, and every true flag has its membership row and names a live group.
-    """
-    problems: list[str] = [f"unknown row kind {rk}" for rk in directory.unknown]
-    wanted_unique: dict[str, str] = {}
-    wanted_multi: set[str] = set()
-    for (rtype, id), entity in directory.resources.items():
-        idx = json.loads(entity.get("idx") or "{}")
-        for attribute, key in (idx.get("u") or {}).items():
-            wanted_unique[keys.unique_key(rtype, attribute, key)] = id  # type: ignore[arg-type]
-        for attribute, key in idx.get("m") or []:
-            wanted_multi.add(keys.multi_key(rtype, attribute, key, id))  # type: ignore[arg-type]
-        for group in directory.flags(rtype, id):
-            if ("Group", group) not in directory.resources:
-                problems.append(f"{rtype} {id} has a flag of deleted group {group}")
-            if (group, id) not in directory.memberships:
-                problems.append(f"{rtype} {id} has a flag of group {group} without a membership row")
-    for rk, id in directory.unique.items():
-        if wanted_unique.get(rk) != id:
-            problems.append(f"orphan unique index row {rk} -> {id}")
-    for rk, id in wanted_unique.items():
-        if directory.unique.get(rk) != id:
-            problems.append(f"missing unique index row {rk} of {id}")
-    problems += [f"orphan index row {rk}" for rk in sorted(directory.multi - wanted_multi)]
-    problems += [f"missing index row {rk}" for rk in sorted(wanted_multi - directory.multi)]
-    for rtype, attribute in (("User", "userName"), ("Group", "displayName")):
-        names = Counter(str(directory.doc(rtype, i).get(attribute, "")).casefold() for i in directory.ids(rtype))
-        problems += [f"{count} {rtype}s share {attribute} {name!r}" for name, count in names.items() if count > 1]
-    for (group, member), mtype in directory.memberships.items():
-        if ("Group", group) not in directory.resources:
-            problems.append(f"membership {group} -> {member} of a deleted group")
-        if (mtype, member) not in directory.resources:
-            problems.append(f"membership {group} -> {member} of a deleted {mtype}")
-        elif group not in directory.flags(mtype, member):
-            problems.append(f"membership {group} -> {member} without the member's flag")
-    return problems
 
 
 def assert_503(response: ScimResponse | Response) -> None:

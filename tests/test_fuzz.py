@@ -33,13 +33,10 @@ from hypothesis import strategies as st
 
 from scim.filtering import parse_filter
 from scim.jsonbody import MAX_DEPTH, _depth_ok
-from scim.provisioning_log import LogWriter
-from scim.runtime import Runtime, use_runtime
+from scim.runtime import use_runtime
 from scim.schema import ENTERPRISE_USER_URN
-from scim.service import ScimService
-from scim.settings import Settings
-from scim.store.memory import MemoryStore, MemoryTenantRegistry
 from tests.functions_client import FunctionsClient, Response
+from tests.helpers import memory_runtime
 from tests.localhost_server import record_summary
 
 ERROR_URN = "urn:ietf:params:scim:api:messages:2.0:Error"
@@ -77,19 +74,6 @@ def fuzz_settings(examples: int) -> settings:
 
 
 # ---- the harness: a memory runtime and an event loop for the synchronous hypothesis tests ----
-
-
-class NullLog:
-    """A provisioning log that keeps nothing (parsing tests only: the log is tested on Azurite)."""
-
-    async def record_many(self, tenant: str, entries: Any) -> None:
-        return None
-
-
-def memory_runtime() -> Runtime:
-    """A Runtime on MemoryStore/MemoryTenantRegistry, with default settings and a null log."""
-    log: Any = NullLog()
-    return Runtime(Settings.from_env({}), ScimService(MemoryStore()), MemoryTenantRegistry(), log, LogWriter(log))
 
 
 class Harness:

@@ -4,7 +4,7 @@ on Azurite: a clear 400 instead of a 500, and every user that exists stays delet
 from __future__ import annotations
 
 from scim.resource import MAX_INDEXED_VALUES
-from tests.test_protocol_entra import new_user
+from tests.helpers import new_user
 
 
 def _emails(n: int, tag: str) -> list[dict[str, str]]:

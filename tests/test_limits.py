@@ -26,8 +26,7 @@ from scim.runtime import Runtime, use_runtime
 from scim.schema import ENTERPRISE_USER_URN, USER
 from scim.values import MAX_VALUE_LENGTH
 from tests.functions_client import FunctionsClient, Response
-from tests.test_fuzz import memory_runtime
-from tests.test_protocol_entra import assert_scim_error, create_group, create_user, new_user
+from tests.helpers import assert_scim_error, create_group, create_user, memory_runtime, new_user
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 CUSTOM_URN = "urn:ietf:params:scim:schemas:extension:Custom:2.0:User"

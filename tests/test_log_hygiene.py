@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from tests.helpers import create_group, new_user
 from tests.payloads import payload
-from tests.test_protocol_entra import create_group, new_user
 
 
 async def test_entra_flow_logs_no_secrets_or_identifiers(client, caplog):

@@ -4,11 +4,9 @@ point, the real timer function, Azurite, and a real SMTP server (aiosmtpd) start
 from __future__ import annotations
 
 import asyncio
-import email
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,28 +19,8 @@ from scim.provisioning_log import LogEntry, format_time
 from scim.runtime import Runtime, build_runtime, use_runtime
 from scim.timer_adapter import build_notifier
 from tests.functions_client import REGISTERED, FunctionsClient
+from tests.helpers import Mailbox, create_user, new_user
 from tests.scim_fixtures import azurite_settings
-from tests.test_protocol_entra import create_user, new_user
-
-
-@dataclass
-class Mailbox:
-    """An SMTP handler that keeps every message, and can refuse the next N."""
-
-    messages: list[email.message.Message] = field(default_factory=list)
-    refuse: int = 0
-
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
-        if self.refuse > 0:
-            self.refuse -= 1
-            return "451 try again later"
-        message = email.message_from_bytes(envelope.content)
-        message["X-Envelope-To"] = ",".join(envelope.rcpt_tos)
-        self.messages.append(message)
-        return "250 OK"
-
-    def to(self, address: str) -> list[email.message.Message]:
-        return [m for m in self.messages if address in m["X-Envelope-To"]]
 
 
 def _free_port() -> int:

@@ -8,43 +8,10 @@ import uuid
 import pytest
 
 from scim.schema import ENTERPRISE_USER_URN
-from tests.functions_client import FunctionsClient, Response
+from tests.helpers import assert_scim_error, create_group, create_user, new_user
 from tests.payloads import payload
 
 LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
-ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
-
-
-def assert_scim_error(response: Response, status: int, scim_type: str | None = None) -> None:
-    assert response.status == status, response.body
-    assert response.content_type.startswith("application/scim+json")
-    body = response.json
-    assert body["schemas"] == [ERROR] and body["status"] == str(status) and body["detail"]
-    if scim_type:
-        assert body["scimType"] == scim_type
-    assert "Traceback" not in response.body.decode()
-
-
-def new_user(prefix: str = "user", **extra) -> dict:
-    body = payload("entra-post-user.json")
-    body["userName"] = f"{prefix}-{uuid.uuid4().hex[:8]}@contoso.com"
-    body["emails"][0]["value"] = body["userName"].replace("@", ".work@")
-    body.update(extra)
-    return body
-
-
-async def create_user(client: FunctionsClient, **extra) -> dict:
-    response = await client.post("/Users", new_user(**extra))
-    assert response.status == 201, response.body
-    return response.json
-
-
-async def create_group(client: FunctionsClient, name: str | None = None) -> dict:
-    body = payload("entra-post-group.json")
-    body["displayName"] = name or f"group-{uuid.uuid4().hex[:8]}"
-    response = await client.post("/Groups", body)
-    assert response.status == 201, response.body
-    return response.json
 
 
 async def test_test_connection_gets_200_and_an_empty_list(client):

@@ -8,7 +8,7 @@
    deletes, or changes the memberships of its users (so "expected" is well defined: the last
    operation of the owner that SUCCEEDED); every worker PATCHes everyone's ``active``, which
    races with the owners' renames and deletes. At the end, read raw from the table: every
-   invariant of :func:`tests.test_faults.violations` (no two users share a userName
+   invariant of :func:`tests.helpers.violations` (no two users share a userName
    case-insensitively, every index row points at a live resource that is indexed by it,
    memberships and member flags agree and name live resources), every group's members are
    exactly the expected set (also as the API returns them), every live user has the userName
@@ -33,8 +33,8 @@ from typing import Any
 
 from scim.service import ScimRequest, ScimService
 from tests.functions_client import Response
+from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, raw_directory, violations
 from tests.localhost_server import record_summary
-from tests.test_faults import GROUP_URN, PATCH_URN, USER_URN, raw_directory, violations
 
 WORKERS = 16
 OPERATIONS = 125  # per worker: 2,000 in all

@@ -16,10 +16,10 @@ import pytest
 from scim.runtime import Runtime, build_runtime, use_runtime
 from scim.store.roundtrips import RoundTripCounter
 from tests.functions_client import FunctionsClient
+from tests.helpers import create_group, create_user, new_user
 from tests.localhost_server import record_summary
 from tests.payloads import payload
 from tests.scim_fixtures import azurite_settings
-from tests.test_protocol_entra import create_group, create_user, new_user
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 

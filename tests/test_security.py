@@ -19,9 +19,9 @@ import scim.tenants
 from scim.runtime import Runtime, build_runtime, use_runtime
 from scim.schema import ENTERPRISE_USER_URN
 from tests.functions_client import Response
+from tests.helpers import assert_scim_error, create_group, create_user, new_user
 from tests.payloads import payload
 from tests.scim_fixtures import azurite_settings
-from tests.test_protocol_entra import assert_scim_error, create_group, create_user, new_user
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"

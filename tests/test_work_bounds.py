@@ -30,8 +30,7 @@ from scim.resource import index_terms
 from scim.runtime import Runtime, use_runtime
 from scim.schema import USER
 from tests.functions_client import FunctionsClient, Response
-from tests.test_fuzz import memory_runtime
-from tests.test_protocol_entra import assert_scim_error, create_group, create_user, new_user
+from tests.helpers import assert_scim_error, create_group, create_user, memory_runtime, new_user
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USERS = 1000

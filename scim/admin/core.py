@@ -220,11 +220,10 @@ NOTIFY_NOW_LAG = timedelta(seconds=5)
 
 async def notify_now(settings: Settings, name: str) -> RunResult:
     """Send the tenant's failure digest now (what the timer does), with a short lag."""
-    from ..notify.notifier import Notifier
-    from ..timer_adapter import build_notifier
+    from ..notify.notifier import notifier_for
 
     runtime = await _with_runtime(settings)
-    notifier: Notifier = build_notifier(runtime, lag=NOTIFY_NOW_LAG)
+    notifier = notifier_for(runtime.settings, runtime.tenants, runtime.log, lag=NOTIFY_NOW_LAG)
     try:
         now = datetime.now(UTC)
         result = await notifier.run_tenant(await runtime.tenants.info(name), now)

@@ -65,6 +65,17 @@ def _failure(entry: LogEntry) -> Failure:
     )
 
 
+def notifier_for(
+    settings: Settings, tenants: TenantRegistry, log: ProvisioningLog, *, lag: timedelta | None = None
+) -> Notifier:
+    """A notifier on the log's tables and the sender the settings configure (ACS Email, SMTP or
+    none); ``lag`` defaults to :data:`DEFAULT_LAG`. Used by the timer and by ``notify run-now``."""
+    from .mail import sender_from_settings
+
+    states = NotifyStateStore(log.service_client, settings.table_prefix)
+    return Notifier(settings, tenants, log, states, sender_from_settings(settings), lag=DEFAULT_LAG if lag is None else lag)
+
+
 class Notifier:
     """Sends failure digests for every tenant (see the module docstring)."""
 

@@ -1,0 +1,70 @@
+"""The direction of imports (README "Development"): Functions adapters -> SCIM service -> protocol
+core with no I/O; the service reaches storage only through the store contracts.
+
+Every ``import`` statement counts, including those inside functions (imported late for cold
+start), so a layer cannot be crossed by hiding the import in a function body.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CORE = ["errors", "jsonbody", "schema", "discovery", "values", "resource", "filtering", "patching", "projection", "service"]
+"""The SCIM protocol: pure, no I/O but through the store contracts."""
+ADAPTERS = {"scim.http_adapter", "scim.timer_adapter", "scim.runtime", "function_app"}
+DEV_TOOLS = {"scim.localhost", "scim.dev", "scim.azurite", "scim.smtp_sink", "scim.children"}
+STORE_IMPLEMENTATIONS = {"scim.store.tables", "scim.store.memory", "scim.store.transactions", "scim.store.roundtrips"}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, as absolute dotted names (relative imports resolved)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                anchor = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{anchor}.{base}" if base else anchor
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _crossing(module: str, forbidden_prefixes: set[str]) -> list[str]:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    return sorted(i for i in imports_of(path) if any(i == p or i.startswith(p + ".") for p in forbidden_prefixes))
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_the_protocol_core_does_no_io_of_its_own(name: str) -> None:
+    """No Azure SDK, no storage implementation, no adapter or dev tool in the core."""
+    forbidden = {"azure", "aiohttp", "httpx", *ADAPTERS, *DEV_TOOLS, *STORE_IMPLEMENTATIONS, "scim.provisioning_log", "scim.notify", "scim.admin"}
+    assert _crossing(f"scim.{name}", forbidden) == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scim" / "store").glob("*.py")), ids=lambda p: p.name)
+def test_the_stores_import_no_adapter_core_service_or_dev_tool(path: Path) -> None:
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    forbidden = {*ADAPTERS, *DEV_TOOLS, "scim.service", "scim.admin", "scim.notify", "scim.provisioning_log"}
+    assert _crossing(module, forbidden) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in (ROOT / "scim").rglob("*.py") if ".".join(p.relative_to(ROOT).with_suffix("").parts) not in ADAPTERS | DEV_TOOLS),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_nothing_but_the_entry_point_imports_an_adapter(path: Path) -> None:
+    """Adapters are leaves: the CLI, the notifier and the stores use services, never the Functions triggers."""
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    allowed = {"scim.runtime"} if module.startswith("scim.admin") else set()
+    assert _crossing(module, (ADAPTERS - allowed) | {"scim.localhost", "scim.dev"}) == []
