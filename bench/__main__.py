@@ -50,10 +50,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--users", type=int, default=1000, help="tier: 1000 (default), 10000, 100000")
     p.add_argument("--groups", type=int, default=20)
-    p.add_argument("--concurrency", type=int, default=5, help="requests in flight, as Entra (default 5); per tenant with --tenants")
-    p.add_argument("--tenants", type=int, default=1,
-                   help="replay N tenants at once, each with its own users and --concurrency connections; "
-                        "reports each tenant's p50/p99 and req/s against p99 <= 150 ms (default 1: the single-tenant tiers)")
+    p.add_argument(
+        "--concurrency", type=int, default=5, help="requests in flight, as Entra (default 5); per tenant with --tenants"
+    )
+    p.add_argument(
+        "--tenants",
+        type=int,
+        default=1,
+        help="replay N tenants at once, each with its own users and --concurrency connections; "
+        "reports each tenant's p50/p99 and req/s against p99 <= 150 ms (default 1: the single-tenant tiers)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--lookups", type=int, default=500, help="users looked up by each of the 4 Entra matching filters")
     p.add_argument("--big-group", type=int, default=5000, help="size of the big group of the probe (0: no probe)")
@@ -61,18 +67,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--probe-iterations", type=int, default=60)
     p.add_argument("--seed-concurrency", type=int, default=8, help="concurrency of the probe's seeding")
     p.add_argument("--no-verify", action="store_true", help="skip the read-back check")
-    p.add_argument("--seed-direct", action="store_true",
-                   help="create the initial users/groups/memberships through the store, not over HTTP (big tiers); "
-                        "the initial cycle is then only Test connection")
-    p.add_argument("--max-group-size", type=int, help="cap the data set's group sizes (big tiers: Azurite writes "
-                   "memberships slowly; big groups are the probe's job)")
-    p.add_argument("--probe-direct", action="store_true",
-                   help="seed the probe's users and big groups through the store, not over HTTP (not measured)")
-    p.add_argument("--incremental-base", type=int, default=10000,
-                   help="the incremental cycle's shares (10 %% changes, 3 %% disables, ...) are of min(users, this)")
+    p.add_argument(
+        "--seed-direct",
+        action="store_true",
+        help="create the initial users/groups/memberships through the store, not over HTTP (big tiers); "
+        "the initial cycle is then only Test connection",
+    )
+    p.add_argument(
+        "--max-group-size",
+        type=int,
+        help="cap the data set's group sizes (big tiers: Azurite writes "
+        "memberships slowly; big groups are the probe's job)",
+    )
+    p.add_argument(
+        "--probe-direct",
+        action="store_true",
+        help="seed the probe's users and big groups through the store, not over HTTP (not measured)",
+    )
+    p.add_argument(
+        "--incremental-base",
+        type=int,
+        default=10000,
+        help="the incremental cycle's shares (10 %% changes, 3 %% disables, ...) are of min(users, this)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the service during the replay")
-    p.add_argument("--profile-azurite", action="store_true",
-                   help="run Azurite under node --cpu-prof (its whole run: seeding, replay, probe) and summarise where its time goes")
+    p.add_argument(
+        "--profile-azurite",
+        action="store_true",
+        help="run Azurite under node --cpu-prof (its whole run: seeding, replay, probe) and summarise where its time goes",
+    )
     p.add_argument("--peer", help="side-by-side: 'scim2-server' (started here, in memory) or a SCIM base URL")
     p.add_argument("--peer-token", default="", help="bearer token of a --peer URL")
     p.add_argument("--rounds", type=int, default=2, help="side-by-side rounds per server (alternating order)")
@@ -91,8 +114,13 @@ def measure_import(runs: int = 5) -> dict[str, Any]:
     top: list[tuple[int, str]] = []
     for _ in range(runs):
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import function_app"], cwd=ROOT,
-                              capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "0"})
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", "import function_app"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "0"},
+        )
         wall.append(time.perf_counter() - started)
         entries = []
         for line in proc.stderr.splitlines():
@@ -134,8 +162,15 @@ def replay_summary(recorder: Recorder, phases: tuple[str, ...] = REPLAY_PHASES) 
     }
 
 
-async def run_replay(base_url: str, token: str, ds: D.Dataset, args: argparse.Namespace, *, verify: bool,
-                     seeded: tuple[Any, ...] | None = None) -> tuple[Recorder, Replay]:
+async def run_replay(
+    base_url: str,
+    token: str,
+    ds: D.Dataset,
+    args: argparse.Namespace,
+    *,
+    verify: bool,
+    seeded: tuple[Any, ...] | None = None,
+) -> tuple[Recorder, Replay]:
     recorder = Recorder()
     async with Client(base_url, token, recorder, args.concurrency) as client:
         replay = Replay(client, recorder, ds, args.concurrency, args.seed, incremental_base=args.incremental_base)
@@ -165,8 +200,10 @@ def azurite_versions(azurite: Any) -> dict[str, str]:
     """The emulator the figures were taken on: its ``Server`` header and the Node.js it runs on."""
     from scim.azurite import node_executable, node_version, server_header
 
-    return {"server": server_header(azurite.host, azurite.table_port) or "?",
-            "node": node_version(str(node_executable(azurite.root))) or "?"}
+    return {
+        "server": server_header(azurite.host, azurite.table_port) or "?",
+        "node": node_version(str(node_executable(azurite.root))) or "?",
+    }
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -178,20 +215,32 @@ async def main_async(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"timestamp": stamp, "args": vars(args), "machine": machine()}
     targets: list[dict[str, Any]] = []
     if args.tenants > 1:
-        print(f"bench: {args.tenants} tenants at once, each {args.users} users, {args.groups} groups, concurrency "
-              f"{args.concurrency}; seed {args.seed}", flush=True)
+        print(
+            f"bench: {args.tenants} tenants at once, each {args.users} users, {args.groups} groups, concurrency "
+            f"{args.concurrency}; seed {args.seed}",
+            flush=True,
+        )
     else:
-        print(f"bench: {args.users} users, {args.groups} groups, concurrency {args.concurrency}, seed {args.seed}", flush=True)
+        print(
+            f"bench: {args.users} users, {args.groups} groups, concurrency {args.concurrency}, seed {args.seed}",
+            flush=True,
+        )
 
     results["import"] = imp = measure_import()
-    print(f"cold start: import function_app {imp['function_app_cumulative_ms']} ms (-X importtime, median of {imp['runs']})", flush=True)
+    print(
+        f"cold start: import function_app {imp['function_app_cumulative_ms']} ms (-X importtime, median of {imp['runs']})",
+        flush=True,
+    )
 
     workdir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
     started_all = time.perf_counter()
     # absolute: node resolves --cpu-prof-dir against its own cwd, a temporary folder scim.azurite removes
     azurite_profiles = out_path.resolve().with_name(out_path.stem + "-azurite-cpuprofile")
-    azurite = AzuriteProcess(0, in_memory=True, node_options=(
-        ("--cpu-prof", f"--cpu-prof-dir={azurite_profiles}") if args.profile_azurite else ()))
+    azurite = AzuriteProcess(
+        0,
+        in_memory=True,
+        node_options=(("--cpu-prof", f"--cpu-prof-dir={azurite_profiles}") if args.profile_azurite else ()),
+    )
     service: ServiceProcess | None = None
     profiler: Profiler | None = None
     try:
@@ -202,9 +251,13 @@ async def main_async(args: argparse.Namespace) -> int:
         service = ServiceProcess(azurite.connection_string, prefix, workdir).start()
         results["service"] = {"pid": service.pid, "start_status_kb": service.status()}
         ds = D.build(args.users, args.groups, args.seed, max_group_size=args.max_group_size)
-        results["dataset"] = {"users": len(ds.users), "groups": len(ds.groups), "memberships": ds.memberships,
-                              "group_sizes": [len(g.members) for g in ds.groups],
-                              "managers_set": sum(1 for u in ds.users if u.manager is not None)}
+        results["dataset"] = {
+            "users": len(ds.users),
+            "groups": len(ds.groups),
+            "memberships": ds.memberships,
+            "group_sizes": [len(g.members) for g in ds.groups],
+            "managers_set": sum(1 for u in ds.users if u.manager is not None),
+        }
         main_replay: Replay | None = None
 
         if not args.no_replay and args.tenants > 1:
@@ -221,12 +274,20 @@ async def main_async(args: argparse.Namespace) -> int:
 
                 from .seed import seed_direct
 
-                print(f"seeding {len(ds.users)} users and {ds.memberships} memberships through the store (not measured) ...", flush=True)
-                user_ids, group_ids, timings = await seed_direct(Settings.from_env(service.env(service.port)), "bench-main", ds)
+                print(
+                    f"seeding {len(ds.users)} users and {ds.memberships} memberships through the store (not measured) ...",
+                    flush=True,
+                )
+                user_ids, group_ids, timings = await seed_direct(
+                    Settings.from_env(service.env(service.port)), "bench-main", ds
+                )
                 failed = timings.pop("failed", [])
                 results["seed_direct"] = timings
                 if failed:
-                    print(f"  {len(failed)} member adds could not be seeded (Azurite timeouts): excluded from the read-back", flush=True)
+                    print(
+                        f"  {len(failed)} member adds could not be seeded (Azurite timeouts): excluded from the read-back",
+                        flush=True,
+                    )
                 seeded = (user_ids, group_ids, failed)
             if args.profile:
                 profiler = Profiler(service.pid, out_path.with_name(out_path.stem + "-profile.txt")).start()
@@ -245,34 +306,52 @@ async def main_async(args: argparse.Namespace) -> int:
             summary = replay_summary(recorder)
             delta = {k: stats1[k] - stats0[k] for k in stats1}
             summary["storage_totals"] = delta
-            summary["log_writes_per_request"] = round(delta["log"] / delta["requests"], 3) if delta["requests"] else None
+            summary["log_writes_per_request"] = (
+                round(delta["log"] / delta["requests"], 3) if delta["requests"] else None
+            )
             summary["cpu_seconds"] = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
             cs = summary["cpu_seconds"]
             cs["other_processes"] = round(cs["machine"] - cs["service"] - cs["azurite"] - cs["bench"], 2)
             summary["loadavg_before_after"] = [load0, loadavg()]
             summary["profiled"] = bool(args.profile)
-            summary["service_cpu_ms_per_request"] = round(1000 * summary["cpu_seconds"]["service"] / summary["requests"], 2) if summary["requests"] else None
+            summary["service_cpu_ms_per_request"] = (
+                round(1000 * summary["cpu_seconds"]["service"] / summary["requests"], 2)
+                if summary["requests"]
+                else None
+            )
             if not args.no_verify:
                 recorder.phase = "verify"
                 async with Client(url, token, recorder, args.concurrency) as client:
                     main_replay.c = client
                     await main_replay.phase("verify", main_replay.verify())
                 results["verification"] = main_replay.verification
-            results["replay"] = {"summary": summary, "phases": recorder.phases, "operations": summarize(recorder),
-                                 "error_examples": recorder.examples}
-            print(table(summarize(recorder), recorder.phases, f"\nEntra replay against the service ({args.users} users)"))
-            print(f"\nreplay overall: {summary['requests']} requests in {summary['seconds']} s = {summary['req_per_s']} req/s; "
-                  f"p50 {summary['p50_ms']} ms, p95 {summary['p95_ms']} ms, p99 {summary['p99_ms']} ms; errors {summary['errors']}; "
-                  f"429s {summary['throttled_429']}")
-            print(f"load average before/after: {summary['loadavg_before_after']}; "
-                  f"CPU seconds during the replay: {summary['cpu_seconds']} "
-                  f"(service {summary['service_cpu_ms_per_request']} ms/request); storage calls {delta}")
+            results["replay"] = {
+                "summary": summary,
+                "phases": recorder.phases,
+                "operations": summarize(recorder),
+                "error_examples": recorder.examples,
+            }
+            print(
+                table(summarize(recorder), recorder.phases, f"\nEntra replay against the service ({args.users} users)")
+            )
+            print(
+                f"\nreplay overall: {summary['requests']} requests in {summary['seconds']} s = {summary['req_per_s']} req/s; "
+                f"p50 {summary['p50_ms']} ms, p95 {summary['p95_ms']} ms, p99 {summary['p99_ms']} ms; errors {summary['errors']}; "
+                f"429s {summary['throttled_429']}"
+            )
+            print(
+                f"load average before/after: {summary['loadavg_before_after']}; "
+                f"CPU seconds during the replay: {summary['cpu_seconds']} "
+                f"(service {summary['service_cpu_ms_per_request']} ms/request); storage calls {delta}"
+            )
             if "verification" in results:
                 v = results["verification"]
-                print(f"read-back: {'OK' if v['ok'] else 'FAILED'}: users {v['users_expected']} expected, {v['users_missing']} missing, "
-                      f"{v['users_unexpected']} unexpected, {v['user_attribute_mismatches']} with wrong attributes; groups "
-                      f"{v['groups_checked']}, memberships {v['memberships_expected']} expected, {v['memberships_lost']} lost, "
-                      f"{v['memberships_extra']} extra")
+                print(
+                    f"read-back: {'OK' if v['ok'] else 'FAILED'}: users {v['users_expected']} expected, {v['users_missing']} missing, "
+                    f"{v['users_unexpected']} unexpected, {v['user_attribute_mismatches']} with wrong attributes; groups "
+                    f"{v['groups_checked']}, memberships {v['memberships_expected']} expected, {v['memberships_lost']} lost, "
+                    f"{v['memberships_extra']} extra"
+                )
                 for example in v["examples"]:
                     print(f"    {example}")
             for example in recorder.examples[:15]:
@@ -282,14 +361,20 @@ async def main_async(args: argparse.Namespace) -> int:
 
         sizes = _probe_sizes(args)
         if args.tenants > 1 and not sizes and args.big_group > 0:
-            print("\nbig-group probe: skipped with --tenants (a single-tenant measurement; --probe-sizes runs it anyway)", flush=True)
+            print(
+                "\nbig-group probe: skipped with --tenants (a single-tenant measurement; --probe-sizes runs it anyway)",
+                flush=True,
+            )
         if sizes:
             print(f"\nbig-group probe: sizes {sizes} ...", flush=True)
             probe_rec = Recorder()
             pool = None
             url, token = (None, None)
             tenant = "bench-probe"
-            if main_replay is not None and len(main_replay.exp.user_ids) - len(main_replay.exp.deleted) >= max(sizes) + 40:
+            if (
+                main_replay is not None
+                and len(main_replay.exp.user_ids) - len(main_replay.exp.deleted) >= max(sizes) + 40
+            ):
                 url, token = main_replay.c.base_url, main_replay.c.token
                 pool = [uid for i, uid in sorted(main_replay.exp.user_ids.items()) if i not in main_replay.exp.deleted]
                 tenant = "bench-main"
@@ -307,16 +392,28 @@ async def main_async(args: argparse.Namespace) -> int:
 
             try:
                 async with Client(url, token, probe_rec, max(args.seed_concurrency, 1)) as client:
-                    probe = await run_probe(client, probe_rec, sizes, iterations=args.probe_iterations, seed=args.seed,
-                                            seed_concurrency=args.seed_concurrency, pool=pool, server_status=service.status,
-                                            direct=direct)
+                    probe = await run_probe(
+                        client,
+                        probe_rec,
+                        sizes,
+                        iterations=args.probe_iterations,
+                        seed=args.seed,
+                        seed_concurrency=args.seed_concurrency,
+                        pool=pool,
+                        server_status=service.status,
+                        direct=direct,
+                    )
             except Exception as exc:  # noqa: BLE001 - keep the replay's results
                 probe = {"sizes": sizes, "error": f"{type(exc).__name__}: {exc}"}
                 print(f"probe failed: {probe['error']}", flush=True)
             if direct is not None and seeder.failed_chunks:
                 probe["seed_failed_chunks"] = seeder.failed_chunks
-            results["probe"] = {"result": probe, "operations": summarize(probe_rec), "phases": probe_rec.phases,
-                                "error_examples": probe_rec.examples}
+            results["probe"] = {
+                "result": probe,
+                "operations": summarize(probe_rec),
+                "phases": probe_rec.phases,
+                "error_examples": probe_rec.examples,
+            }
             print(table(summarize(probe_rec), {}, "\nbig-group probe"))
             print("probe: " + json.dumps(probe))
             for example in probe_rec.examples[:10]:
@@ -337,7 +434,9 @@ async def main_async(args: argparse.Namespace) -> int:
         if profiler is not None:
             profiler.stop()
         if service is not None:
-            results.setdefault("service", {})["final_status_kb"] = service.status() or results.get("service", {}).get("final_status_kb") or {}
+            results.setdefault("service", {})["final_status_kb"] = (
+                service.status() or results.get("service", {}).get("final_status_kb") or {}
+            )
             service.stop()
         azurite.stop(timeout=300.0 if args.profile_azurite else 10.0)  # node writes its profile on the way out
     if args.profile_azurite:
@@ -355,7 +454,9 @@ async def main_async(args: argparse.Namespace) -> int:
     results["targets"] = targets
     if args.compare:
         results["compare"] = compare(results, Path(args.compare))
-    print(f"\nservice peak RSS (VmHWM): {results.get('service', {}).get('final_status_kb', {}).get('VmHWM', 0) / 1024:.1f} MiB")
+    print(
+        f"\nservice peak RSS (VmHWM): {results.get('service', {}).get('final_status_kb', {}).get('VmHWM', 0) / 1024:.1f} MiB"
+    )
     print(format_targets(targets))
     out_path.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(f"\nresults: {out_path} (total {results.get('wall_seconds')} s)")
@@ -363,14 +464,17 @@ async def main_async(args: argparse.Namespace) -> int:
     return 2 if "error" in results else 1 if failed else 0
 
 
-async def replay_tenants(service: ServiceProcess, azurite: Any, args: argparse.Namespace, results: dict[str, Any],
-                         out_path: Path) -> None:
+async def replay_tenants(
+    service: ServiceProcess, azurite: Any, args: argparse.Namespace, results: dict[str, Any], out_path: Path
+) -> None:
     """``--tenants N``: N Entra replays at once against the one service, one per tenant, each with
     its own data set (seed ``--seed + i``), token and ``--concurrency`` connections (bench/multitenant.py)."""
     names = MT.tenant_names(args.tenants)
     creds = {name: await new_tenant(service, name) for name in names}
-    datasets = {name: D.build(args.users, args.groups, args.seed + i, max_group_size=args.max_group_size)
-                for i, name in enumerate(names)}
+    datasets = {
+        name: D.build(args.users, args.groups, args.seed + i, max_group_size=args.max_group_size)
+        for i, name in enumerate(names)
+    }
     warm = Recorder()  # tables exist, pools open (not measured)
     for url, token in creds.values():
         async with Client(url, token, warm, 1) as client:
@@ -384,7 +488,10 @@ async def replay_tenants(service: ServiceProcess, azurite: Any, args: argparse.N
         results["seed_direct"] = {}
         for name in names:
             ds = datasets[name]
-            print(f"seeding {name}: {len(ds.users)} users and {ds.memberships} memberships through the store (not measured) ...", flush=True)
+            print(
+                f"seeding {name}: {len(ds.users)} users and {ds.memberships} memberships through the store (not measured) ...",
+                flush=True,
+            )
             user_ids, group_ids, timings = await seed_direct(Settings.from_env(service.env(service.port)), name, ds)
             failed = timings.pop("failed", [])
             results["seed_direct"][name] = timings
@@ -395,11 +502,15 @@ async def replay_tenants(service: ServiceProcess, azurite: Any, args: argparse.N
     cpu0 = _cpu_now(service, azurite)
     load0 = loadavg()
     stats0 = service.stats()["totals"]
-    print(f"replay: {len(names)} tenants x {args.users} users at once, {args.concurrency} connections each ...", flush=True)
+    print(
+        f"replay: {len(names)} tenants x {args.users} users at once, {args.concurrency} connections each ...",
+        flush=True,
+    )
     started = time.perf_counter()
     try:
-        outcomes = await asyncio.gather(*(run_replay(*creds[name], datasets[name], args, verify=False, seeded=seeded[name])
-                                          for name in names))
+        outcomes = await asyncio.gather(
+            *(run_replay(*creds[name], datasets[name], args, verify=False, seeded=seeded[name]) for name in names)
+        )
         wall = time.perf_counter() - started
         cpu1 = _cpu_now(service, azurite)
         stats1 = service.stats()["totals"]
@@ -422,6 +533,7 @@ async def replay_tenants(service: ServiceProcess, azurite: Any, args: argparse.N
     latencies.sort()
 
     if not args.no_verify:
+
         async def verify(name: str, recorder: Recorder, replay: Replay) -> None:
             recorder.phase = "verify"
             url, token = creds[name]
@@ -445,19 +557,29 @@ async def replay_tenants(service: ServiceProcess, azurite: Any, args: argparse.N
     agg["loadavg_before_after"] = [load0, load1]
     agg["profiled"] = bool(args.profile)
     results["tenants"] = {
-        "count": len(names), "users_per_tenant": args.users, "groups_per_tenant": args.groups,
-        "concurrency_per_tenant": args.concurrency, "p99_target_ms": MT.P99_TARGET_MS,
-        "per_tenant": per_tenant, "aggregate": agg,
+        "count": len(names),
+        "users_per_tenant": args.users,
+        "groups_per_tenant": args.groups,
+        "concurrency_per_tenant": args.concurrency,
+        "p99_target_ms": MT.P99_TARGET_MS,
+        "per_tenant": per_tenant,
+        "aggregate": agg,
         "operations": {name: summarize(rec) for name, (rec, _rep) in zip(names, outcomes, strict=True)},
         "phases": {name: rec.phases for name, (rec, _rep) in zip(names, outcomes, strict=True)},
-        "error_examples": {name: rec.examples[:10] for name, (rec, _rep) in zip(names, outcomes, strict=True) if rec.examples},
+        "error_examples": {
+            name: rec.examples[:10] for name, (rec, _rep) in zip(names, outcomes, strict=True) if rec.examples
+        },
     }
     print(MT.table(results["tenants"]))
-    print(f"\nall tenants: {agg['requests']} requests in {agg['seconds']} s = {agg['req_per_s']} req/s; p50 {agg['p50_ms']} ms, "
-          f"p99 {agg['p99_ms']} ms, worst tenant p99 {agg['worst_tenant_p99_ms']} ms, slowest request {agg['slowest_request_ms']} ms; "
-          f"errors {agg['errors']}; 429s {agg['throttled_429']}")
-    print(f"load average before/after: {agg['loadavg_before_after']}; CPU seconds during the replay: {cs} "
-          f"(service {agg['service_cpu_ms_per_request']} ms/request); storage calls {delta}")
+    print(
+        f"\nall tenants: {agg['requests']} requests in {agg['seconds']} s = {agg['req_per_s']} req/s; p50 {agg['p50_ms']} ms, "
+        f"p99 {agg['p99_ms']} ms, worst tenant p99 {agg['worst_tenant_p99_ms']} ms, slowest request {agg['slowest_request_ms']} ms; "
+        f"errors {agg['errors']}; 429s {agg['throttled_429']}"
+    )
+    print(
+        f"load average before/after: {agg['loadavg_before_after']}; CPU seconds during the replay: {cs} "
+        f"(service {agg['service_cpu_ms_per_request']} ms/request); storage calls {delta}"
+    )
     for name, (rec, rep) in zip(names, outcomes, strict=True):
         for example in rec.examples[:5]:
             print(f"  {name} error example: {json.dumps(example, ensure_ascii=False)[:900]}")
@@ -470,8 +592,12 @@ async def replay_tenants(service: ServiceProcess, azurite: Any, args: argparse.N
 
 def _cpu_now(service: Any, azurite: Any) -> dict[str, float]:
     """CPU seconds used so far by the service, Azurite, this process and the whole machine."""
-    return {"service": cpu_seconds(service.pid), "azurite": cpu_seconds(azurite.pid or 0), "bench": _self_cpu(),
-            "machine": system_busy_seconds()}
+    return {
+        "service": cpu_seconds(service.pid),
+        "azurite": cpu_seconds(azurite.pid or 0),
+        "bench": _self_cpu(),
+        "machine": system_busy_seconds(),
+    }
 
 
 def _self_cpu() -> float:
@@ -518,7 +644,9 @@ async def side_by_side(args: argparse.Namespace, service: ServiceProcess, workdi
                 busy0, load0 = system_busy_seconds(), loadavg()
                 async with Client(url, tok, recorder, args.concurrency) as client:
                     adapt_client(client, quirks)
-                    replay = Replay(client, recorder, ds, args.concurrency, args.seed, incremental_base=args.incremental_base)
+                    replay = Replay(
+                        client, recorder, ds, args.concurrency, args.seed, incremental_base=args.incremental_base
+                    )
                     await replay.run(lookups=min(args.lookups, args.users), verify=False)
                     recorder.phase = "verify"
                     await replay.phase("verify", replay.verify())
@@ -534,9 +662,11 @@ async def side_by_side(args: argparse.Namespace, service: ServiceProcess, workdi
                 summary["quirks"] = list(quirks)
                 summary["operations"] = summarize(recorder)
                 rounds.append({"round": r, "server": who, **summary})
-                print(f"side-by-side round {r} {who}: {summary['req_per_s']} req/s, p50 {summary['p50_ms']} ms, "
-                      f"p99 {summary['p99_ms']} ms, errors {summary['errors']}, read-back {'OK' if summary['verification_ok'] else 'FAILED'}",
-                      flush=True)
+                print(
+                    f"side-by-side round {r} {who}: {summary['req_per_s']} req/s, p50 {summary['p50_ms']} ms, "
+                    f"p99 {summary['p99_ms']} ms, errors {summary['errors']}, read-back {'OK' if summary['verification_ok'] else 'FAILED'}",
+                    flush=True,
+                )
                 for example in recorder.examples[:5]:
                     print(f"    error example: {json.dumps(example, ensure_ascii=False)[:700]}")
     finally:
@@ -551,9 +681,11 @@ async def side_by_side(args: argparse.Namespace, service: ServiceProcess, workdi
         s, p = med("service", key), med("peer", key)
         out[f"service_{key}"], out[f"peer_{key}"] = s, p
         out[f"ratio_{key}_service_over_peer"] = round(s / p, 3) if p else None
-    print(f"side-by-side (median of {args.rounds} rounds): service {out['service_req_per_s']} req/s vs {args.peer} "
-          f"{out['peer_req_per_s']} req/s: ratio {out['ratio_req_per_s_service_over_peer']}; p99 {out['service_p99_ms']} vs "
-          f"{out['peer_p99_ms']} ms")
+    print(
+        f"side-by-side (median of {args.rounds} rounds): service {out['service_req_per_s']} req/s vs {args.peer} "
+        f"{out['peer_req_per_s']} req/s: ratio {out['ratio_req_per_s_service_over_peer']}; p99 {out['service_p99_ms']} vs "
+        f"{out['peer_p99_ms']} ms"
+    )
     # per-operation p50 ratio, service / peer
     per_op: dict[str, dict[str, float]] = {}
     for who in ("service", "peer"):
@@ -563,7 +695,8 @@ async def side_by_side(args: argparse.Namespace, service: ServiceProcess, workdi
                     per_op.setdefault(row["op"], {}).setdefault(who, []).append(row["p50_ms"])  # type: ignore[attr-defined]
     out["per_op_p50_ratio"] = {
         op: round(statistics.median(v["service"]) / statistics.median(v["peer"]), 3)
-        for op, v in per_op.items() if v.get("service") and v.get("peer") and statistics.median(v["peer"])
+        for op, v in per_op.items()
+        if v.get("service") and v.get("peer") and statistics.median(v["peer"])
     }
     return out
 
@@ -581,15 +714,28 @@ def evaluate(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str
     if replay:
         tier = f"{args.users} users / {args.groups} groups / concurrency {args.concurrency}"
         standard = args.users == 1000 and args.groups == 20 and args.concurrency == 5
-        t.append(check("replay >= 120 req/s", replay["req_per_s"] >= 120 if standard else None, f"{replay['req_per_s']} req/s ({tier})"))
-        t.append(check("replay p99 <= 100 ms", replay["p99_ms"] <= 100 if standard else None, f"p99 {replay['p99_ms']} ms"))
+        t.append(
+            check(
+                "replay >= 120 req/s",
+                replay["req_per_s"] >= 120 if standard else None,
+                f"{replay['req_per_s']} req/s ({tier})",
+            )
+        )
+        t.append(
+            check("replay p99 <= 100 ms", replay["p99_ms"] <= 100 if standard else None, f"p99 {replay['p99_ms']} ms")
+        )
         t.append(check("0 errors", replay["errors"] == 0, f"{replay['errors']} errors; statuses {replay['statuses']}"))
         t.append(check("0 x 429", replay["throttled_429"] == 0, f"{replay['throttled_429']}"))
     v = results.get("verification")
     if v:
-        t.append(check("0 lost memberships, every user present", v["ok"],
-                       f"missing users {v['users_missing']}, wrong attributes {v['user_attribute_mismatches']}, "
-                       f"memberships lost {v['memberships_lost']} / extra {v['memberships_extra']} of {v['memberships_expected']}"))
+        t.append(
+            check(
+                "0 lost memberships, every user present",
+                v["ok"],
+                f"missing users {v['users_missing']}, wrong attributes {v['user_attribute_mismatches']}, "
+                f"memberships lost {v['memberships_lost']} / extra {v['memberships_extra']} of {v['memberships_expected']}",
+            )
+        )
     probe = (results.get("probe") or {}).get("result")
     if probe and not probe.get("error"):
         for size in probe["sizes"]:
@@ -598,10 +744,21 @@ def evaluate(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str
             for verb in ("add", "remove"):
                 ratio = probe.get(f"patch_{verb}_ratio_{size}_vs_{min(probe['sizes'])}")
                 target = size >= 50000
-                t.append(check(f"single-member {verb} p50, {size} vs {min(probe['sizes'])} members within 1.2x",
-                               (ratio is not None and ratio <= 1.2) if target else None, f"ratio {ratio}"))
+                t.append(
+                    check(
+                        f"single-member {verb} p50, {size} vs {min(probe['sizes'])} members within 1.2x",
+                        (ratio is not None and ratio <= 1.2) if target else None,
+                        f"ratio {ratio}",
+                    )
+                )
             ratio = probe.get(f"get_excluded_ratio_{size}_vs_{min(probe['sizes'])}")
-            t.append(check(f"GET excludedAttributes=members independent of size ({size})", ratio is not None and ratio <= 1.2, f"ratio {ratio}"))
+            t.append(
+                check(
+                    f"GET excludedAttributes=members independent of size ({size})",
+                    ratio is not None and ratio <= 1.2,
+                    f"ratio {ratio}",
+                )
+            )
         for size in probe["sizes"]:
             runs = probe.get(f"get_members_{size}") or []
             if size >= 50000 and runs:
@@ -609,8 +766,13 @@ def evaluate(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str
                 t.append(check(f"GET group of {size} with members < 10 s", worst < 10, f"max {worst} s"))
     hwm = (results.get("service") or {}).get("final_status_kb", {}).get("VmHWM")
     if hwm:
-        t.append(check("service peak RSS < 300 MB (target at 100k users)", hwm / 1024 < 300 if args.users >= 100000 else None,
-                       f"{hwm / 1024:.1f} MiB at {args.users} users"))
+        t.append(
+            check(
+                "service peak RSS < 300 MB (target at 100k users)",
+                hwm / 1024 < 300 if args.users >= 100000 else None,
+                f"{hwm / 1024:.1f} MiB at {args.users} users",
+            )
+        )
     if results.get("tenants"):
         t.extend(MT.targets(results["tenants"]))
     imp = results.get("import", {}).get("function_app_cumulative_ms")
@@ -622,14 +784,20 @@ def evaluate(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str
 def compare(results: dict[str, Any], path: Path) -> dict[str, Any]:
     """p99 of Entra's lookups now vs a previous run (e.g. 100,000 users vs 1,000)."""
     before = json.loads(path.read_text())
-    out: dict[str, Any] = {"against": str(path), "users_before": before["args"]["users"], "users_now": results["args"]["users"]}
+    out: dict[str, Any] = {
+        "against": str(path),
+        "users_before": before["args"]["users"],
+        "users_now": results["args"]["users"],
+    }
     print(f"\nlookups p99: {results['args']['users']} users vs {before['args']['users']} users ({path.name})")
     for label in LOOKUP_OPS:
         now, then = _op(results, "replay", label), _op(before, "replay", label)
         if now and then and then["p99_ms"]:
             ratio = round(now["p99_ms"] / then["p99_ms"], 3)
             out[label] = {"p99_ms_now": now["p99_ms"], "p99_ms_before": then["p99_ms"], "ratio": ratio}
-            print(f"  {label:<58} {now['p99_ms']:>7.1f} ms vs {then['p99_ms']:>7.1f} ms: {ratio}x {'OK' if ratio <= 1.5 else 'over 1.5x'}")
+            print(
+                f"  {label:<58} {now['p99_ms']:>7.1f} ms vs {then['p99_ms']:>7.1f} ms: {ratio}x {'OK' if ratio <= 1.5 else 'over 1.5x'}"
+            )
     return out
 
 

@@ -34,7 +34,9 @@ BASE = "https://scim.example/scim/bench"
 async def _seed(store: MemoryStore, members: int) -> str:
     ids: list[str] = []
     for i in range(members):
-        parsed = parse_resource(USER, {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"u{i:06d}@contoso.com"})
+        parsed = parse_resource(
+            USER, {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"u{i:06d}@contoso.com"}
+        )
         stored = await store.create(TENANT, "User", parsed.doc, index_terms(USER, parsed.doc))
         ids.append(stored.id)
     group = parse_resource(GROUP, {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "All"})

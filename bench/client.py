@@ -71,7 +71,9 @@ def eq(attribute: str, value: str) -> str:
 class Client:
     """Requests to one SCIM base (a Tenant URL), recorded per operation label."""
 
-    def __init__(self, base_url: str, token: str, recorder: Recorder, concurrency: int, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, recorder: Recorder, concurrency: int, *, timeout: float = 60.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.recorder = recorder
@@ -119,7 +121,9 @@ class Client:
                 stats = self.recorder.op(label)
                 stats.latencies.append(elapsed)
                 stats.statuses[0] += 1
-                self.recorder.error(label, type(exc).__name__, {"request": f"{method} {path}", "response": str(exc)[:300]})
+                self.recorder.error(
+                    label, type(exc).__name__, {"request": f"{method} {path}", "response": str(exc)[:300]}
+                )
             return 0, None
         elapsed = time.perf_counter() - started
         parsed: Any = None

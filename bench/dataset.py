@@ -187,7 +187,12 @@ def attribute_patch(changes: dict[str, str], dialect: str = "default") -> dict[s
     mixes them); aadOptscim062020: one path-less ``replace`` whose value has dotted keys.
     """
     if dialect == "default":
-        return patch(*({"op": "Add" if path == "title" else "Replace", "path": path, "value": value} for path, value in changes.items()))
+        return patch(
+            *(
+                {"op": "Add" if path == "title" else "Replace", "path": path, "value": value}
+                for path, value in changes.items()
+            )
+        )
     return patch({"op": "replace", "value": dict(changes)})
 
 

@@ -57,17 +57,32 @@ def targets(tenants: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     per_tenant = tenants["per_tenant"]
     for name, s in per_tenant.items():
-        out.append(check(f"{name}: replay p99 <= {P99_TARGET_MS:.0f} ms", s["p99_ms"] <= P99_TARGET_MS,
-                         f"p99 {s['p99_ms']} ms, p50 {s['p50_ms']} ms, {s['req_per_s']} req/s"))
+        out.append(
+            check(
+                f"{name}: replay p99 <= {P99_TARGET_MS:.0f} ms",
+                s["p99_ms"] <= P99_TARGET_MS,
+                f"p99 {s['p99_ms']} ms, p50 {s['p50_ms']} ms, {s['req_per_s']} req/s",
+            )
+        )
     agg = tenants["aggregate"]
-    out.append(check(f"0 errors ({len(per_tenant)} tenants)", agg["errors"] == 0,
-                     f"{agg['errors']} errors; statuses {agg['statuses']}"))
+    out.append(
+        check(
+            f"0 errors ({len(per_tenant)} tenants)",
+            agg["errors"] == 0,
+            f"{agg['errors']} errors; statuses {agg['statuses']}",
+        )
+    )
     out.append(check(f"0 x 429 ({len(per_tenant)} tenants)", agg["throttled_429"] == 0, f"{agg['throttled_429']}"))
     verified = {n: s for n, s in per_tenant.items() if "verification_ok" in s}
     if verified:
         bad = sorted(n for n, s in verified.items() if not s["verification_ok"])
-        out.append(check(f"0 lost memberships, every user present ({len(verified)} tenants)", not bad,
-                         f"read-back failed for {', '.join(bad)}" if bad else "read-back OK for every tenant"))
+        out.append(
+            check(
+                f"0 lost memberships, every user present ({len(verified)} tenants)",
+                not bad,
+                f"read-back failed for {', '.join(bad)}" if bad else "read-back OK for every tenant",
+            )
+        )
     return out
 
 
@@ -93,5 +108,7 @@ def table(tenants: dict[str, Any]) -> str:
         f"  {'all tenants':<{width}} {a['requests']:>8} {a['seconds']:>8.1f} {a['req_per_s']:>7.1f} {a['p50_ms']:>8.1f} "
         f"{a['p95_ms']:>8.1f} {a['p99_ms']:>8.1f} {a['max_ms']:>8.1f} {a['errors']:>6}"
     )
-    lines.append("  (seconds and req/s: a tenant's own replay; all tenants: every request over the wall time of the run)")
+    lines.append(
+        "  (seconds and req/s: a tenant's own replay; all tenants: every request over the wall time of the run)"
+    )
     return "\n".join(lines)

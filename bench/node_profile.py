@@ -18,7 +18,10 @@ from typing import Any
 FOCUS = (
     ("entity lookups by key: LokiJS Collection.findOne", "Collection.findOne"),
     ("queries: LokiTableMetadataStore.queryTableEntities", "queryTableEntities"),
-    ("point reads and upserts' existence checks: queryTableEntitiesWithPartitionAndRowKey", "queryTableEntitiesWithPartitionAndRowKey"),
+    (
+        "point reads and upserts' existence checks: queryTableEntitiesWithPartitionAndRowKey",
+        "queryTableEntitiesWithPartitionAndRowKey",
+    ),
     ("inserts: insertTableEntity", "insertTableEntity"),
     ("upserts (merge): insertOrMergeTableEntity", "insertOrMergeTableEntity"),
     ("upserts (replace): insertOrUpdateTableEntity", "insertOrUpdateTableEntity"),

@@ -57,7 +57,11 @@ def _remove_member_filter(method: str, path: str, body: Any) -> Any:
         return body
     ops = []
     for op in body.get("Operations", []):
-        if str(op.get("op", "")).lower() == "remove" and op.get("path") == "members" and isinstance(op.get("value"), list):
+        if (
+            str(op.get("op", "")).lower() == "remove"
+            and op.get("path") == "members"
+            and isinstance(op.get("value"), list)
+        ):
             ops += [{"op": op["op"], "path": f'members[value eq "{m.get("value")}"]'} for m in op["value"]]
         else:
             ops.append(op)

@@ -35,7 +35,9 @@ async def seed_users(client: Client, recorder: Recorder, count: int, seed: int, 
     ids: list[str | None] = [None] * count
 
     async def post(spec: D.UserSpec) -> None:
-        status, body = await client.request("probe seed: POST /Users", "POST", "/Users", body=spec.post_body(), expect=(201,))
+        status, body = await client.request(
+            "probe seed: POST /Users", "POST", "/Users", body=spec.post_body(), expect=(201,)
+        )
         if status == 201:
             ids[spec.index] = body["id"]
 
@@ -84,8 +86,13 @@ async def run_probe(
 
         async def add(gid: str, ids: list[str]) -> None:
             for _ in range(4):  # seeding, not measurement: retry what Azurite could not take in time
-                status, _ = await client.request("probe seed: PATCH /Groups +100 members", "PATCH", f"/Groups/{gid}",
-                                                 body=D.add_members_patch(ids), expect=(204, 200))
+                status, _ = await client.request(
+                    "probe seed: PATCH /Groups +100 members",
+                    "PATCH",
+                    f"/Groups/{gid}",
+                    body=D.add_members_patch(ids),
+                    expect=(204, 200),
+                )
                 if status in (200, 204):
                     return
 
@@ -104,11 +111,25 @@ async def run_probe(
         user = extras[it % len(extras)]
         for size in order:
             gid = groups[size]
-            await client.request(f"probe: PATCH +1 member (group of {size})", "PATCH", f"/Groups/{gid}", body=D.add_members_patch([user]), expect=(204, 200))
-            await client.request(f"probe: PATCH -1 member (group of {size})", "PATCH", f"/Groups/{gid}", body=D.remove_member_patch(user), expect=(204, 200))
+            await client.request(
+                f"probe: PATCH +1 member (group of {size})",
+                "PATCH",
+                f"/Groups/{gid}",
+                body=D.add_members_patch([user]),
+                expect=(204, 200),
+            )
+            await client.request(
+                f"probe: PATCH -1 member (group of {size})",
+                "PATCH",
+                f"/Groups/{gid}",
+                body=D.remove_member_patch(user),
+                expect=(204, 200),
+            )
             await client.request(
                 f"probe: GET /Groups/{{id}}?excludedAttributes=members (group of {size})",
-                "GET", f"/Groups/{gid}", query="excludedAttributes=members",
+                "GET",
+                f"/Groups/{gid}",
+                query="excludedAttributes=members",
             )
 
     small = min(sizes)
@@ -139,7 +160,12 @@ async def run_probe(
             if status == 200 and got != size:
                 client.wrong(label, f"expected {size} members, got {got} (seeding incomplete: see seed errors)", {})
             result.setdefault(f"get_members_{size}", []).append(
-                {"seconds": round(elapsed, 3), "members": got, "server_rss_kb_before": before.get("VmRSS"),
-                 "server_rss_kb_after": after.get("VmRSS"), "server_hwm_kb_after": after.get("VmHWM")}
+                {
+                    "seconds": round(elapsed, 3),
+                    "members": got,
+                    "server_rss_kb_before": before.get("VmRSS"),
+                    "server_rss_kb_after": after.get("VmRSS"),
+                    "server_hwm_kb_after": after.get("VmHWM"),
+                }
             )
     return result

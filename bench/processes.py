@@ -82,7 +82,11 @@ class ServiceProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.server", "--host", HOST, "--port", str(port), "--ready-file", str(ready)],
-                cwd=ROOT, env=self.env(port), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=self.env(port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while not ready.exists():
@@ -139,9 +143,22 @@ class PeerProcess:
         self.port = free_port(HOST)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "scim2_server.testserver.cli", "--hostname", HOST, "--port", str(self.port),
-                 "--bearer-token", self.token, "--dynamic-tenants"],
-                cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "scim2_server.testserver.cli",
+                    "--hostname",
+                    HOST,
+                    "--port",
+                    str(self.port),
+                    "--bearer-token",
+                    self.token,
+                    "--dynamic-tenants",
+                ],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -187,7 +204,9 @@ class Profiler:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [exe, "record", "-p", str(self.pid), "-r", str(self.rate), "--format", "raw", "-o", str(self.output)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         time.sleep(1.0)
         if self.proc.poll() is not None:

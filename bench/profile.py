@@ -16,7 +16,10 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _IDLE_FILES = ("threading.py", "concurrent/futures/thread.py", "queue.py")
 
 CATEGORIES = (
-    ("azure SDK (azure-core pipeline, azure-data-tables)", ("azure/core", "core/pipeline", "core/rest", "core/utils", "core/tracing", "azure/data/tables", "tables/")),
+    (
+        "azure SDK (azure-core pipeline, azure-data-tables)",
+        ("azure/core", "core/pipeline", "core/rest", "core/utils", "core/tracing", "azure/data/tables", "tables/"),
+    ),
     ("aiohttp (server + storage client transport)", ("aiohttp/", "multidict", "yarl/")),
     ("email package (multipart batch bodies)", ("email/",)),
     ("scim2-models / pydantic", ("scim2_models", "pydantic", "lark")),

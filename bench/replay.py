@@ -59,7 +59,16 @@ def _total(body: Any) -> int | None:
 class Replay:
     """Replays one data set against one Tenant URL (our service or a peer)."""
 
-    def __init__(self, client: Client, recorder: Recorder, ds: D.Dataset, concurrency: int, seed: int, *, incremental_base: int | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        recorder: Recorder,
+        ds: D.Dataset,
+        concurrency: int,
+        seed: int,
+        *,
+        incremental_base: int | None = None,
+    ) -> None:
         self.c = client
         self.r = recorder
         self.ds = ds
@@ -78,7 +87,11 @@ class Replay:
         await coro
         elapsed = time.perf_counter() - started
         count = self.r.total_requests - before
-        self.r.phases[name] = {"seconds": round(elapsed, 2), "requests": count, "req_per_s": round(count / elapsed, 1) if elapsed else 0.0}
+        self.r.phases[name] = {
+            "seconds": round(elapsed, 2),
+            "requests": count,
+            "req_per_s": round(count / elapsed, 1) if elapsed else 0.0,
+        }
 
     def adopt(self, user_ids: dict[int, str], group_ids: dict[int, str], failed: list[tuple[int, int]] = ()) -> None:  # type: ignore[assignment]
         """Start from a directory seeded directly (``--seed-direct``): the initial cycle's result."""
@@ -119,10 +132,15 @@ class Replay:
 
     async def test_connection(self) -> None:
         status, body = await self.c.request(
-            "test connection (userName eq <guid>)", "GET", "/Users", query=filter_query(eq("userName", self.ds.test_guid))
+            "test connection (userName eq <guid>)",
+            "GET",
+            "/Users",
+            query=filter_query(eq("userName", self.ds.test_guid)),
         )
         if status == 200 and _total(body) != 0:
-            self.c.wrong("test connection (userName eq <guid>)", "expected an empty ListResponse", {"response": str(body)[:300]})
+            self.c.wrong(
+                "test connection (userName eq <guid>)", "expected an empty ListResponse", {"response": str(body)[:300]}
+            )
 
     async def initial(self) -> None:
         ds = self.ds
@@ -133,7 +151,9 @@ class Replay:
         async def set_manager(spec: D.UserSpec) -> None:
             uid, mid = self.exp.user_ids.get(spec.index), self.exp.user_ids.get(spec.manager)  # type: ignore[arg-type]
             if uid and mid:
-                await self.c.request("PATCH /Users manager", "PATCH", f"/Users/{uid}", body=D.manager_patch(mid), expect=(200, 204))
+                await self.c.request(
+                    "PATCH /Users manager", "PATCH", f"/Users/{uid}", body=D.manager_patch(mid), expect=(200, 204)
+                )
 
         await run_pool((lambda s=s: set_manager(s) for s in ds.users if s.manager is not None), self.concurrency)
 
@@ -146,7 +166,9 @@ class Replay:
             )
             found = _first_id(body) if status == 200 else None
             if found is None:
-                status, body = await self.c.request("POST /Groups", "POST", "/Groups", body=g.post_body(), expect=(201,))
+                status, body = await self.c.request(
+                    "POST /Groups", "POST", "/Groups", body=g.post_body(), expect=(201,)
+                )
                 found = body.get("id") if status == 201 and isinstance(body, dict) else None
             if found is not None:
                 self.exp.group_ids[g.index] = found
@@ -167,7 +189,9 @@ class Replay:
             if not gid or not ids:
                 return
             label = "PATCH /Groups +1 member" if len(ids) == 1 else "PATCH /Groups +100 members"
-            status, _ = await self.c.request(label, "PATCH", f"/Groups/{gid}", body=D.add_members_patch(ids), expect=(204, 200))
+            status, _ = await self.c.request(
+                label, "PATCH", f"/Groups/{gid}", body=D.add_members_patch(ids), expect=(204, 200)
+            )
             if status in (200, 204):
                 self.exp.members[gi].update(m for m in members if m in self.exp.user_ids)
 
@@ -189,7 +213,11 @@ class Replay:
         async def lookup(index: int, label: str, attribute: str, value: str) -> None:
             status, body = await self.c.request(label, "GET", "/Users", query=filter_query(eq(attribute, value)))
             if status == 200 and (_total(body) != 1 or _first_id(body) != self.exp.user_ids[index]):
-                self.c.wrong(label, "expected exactly the one user", {"request": f"{attribute} eq {value}", "response": str(body)[:300]})
+                self.c.wrong(
+                    label,
+                    "expected exactly the one user",
+                    {"request": f"{attribute} eq {value}", "response": str(body)[:300]},
+                )
 
         # One kind after another, each at the replay's concurrency: Entra matches on one attribute
         # (userName unless the admin changed it), and on Azurite a query-based kind (externalId,
@@ -202,14 +230,23 @@ class Replay:
 
         async def group_lookup(g: D.GroupSpec) -> None:
             status, body = await self.c.request(
-                group_label, "GET", "/Groups", query=filter_query(eq("displayName", g.display_name), excludedAttributes="members")
+                group_label,
+                "GET",
+                "/Groups",
+                query=filter_query(eq("displayName", g.display_name), excludedAttributes="members"),
             )
             if status == 200:
                 resources = (body or {}).get("Resources") or []
-                if len(resources) != 1 or resources[0].get("id") != self.exp.group_ids.get(g.index) or resources[0].get("members"):
+                if (
+                    len(resources) != 1
+                    or resources[0].get("id") != self.exp.group_ids.get(g.index)
+                    or resources[0].get("members")
+                ):
                     self.c.wrong(group_label, "expected the one group, without members", {"response": str(body)[:300]})
 
-        tasks = [(lambda g=g: group_lookup(g)) for g in self.ds.groups] * max(1, min(10, count // max(1, len(self.ds.groups))))
+        tasks = [(lambda g=g: group_lookup(g)) for g in self.ds.groups] * max(
+            1, min(10, count // max(1, len(self.ds.groups)))
+        )
         rng.shuffle(tasks)
         await run_pool(tasks, self.concurrency)
 
@@ -275,7 +312,9 @@ class Replay:
             attrs["active"] = False
             return
         for path, value in change.attrs.items():
-            key = {"title": "title", DEPARTMENT: "department", "displayName": "displayName", WORK_EMAIL: "email"}.get(path)
+            key = {"title": "title", DEPARTMENT: "department", "displayName": "displayName", WORK_EMAIL: "email"}.get(
+                path
+            )
             if key:
                 attrs[key] = value
 
@@ -285,7 +324,13 @@ class Replay:
         """Every user, by cursor pagination (RFC 9865) where the server offers it, else by startIndex."""
         label = "verify: GET /Users page (count=1000)"
         users: list[dict[str, Any]] = []
-        status, body = await self.c.request("verify: GET /Users?cursor= (cursor support)", "GET", "/Users", query="count=1000&cursor=", expect=(200, 400, 501))
+        status, body = await self.c.request(
+            "verify: GET /Users?cursor= (cursor support)",
+            "GET",
+            "/Users",
+            query="count=1000&cursor=",
+            expect=(200, 400, 501),
+        )
         if status == 200 and isinstance(body, dict) and ("nextCursor" in body or "totalResults" not in body):
             while True:
                 users += body.get("Resources") or []
@@ -308,8 +353,17 @@ class Replay:
 
     async def verify(self) -> dict[str, Any]:
         """Every user present with the expected attributes, deleted users gone, every group's members exact."""
-        result: dict[str, Any] = {"users_expected": 0, "users_missing": 0, "users_unexpected": 0, "user_attribute_mismatches": 0,
-                                  "groups_checked": 0, "memberships_expected": 0, "memberships_lost": 0, "memberships_extra": 0, "examples": []}
+        result: dict[str, Any] = {
+            "users_expected": 0,
+            "users_missing": 0,
+            "users_unexpected": 0,
+            "user_attribute_mismatches": 0,
+            "groups_checked": 0,
+            "memberships_expected": 0,
+            "memberships_lost": 0,
+            "memberships_extra": 0,
+            "examples": [],
+        }
         expected = {self.exp.user_ids[i]: i for i in self.exp.users if i not in self.exp.deleted}
         result["users_expected"] = len(expected)
         listed = await self.list_users()
@@ -349,7 +403,9 @@ class Replay:
             if status != 200 or not isinstance(body, dict):
                 return
             got = {m.get("value") for m in body.get("members") or []}
-            uncertain = {self.exp.user_ids[m] for g, m in getattr(self, "uncertain", set()) if g == gi and m in self.exp.user_ids}
+            uncertain = {
+                self.exp.user_ids[m] for g, m in getattr(self, "uncertain", set()) if g == gi and m in self.exp.user_ids
+            }
             got -= uncertain
             want = {self.exp.user_ids[i] for i in self.exp.members[gi]} - uncertain
             result["groups_checked"] += 1
@@ -362,8 +418,13 @@ class Replay:
 
         await run_pool((lambda gi=gi: check(gi) for gi in sorted(self.exp.group_ids)), min(self.concurrency, 3))
         result["ok"] = not (
-            result.get("error") or result["users_missing"] or result["users_unexpected"] or result["user_attribute_mismatches"]
-            or result["memberships_lost"] or result["memberships_extra"] or result["groups_checked"] != len(self.exp.group_ids)
+            result.get("error")
+            or result["users_missing"]
+            or result["users_unexpected"]
+            or result["user_attribute_mismatches"]
+            or result["memberships_lost"]
+            or result["memberships_extra"]
+            or result["groups_checked"] != len(self.exp.group_ids)
         )
         self.verification = result
         return result

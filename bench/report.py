@@ -26,8 +26,10 @@ def table(rows: list[dict[str, Any]], phases: dict[str, dict[str, float]], title
                 f"  {r['op']:<{width}} {r['count']:>6} {_errors(r):>8} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
                 f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {storage:>8}"
             )
-    out.append("\n  storage = storage round trips per request: directory table + tenants table (auth);"
-               " plus the background provisioning-log writes, batched per tenant (see totals)")
+    out.append(
+        "\n  storage = storage round trips per request: directory table + tenants table (auth);"
+        " plus the background provisioning-log writes, batched per tenant (see totals)"
+    )
     return "\n".join(out)
 
 
@@ -56,8 +58,10 @@ def markdown(results: dict[str, Any]) -> str:
         for phase, prow in by_phase(data["operations"]).items():
             for r in prow:
                 storage = f"{r['storage_directory']:.1f}+{r['storage_auth']:.0f}" if "storage_directory" in r else "-"
-                out.append(f"| {phase} | {r['op'].replace('|', '/')} | {r['count']} | {_errors(r)} | {r['p50_ms']:.1f} | "
-                           f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {storage} |")
+                out.append(
+                    f"| {phase} | {r['op'].replace('|', '/')} | {r['count']} | {_errors(r)} | {r['p50_ms']:.1f} | "
+                    f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {storage} |"
+                )
         out.append("")
     return "\n".join(out)
 

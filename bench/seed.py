@@ -17,7 +17,9 @@ from typing import Any
 from . import dataset as D
 
 
-async def seed_direct(settings: Any, tenant: str, ds: D.Dataset, concurrency: int = 6, progress: bool = True) -> tuple[dict[int, str], dict[int, str], dict[str, float]]:
+async def seed_direct(
+    settings: Any, tenant: str, ds: D.Dataset, concurrency: int = 6, progress: bool = True
+) -> tuple[dict[int, str], dict[int, str], dict[str, float]]:
     from scim.resource import index_terms, parse_resource
     from scim.schema import GROUP, USER
     from scim.store.base import Member
@@ -52,7 +54,10 @@ async def seed_direct(settings: Any, tenant: str, ds: D.Dataset, concurrency: in
         for start in range(0, len(ds.users), 2000):
             await asyncio.gather(*(create_user(s) for s in ds.users[start : start + 2000]))
             if progress:
-                print(f"  seeded {min(start + 2000, len(ds.users))} users ({time.perf_counter() - started:.0f} s)", flush=True)
+                print(
+                    f"  seeded {min(start + 2000, len(ds.users))} users ({time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
         timings["users_seconds"] = round(time.perf_counter() - started, 1)
 
         started = time.perf_counter()
@@ -67,7 +72,9 @@ async def seed_direct(settings: Any, tenant: str, ds: D.Dataset, concurrency: in
             async with sem:
                 for attempt in range(5):  # adds are idempotent
                     try:
-                        await store.add_members(tenant, group_ids[gi], [Member(user_ids[m], "User") for m in members if m in user_ids])
+                        await store.add_members(
+                            tenant, group_ids[gi], [Member(user_ids[m], "User") for m in members if m in user_ids]
+                        )
                         return
                     except StoreUnavailable:
                         await asyncio.sleep(1 + attempt)
@@ -82,7 +89,10 @@ async def seed_direct(settings: Any, tenant: str, ds: D.Dataset, concurrency: in
             await asyncio.gather(*(add(gi, ms) for gi, ms in chunk))
             done += sum(len(ms) for _, ms in chunk)
             if progress:
-                print(f"  seeded {done} of {ds.memberships} memberships ({time.perf_counter() - started:.0f} s)", flush=True)
+                print(
+                    f"  seeded {done} of {ds.memberships} memberships ({time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
         timings["failed_member_adds"] = len(failed)
         timings["failed"] = failed  # type: ignore[assignment]
         timings["memberships_seconds"] = round(time.perf_counter() - started, 1)

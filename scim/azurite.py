@@ -217,9 +217,7 @@ class AzuriteProcess:
         self.startup_timeout = startup_timeout
         self.root = Path(root).resolve()
         self.node_options = tuple(node_options)
-        self.location: Path | None = (
-            None if in_memory else Path(location or self.root / ".azurite").resolve()
-        )
+        self.location: Path | None = None if in_memory else Path(location or self.root / ".azurite").resolve()
         self._requested = {"table": port, "blob": blob_port, "queue": queue_port}
         self.ports: dict[str, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -264,9 +262,7 @@ class AzuriteProcess:
     @property
     def storage_connection_string(self) -> str:
         """Connection string with every running service (for ``AzureWebJobsStorage``)."""
-        cs = (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        )
+        cs = f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
         for service in self.services:
             cs += f"{service.capitalize()}Endpoint=http://{self.host}:{self.ports[service]}/{AZURITE_ACCOUNT};"
         return cs
@@ -420,9 +416,7 @@ class AzuriteProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m scim.azurite", description="Run a local Azurite until Ctrl-C."
-    )
+    parser = argparse.ArgumentParser(prog="python -m scim.azurite", description="Run a local Azurite until Ctrl-C.")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_TABLE_PORT, help="Table port (0: free port)")
     parser.add_argument("--all", action="store_true", help="also Blob (10000) and Queue (10001)")

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 __all__ = ["app_env", "stop_child"]
 
 
-def app_env(connection_string: str, prefix: str, host: str, port: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def app_env(
+    connection_string: str, prefix: str, host: str, port: int, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment of an app child serving on ``host:port`` from the tables ``{prefix}*`` of
     ``connection_string``.
 

@@ -222,7 +222,9 @@ def _start_smtp_sink(settings: Settings) -> SmtpSink | None:
     except OSError as exc:
         log.warning("could not start the SMTP sink on port %s: %s", settings.smtp_port, exc)
         return None
-    log.info("SMTP sink on 127.0.0.1:%s: failure digests are printed here and saved in .local/mail/", settings.smtp_port)
+    log.info(
+        "SMTP sink on 127.0.0.1:%s: failure digests are printed here and saved in .local/mail/", settings.smtp_port
+    )
     return sink
 
 
@@ -267,7 +269,7 @@ def _next_steps(url: str, name: str) -> str:
     return (
         "Next: paste the Tenant URL and Secret Token into Entra's provisioning tab (README, "
         '"Connecting Microsoft Entra ID"), or try it:\n'
-        f'  curl -H "Authorization: Bearer $TOKEN" \'{url}/Users?{query}\'\n'
+        f"  curl -H \"Authorization: Bearer $TOKEN\" '{url}/Users?{query}'\n"
         f"Failures are emailed to the SMTP sink here: python -m scim.admin notify run-now {name}. Ctrl-C stops."
     )
 
@@ -277,9 +279,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-connection chatter
     # SIGTERM (e.g. `kill` of make) unwinds like Ctrl-C, so the Azurite we started is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -333,9 +333,7 @@ def main() -> int:
         env.setdefault("NOTIFY_SCHEDULE", "0 */10 * * * *")
         if use_func:
             env.setdefault("FUNCTIONS_WORKER_RUNTIME", "python")
-            env.setdefault(
-                "AzureWebJobsStorage", az.storage_connection_string if az else "UseDevelopmentStorage=true"
-            )
+            env.setdefault("AzureWebJobsStorage", az.storage_connection_string if az else "UseDevelopmentStorage=true")
         settings = Settings.from_env()
         sink = _start_smtp_sink(settings)
         notify = os.environ.get("SCIM_DEV_NOTIFY") or "operator@localhost"

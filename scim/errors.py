@@ -199,5 +199,7 @@ class ServiceUnavailable(ScimError):
 
     status = 503
 
-    def __init__(self, detail: str = "The service is temporarily unavailable; retry later.", retry_after: int = 5) -> None:
+    def __init__(
+        self, detail: str = "The service is temporarily unavailable; retry later.", retry_after: int = 5
+    ) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)})

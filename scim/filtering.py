@@ -305,7 +305,7 @@ def _quote_bare_values(expression: str) -> str:
         value = match.group(3)
         if _LITERAL.match(value):
             return match.group(0)
-        return f'{match.group(1)}{match.group(2)}{json.dumps(value)}'
+        return f"{match.group(1)}{match.group(2)}{json.dumps(value)}"
 
     return _BARE_VALUE.sub(quote, expression)
 
@@ -403,7 +403,13 @@ def _compare(actual: Any, expected: Any, op: str, attribute: Attribute | None) -
     if op in ("co", "sw", "ew"):
         if not isinstance(actual, str) or not isinstance(expected, str):
             return False
-        return expected in actual if op == "co" else actual.startswith(expected) if op == "sw" else actual.endswith(expected)
+        return (
+            expected in actual
+            if op == "co"
+            else actual.startswith(expected)
+            if op == "sw"
+            else actual.endswith(expected)
+        )
     if isinstance(actual, bool) or isinstance(expected, bool):
         return False
     try:
@@ -435,7 +441,13 @@ class _Nodes:
         if not cls.loaded:
             from scim2_models.path import Comparison, LogicalExpr, Not, Present, ValuePath
 
-            cls.Comparison, cls.LogicalExpr, cls.Not, cls.Present, cls.ValuePath = Comparison, LogicalExpr, Not, Present, ValuePath
+            cls.Comparison, cls.LogicalExpr, cls.Not, cls.Present, cls.ValuePath = (
+                Comparison,
+                LogicalExpr,
+                Not,
+                Present,
+                ValuePath,
+            )
             cls.loaded = True
         return cls
 
@@ -463,7 +475,9 @@ async def matches_async(node: FilterNode, resource: dict[str, Any], rtype: Resou
         await meter.pause()
 
 
-def _evaluate(node: Any, resource: dict[str, Any], rtype: ResourceType, meter: WorkMeter) -> Generator[None, None, bool]:
+def _evaluate(
+    node: Any, resource: dict[str, Any], rtype: ResourceType, meter: WorkMeter
+) -> Generator[None, None, bool]:
     """The evaluator: a generator that yields when ``meter``'s slice is over, and returns the result.
 
     Each term evaluated costs one unit of work and each value it examines one more.
@@ -517,7 +531,9 @@ def _evaluate(node: Any, resource: dict[str, Any], rtype: ResourceType, meter: W
     raise InvalidFilter(f"Unsupported filter expression ({kind.__name__}).")
 
 
-def item_matches(node: FilterNode, item: dict[str, Any], parent: Attribute | None, meter: WorkMeter | None = None) -> bool:
+def item_matches(
+    node: FilterNode, item: dict[str, Any], parent: Attribute | None, meter: WorkMeter | None = None
+) -> bool:
     """Whether one item of a multi-valued attribute satisfies a value filter (``emails[type eq "work"]``).
 
     Costs at most one unit of ``meter``'s work per term of the filter (at most
@@ -584,7 +600,11 @@ class IndexPlan:
 
 
 _INDEXED = {
-    "User": {"username": ("userName", False), "externalid": ("externalId", True), "displayname": ("displayName", False)},
+    "User": {
+        "username": ("userName", False),
+        "externalid": ("externalId", True),
+        "displayname": ("displayName", False),
+    },
     "Group": {"displayname": ("displayName", False), "externalid": ("externalId", True)},
 }
 

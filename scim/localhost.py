@@ -386,7 +386,10 @@ class LocalFunctionsHost:
         if declared is not None and declared > self.max_body_bytes:
             log.warning(
                 "%s %s: declared body of %s bytes is over the host limit of %s bytes -> 413",
-                request.method, request.path, declared, self.max_body_bytes,
+                request.method,
+                request.path,
+                declared,
+                self.max_body_bytes,
             )
             return self._closing(413)
         return None
@@ -414,20 +417,23 @@ class LocalFunctionsHost:
                     if len(body) > self.max_body_bytes:
                         log.warning(
                             "%s %s: body over the host limit of %s bytes -> 413",
-                            request.method, request.path, self.max_body_bytes,
+                            request.method,
+                            request.path,
+                            self.max_body_bytes,
                         )
                         return self._closing(413)
         except TimeoutError:
             log.warning(
                 "%s %s: body not received within %s s (%s bytes so far) -> 408",
-                request.method, request.path, self.body_timeout, len(body),
+                request.method,
+                request.path,
+                self.body_timeout,
+                len(body),
             )
             return self._closing(408)
         return bytes(body)
 
-    async def _invoke(
-        self, request: web.Request, route: Route, route_params: dict[str, str]
-    ) -> web.Response:
+    async def _invoke(self, request: web.Request, route: Route, route_params: dict[str, str]) -> web.Response:
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body
@@ -459,9 +465,7 @@ class LocalFunctionsHost:
         if isinstance(result, str):
             result = func.HttpResponse(result)
         if not isinstance(result, func.HttpResponse):
-            log.error(
-                "function %s returned %s, not an HttpResponse", route.function_name, type(result).__name__
-            )
+            log.error("function %s returned %s, not an HttpResponse", route.function_name, type(result).__name__)
             return web.Response(status=500)
         headers: CIMultiDict[str] = CIMultiDict()
         for key, value in result.headers.items():
@@ -534,7 +538,9 @@ async def serve(
     log.info("serving on http://%s:%s (route prefix %r)", host, local.port, local.route_prefix)
     log.info(
         "host limits: request body %s bytes, %.0f s to send a request head, %.0f s to send a body",
-        local.max_body_bytes, local.head_timeout, local.body_timeout,
+        local.max_body_bytes,
+        local.head_timeout,
+        local.body_timeout,
     )
     try:
         await asyncio.Event().wait()
@@ -555,10 +561,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="default: $PORT or 7071")
     parser.add_argument("--app", default="function_app:app", help="module:attribute (default function_app:app)")
     parser.add_argument("--root", default=str(PROJECT_ROOT), help="folder of host.json / local.settings.json")
-    parser.add_argument("--head-timeout", type=float, default=DEFAULT_HEAD_TIMEOUT,
-                        help=f"seconds to send a request line and headers, and idle keep-alive (default {DEFAULT_HEAD_TIMEOUT:.0f})")
-    parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT,
-                        help=f"seconds to send a request body (default {DEFAULT_BODY_TIMEOUT:.0f})")
+    parser.add_argument(
+        "--head-timeout",
+        type=float,
+        default=DEFAULT_HEAD_TIMEOUT,
+        help=f"seconds to send a request line and headers, and idle keep-alive (default {DEFAULT_HEAD_TIMEOUT:.0f})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        help=f"seconds to send a request body (default {DEFAULT_BODY_TIMEOUT:.0f})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -572,7 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(app, args.host, port, root=root, head_timeout=args.head_timeout, body_timeout=args.body_timeout))
+            asyncio.run(
+                serve(app, args.host, port, root=root, head_timeout=args.head_timeout, body_timeout=args.body_timeout)
+            )
     except UnsupportedRoute as refused:
         parser.exit(2, f"scim.localhost: {refused}\n")
     return 0

@@ -130,9 +130,10 @@ def parse_patch_request(body: Any) -> list[Operation]:
         raise InvalidSyntax("A PATCH body must be a JSON object with an 'Operations' array.")
     fields = {str(k).lower(): v for k, v in body.items()}
     schemas = fields.get("schemas")
-    if schemas is not None and (not isinstance(schemas, list) or not any(
-        isinstance(s, str) and s.lower() == PATCH_OP_URN.lower() for s in schemas
-    )):
+    if schemas is not None and (
+        not isinstance(schemas, list)
+        or not any(isinstance(s, str) and s.lower() == PATCH_OP_URN.lower() for s in schemas)
+    ):
         raise InvalidSyntax(f"A PATCH body's 'schemas' must contain {PATCH_OP_URN}.")
     raw_ops = fields.get("operations")
     if not isinstance(raw_ops, list) or not raw_ops:
@@ -284,7 +285,9 @@ def _parse_path(path: str) -> Any:
     return ast
 
 
-def _apply_path(rtype: ResourceType, run: _Run, op: Op, path: str, value: Any, has_value: bool) -> Generator[None, None, None]:
+def _apply_path(
+    rtype: ResourceType, run: _Run, op: Op, path: str, value: Any, has_value: bool
+) -> Generator[None, None, None]:
     from scim2_models.path import ValuePath
 
     result = run.result
@@ -487,7 +490,11 @@ def _entry_from_filter(value_filter: FilterNode, location: AttributeLocation) ->
     """The entry a filter describes: its ``eq`` comparisons joined by ``and``; otherwise noTarget."""
     from scim2_models.path import Comparison, LogicalExpr
 
-    terms = value_filter.terms if isinstance(value_filter, LogicalExpr) and value_filter.op.value == "and" else (value_filter,)
+    terms = (
+        value_filter.terms
+        if isinstance(value_filter, LogicalExpr) and value_filter.op.value == "and"
+        else (value_filter,)
+    )
     entry: dict[str, Any] = {}
     for term in terms:
         if not isinstance(term, Comparison) or term.op.value != "eq" or term.attr_path.sub_attr:
@@ -547,7 +554,11 @@ def _member_changes(
         if ids is not None:
             return [MemberChange("remove", [Member(i) for i in ids])]
         return [MemberChange("remove_matching", filter=value_filter)]
-    removal = MemberChange("remove", [Member(i) for i in ids]) if ids is not None else MemberChange("remove_matching", filter=value_filter)
+    removal = (
+        MemberChange("remove", [Member(i) for i in ids])
+        if ids is not None
+        else MemberChange("remove_matching", filter=value_filter)
+    )
     return [removal, MemberChange("add", parse_members(value))]
 
 
@@ -555,7 +566,11 @@ def _ids_in_filter(value_filter: FilterNode) -> list[str] | None:
     """The ids of ``value eq "a" or value eq "b"``; None if the filter is anything else."""
     from scim2_models.path import Comparison, LogicalExpr
 
-    terms = value_filter.terms if isinstance(value_filter, LogicalExpr) and value_filter.op.value == "or" else (value_filter,)
+    terms = (
+        value_filter.terms
+        if isinstance(value_filter, LogicalExpr) and value_filter.op.value == "or"
+        else (value_filter,)
+    )
     ids: list[str] = []
     for term in terms:
         if not (

@@ -86,7 +86,9 @@ class Projection:
                 continue
             if lowered.startswith("urn:") and isinstance(value, dict):
                 refs = [r for r in self.include if r.container == lowered]
-                if any(r.attr is None for r in refs) or any(r.container is None and r.attr is None for r in self.include):
+                if any(r.attr is None for r in refs) or any(
+                    r.container is None and r.attr is None for r in self.include
+                ):
                     result[key] = value
                 elif refs:
                     kept = _select(value, refs)

@@ -97,7 +97,18 @@ class LogPage:
     cursor: str | None
 
 
-_FIELDS = ("time", "operation", "status", "correlation_id", "duration_ms", "resource_type", "resource_id", "scim_type", "detail", "subject")
+_FIELDS = (
+    "time",
+    "operation",
+    "status",
+    "correlation_id",
+    "duration_ms",
+    "resource_type",
+    "resource_id",
+    "scim_type",
+    "detail",
+    "subject",
+)
 
 
 def _row(tenant: str, kind: str, entry: LogEntry) -> dict[str, Any]:
@@ -192,7 +203,10 @@ class ProvisioningLog:
         await self._ensure_table()
         batch: dict[str, dict[str, Any]] = {}
         counted = [[_count_row(tenant, bucket, writer, n)] for bucket, n in (unauthenticated or {}).items()]
-        for rows in [*counted, *([_row(tenant, "a", e)] + ([_row(tenant, "f", e)] if e.failed else []) for e in entries)]:
+        for rows in [
+            *counted,
+            *([_row(tenant, "a", e)] + ([_row(tenant, "f", e)] if e.failed else []) for e in entries),
+        ]:
             if len(batch) + len(rows) > _MAX_ROWS:
                 await self._write(list(batch.values()))
                 batch = {}
@@ -230,7 +244,9 @@ class ProvisioningLog:
         await self._ensure_table()
         low, high = self._bounds("f" if failures_only else "a", since, until, cursor)
         query = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high"
-        pager = self._table.query_entities(query, parameters={"pk": tenant, "low": low, "high": high}, results_per_page=min(limit, _PAGE))
+        pager = self._table.query_entities(
+            query, parameters={"pk": tenant, "low": low, "high": high}, results_per_page=min(limit, _PAGE)
+        )
         rows: list[dict[str, Any]] = []
         async for row in pager:
             rows.append(row)
@@ -240,7 +256,9 @@ class ProvisioningLog:
         next_cursor = rows[limit - 1]["RowKey"] if len(rows) > limit else None
         return LogPage(entries, next_cursor)
 
-    async def failures(self, tenant: str, *, since: datetime | None, until: datetime, cap: int = 50_000) -> list[LogEntry]:
+    async def failures(
+        self, tenant: str, *, since: datetime | None, until: datetime, cap: int = 50_000
+    ) -> list[LogEntry]:
         """Every failure in the window, oldest first (at most ``cap``)."""
         page = await self.page(tenant, failures_only=True, since=since, until=until, limit=cap)
         return list(reversed(page.entries))
@@ -281,7 +299,9 @@ class ProvisioningLog:
             keys = [(r["PartitionKey"], r["RowKey"]) async for r in pager]
             for start in range(0, len(keys), 100):
                 batch = keys[start : start + 100]
-                await submit_transaction(self._table, [("delete", {"PartitionKey": pk, "RowKey": rk}, {}) for pk, rk in batch])
+                await submit_transaction(
+                    self._table, [("delete", {"PartitionKey": pk, "RowKey": rk}, {}) for pk, rk in batch]
+                )
                 deleted += len(batch)
         return deleted
 
@@ -297,7 +317,9 @@ class LogWriter:
     (tests, the timer, shutdown).
     """
 
-    def __init__(self, log: ProvisioningLog, *, window: float = FLUSH_WINDOW, count_window: float = COUNT_WINDOW) -> None:
+    def __init__(
+        self, log: ProvisioningLog, *, window: float = FLUSH_WINDOW, count_window: float = COUNT_WINDOW
+    ) -> None:
         self.log = log
         self.window = window
         self.count_window = count_window
@@ -340,7 +362,12 @@ class LogWriter:
                     self._forget_written(tenant, counts or {})
                 except Exception as exc:  # noqa: BLE001 - logging must never break provisioning
                     operations = ", ".join(sorted({e.operation for e in entries})) or "unauthenticated counts"
-                    logger.warning("could not write %d provisioning log entries (%s): %s", len(entries), type(exc).__name__, operations)
+                    logger.warning(
+                        "could not write %d provisioning log entries (%s): %s",
+                        len(entries),
+                        type(exc).__name__,
+                        operations,
+                    )
         finally:
             del self._flushers[tenant]
             self._wakes.pop(tenant)[1].cancel()
@@ -377,7 +404,9 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     try:
         return parse_time(stripped)
     except ValueError:
-        raise ValueError(f"--since takes a time (2026-11-26T10:00:00Z) or a duration (30m, 2h, 7d), not {text!r}") from None
+        raise ValueError(
+            f"--since takes a time (2026-11-26T10:00:00Z) or a duration (30m, 2h, 7d), not {text!r}"
+        ) from None
 
 
 def entries_as_json(entries: Sequence[LogEntry]) -> str:

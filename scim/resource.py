@@ -281,7 +281,9 @@ def parse_members(value: Any) -> list[Member]:
         display = fields.get("display", fields.get("displayname"))
         display = display if isinstance(display, str) and display else None
         check_values({"value": member_id, "display": display}, "members[]")
-        members.append(Member(member_id, "Group" if isinstance(kind, str) and kind.lower() == "group" else "User", display))
+        members.append(
+            Member(member_id, "Group" if isinstance(kind, str) and kind.lower() == "group" else "User", display)
+        )
     return members
 
 
@@ -338,7 +340,9 @@ def render(
     string breaks Entra); ``groups`` and ``members`` carry ``$ref``.
     """
     doc = stored.doc
-    schemas = [rtype.schema.id] + [key for key, value in doc.items() if key.lower().startswith("urn:") and isinstance(value, dict)]
+    schemas = [rtype.schema.id] + [
+        key for key, value in doc.items() if key.lower().startswith("urn:") and isinstance(value, dict)
+    ]
     body: dict[str, Any] = {"schemas": schemas, "id": stored.id}
     for key, value in doc.items():
         body[key] = value
@@ -349,9 +353,7 @@ def render(
             manager["$ref"] = f"{base_url}/Users/{manager['value']}"
         body[ENTERPRISE_USER_URN] = {**enterprise, "manager": manager}
     if stored.groups:
-        body["groups"] = [
-            {"value": gid, "$ref": f"{base_url}/Groups/{gid}", "type": "direct"} for gid in stored.groups
-        ]
+        body["groups"] = [{"value": gid, "$ref": f"{base_url}/Groups/{gid}", "type": "direct"} for gid in stored.groups]
     if stored.members is not None:
         body["members"] = [_render_member(m, base_url) for m in stored.members]
     body["meta"] = {
@@ -365,7 +367,11 @@ def render(
 
 
 def _render_member(member: Member, base_url: str) -> dict[str, Any]:
-    rendered: dict[str, Any] = {"value": member.value, "$ref": f"{base_url}/{member.type}s/{member.value}", "type": member.type}
+    rendered: dict[str, Any] = {
+        "value": member.value,
+        "$ref": f"{base_url}/{member.type}s/{member.value}",
+        "type": member.type,
+    }
     if member.display:
         rendered["display"] = member.display
     return rendered

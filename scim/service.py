@@ -149,7 +149,9 @@ class ScimService:
         parts = [p for p in request.path.split("/") if p]
         method = request.method.upper()
         if not parts:
-            raise NotFound("Append /Users, /Groups, /Schemas, /ResourceTypes or /ServiceProviderConfig to the Tenant URL.")
+            raise NotFound(
+                "Append /Users, /Groups, /Schemas, /ResourceTypes or /ServiceProviderConfig to the Tenant URL."
+            )
         head = parts[0].lower()
         if head in ("users", "groups"):
             rtype = USER if head == "users" else GROUP
@@ -240,7 +242,9 @@ class ScimService:
         except UniquenessViolation as exc:
             raise Conflict(f"Another {rtype.name.lower()} already has this {exc.attribute}.") from None
         except VersionMismatch:
-            raise PreconditionFailed(f"The {rtype.name.lower()} was modified: its version no longer matches If-Match.") from None
+            raise PreconditionFailed(
+                f"The {rtype.name.lower()} was modified: its version no longer matches If-Match."
+            ) from None
         except UnknownMembers as exc:
             raise InvalidValue(f"These members do not exist: {', '.join(exc.ids)[:500]}.") from None
         except StoreUnavailable:
@@ -250,7 +254,9 @@ class ScimService:
                 f"The {rtype.name.lower()} is too large to store (at most 1 MiB per resource); remove or shorten attributes."
             ) from None
         except TooManyGroups:
-            raise InvalidValue(f"A resource can be a direct member of at most {MAX_GROUPS_PER_RESOURCE} groups.") from None
+            raise InvalidValue(
+                f"A resource can be a direct member of at most {MAX_GROUPS_PER_RESOURCE} groups."
+            ) from None
         except StoreError:
             raise InvalidValue(f"The {rtype.name.lower()} cannot be stored.") from None
 
@@ -277,8 +283,14 @@ class ScimService:
         if not any(_opaque(c) == current for c in candidates):
             raise PreconditionFailed("The resource was modified: If-Match does not match its current version.")
 
-    def _projection(self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any] | None = None) -> Projection:
-        source = params if params is not None else {"attributes": request.param("attributes"), "excludedAttributes": request.param("excludedAttributes")}
+    def _projection(
+        self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any] | None = None
+    ) -> Projection:
+        source = (
+            params
+            if params is not None
+            else {"attributes": request.param("attributes"), "excludedAttributes": request.param("excludedAttributes")}
+        )
         return parse_projection(rtype, _join(source.get("attributes")), _join(source.get("excludedAttributes")))
 
     # ---- read ----------------------------------------------------------------------------
@@ -287,7 +299,9 @@ class ScimService:
         """Retrieve a resource (RFC 7644 §3.4.1); a group's members only when they are returned."""
         projection = self._projection(request, rtype)
         want_members = rtype is GROUP and projection.wants("members")
-        stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=want_members), rtype, resource_id)
+        stored = await self._call(
+            self.store.get(request.tenant, rtype.name, resource_id, members=want_members), rtype, resource_id
+        )
         headers = self._etag_headers(stored)
         if_none_match = request.headers.get("if-none-match")
         if if_none_match and _opaque(if_none_match) == _opaque(stored.version):
@@ -309,7 +323,9 @@ class ScimService:
     def _window(self, params: Mapping[str, Any]) -> tuple[int, int]:
         """``startIndex`` (1-based, at least 1) and ``count`` (0 to maxResults), RFC 7644 §3.4.2.4."""
         start = max(1, _int_param(params.get("startIndex"), 1, "startIndex"))
-        count = min(max(0, _int_param(params.get("count"), self.limits.default_count, "count")), self.limits.max_results)
+        count = min(
+            max(0, _int_param(params.get("count"), self.limits.default_count, "count")), self.limits.max_results
+        )
         return start, count
 
     @staticmethod
@@ -354,7 +370,9 @@ class ScimService:
             candidates = sorted(await self._from_index(request.tenant, rtype, plan), key=lambda c: c.id)
             matched = []
             for candidate in candidates:
-                if (after is None or candidate.id > after) and await matches_async(ast, self._render(request, rtype, candidate), rtype, meter):
+                if (after is None or candidate.id > after) and await matches_async(
+                    ast, self._render(request, rtype, candidate), rtype, meter
+                ):
                     matched.append(candidate)
                 await meter.checkpoint()
             window = matched[:count]
@@ -411,7 +429,13 @@ class ScimService:
         return self._list_response(user_total + group_total, start, users + groups)
 
     async def _page(
-        self, request: ScimRequest, rtype: ResourceType, params: Mapping[str, Any], start: int, count: int, meter: WorkMeter
+        self,
+        request: ScimRequest,
+        rtype: ResourceType,
+        params: Mapping[str, Any],
+        start: int,
+        count: int,
+        meter: WorkMeter,
     ) -> tuple[int, list[dict[str, Any]]]:
         """The total number of matches and the projected resources of one page.
 
@@ -449,7 +473,12 @@ class ScimService:
         return total, await self._projected(request, rtype, projection, window, meter)
 
     async def _projected(
-        self, request: ScimRequest, rtype: ResourceType, projection: Projection, window: list[StoredResource], meter: WorkMeter
+        self,
+        request: ScimRequest,
+        rtype: ResourceType,
+        projection: Projection,
+        window: list[StoredResource],
+        meter: WorkMeter,
     ) -> list[dict[str, Any]]:
         """The page's resources rendered and projected, in slices of ``meter``."""
         projected: list[dict[str, Any]] = []
@@ -509,7 +538,9 @@ class ScimService:
             raise TooMany(f"This filter matches more than {self.limits.max_scan} {rtype.name.lower()}s; narrow it.")
         return found
 
-    async def _with_members(self, tenant: str, rtype: ResourceType, resources: list[StoredResource]) -> list[StoredResource]:
+    async def _with_members(
+        self, tenant: str, rtype: ResourceType, resources: list[StoredResource]
+    ) -> list[StoredResource]:
         async def load(stored: StoredResource) -> StoredResource | None:
             try:
                 return await self.store.get(tenant, rtype.name, stored.id, members=True)
@@ -530,7 +561,9 @@ class ScimService:
         if rtype is GROUP:
             stored = dataclasses.replace(stored, members=tuple(members))
         body = self._projection(request, rtype).apply(self._render(request, rtype, stored))
-        headers = {"Location": body.get("meta", {}).get("location") or f"{request.base_url}{rtype.endpoint}/{stored.id}"}
+        headers = {
+            "Location": body.get("meta", {}).get("location") or f"{request.base_url}{rtype.endpoint}/{stored.id}"
+        }
         headers.update(self._etag_headers(stored))
         return ScimResponse(201, body, headers)
 
@@ -560,7 +593,9 @@ class ScimService:
         else:
             version = None
         stored = await self._call(
-            self.store.replace(request.tenant, rtype.name, resource_id, parsed.doc, index_terms(rtype, parsed.doc), if_version=version),
+            self.store.replace(
+                request.tenant, rtype.name, resource_id, parsed.doc, index_terms(rtype, parsed.doc), if_version=version
+            ),
             rtype,
             resource_id,
         )
@@ -568,7 +603,13 @@ class ScimService:
             await self._apply_member_changes(request.tenant, resource_id, [MemberChange("replace", parsed.members)])
         projection = self._projection(request, rtype)
         if (rtype is GROUP and projection.wants("members")) or parsed.members is not None:
-            stored = await self._call(self.store.get(request.tenant, rtype.name, resource_id, members=rtype is GROUP and projection.wants("members")), rtype, resource_id)
+            stored = await self._call(
+                self.store.get(
+                    request.tenant, rtype.name, resource_id, members=rtype is GROUP and projection.wants("members")
+                ),
+                rtype,
+                resource_id,
+            )
         body = projection.apply(self._render(request, rtype, stored))
         return ScimResponse(200, body, self._etag_headers(stored))
 
@@ -590,15 +631,23 @@ class ScimService:
             if result is not None and current is not None and result.doc != current.doc:
                 try:
                     stored = await self.store.replace(
-                        request.tenant, rtype.name, resource_id, result.doc, index_terms(rtype, result.doc),
+                        request.tenant,
+                        rtype.name,
+                        resource_id,
+                        result.doc,
+                        index_terms(rtype, result.doc),
                         if_version=current.version,
                     )
                 except VersionMismatch:
                     if if_match is not None:
-                        raise PreconditionFailed("The resource was modified: If-Match does not match its current version.") from None
+                        raise PreconditionFailed(
+                            "The resource was modified: If-Match does not match its current version."
+                        ) from None
                     if attempts >= self.limits.write_retries:
                         # 412 is only ever the answer to If-Match (RFC 7644 §3.14); without it, ask for a retry.
-                        raise ServiceUnavailable("The resource is being modified by other requests; retry later.") from None
+                        raise ServiceUnavailable(
+                            "The resource is being modified by other requests; retry later."
+                        ) from None
                     # Optimistic concurrency (RFC 7644 §3.14): read again and re-apply, after a short
                     # jittered pause so that competing writers spread out instead of colliding again.
                     await asyncio.sleep(random.uniform(0, 0.005 * min(attempts, 10)))
@@ -617,7 +666,12 @@ class ScimService:
         return ScimResponse(200, body, self._etag_headers(stored))
 
     async def _read_for_patch(
-        self, request: ScimRequest, rtype: ResourceType, resource_id: str, member_only: list[MemberChange] | None, if_match: str | None
+        self,
+        request: ScimRequest,
+        rtype: ResourceType,
+        resource_id: str,
+        member_only: list[MemberChange] | None,
+        if_match: str | None,
     ) -> StoredResource | None:
         """The current resource, or None for a group PATCH that only changes members.
 
@@ -648,7 +702,9 @@ class ScimService:
                     doomed = [m.value for m in existing if m.value not in wanted]
                     current_ids = {m.value for m in existing}
                     await self._call(self.store.remove_members(tenant, group_id, doomed), GROUP, group_id)
-                    await self._add_members(tenant, group_id, [m for m in _dedupe(change.members) if m.value not in current_ids])
+                    await self._add_members(
+                        tenant, group_id, [m for m in _dedupe(change.members) if m.value not in current_ids]
+                    )
                 else:
                     from .schema import GROUP_SCHEMA
 
@@ -656,7 +712,9 @@ class ScimService:
                     meter = meter or WorkMeter()
                     doomed = []
                     for m in existing:
-                        if change.filter is not None and item_matches(change.filter, {"value": m.value, "type": m.type}, members_attr, meter):
+                        if change.filter is not None and item_matches(
+                            change.filter, {"value": m.value, "type": m.type}, members_attr, meter
+                        ):
                             doomed.append(m.value)
                         await meter.checkpoint()
                     await self._call(self.store.remove_members(tenant, group_id, doomed), GROUP, group_id)
@@ -690,13 +748,24 @@ class ScimService:
             current = await self._call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)
             self._check_if_match(if_match, current)
             version = current.version
-        await self._call(self.store.delete(request.tenant, rtype.name, resource_id, if_version=version), rtype, resource_id)
+        await self._call(
+            self.store.delete(request.tenant, rtype.name, resource_id, if_version=version), rtype, resource_id
+        )
         return ScimResponse(204)
 
 
 # ---- small pure helpers ----------------------------------------------------------------
 
-_LIST_PARAMETERS = ("filter", "startIndex", "count", "cursor", "attributes", "excludedAttributes", "sortBy", "sortOrder")
+_LIST_PARAMETERS = (
+    "filter",
+    "startIndex",
+    "count",
+    "cursor",
+    "attributes",
+    "excludedAttributes",
+    "sortBy",
+    "sortOrder",
+)
 _CURSOR_PREFIX = "c1."
 
 
@@ -788,7 +857,9 @@ def _without_unknown(members: list[Member], unknown_ids: list[str]) -> list[Memb
     return result
 
 
-async def _member_only_changes(rtype: ResourceType, operations: list[Any], meter: WorkMeter) -> list[MemberChange] | None:
+async def _member_only_changes(
+    rtype: ResourceType, operations: list[Any], meter: WorkMeter
+) -> list[MemberChange] | None:
     """For a group PATCH whose every op targets ``members``: the changes, computed without a read."""
     if rtype is not GROUP:
         return None
@@ -797,4 +868,3 @@ async def _member_only_changes(rtype: ResourceType, operations: list[Any], meter
         if not (path == "members" or path.startswith("members[")):
             return None
     return (await apply_patch_async(GROUP, {"displayName": "-"}, operations, meter)).member_changes
-

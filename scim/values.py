@@ -18,7 +18,16 @@ from typing import Any
 from .errors import InvalidValue
 from .schema import ENTERPRISE_USER_URN, Attribute
 
-__all__ = ["MAX_VALUE_LENGTH", "check_values", "comparison_key", "is_empty", "kind_of", "normalize_value", "parse_bool", "utf16_length"]
+__all__ = [
+    "MAX_VALUE_LENGTH",
+    "check_values",
+    "comparison_key",
+    "is_empty",
+    "kind_of",
+    "normalize_value",
+    "parse_bool",
+    "utf16_length",
+]
 
 _TRUE = "true"
 _FALSE = "false"
@@ -129,7 +138,9 @@ def parse_bool(value: Any, where: str) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in (_TRUE, _FALSE):
         return value.strip().lower() == _TRUE
-    raise InvalidValue(f'{where} must be a boolean (true or false, or the string "True" or "False"), not {kind_of(value)}.')
+    raise InvalidValue(
+        f'{where} must be a boolean (true or false, or the string "True" or "False"), not {kind_of(value)}.'
+    )
 
 
 def is_empty(value: Any) -> bool:

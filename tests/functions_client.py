@@ -15,7 +15,6 @@ import azure.functions as func
 
 import function_app
 
-
 # FunctionApp.get_functions() may be called only once per app: keep what it returns.
 REGISTERED: dict[str, Any] = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
 SCIM_FUNCTION = REGISTERED["scim_endpoint"]
@@ -57,7 +56,7 @@ class FunctionsClient:
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
         tenant: str | None = None,
-        token: str | None | bool = True,
+        token: str | bool | None = True,
     ) -> Response:
         tenant = tenant or self.tenant
         all_headers = dict(self.default_headers)

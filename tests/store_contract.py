@@ -163,7 +163,9 @@ class DirectoryStoreContract:
         user = await new_user(store, tenant, "v@example.com")
         group = await new_group(store, tenant, "V")
         seen = {user.version, group.version}
-        user = await store.replace(tenant, "User", user.id, {"userName": "v@example.com", "a": 1}, user_terms("v@example.com"))
+        user = await store.replace(
+            tenant, "User", user.id, {"userName": "v@example.com", "a": 1}, user_terms("v@example.com")
+        )
         assert user.version not in seen
         seen.add(user.version)
         await store.add_members(tenant, group.id, [Member(user.id)])
@@ -235,17 +237,29 @@ class DirectoryStoreContract:
     async def test_if_version(self, store: DirectoryStore, tenant: str) -> None:
         user = await new_user(store, tenant, "iv@example.com")
         stale = user.version
-        user = await store.replace(tenant, "User", user.id, {"userName": "iv@example.com", "x": 1}, user_terms("iv@example.com"))
+        user = await store.replace(
+            tenant, "User", user.id, {"userName": "iv@example.com", "x": 1}, user_terms("iv@example.com")
+        )
         with pytest.raises(VersionMismatch):
             await store.replace(
-                tenant, "User", user.id, {"userName": "iv2@example.com"}, user_terms("iv2@example.com"), if_version=stale
+                tenant,
+                "User",
+                user.id,
+                {"userName": "iv2@example.com"},
+                user_terms("iv2@example.com"),
+                if_version=stale,
             )
         with pytest.raises(VersionMismatch):
             await store.delete(tenant, "User", user.id, if_version=stale)
         assert await store.get(tenant, "User", user.id) == user
         assert await store.lookup(tenant, "User", "userName", "iv2@example.com") == []
         user = await store.replace(
-            tenant, "User", user.id, {"userName": "iv@example.com", "x": 2}, user_terms("iv@example.com"), if_version=user.version
+            tenant,
+            "User",
+            user.id,
+            {"userName": "iv@example.com", "x": 2},
+            user_terms("iv@example.com"),
+            if_version=user.version,
         )
         assert user.doc["x"] == 2
         await store.delete(tenant, "User", user.id, if_version=user.version)
@@ -255,7 +269,9 @@ class DirectoryStoreContract:
     # ---- rule 5: lookups --------------------------------------------------------------------------------
 
     async def test_lookup_unique_and_multi(self, store: DirectoryStore, tenant: str) -> None:
-        a = await store.create(tenant, "User", {"userName": "a@x.com"}, user_terms("a@x.com", "shared", ("A@Mail.com",)))
+        a = await store.create(
+            tenant, "User", {"userName": "a@x.com"}, user_terms("a@x.com", "shared", ("A@Mail.com",))
+        )
         b = await store.create(tenant, "User", {"userName": "b@x.com"}, user_terms("b@x.com", "shared"))
         c = await store.create(tenant, "User", {"userName": "c@x.com"}, user_terms("c@x.com", "only-c"))
         assert sorted(r.id for r in await store.lookup(tenant, "User", "externalId", "shared")) == sorted([a.id, b.id])
@@ -556,7 +572,9 @@ class DirectoryStoreContract:
         await store.replace(tenant, "User", user.id, {"userName": "many2"}, user_terms("many2", "ext", fresh + big))
         more_big = big + tuple(f"bigger{i}@contoso.com" for i in range(70))
         await store.replace(tenant, "User", user.id, {"userName": "many2"}, user_terms("many2", "ext", more_big))
-        group = await store.create(tenant, "Group", {"displayName": "g"}, IndexTerms(unique={"displayName": "g"}), [Member(user.id)])
+        group = await store.create(
+            tenant, "Group", {"displayName": "g"}, IndexTerms(unique={"displayName": "g"}), [Member(user.id)]
+        )
         await store.delete(tenant, "User", user.id)
         with pytest.raises(ResourceNotFound):
             await store.get(tenant, "User", user.id)

@@ -100,8 +100,15 @@ class TcpProxy:
         if not self._thread.is_alive():
             self._loop.close()
 
-    def set_mode(self, mode: str, *, delay: float = 0.0, drops: int | None = None,
-                 drop_match: Callable[[bytes], bool] | None = None, count: int | None = None) -> None:
+    def set_mode(
+        self,
+        mode: str,
+        *,
+        delay: float = 0.0,
+        drops: int | None = None,
+        drop_match: Callable[[bytes], bool] | None = None,
+        count: int | None = None,
+    ) -> None:
         """Switch to ``mode`` (closing the open connections); see the module docstring."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
@@ -139,8 +146,9 @@ class TcpProxy:
         if others:
             await asyncio.wait(others, timeout=2)
 
-    async def _switch(self, mode: str, delay: float, drops: int | None, drop_match: Callable[[bytes], bool] | None,
-                      count: int | None) -> None:
+    async def _switch(
+        self, mode: str, delay: float, drops: int | None, drop_match: Callable[[bytes], bool] | None, count: int | None
+    ) -> None:
         for pair in list(self._pairs):
             pair.close()
         self._pairs.clear()
@@ -190,13 +198,21 @@ class TcpProxy:
         """Read one request, answer it 503 Server Busy and close (the client reconnects)."""
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
             if length:
                 await asyncio.wait_for(reader.readexactly(length), 5)
             body = b'{"odata.error":{"code":"ServerBusy","message":{"lang":"en-US","value":"busy"}}}'
-            writer.write(b"HTTP/1.1 503 Server Busy\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            writer.write(
+                b"HTTP/1.1 503 Server Busy\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass
@@ -223,7 +239,11 @@ class TcpProxy:
             while chunk := await reader.read(_CHUNK):
                 if not pair.answering:
                     pair.answering = True
-                    if self.mode == "drop" and (self.drops is None or self.dropped < self.drops) and self.drop_match(bytes(pair.request)):
+                    if (
+                        self.mode == "drop"
+                        and (self.drops is None or self.dropped < self.drops)
+                        and self.drop_match(bytes(pair.request))
+                    ):
                         self.dropped += 1
                         break
                 if self.delay:

@@ -129,8 +129,8 @@ def test_log_and_notify_run_now_as_an_operator_runs_them(azurite, table_prefix):
         from tests.scim_fixtures import azurite_settings
 
         async def provision() -> None:
-            from tests.functions_client import FunctionsClient
             from scim.runtime import use_runtime
+            from tests.functions_client import FunctionsClient
 
             runtime = build_runtime(azurite_settings(azurite, table_prefix))
             use_runtime(runtime)

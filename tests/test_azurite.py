@@ -16,10 +16,10 @@ from scim.azurite import (
     PROJECT_ROOT,
     AzuriteError,
     AzuriteProcess,
-    server_header,
     is_running,
     node_executable,
     port_in_use,
+    server_header,
 )
 
 
@@ -32,7 +32,9 @@ def _gone(pid: int) -> bool:
 
 
 def _azurite_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(("__azurite", "__blobstorage", "__queuestorage")))
+    return sorted(
+        p.name for p in folder.iterdir() if p.name.startswith(("__azurite", "__blobstorage", "__queuestorage"))
+    )
 
 
 def test_in_memory_start_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -151,7 +153,9 @@ def _fake_project(tmp_path: Path, node_version: str | None) -> Path:
     return tmp_path / "project"
 
 
-def test_an_old_node_is_refused_with_a_clear_error_before_anything_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_an_old_node_is_refused_with_a_clear_error_before_anything_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     root = _fake_project(tmp_path, "v20.20.2")
@@ -175,5 +179,5 @@ def test_the_projects_own_node_is_preferred_to_the_one_on_path(tmp_path: Path):
 def test_no_node_at_all_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     root = _fake_project(tmp_path, None)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(AzuriteError, match="no Node.js"):
+    with pytest.raises(AzuriteError, match=r"no Node\.js"):
         node_executable(root)

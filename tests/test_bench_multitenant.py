@@ -24,9 +24,27 @@ def test_the_default_is_one_tenant():
 def test_two_tenants_of_five_users_are_reported_per_tenant(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--tenants", "2", "--users", "5", "--groups", "3", "--lookups", "5",
-         "--big-group", "0", "--out", str(out)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--tenants",
+            "2",
+            "--users",
+            "5",
+            "--groups",
+            "3",
+            "--lookups",
+            "5",
+            "--big-group",
+            "0",
+            "--out",
+            str(out),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # 2: the run itself failed
     results = json.loads(out.read_text())

@@ -16,7 +16,11 @@ def _profile(tmp_path: Path) -> Path:
     """(root) -> handler -> Collection.findOne -> $eq, and (root) -> (idle); a recursive findOne counts once."""
     nodes = [
         {"id": 1, "callFrame": _frame("(root)"), "children": [2, 6]},
-        {"id": 2, "callFrame": _frame("queryTableEntitiesWithPartitionAndRowKey", "file:///x/LokiTableMetadataStore.js", 330), "children": [3]},
+        {
+            "id": 2,
+            "callFrame": _frame("queryTableEntitiesWithPartitionAndRowKey", "file:///x/LokiTableMetadataStore.js", 330),
+            "children": [3],
+        },
         {"id": 3, "callFrame": _frame("Collection.findOne", "file:///x/lokijs.js", 7025), "children": [4, 5]},
         {"id": 4, "callFrame": _frame("$eq", "file:///x/lokijs.js", 464), "children": []},
         {"id": 5, "callFrame": _frame("Collection.findOne", "file:///x/lokijs.js", 7025), "children": []},
@@ -25,7 +29,9 @@ def _profile(tmp_path: Path) -> Path:
     # 6 ms in $eq, 2 ms in the nested findOne, 1 ms in the handler itself, 1 ms idle: 10 ms in all
     samples = [4] * 6 + [5, 5, 2, 6]
     path = tmp_path / "CPU.cpuprofile"
-    path.write_text(json.dumps({"nodes": nodes, "startTime": 0, "endTime": 10_000, "samples": samples, "timeDeltas": [1000] * 10}))
+    path.write_text(
+        json.dumps({"nodes": nodes, "startTime": 0, "endTime": 10_000, "samples": samples, "timeDeltas": [1000] * 10})
+    )
     return path
 
 

@@ -8,6 +8,7 @@ The test fails on any ERROR or CRITICAL result (violations of RFC MUSTs, or secu
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from typing import Any
@@ -28,10 +29,8 @@ def _data_text(data: Any, limit: int = 1500) -> str:
     if data is None:
         return ""
     if hasattr(data, "model_dump"):
-        try:
+        with contextlib.suppress(Exception):  # best effort, for display only
             data = data.model_dump(mode="json", exclude_none=True)
-        except Exception:  # noqa: BLE001 - best effort, for display only
-            pass
     try:
         text = json.dumps(data, default=str)
     except (TypeError, ValueError):
@@ -117,6 +116,7 @@ def test_scim2_tester(local_server: LocalServer) -> None:
 
     assert results, "scim2-tester ran no check"
     assert counts.get(Status.SUCCESS, 0) > 0, "no scim2-tester check succeeded"
-    assert not failing, f"{len(failing)} scim2-tester ERROR/CRITICAL result(s) (responses in the scim2-tester summary):\n" + "\n".join(
-        f"- [{r.status.name}] {r.resource_type or ''} {r.title}: {r.reason}" for r in failing
+    assert not failing, (
+        f"{len(failing)} scim2-tester ERROR/CRITICAL result(s) (responses in the scim2-tester summary):\n"
+        + "\n".join(f"- [{r.status.name}] {r.resource_type or ''} {r.title}: {r.reason}" for r in failing)
     )

@@ -10,7 +10,13 @@ from scim.children import app_env, stop_child
 
 
 def test_app_env_points_the_child_at_the_given_tables_and_never_at_azure():
-    env = app_env("UseDevelopmentStorage=true", "t1234", "127.0.0.1", 8123, base={"PATH": "/bin", "SCIM_TABLE_ENDPOINT": "https://real.table.core.windows.net"})
+    env = app_env(
+        "UseDevelopmentStorage=true",
+        "t1234",
+        "127.0.0.1",
+        8123,
+        base={"PATH": "/bin", "SCIM_TABLE_ENDPOINT": "https://real.table.core.windows.net"},
+    )
     assert env["SCIM_TABLE_CONNECTION_STRING"] == "UseDevelopmentStorage=true"
     assert env["SCIM_TABLE_PREFIX"] == "t1234"
     assert env["SCIM_PUBLIC_BASE_URL"] == "http://127.0.0.1:8123" and env["PORT"] == "8123"

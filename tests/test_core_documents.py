@@ -31,7 +31,9 @@ def _stored(doc, rtype="User", **kw):
 def test_entra_post_user_is_stored_as_sent_without_meta_and_empty_roles():
     doc = _user_doc()
     assert "meta" not in doc and "roles" not in doc and "schemas" not in doc
-    assert doc["emails"] == [{"primary": True, "type": "work", "value": "Test_User_fd0ea19b-0777-472c-9f96-4f70d2226f2e@contoso.com"}]
+    assert doc["emails"] == [
+        {"primary": True, "type": "work", "value": "Test_User_fd0ea19b-0777-472c-9f96-4f70d2226f2e@contoso.com"}
+    ]
     assert doc[ENTERPRISE_USER_URN] == {"department": "Retail", "employeeNumber": "E1234"}
 
 
@@ -68,7 +70,9 @@ def test_bad_boolean_is_invalid_value():
 
 
 def test_index_terms_fold_case_where_rfc_says_case_insensitive():
-    terms = index_terms(USER, {"userName": "Bob@X.com", "externalId": "AbC", "emails": [{"value": "B@X.com", "type": "work"}]})
+    terms = index_terms(
+        USER, {"userName": "Bob@X.com", "externalId": "AbC", "emails": [{"value": "B@X.com", "type": "work"}]}
+    )
     assert terms.unique == {"userName": "bob@x.com"}
     assert ("externalId", "AbC") in terms.multi and ("emails.value", "b@x.com") in terms.multi
     assert index_terms(GROUP, {"displayName": "Sales"}).unique == {"displayName": "sales"}
@@ -133,7 +137,9 @@ def test_roles_serialised_into_strings_round_trip_as_sent():
 
 
 def test_bare_string_role_items_are_decoded_and_string_primary_becomes_boolean():
-    ops = parse_patch_request({"Operations": [{"op": "add", "path": "roles", "value": ['{"value":"Admin","primary":"True"}']}]})
+    ops = parse_patch_request(
+        {"Operations": [{"op": "add", "path": "roles", "value": ['{"value":"Admin","primary":"True"}']}]}
+    )
     assert apply_patch(USER, _user_doc(), ops).doc["roles"] == [{"value": "Admin", "primary": True}]
 
 
@@ -144,11 +150,19 @@ def test_remove_with_value_removes_only_listed_items():
 
 
 def test_remove_filtered_and_sub_attribute():
-    doc = {"userName": "u", "name": {"givenName": "g", "familyName": "f"}, "emails": [{"value": "a@x", "type": "work"}, {"value": "b@x", "type": "home"}]}
-    ops = parse_patch_request({"Operations": [
-        {"op": "remove", "path": "emails[type eq \"work\"]"},
-        {"op": "remove", "path": "name.givenName"},
-    ]})
+    doc = {
+        "userName": "u",
+        "name": {"givenName": "g", "familyName": "f"},
+        "emails": [{"value": "a@x", "type": "work"}, {"value": "b@x", "type": "home"}],
+    }
+    ops = parse_patch_request(
+        {
+            "Operations": [
+                {"op": "remove", "path": 'emails[type eq "work"]'},
+                {"op": "remove", "path": "name.givenName"},
+            ]
+        }
+    )
     result = apply_patch(USER, doc, ops).doc
     assert result["emails"] == [{"value": "b@x", "type": "home"}]
     assert result["name"] == {"familyName": "f"}
@@ -157,7 +171,14 @@ def test_remove_filtered_and_sub_attribute():
 def test_patch_does_not_modify_input_and_is_all_or_nothing():
     doc = _user_doc()
     before = repr(doc)
-    ops = parse_patch_request({"Operations": [{"op": "replace", "path": "title", "value": "x"}, {"op": "replace", "path": "active", "value": "nope"}]})
+    ops = parse_patch_request(
+        {
+            "Operations": [
+                {"op": "replace", "path": "title", "value": "x"},
+                {"op": "replace", "path": "active", "value": "nope"},
+            ]
+        }
+    )
     with pytest.raises(InvalidValue):
         apply_patch(USER, doc, ops)
     assert repr(doc) == before
@@ -170,14 +191,20 @@ def test_ops_names_are_case_insensitive_and_bad_ones_rejected():
     with pytest.raises(InvalidSyntax):
         parse_patch_request({"Operations": []})
     with pytest.raises(InvalidPath):
-        apply_patch(USER, _user_doc(), parse_patch_request({"Operations": [{"op": "add", "path": "emails[type eq", "value": "x"}]}))
+        apply_patch(
+            USER,
+            _user_doc(),
+            parse_patch_request({"Operations": [{"op": "add", "path": "emails[type eq", "value": "x"}]}),
+        )
     with pytest.raises(NoTarget):
         parse_patch_request({"Operations": [{"op": "remove"}]})
 
 
 def test_read_only_and_required_attributes():
     with pytest.raises(Mutability):
-        apply_patch(USER, _user_doc(), parse_patch_request({"Operations": [{"op": "replace", "path": "id", "value": "x"}]}))
+        apply_patch(
+            USER, _user_doc(), parse_patch_request({"Operations": [{"op": "replace", "path": "id", "value": "x"}]})
+        )
     with pytest.raises(InvalidValue):
         apply_patch(USER, _user_doc(), parse_patch_request({"Operations": [{"op": "remove", "path": "userName"}]}))
 
@@ -206,7 +233,7 @@ def test_filters_on_rendered_users():
         'emails[type eq "work"].value eq "test_user_fd0ea19b-0777-472c-9f96-4f70d2226f2e@contoso.com"': True,
         'emails[type eq "home"].value pr': False,
         'name.familyName sw "F" and active eq true': True,
-        'not (active eq true) or title pr': False,
+        "not (active eq true) or title pr": False,
         'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "retail"': True,
         'meta.created gt "2025-12-31T00:00:00Z"': True,
         'meta.lastModified lt "2025-12-31T00:00:00Z"': False,
@@ -217,7 +244,7 @@ def test_filters_on_rendered_users():
         assert matches(parse_filter(expression), user, USER) is expected, expression
 
 
-@pytest.mark.parametrize("expression", ['userName eq', 'userName xx "a"', '(userName eq "a"', 'userName eq "a" and'])
+@pytest.mark.parametrize("expression", ["userName eq", 'userName xx "a"', '(userName eq "a"', 'userName eq "a" and'])
 def test_unparseable_filters_are_invalid_filter(expression):
     with pytest.raises(InvalidFilter):
         parse_filter(expression)
@@ -247,6 +274,8 @@ def test_projection_attributes_and_excluded_attributes():
     assert not excluded.wants("members")
     assert "members" not in excluded.apply(group) and excluded.apply(group)["displayName"] == "Sales"
     user = render(USER, _stored(_user_doc()), "https://x/scim/t")
-    only = parse_projection(USER, "userName,name.givenName,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", None).apply(user)
+    only = parse_projection(
+        USER, "userName,name.givenName,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", None
+    ).apply(user)
     assert set(only) == {"schemas", "id", "userName", "name", ENTERPRISE_USER_URN}
     assert only["name"] == {"givenName": "Giv"} and only[ENTERPRISE_USER_URN] == {"department": "Retail"}

@@ -45,7 +45,14 @@ def isolated(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(dev, "PROJECT_ROOT", tmp_path)
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # leave pytest's handlers alone
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)  # no `func`
-    for name in ("_ensure_azurite", "_start_smtp_sink", "_ensure_tenant", "_ensure_notifications", "_run_localhost", "_run_func"):
+    for name in (
+        "_ensure_azurite",
+        "_start_smtp_sink",
+        "_ensure_tenant",
+        "_ensure_notifications",
+        "_run_localhost",
+        "_run_func",
+    ):
         monkeypatch.setattr(dev, name, _touched(name))
     return env
 
@@ -61,15 +68,26 @@ def run_main() -> tuple[int, float]:
 
 REMOTE = [
     {"SCIM_TABLE_ENDPOINT": "https://contoso.table.core.windows.net"},
-    {"SCIM_TABLE_ENDPOINT": "https://contoso.table.core.windows.net", "SCIM_TABLE_CONNECTION_STRING": "UseDevelopmentStorage=true"},
-    {"SCIM_TABLE_CONNECTION_STRING": f"DefaultEndpointsProtocol=https;AccountName=contoso;AccountKey={REMOTE_KEY};EndpointSuffix=core.windows.net"},
-    {"SCIM_TABLE_CONNECTION_STRING": f"AccountName=contoso;AccountKey={REMOTE_KEY};TableEndpoint=https://10.1.2.3:10002/contoso"},
+    {
+        "SCIM_TABLE_ENDPOINT": "https://contoso.table.core.windows.net",
+        "SCIM_TABLE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+    },
+    {
+        "SCIM_TABLE_CONNECTION_STRING": f"DefaultEndpointsProtocol=https;AccountName=contoso;AccountKey={REMOTE_KEY};EndpointSuffix=core.windows.net"
+    },
+    {
+        "SCIM_TABLE_CONNECTION_STRING": f"AccountName=contoso;AccountKey={REMOTE_KEY};TableEndpoint=https://10.1.2.3:10002/contoso"
+    },
     # the emulator's account name on Azure's own host name is a real storage account
-    {"SCIM_TABLE_CONNECTION_STRING": f"DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={REMOTE_KEY}"},
+    {
+        "SCIM_TABLE_CONNECTION_STRING": f"DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={REMOTE_KEY}"
+    },
 ]
 
 
-@pytest.mark.parametrize("settings", REMOTE, ids=["endpoint", "endpoint-wins", "account", "table-endpoint", "emulator-name-on-azure"])
+@pytest.mark.parametrize(
+    "settings", REMOTE, ids=["endpoint", "endpoint-wins", "account", "table-endpoint", "emulator-name-on-azure"]
+)
 def test_make_run_refuses_real_storage_from_the_environment(isolated, capsys, settings):
     isolated.update(settings)
     code, seconds = run_main()
@@ -107,7 +125,12 @@ def test_make_run_refuses_real_storage_from_local_settings(isolated, capsys, tmp
         ({"SCIM_TABLE_ENDPOINT": "", "SCIM_TABLE_CONNECTION_STRING": ""}, True),  # the sample's empty values
         ({"SCIM_TABLE_CONNECTION_STRING": dev.azurite_connection_string("127.0.0.1", 10002)}, True),
         # Azurite in a container network: the emulator's path-style account
-        ({"SCIM_TABLE_CONNECTION_STRING": "AccountName=devstoreaccount1;AccountKey=x;TableEndpoint=http://azurite:10002/devstoreaccount1"}, True),
+        (
+            {
+                "SCIM_TABLE_CONNECTION_STRING": "AccountName=devstoreaccount1;AccountKey=x;TableEndpoint=http://azurite:10002/devstoreaccount1"
+            },
+            True,
+        ),
         ({"SCIM_TABLE_ENDPOINT": "https://contoso.table.core.windows.net"}, False),
         ({"SCIM_TABLE_ENDPOINT": "http://127.0.0.1.evil.example/devstoreaccount1x"}, False),
         ({"SCIM_TABLE_ENDPOINT": "https://localhost.contoso.com/"}, False),
@@ -234,7 +257,9 @@ def test_make_clean_data_removes_the_azurite_folder(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     proc = subprocess.run(
         ["make", "-s", "-f", str(PROJECT_ROOT / "Makefile"), "-C", str(tmp_path), "clean-data"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / ".azurite").exists()

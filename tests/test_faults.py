@@ -106,16 +106,27 @@ async def created(response: Awaitable[Response]) -> dict[str, Any]:
     return answer.json  # type: ignore[no-any-return]
 
 
-def entra_requests(client: FunctionsClient, user: dict[str, Any], group: dict[str, Any]) -> list[tuple[str, Callable[[], Awaitable[Response]]]]:
+def entra_requests(
+    client: FunctionsClient, user: dict[str, Any], group: dict[str, Any]
+) -> list[tuple[str, Callable[[], Awaitable[Response]]]]:
     """One of each request Entra sends, on existing resources (repeatable)."""
     return [
         ("GET /Users/{id}", lambda: client.get(f"/Users/{user['id']}")),
         ("GET /Users?filter", lambda: client.get("/Users", params={"filter": f'userName eq "{user["userName"]}"'})),
-        ("GET /Groups?filter", lambda: client.get("/Groups", params={"filter": f'displayName eq "{group["displayName"]}"', "excludedAttributes": "members"})),
+        (
+            "GET /Groups?filter",
+            lambda: client.get(
+                "/Groups",
+                params={"filter": f'displayName eq "{group["displayName"]}"', "excludedAttributes": "members"},
+            ),
+        ),
         ("POST /Users", lambda: client.post("/Users", user_body())),
         ("PATCH /Users/{id}", lambda: client.patch(f"/Users/{user['id']}", disable_patch())),
         ("PATCH /Groups/{id} add", lambda: client.patch(f"/Groups/{group['id']}", members_patch("Add", [user["id"]]))),
-        ("PATCH /Groups/{id} remove", lambda: client.patch(f"/Groups/{group['id']}", members_patch("Remove", [user["id"]]))),
+        (
+            "PATCH /Groups/{id} remove",
+            lambda: client.patch(f"/Groups/{group['id']}", members_patch("Remove", [user["id"]])),
+        ),
         ("DELETE /Users/{id} (absent)", lambda: client.delete(f"/Users/{uuid.uuid4()}")),
     ]
 
@@ -178,7 +189,9 @@ async def test_transient_storage_errors_are_retried_with_back_off(proxied):
     await runtime.log_writer.drain()
     proxy.set_mode("busy", count=2)  # a transaction (the store's first request here) too
     name = f"busy-{uuid.uuid4().hex[:8]}@contoso.com"
-    stored = await runtime.store.create(client.tenant, "User", {"userName": name}, IndexTerms(unique={"userName": name}))
+    stored = await runtime.store.create(
+        client.tenant, "User", {"userName": name}, IndexTerms(unique={"userName": name})
+    )
     assert proxy.faulted == 2 and (await client.get(f"/Users/{stored.id}")).status == 200
 
     proxy.set_mode("busy")  # busy for good
@@ -221,7 +234,14 @@ async def test_a_lost_storage_answer_is_resent_safely(proxied, azurite, table_pr
     group = await created(client.post("/Groups", {"schemas": [GROUP_URN], "displayName": f"g-{uuid.uuid4().hex[:8]}"}))
     steps: list[tuple[str, Callable[[str], Awaitable[Response]], int]] = [
         ("POST /Users", lambda _: client.post("/Users", body), 201),
-        ("PATCH userName (transaction)", lambda u: client.patch(f"/Users/{u}", {"schemas": [PATCH_URN], "Operations": [{"op": "Replace", "path": "userName", "value": renamed}]}), 200),
+        (
+            "PATCH userName (transaction)",
+            lambda u: client.patch(
+                f"/Users/{u}",
+                {"schemas": [PATCH_URN], "Operations": [{"op": "Replace", "path": "userName", "value": renamed}]},
+            ),
+            200,
+        ),
         ("PATCH active (entity update)", lambda u: client.patch(f"/Users/{u}", disable_patch()), 200),
         ("PATCH /Groups add", lambda u: client.patch(f"/Groups/{group['id']}", members_patch("Add", [u])), 204),
         ("DELETE /Users", lambda u: client.delete(f"/Users/{u}"), 204),
@@ -272,7 +292,11 @@ async def test_a_tenant_create_whose_request_or_answer_is_lost_succeeds_once(pro
     if mode == "reset":
         proxy.set_mode("reset", count=1)
     else:
-        proxy.set_mode("drop", drops=1, drop_match=lambda request: request.startswith(b"POST ") and marker in request.split(b"\r\n", 1)[0])
+        proxy.set_mode(
+            "drop",
+            drops=1,
+            drop_match=lambda request: request.startswith(b"POST ") and marker in request.split(b"\r\n", 1)[0],
+        )
     token = await runtime.tenants.create(name)
     assert (proxy.faulted if mode == "reset" else proxy.dropped) == 1
     proxy.set_mode("pass")
@@ -288,7 +312,9 @@ async def test_creating_the_tables_survives_a_reset_connection(azurite, table_pr
     port = int(azurite.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
     with TcpProxy(port) as proxy:
         proxy.set_mode("reset", count=1)
-        runtime = build_runtime(azurite_settings(azurite_connection_string("127.0.0.1", proxy.port), table_prefix + "fresh"))
+        runtime = build_runtime(
+            azurite_settings(azurite_connection_string("127.0.0.1", proxy.port), table_prefix + "fresh")
+        )
         try:
             name = "t" + uuid.uuid4().hex[:12]
             client = FunctionsClient(name, await runtime.tenants.create(name))  # creates {prefix}tenants first
@@ -334,7 +360,9 @@ async def test_azurite_stopped_mid_run_then_started_again(tmp_path: Path, table_
         name = "s" + uuid.uuid4().hex[:12]
         client = FunctionsClient(name, await runtime.tenants.create(name))
         user = await created(client.post("/Users", user_body()))
-        group = await created(client.post("/Groups", {"schemas": [GROUP_URN], "displayName": f"g-{uuid.uuid4().hex[:8]}"}))
+        group = await created(
+            client.post("/Groups", {"schemas": [GROUP_URN], "displayName": f"g-{uuid.uuid4().hex[:8]}"})
+        )
         requests = entra_requests(client, user, group)
         await runtime.log_writer.drain()
         azurite.stop()
@@ -368,7 +396,9 @@ class FaultyStore(TableStore):
     call after the fault fails too, until :meth:`storage_back`.
     """
 
-    def __init__(self, service: Any, prefix: str, *, fail_at: int = 0, when: str = "before", stays_down: bool = False) -> None:
+    def __init__(
+        self, service: Any, prefix: str, *, fail_at: int = 0, when: str = "before", stays_down: bool = False
+    ) -> None:
         super().__init__(service, prefix)
         self.fail_at, self.when, self.stays_down = fail_at, when, stays_down
         self.submits = 0
@@ -428,11 +458,22 @@ class Tenant:
     service: ScimService
     users: list[str]
 
-    async def call(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
-                   service: ScimService | None = None) -> ScimResponse:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        service: ScimService | None = None,
+    ) -> ScimResponse:
         request = ScimRequest(
-            method=method, tenant=self.name, path=path, base_url=f"http://127.0.0.1/scim/{self.name}",
-            query=query or {}, headers={}, body=json.dumps(body).encode() if body is not None else b"",
+            method=method,
+            tenant=self.name,
+            path=path,
+            base_url=f"http://127.0.0.1/scim/{self.name}",
+            query=query or {},
+            headers={},
+            body=json.dumps(body).encode() if body is not None else b"",
         )
         return await (service or self.service).handle(request)
 
@@ -442,11 +483,17 @@ class Tenant:
         return response.body or {}
 
     async def new_group(self, members: Iterable[str] = ()) -> str:
-        body = {"schemas": [GROUP_URN], "displayName": f"g-{uuid.uuid4().hex[:10]}", "members": [{"value": m} for m in members]}
+        body = {
+            "schemas": [GROUP_URN],
+            "displayName": f"g-{uuid.uuid4().hex[:10]}",
+            "members": [{"value": m} for m in members],
+        }
         return str((await self.ok("POST", "/Groups", body))["id"])
 
     async def group_id(self, display_name: str) -> str | None:
-        found = await self.ok("GET", "/Groups", query={"filter": f'displayName eq "{display_name}"', "excludedAttributes": "members"})
+        found = await self.ok(
+            "GET", "/Groups", query={"filter": f'displayName eq "{display_name}"', "excludedAttributes": "members"}
+        )
         return found["Resources"][0]["id"] if found["Resources"] else None
 
 
@@ -467,7 +514,11 @@ def _members_are(directory: Directory, group: str | None, wanted: Iterable[str])
     if group is None or ("Group", group) not in directory.resources:
         return [f"group {group} is missing"]
     got, want = directory.members(group), set(wanted)
-    return [] if got == want else [f"group has {len(got)} members, {len(got - want)} unexpected, {len(want - got)} missing"]
+    return (
+        []
+        if got == want
+        else [f"group has {len(got)} members, {len(got - want)} unexpected, {len(want - got)} missing"]
+    )
 
 
 # A. POST /Groups with 9 members: the create transaction holds 3, add_members the other 6.
@@ -576,7 +627,11 @@ async def _f_prepare(t: Tenant) -> dict[str, Any]:
 
 
 def _f_body(s: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [GROUP_URN], "displayName": s["name"] + "-renamed", "members": [{"value": m} for m in s["members"]]}
+    return {
+        "schemas": [GROUP_URN],
+        "displayName": s["name"] + "-renamed",
+        "members": [{"value": m} for m in s["members"]],
+    }
 
 
 async def _f_request(t: Tenant, s: dict[str, Any], service: ScimService) -> ScimResponse:
@@ -619,7 +674,11 @@ def _g1_expect(d: Directory, s: dict[str, Any]) -> list[str]:
 # G2. PATCH a user's userName (1 guarded transaction moving its index row).
 async def _g2_prepare(t: Tenant) -> dict[str, Any]:
     old = user_body()
-    return {"user": (await t.ok("POST", "/Users", old))["id"], "old": old["userName"], "new": f"renamed-{uuid.uuid4().hex[:10]}@contoso.com"}
+    return {
+        "user": (await t.ok("POST", "/Users", old))["id"],
+        "old": old["userName"],
+        "new": f"renamed-{uuid.uuid4().hex[:10]}@contoso.com",
+    }
 
 
 def _g2_body(s: dict[str, Any]) -> dict[str, Any]:
@@ -702,11 +761,15 @@ async def _run_path(path: WritePath, service: Any, prefix: str, connection_strin
                 outcomes["ok"] += 1
             except AssertionError as exc:
                 failures.append(f"{label}: {exc}")
-    report.append(f"{path.name:<30} {steps} transaction(s) x {len(path.modes)} fault modes: {outcomes['ok']} consistent and converged")
+    report.append(
+        f"{path.name:<30} {steps} transaction(s) x {len(path.modes)} fault modes: {outcomes['ok']} consistent and converged"
+    )
     return failures
 
 
-async def test_fault_at_each_write_step_leaves_a_consistent_tenant_and_the_retry_converges(azurite, table_prefix, monkeypatch):
+async def test_fault_at_each_write_step_leaves_a_consistent_tenant_and_the_retry_converges(
+    azurite, table_prefix, monkeypatch
+):
     monkeypatch.setattr(tables, "MAX_TRANSACTION_OPS", SMALL_TRANSACTION)
     monkeypatch.setattr(tables, "MEMBERS_PER_TRANSACTION", (SMALL_TRANSACTION - 1) // 2)
     settings = azurite_settings(azurite, table_prefix)

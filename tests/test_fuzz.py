@@ -46,8 +46,18 @@ CUSTOM_URN = "urn:ietf:params:scim:schemas:extension:Custom:2.0:User"
 
 # RFC 7644 §3.12, Table 9; RFC 9865 §2.4 (cursor pagination).
 SCIM_TYPES = {
-    "invalidFilter", "tooMany", "uniqueness", "mutability", "invalidSyntax", "invalidPath", "noTarget", "invalidValue",
-    "invalidVers", "sensitive", "invalidCursor", "expiredCursor",
+    "invalidFilter",
+    "tooMany",
+    "uniqueness",
+    "mutability",
+    "invalidSyntax",
+    "invalidPath",
+    "noTarget",
+    "invalidValue",
+    "invalidVers",
+    "sensitive",
+    "invalidCursor",
+    "expiredCursor",
 }
 
 CASE_BOUND = 2.0
@@ -156,7 +166,7 @@ json_scalars = st.one_of(
     st.integers(min_value=-(10**20), max_value=10**20),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
-    st.sampled_from(["True", "False", "true", "", " ", "null", "{\"value\":\"x\"}", "{", "[]", "\\ud800"]),
+    st.sampled_from(["True", "False", "true", "", " ", "null", '{"value":"x"}', "{", "[]", "\\ud800"]),
 )
 json_values = st.recursive(
     json_scalars,
@@ -165,29 +175,85 @@ json_values = st.recursive(
 )
 
 ATTRIBUTE_NAMES = [
-    "userName", "UserName", "displayName", "active", "Active", "title", "externalId", "nickName",
-    "name", "name.givenName", "name.familyName", "emails", "phoneNumbers", "addresses", "roles",
-    "members", "groups", "id", "meta", "schemas", "password", "preferredLanguage", "x509Certificates",
-    ENTERPRISE_USER_URN, f"{ENTERPRISE_USER_URN}:manager", f"{ENTERPRISE_USER_URN}:department",
-    CUSTOM_URN, f"{CUSTOM_URN}:badge", f"{USER_URN}:userName", USER_URN, "urn:", "urn:x", "$ref", "",
-    'emails[type eq "work"].value', 'phoneNumbers[type eq "mobile"].value', "members[value eq \"x\"]", "emails.value",
+    "userName",
+    "UserName",
+    "displayName",
+    "active",
+    "Active",
+    "title",
+    "externalId",
+    "nickName",
+    "name",
+    "name.givenName",
+    "name.familyName",
+    "emails",
+    "phoneNumbers",
+    "addresses",
+    "roles",
+    "members",
+    "groups",
+    "id",
+    "meta",
+    "schemas",
+    "password",
+    "preferredLanguage",
+    "x509Certificates",
+    ENTERPRISE_USER_URN,
+    f"{ENTERPRISE_USER_URN}:manager",
+    f"{ENTERPRISE_USER_URN}:department",
+    CUSTOM_URN,
+    f"{CUSTOM_URN}:badge",
+    f"{USER_URN}:userName",
+    USER_URN,
+    "urn:",
+    "urn:x",
+    "$ref",
+    "",
+    'emails[type eq "work"].value',
+    'phoneNumbers[type eq "mobile"].value',
+    'members[value eq "x"]',
+    "emails.value",
 ]
 attribute_names = st.sampled_from(ATTRIBUTE_NAMES) | st.text(max_size=15)
 
 FILTER_ATTRIBUTES = [
-    "userName", "USERNAME", "externalId", "id", "displayName", "active", "title", "emails", "emails.value",
-    "emails.type", "name.givenName", "meta.created", "meta.lastModified", "members", "members.value",
-    "groups", f"{ENTERPRISE_USER_URN}:department", f"{ENTERPRISE_USER_URN}:manager.value", f"{USER_URN}:userName",
-    f"{CUSTOM_URN}:badge", "x", "urn:x:y", "a.b.c", "emails[type eq \"work\"]",
+    "userName",
+    "USERNAME",
+    "externalId",
+    "id",
+    "displayName",
+    "active",
+    "title",
+    "emails",
+    "emails.value",
+    "emails.type",
+    "name.givenName",
+    "meta.created",
+    "meta.lastModified",
+    "members",
+    "members.value",
+    "groups",
+    f"{ENTERPRISE_USER_URN}:department",
+    f"{ENTERPRISE_USER_URN}:manager.value",
+    f"{USER_URN}:userName",
+    f"{CUSTOM_URN}:badge",
+    "x",
+    "urn:x:y",
+    "a.b.c",
+    'emails[type eq "work"]',
 ]
-filter_attributes = st.sampled_from(FILTER_ATTRIBUTES) | st.text(alphabet=string.ascii_letters + string.digits + ".:$_-", min_size=1, max_size=12)
+filter_attributes = st.sampled_from(FILTER_ATTRIBUTES) | st.text(
+    alphabet=string.ascii_letters + string.digits + ".:$_-", min_size=1, max_size=12
+)
 filter_ops = st.sampled_from(["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "EQ", "Eq", "pr", "xx"])
 filter_literals = st.one_of(
     st.text(max_size=15).map(json.dumps),
     st.text(max_size=15).map(lambda s: json.dumps(s, ensure_ascii=False)),
     st.integers().map(str),
     st.floats(allow_nan=False).map(repr),
-    st.sampled_from(["true", "false", "null", "True", "bob", "\"2026-11-26T10:00:00Z\"", "\"\\ud800\"", "\"unterminated", "\"\\\"\""]),
+    st.sampled_from(
+        ["true", "false", "null", "True", "bob", '"2026-11-26T10:00:00Z"', '"\\ud800"', '"unterminated', '"\\""']
+    ),
 )
 comparisons = st.builds(lambda a, o, v: f"{a} {o} {v}", filter_attributes, filter_ops, filter_literals)
 presences = filter_attributes.map(lambda a: f"{a} pr")
@@ -206,12 +272,40 @@ filter_noise = st.text(alphabet=' ()[]"\\.:abeqnotrpwsi0123456789', max_size=60)
 any_filter = st.one_of(filters, filter_noise, st.text(max_size=80), filters.map(lambda f: f[: len(f) // 2]))
 
 PATCH_PATHS = [
-    "userName", "displayName", "active", "title", "externalId", "name.givenName", "name.familyName",
-    "emails", "emails[type eq \"work\"].value", "emails[type eq \"work\"]", "emails[value co \"@\"].display",
-    "phoneNumbers[type eq \"mobile\"].value", "addresses[type eq \"work\"].formatted", "addresses[type eq 1].formatted",
-    "roles", "members", "members[value eq \"x\"]", "members[type eq \"User\"]", "members.value", "groups", "id",
-    "meta.version", "schemas", "password", f"{ENTERPRISE_USER_URN}:manager", f"{ENTERPRISE_USER_URN}:department",
-    ENTERPRISE_USER_URN, CUSTOM_URN, f"{CUSTOM_URN}:badge", "name.givenName.x", "x[", "emails[", "]", "",
+    "userName",
+    "displayName",
+    "active",
+    "title",
+    "externalId",
+    "name.givenName",
+    "name.familyName",
+    "emails",
+    'emails[type eq "work"].value',
+    'emails[type eq "work"]',
+    'emails[value co "@"].display',
+    'phoneNumbers[type eq "mobile"].value',
+    'addresses[type eq "work"].formatted',
+    "addresses[type eq 1].formatted",
+    "roles",
+    "members",
+    'members[value eq "x"]',
+    'members[type eq "User"]',
+    "members.value",
+    "groups",
+    "id",
+    "meta.version",
+    "schemas",
+    "password",
+    f"{ENTERPRISE_USER_URN}:manager",
+    f"{ENTERPRISE_USER_URN}:department",
+    ENTERPRISE_USER_URN,
+    CUSTOM_URN,
+    f"{CUSTOM_URN}:badge",
+    "name.givenName.x",
+    "x[",
+    "emails[",
+    "]",
+    "",
 ]
 patch_paths = st.one_of(
     st.sampled_from(PATCH_PATHS),
@@ -222,7 +316,17 @@ patch_paths = st.one_of(
 patch_values = st.one_of(
     json_values,
     st.sampled_from(["True", "False", True, False, "", None, [], {}]),
-    st.lists(st.fixed_dictionaries({"value": st.text(max_size=10)}, optional={"type": st.sampled_from(["User", "Group", "x"]), "$ref": st.none(), "display": st.text(max_size=5)}), max_size=3),
+    st.lists(
+        st.fixed_dictionaries(
+            {"value": st.text(max_size=10)},
+            optional={
+                "type": st.sampled_from(["User", "Group", "x"]),
+                "$ref": st.none(),
+                "display": st.text(max_size=5),
+            },
+        ),
+        max_size=3,
+    ),
     st.dictionaries(attribute_names, json_values, max_size=4),
 )
 op_names = st.sampled_from(["add", "Add", "ADD", "replace", "Replace", "remove", "Remove", "move", "", 1])
@@ -268,16 +372,25 @@ def group_bodies(draw: Any) -> Any:
     return body
 
 
-VALID_USER_TEXT = json.dumps({"userName": "raw@contoso.com", "name": {"givenName": "R"}, "emails": [{"value": "r@x", "type": "work"}]})
+VALID_USER_TEXT = json.dumps(
+    {"userName": "raw@contoso.com", "name": {"givenName": "R"}, "emails": [{"value": "r@x", "type": "work"}]}
+)
 
 
 @st.composite
 def mutated_json(draw: Any) -> bytes:
     """A valid body, truncated or with a character inserted or replaced: mostly invalid JSON."""
-    text = draw(st.sampled_from([VALID_USER_TEXT, json.dumps({"schemas": [PATCH_URN], "Operations": [{"op": "add", "path": "title", "value": "x"}]})]))
+    text = draw(
+        st.sampled_from(
+            [
+                VALID_USER_TEXT,
+                json.dumps({"schemas": [PATCH_URN], "Operations": [{"op": "add", "path": "title", "value": "x"}]}),
+            ]
+        )
+    )
     position = draw(st.integers(0, len(text)))
     kind = draw(st.sampled_from(["truncate", "insert", "replace"]))
-    char = draw(st.sampled_from(list('{}[]",:\\ 0e-') + ["\x00", "\u00e9", "\\u", "\\ud800", "NaN", "1e999"]))
+    char = draw(st.sampled_from([*list('{}[]",:\\ 0e-'), "\x00", "é", "\\u", "\\ud800", "NaN", "1e999"]))
     if kind == "truncate":
         text = text[:position]
     elif kind == "insert":
@@ -290,10 +403,21 @@ def mutated_json(draw: Any) -> bytes:
 raw_bodies = st.one_of(
     st.binary(max_size=200),
     mutated_json(),
-    st.sampled_from([
-        b"", b" ", b"null", b"[]", b"\xef\xbb\xbf{}", b"{\"userName\":\"a\",\"userName\":\"b\"}", b"[1e999]",
-        b"{\"userName\":NaN}", b"{\"userName\":\"\\ud800\"}", b"\xff\xfe{", b"{\"a\":" * 40 + b"1" + b"}" * 40,
-    ]),
+    st.sampled_from(
+        [
+            b"",
+            b" ",
+            b"null",
+            b"[]",
+            b"\xef\xbb\xbf{}",
+            b'{"userName":"a","userName":"b"}',
+            b"[1e999]",
+            b'{"userName":NaN}',
+            b'{"userName":"\\ud800"}',
+            b"\xff\xfe{",
+            b'{"a":' * 40 + b"1" + b"}" * 40,
+        ]
+    ),
 )
 
 # ---- the tests --------------------------------------------------------------------------------
@@ -303,7 +427,16 @@ raw_bodies = st.one_of(
 def seeded(harness: Harness) -> dict[str, Any]:
     """A tenant holding a user, a second user (for uniqueness) and a group."""
     client = harness.tenant()
-    user = check(send(harness, client, "POST", "/Users", {"userName": "fuzz@contoso.com", "emails": [{"value": "f@contoso.com", "type": "work"}]}), {201})
+    user = check(
+        send(
+            harness,
+            client,
+            "POST",
+            "/Users",
+            {"userName": "fuzz@contoso.com", "emails": [{"value": "f@contoso.com", "type": "work"}]},
+        ),
+        {201},
+    )
     check(send(harness, client, "POST", "/Users", {"userName": "dup@contoso.com"}), {201})
     group = check(send(harness, client, "POST", "/Groups", {"displayName": "Fuzzers"}), {201})
     return {"client": client, "user": user, "group": group}
@@ -311,12 +444,20 @@ def seeded(harness: Harness) -> dict[str, Any]:
 
 @fuzz_settings(400)
 @given(expression=any_filter, endpoint=st.sampled_from(["/Users", "/Groups"]), via_search=st.booleans())
-def test_filters_answer_200_or_400_invalid_filter(harness: Harness, seeded: dict[str, Any], expression: str, endpoint: str, via_search: bool) -> None:
+def test_filters_answer_200_or_400_invalid_filter(
+    harness: Harness, seeded: dict[str, Any], expression: str, endpoint: str, via_search: bool
+) -> None:
     """RFC 7644 §3.4.2.2: a filter that does not parse or is not supported is 400 invalidFilter."""
     CASES["filters"] += 1
     client = seeded["client"]
     if via_search:
-        response = send(harness, client, "POST", f"{endpoint}/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": expression})
+        response = send(
+            harness,
+            client,
+            "POST",
+            f"{endpoint}/.search",
+            {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": expression},
+        )
     else:
         response = send(harness, client, "GET", endpoint, params={"filter": expression})
     body = check(response, {200, 400}, {"invalidFilter"})
@@ -326,7 +467,9 @@ def test_filters_answer_200_or_400_invalid_filter(harness: Harness, seeded: dict
 
 @fuzz_settings(300)
 @given(body=patch_bodies, target=st.sampled_from(["user", "group"]))
-def test_patch_documents_answer_the_right_status_and_change_nothing_when_refused(harness: Harness, seeded: dict[str, Any], body: Any, target: str) -> None:
+def test_patch_documents_answer_the_right_status_and_change_nothing_when_refused(
+    harness: Harness, seeded: dict[str, Any], body: Any, target: str
+) -> None:
     """RFC 7644 §3.5.2: a PATCH applies entirely or answers 4xx and changes nothing."""
     CASES["patch documents"] += 1
     client = seeded["client"]
@@ -337,7 +480,11 @@ def test_patch_documents_answer_the_right_status_and_change_nothing_when_refused
     before = check(send(harness, client, "GET", path), {200})
     response = send(harness, client, "PATCH", path, body)
     ok = 200 if target == "user" else 204
-    check(response, {ok, 400, 409}, {"invalidSyntax", "invalidPath", "invalidValue", "noTarget", "mutability", "tooMany", "invalidFilter"})
+    check(
+        response,
+        {ok, 400, 409},
+        {"invalidSyntax", "invalidPath", "invalidValue", "noTarget", "mutability", "tooMany", "invalidFilter"},
+    )
     after = check(send(harness, client, "GET", path), {200})
     if response.status >= 400:
         assert after == before, "a refused PATCH changed the resource"
@@ -347,7 +494,9 @@ def test_patch_documents_answer_the_right_status_and_change_nothing_when_refused
 
 @fuzz_settings(250)
 @given(body=st.one_of(user_bodies(), json_values), replace=st.booleans())
-def test_user_bodies_are_created_as_sent_or_refused_with_invalid_value(harness: Harness, seeded: dict[str, Any], body: Any, replace: bool) -> None:
+def test_user_bodies_are_created_as_sent_or_refused_with_invalid_value(
+    harness: Harness, seeded: dict[str, Any], body: Any, replace: bool
+) -> None:
     """RFC 7644 §3.3, §3.5.1: POST/PUT answer 201/200 with a resource that reads back the same, or 400/409."""
     CASES["user bodies (POST, PUT)"] += 1
     client = seeded["client"]
@@ -385,8 +534,12 @@ def test_group_bodies_are_created_or_refused(harness: Harness, seeded: dict[str,
 
 
 @fuzz_settings(250)
-@given(raw=raw_bodies, target=st.sampled_from(["POST /Users", "POST /Groups", "PATCH user", "PUT user", "POST /.search"]))
-def test_raw_bodies_are_refused_as_invalid_syntax(harness: Harness, seeded: dict[str, Any], raw: bytes, target: str) -> None:
+@given(
+    raw=raw_bodies, target=st.sampled_from(["POST /Users", "POST /Groups", "PATCH user", "PUT user", "POST /.search"])
+)
+def test_raw_bodies_are_refused_as_invalid_syntax(
+    harness: Harness, seeded: dict[str, Any], raw: bytes, target: str
+) -> None:
     """Bytes that are not a JSON object of the right shape: 400 invalidSyntax (or invalidValue)."""
     CASES["raw bodies"] += 1
     client = seeded["client"]
@@ -400,14 +553,35 @@ def test_raw_bodies_are_refused_as_invalid_syntax(harness: Harness, seeded: dict
     }[target]
     before = check(send(harness, client, "GET", user_path), {200})
     response = send(harness, client, method, path, raw=raw)
-    created = check(response, {200, 201, 400, 409}, {"invalidSyntax", "invalidValue", "invalidPath", "noTarget", "mutability", "invalidFilter"})
+    created = check(
+        response,
+        {200, 201, 400, 409},
+        {"invalidSyntax", "invalidValue", "invalidPath", "noTarget", "mutability", "invalidFilter"},
+    )
     if response.status == 201 and created is not None:
         check(send(harness, client, "DELETE", f"{path}/{created['id']}"), {204})
     if response.status >= 400 and method in ("PATCH", "PUT"):
         assert check(send(harness, client, "GET", user_path), {200}) == before
 
 
-SEGMENTS = ["Users", "Groups", "users", "GROUPS", "Schemas", "ResourceTypes", "ServiceProviderConfig", ".search", "Bulk", "Me", "..", ".", "%2F", "%00", "User", "Groups?x"]
+SEGMENTS = [
+    "Users",
+    "Groups",
+    "users",
+    "GROUPS",
+    "Schemas",
+    "ResourceTypes",
+    "ServiceProviderConfig",
+    ".search",
+    "Bulk",
+    "Me",
+    "..",
+    ".",
+    "%2F",
+    "%00",
+    "User",
+    "Groups?x",
+]
 
 
 @pytest.fixture(scope="module")
@@ -422,11 +596,17 @@ def path_tenant(harness: Harness) -> tuple[FunctionsClient, dict[str, str]]:
 
 @fuzz_settings(200)
 @given(
-    segments=st.lists(st.one_of(st.sampled_from(SEGMENTS + ["USER_ID", "GROUP_ID"]), st.text(max_size=12)), max_size=4),
+    segments=st.lists(st.one_of(st.sampled_from([*SEGMENTS, "USER_ID", "GROUP_ID"]), st.text(max_size=12)), max_size=4),
     method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]),
-    body=st.one_of(st.none(), st.just({"userName": "p@x"}), st.just({"schemas": [PATCH_URN], "Operations": [{"op": "add", "path": "title", "value": "t"}]})),
+    body=st.one_of(
+        st.none(),
+        st.just({"userName": "p@x"}),
+        st.just({"schemas": [PATCH_URN], "Operations": [{"op": "add", "path": "title", "value": "t"}]}),
+    ),
 )
-def test_paths_answer_a_scim_status(harness: Harness, path_tenant: tuple[FunctionsClient, dict[str, str]], segments: list[str], method: str, body: Any) -> None:
+def test_paths_answer_a_scim_status(
+    harness: Harness, path_tenant: tuple[FunctionsClient, dict[str, str]], segments: list[str], method: str, body: Any
+) -> None:
     """Any path under the Tenant URL with any method: a SCIM answer (404/405/501 for what does not exist)."""
     CASES["paths x methods"] += 1
     client, ids = path_tenant
@@ -434,11 +614,41 @@ def test_paths_answer_a_scim_status(harness: Harness, path_tenant: tuple[Functio
     check(send(harness, client, method, path, body), {200, 201, 204, 400, 404, 405, 409, 501})
 
 
-QUERY_NAMES = ["filter", "Filter", "startIndex", "startindex", "count", "COUNT", "attributes", "excludedAttributes", "sortBy", "sortOrder", "cursor", "aadOptscim062020", "x"]
+QUERY_NAMES = [
+    "filter",
+    "Filter",
+    "startIndex",
+    "startindex",
+    "count",
+    "COUNT",
+    "attributes",
+    "excludedAttributes",
+    "sortBy",
+    "sortOrder",
+    "cursor",
+    "aadOptscim062020",
+    "x",
+]
 query_values = st.one_of(
     st.text(max_size=20),
     st.integers(min_value=-(10**30), max_value=10**30).map(str),
-    st.sampled_from(["", " ", "0", "-1", "1e3", "0x10", "1.5", "9" * 40, "members", "emails[type eq \"work\"]", "urn:x:y", ",,,", "(("]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "0",
+            "-1",
+            "1e3",
+            "0x10",
+            "1.5",
+            "9" * 40,
+            "members",
+            'emails[type eq "work"]',
+            "urn:x:y",
+            ",,,",
+            "((",
+        ]
+    ),
     filters,
     filter_attributes,
 )
@@ -449,10 +659,14 @@ query_values = st.one_of(
     params=st.dictionaries(st.sampled_from(QUERY_NAMES) | st.text(max_size=8), query_values, max_size=4),
     endpoint=st.sampled_from(["/Users", "/Groups", "USER", "GROUP"]),
 )
-def test_query_parameters_answer_200_or_400(harness: Harness, seeded: dict[str, Any], params: dict[str, str], endpoint: str) -> None:
+def test_query_parameters_answer_200_or_400(
+    harness: Harness, seeded: dict[str, Any], params: dict[str, str], endpoint: str
+) -> None:
     """Unknown parameters are ignored (docs/ENTRA.md §1); bad values of known ones are 400, never 5xx."""
     CASES["query parameters"] += 1
-    path = {"USER": f"/Users/{seeded['user']['id']}", "GROUP": f"/Groups/{seeded['group']['id']}"}.get(endpoint, endpoint)
+    path = {"USER": f"/Users/{seeded['user']['id']}", "GROUP": f"/Groups/{seeded['group']['id']}"}.get(
+        endpoint, endpoint
+    )
     response = send(harness, seeded["client"], "GET", path, params=params)
     body = check(response, {200, 400})
     if response.status == 200 and endpoint.startswith("/"):
@@ -461,18 +675,37 @@ def test_query_parameters_answer_200_or_400(harness: Harness, seeded: dict[str, 
 
 def test_bad_count_start_index_and_sort_by_are_invalid_value(harness: Harness, seeded: dict[str, Any]) -> None:
     """RFC 7644 §3.12, Table 9: a value "not compatible with the operation" of a GET is 400 invalidValue."""
-    for params in ({"count": "ten"}, {"startIndex": "1.5"}, {"count": "9" * 5000}, {"sortBy": "(("}, {"sortBy": 'emails[type eq "work"]'}):
+    for params in (
+        {"count": "ten"},
+        {"startIndex": "1.5"},
+        {"count": "9" * 5000},
+        {"sortBy": "(("},
+        {"sortBy": 'emails[type eq "work"]'},
+    ):
         response = send(harness, seeded["client"], "GET", "/Users", params=params)
         check(response, {400}, {"invalidValue"})
 
 
-HEADER_NAMES = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "Content-Length", "Accept", "X-Forwarded-For", "User-Agent"]
+HEADER_NAMES = [
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "If-None-Match",
+    "Content-Length",
+    "Accept",
+    "X-Forwarded-For",
+    "User-Agent",
+]
 
 
 @st.composite
 def header_sets(draw: Any, token: str) -> dict[str, str]:
     headers: dict[str, str] = {}
-    auth = draw(st.sampled_from(["valid", "bearer-lower", "missing", "basic", "bearer-alone", "bearer-spaces", "other", "random"]))
+    auth = draw(
+        st.sampled_from(
+            ["valid", "bearer-lower", "missing", "basic", "bearer-alone", "bearer-spaces", "other", "random"]
+        )
+    )
     value = {
         "valid": f"Bearer {token}",
         "bearer-lower": f"bearer {token}",
@@ -484,13 +717,22 @@ def header_sets(draw: Any, token: str) -> dict[str, str]:
     }.get(auth)
     if value is not None:
         headers["Authorization"] = value
-    for name in draw(st.lists(st.sampled_from(HEADER_NAMES[1:]) | st.text(alphabet=string.ascii_letters + "-", min_size=1, max_size=10), max_size=3)):
+    for name in draw(
+        st.lists(
+            st.sampled_from(HEADER_NAMES[1:]) | st.text(alphabet=string.ascii_letters + "-", min_size=1, max_size=10),
+            max_size=3,
+        )
+    ):
         if name == "Content-Length":
             # The Functions host (Kestrel) refuses a Content-Length that is not a decimal number
             # before the worker sees it; see test_content_length_that_is_not_a_number below.
             headers[name] = draw(st.integers(min_value=0, max_value=10**18).map(str))
         else:
-            headers[name] = draw(st.one_of(st.text(max_size=30), st.sampled_from(['"1"', "*", 'W/"1"', "application/scim+json", "text/plain"])))
+            headers[name] = draw(
+                st.one_of(
+                    st.text(max_size=30), st.sampled_from(['"1"', "*", 'W/"1"', "application/scim+json", "text/plain"])
+                )
+            )
     return headers
 
 
@@ -503,7 +745,13 @@ def test_headers_answer_a_scim_status(harness: Harness, seeded: dict[str, Any], 
     assert client.token is not None
     headers = data.draw(header_sets(client.token))
     path = f"/Users/{seeded['user']['id']}"
-    body = {"userName": "fuzz@contoso.com"} if method == "PUT" else {"schemas": [PATCH_URN], "Operations": [{"op": "replace", "path": "title", "value": "t"}]} if method == "PATCH" else None
+    body = (
+        {"userName": "fuzz@contoso.com"}
+        if method == "PUT"
+        else {"schemas": [PATCH_URN], "Operations": [{"op": "replace", "path": "title", "value": "t"}]}
+        if method == "PATCH"
+        else None
+    )
     if method == "DELETE":
         headers["If-Match"] = '"never-a-version"'  # keep the seeded user: DELETE must answer 412
     response = send(harness, client, method, path, body, headers=headers, token=False)
@@ -523,7 +771,13 @@ def test_content_length_that_is_not_a_number(harness: Harness, seeded: dict[str,
 
 
 @fuzz_settings(300)
-@given(value=st.recursive(st.none() | st.booleans() | st.integers() | st.text(alphabet='ab[]{}"\\', max_size=6), lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(alphabet='k[]{}"\\', max_size=4), c, max_size=3), max_leaves=40))
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(alphabet='ab[]{}"\\', max_size=6),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(alphabet='k[]{}"\\', max_size=4), c, max_size=3),
+        max_leaves=40,
+    )
+)
 def test_depth_check_agrees_with_the_parsed_depth(value: Any) -> None:
     """The textual depth check (scim.jsonbody) equals the depth of the decoded value, strings and escapes included."""
     CASES["JSON depth check (pure)"] += 1
@@ -538,6 +792,10 @@ def test_depth_check_agrees_with_the_parsed_depth(value: Any) -> None:
     for indent in (None, 1):
         text = json.dumps(value, indent=indent)
         assert _depth_ok(text.encode()) == (depth(value) <= MAX_DEPTH)
-        wrapped = "[" * (MAX_DEPTH - depth(value)) + text + "]" * (MAX_DEPTH - depth(value)) if depth(value) <= MAX_DEPTH else text
+        wrapped = (
+            "[" * (MAX_DEPTH - depth(value)) + text + "]" * (MAX_DEPTH - depth(value))
+            if depth(value) <= MAX_DEPTH
+            else text
+        )
         assert _depth_ok(wrapped.encode()) is (depth(value) <= MAX_DEPTH)
         assert not _depth_ok(("[" + wrapped + "]").encode()) if depth(value) <= MAX_DEPTH else True

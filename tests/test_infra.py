@@ -192,7 +192,11 @@ def parsed_files() -> dict[str, dict[str, Any]]:
     files = sorted(str(p) for p in INFRA.glob("*.bicep"))
     done = subprocess.run(
         [str(TOOLS_PYTHON), "-c", _PARSE_SCRIPT, *files],
-        capture_output=True, text=True, env=_tool_env(), timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        env=_tool_env(),
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
@@ -209,7 +213,12 @@ def checkov_report() -> dict[str, Any]:
     _require_tools()
     done = subprocess.run(
         [str(CHECKOV), "--framework", "bicep", "--skip-download", "--output", "json", "-d", str(INFRA)],
-        capture_output=True, text=True, env=_tool_env(), cwd=ROOT, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=_tool_env(),
+        cwd=ROOT,
+        timeout=600,
+        check=False,
     )
     assert done.stdout.strip(), done.stderr[-3000:]
     report = json.loads(done.stdout)
@@ -322,17 +331,24 @@ def settings_read_by_code(sources: dict[str, str] | None = None) -> dict[str, se
             if isinstance(node, ast.Call):
                 func = node.func
                 first = literal(node.args[0]) if node.args else None
-                if isinstance(func, ast.Attribute) and first:
-                    if func.attr == "getenv" or (func.attr in {"get", "pop"} and env_like(func.value)):
-                        names.append(first)
+                if (
+                    isinstance(func, ast.Attribute)
+                    and first
+                    and (func.attr == "getenv" or (func.attr in {"get", "pop"} and env_like(func.value)))
+                ):
+                    names.append(first)
                 for arg in [*node.args, *(kw.value for kw in node.keywords)]:
                     names.extend(binding.findall(literal(arg) or ""))
                 names.extend(filter(None, (literal(kw.value) for kw in node.keywords if kw.arg == "validation_alias")))
             elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and env_like(node.value):
                 names.extend(filter(None, [literal(node.slice)]))
-            elif isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.In):
-                if env_like(node.comparators[0]) and literal(node.left):
-                    names.append(literal(node.left))  # type: ignore[arg-type]
+            elif (
+                isinstance(node, ast.Compare)
+                and len(node.ops) == 1
+                and isinstance(node.ops[0], ast.In)
+                and env_like(node.comparators[0])
+            ):
+                names.extend(filter(None, [literal(node.left)]))
             for name in names:
                 found.setdefault(name, set()).add(where)
     return found
@@ -425,7 +441,15 @@ def timer(t):
     pass
 """
     assert set(settings_read_by_code({"snippet.py": snippet})) == {
-        "A_ONE", "B_TWO", "C_THREE", "D_FOUR", "E_FIVE", "F_SIX", "G_SEVEN", "H_EIGHT", "I_NINE",
+        "A_ONE",
+        "B_TWO",
+        "C_THREE",
+        "D_FOUR",
+        "E_FIVE",
+        "F_SIX",
+        "G_SEVEN",
+        "H_EIGHT",
+        "I_NINE",
     }
 
 
@@ -463,8 +487,13 @@ def test_the_settings_carry_identity_based_values() -> None:
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
     for name in ("AzureWebJobsStorage__clientId", "AZURE_CLIENT_ID"):
         assert accessor(settings[name]) == "identity.properties.clientId", name
-    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identity.properties.clientId};Authorization=AAD"
-    assert accessor(settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]) == "applicationInsights.properties.ConnectionString"
+    assert (
+        settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+        == "ClientId=${identity.properties.clientId};Authorization=AAD"
+    )
+    assert (
+        accessor(settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]) == "applicationInsights.properties.ConnectionString"
+    )
     assert settings["AzureWebJobsStorage__blobServiceUri"] == "blobEndpoint"
     assert settings["AzureWebJobsStorage__queueServiceUri"] == "queueEndpoint"
     assert settings["AzureWebJobsStorage__tableServiceUri"] == "tableEndpoint"
@@ -500,21 +529,25 @@ def role_assignments() -> list[dict[str, Any]]:
         scope = accessor(conf["scope"])
         assert scope, f"{key}: scope must name a resource (or one of a resource loop)"
         assert [accessor(v) for v in name["parameters"].values()] == [
-            f"{scope}.id", props["principalId"], role,
+            f"{scope}.id",
+            props["principalId"],
+            role,
         ], f"{key}: name must be guid(scope.id, principal, role)"
         scope_resource = scope.split("[")[0]
-        found.append({
-            "resource": key,
-            "role": role_key,
-            "role_id": role_keys[role_key],
-            "principal": props["principalId"],
-            "principal_type": props["principalType"],
-            "scope": scope,
-            "scope_type": rbac[scope_resource]["type"],
-            "scope_loop": loop_array(rbac[scope_resource]),
-            "loop": loop_array(res),
-            "conditional": conditional(res),
-        })
+        found.append(
+            {
+                "resource": key,
+                "role": role_key,
+                "role_id": role_keys[role_key],
+                "principal": props["principalId"],
+                "principal_type": props["principalType"],
+                "scope": scope,
+                "scope_type": rbac[scope_resource]["type"],
+                "scope_loop": loop_array(rbac[scope_resource]),
+                "loop": loop_array(res),
+                "conditional": conditional(res),
+            }
+        )
     return found
 
 
@@ -534,7 +567,9 @@ def test_the_app_identity_holds_a_role_for_every_data_plane() -> None:
     for setting, (role, scope_type) in DATA_PLANES.items():
         assert setting in settings, setting
         assert (role, scope_type) in app_roles, f"{setting} needs {role} on a {scope_type}"
-    assert all(a["principal_type"] == "ServicePrincipal" for a in role_assignments() if a["principal"] == "appPrincipalId")
+    assert all(
+        a["principal_type"] == "ServicePrincipal" for a in role_assignments() if a["principal"] == "appPrincipalId"
+    )
     # Nothing beyond what the data planes need.
     assert app_roles == set(DATA_PLANES.values())
 
@@ -542,7 +577,12 @@ def test_the_app_identity_holds_a_role_for_every_data_plane() -> None:
 def test_the_deploying_developer_gets_table_data_only_when_given() -> None:
     dev = [a for a in role_assignments() if a["principal"] == "developerPrincipalId"]
     assert [(a["role"], a["scope_type"], a["principal_type"], a["conditional"]) for a in dev] == [
-        ("storageTableDataContributor", "Microsoft.Storage/storageAccounts/tableServices/tables", "developerPrincipalType", True)
+        (
+            "storageTableDataContributor",
+            "Microsoft.Storage/storageAccounts/tableServices/tables",
+            "developerPrincipalType",
+            True,
+        )
     ]
     assert param_default("main.bicep", "principalType") == "User"
     assert param_default("main.bicep", "principalId") == ""
@@ -560,7 +600,10 @@ def test_storage_is_entra_only() -> None:
     assert props["minimumTlsVersion"] == "TLS1_2"
     assert props["supportsHttpsTrafficOnly"] is True
     assert props["allowBlobPublicAccess"] is False
-    assert only("storage.bicep", "Microsoft.Storage/storageAccounts/blobServices/containers")["properties"]["publicAccess"] == "None"
+    assert (
+        only("storage.bicep", "Microsoft.Storage/storageAccounts/blobServices/containers")["properties"]["publicAccess"]
+        == "None"
+    )
 
 
 def test_the_tables_are_created_up_front() -> None:
@@ -593,10 +636,15 @@ def test_the_function_app_is_flex_consumption_python_311() -> None:
     assert ready["type"] == "conditional" and ready["operands"]["condition"] == "alwaysReady"
     assert ready["operands"]["true_value"] == [{"name": "http", "instanceCount": 1}]
     assert ready["operands"]["false_value"] == []
-    defaults = {p: param_default("main.bicep", p) for p in ("httpPerInstanceConcurrency", "maximumInstanceCount", "alwaysReady")}
+    defaults = {
+        p: param_default("main.bicep", p) for p in ("httpPerInstanceConcurrency", "maximumInstanceCount", "alwaysReady")
+    }
     assert defaults == {"httpPerInstanceConcurrency": 16, "maximumInstanceCount": 40, "alwaysReady": False}
     policies = of_type("app.bicep", "Microsoft.Web/sites/basicPublishingCredentialsPolicies").values()
-    assert sorted((body(p)["name"], body(p)["properties"]["allow"]) for p in policies) == [("ftp", False), ("scm", False)]
+    assert sorted((body(p)["name"], body(p)["properties"]["allow"]) for p in policies) == [
+        ("ftp", False),
+        ("scm", False),
+    ]
 
 
 def test_monitoring_and_email_accept_entra_only() -> None:
@@ -689,7 +737,9 @@ def test_the_host_caps_request_bodies_at_a_small_multiple_of_scim_max_body_bytes
     assert "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT" in settings, (
         "the Functions host accepts request bodies up to 100 MB unless FUNCTIONS_REQUEST_BODY_SIZE_LIMIT is set"
     )
-    assert settings["SCIM_MAX_BODY_BYTES"] == {"function": {"type": "string", "parameters": {"value_to_convert": "maxBodyBytes"}}}
+    assert settings["SCIM_MAX_BODY_BYTES"] == {
+        "function": {"type": "string", "parameters": {"value_to_convert": "maxBodyBytes"}}
+    }
     limit = settings["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]["function"]
     assert limit["type"] == "string"
     product = app_variable(limit["parameters"]["value_to_convert"])["operator"]
@@ -743,8 +793,17 @@ def test_no_table_request_logs_reach_log_analytics() -> None:
 # "Manage data retention in a Log Analytics workspace": tables default to the workspace's
 # retention, except these Application Insights tables, which keep 90 days unless set per table.
 APPLICATION_INSIGHTS_TABLES = [
-    "AppAvailabilityResults", "AppBrowserTimings", "AppDependencies", "AppExceptions", "AppEvents",
-    "AppMetrics", "AppPageViews", "AppPerformanceCounters", "AppRequests", "AppSystemEvents", "AppTraces",
+    "AppAvailabilityResults",
+    "AppBrowserTimings",
+    "AppDependencies",
+    "AppExceptions",
+    "AppEvents",
+    "AppMetrics",
+    "AppPageViews",
+    "AppPerformanceCounters",
+    "AppRequests",
+    "AppSystemEvents",
+    "AppTraces",
 ]
 
 
@@ -758,7 +817,9 @@ def test_log_analytics_keeps_logs_as_long_as_the_provisioning_log() -> None:
     inner = days["parameters"]["arg_1"]["function"]
     assert inner == {"type": "max", "parameters": {"arg_1": "logRetentionDays", "arg_2": 30}}, inner
     monitoring = bicep("monitoring.bicep")
-    decorators = {d["type"]: d["argument"] for d in monitoring["parameters"]["retentionInDays"]["decorators"] if "argument" in d}
+    decorators = {
+        d["type"]: d["argument"] for d in monitoring["parameters"]["retentionInDays"]["decorators"] if "argument" in d
+    }
     assert (decorators["min_value"], decorators["max_value"]) == (30, 730)
     workspace = only("monitoring.bicep", "Microsoft.OperationalInsights/workspaces")
     assert workspace["properties"]["retentionInDays"] == "retentionInDays"
@@ -835,16 +896,21 @@ def tables_used_by_code(sources: dict[str, str] | None = None) -> set[str]:
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
             is_super_init = (
-                called == "__init__" and isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call)
-                and isinstance(func.value.func, ast.Name) and func.value.func.id == "super"
+                called == "__init__"
+                and isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Call)
+                and isinstance(func.value.func, ast.Name)
+                and func.value.func.id == "super"
             )
             if called not in {"get_table_client", "create_table"} and not is_super_init:
                 continue
             for arg in node.args:
                 if (
-                    isinstance(arg, ast.JoinedStr) and len(arg.values) == 2
+                    isinstance(arg, ast.JoinedStr)
+                    and len(arg.values) == 2
                     and isinstance(arg.values[0], ast.FormattedValue)
-                    and isinstance(arg.values[0].value, ast.Name) and arg.values[0].value.id == "prefix"
+                    and isinstance(arg.values[0].value, ast.Name)
+                    and arg.values[0].value.id == "prefix"
                     and isinstance(arg.values[1], ast.Constant)
                 ):
                     found.add(arg.values[1].value)
@@ -883,10 +949,17 @@ def test_table_roles_are_scoped_to_the_apps_tables_not_the_account() -> None:
         # One assignment per table the storage module creates, from the same list.
         assert a["scope_loop"] == a["loop"] == "tableNames", a
     (scope_tables,) = [res for res in of_type("rbac.bicep", TABLE_TYPE).values()]
-    assert scope_tables["existing"] and body(scope_tables)["name"] == scope_tables["config"]["loop_type"]["detail"]["item_name"]
+    assert (
+        scope_tables["existing"]
+        and body(scope_tables)["name"] == scope_tables["config"]["loop_type"]["detail"]["item_name"]
+    )
     assert rbac["parameters"]["tableNames"]["type"] == "array"
     modules = bicep("main.bicep")["modules"]
-    assert modules["rbac"]["config"]["params"]["tableNames"] == modules["storage"]["config"]["params"]["tableNames"] == "tableNames"
+    assert (
+        modules["rbac"]["config"]["params"]["tableNames"]
+        == modules["storage"]["config"]["params"]["tableNames"]
+        == "tableNames"
+    )
 
 
 # ---- azd and packaging -----------------------------------------------------------------------
@@ -925,8 +998,20 @@ def test_azure_yaml_declares_the_function_service() -> None:
 def test_funcignore_keeps_development_files_out_of_the_package() -> None:
     entries = {line.strip().rstrip("/") for line in (ROOT / ".funcignore").read_text().splitlines()}
     wanted = {
-        "tests", ".venv", ".venv-infra", "node_modules", ".azurite", "infra", "docs", "bench",
-        ".git*", "local.settings.json", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+        "tests",
+        ".venv",
+        ".venv-infra",
+        "node_modules",
+        ".azurite",
+        "infra",
+        "docs",
+        "bench",
+        ".git*",
+        "local.settings.json",
+        "__pycache__",
+        ".pytest_cache",
+        ".mypy_cache",
+        ".ruff_cache",
     }
     assert wanted <= entries, sorted(wanted - entries)
     # Never the app itself.

@@ -14,7 +14,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ["errors", "jsonbody", "schema", "discovery", "values", "resource", "filtering", "patching", "projection", "service"]
+CORE = [
+    "errors",
+    "jsonbody",
+    "schema",
+    "discovery",
+    "values",
+    "resource",
+    "filtering",
+    "patching",
+    "projection",
+    "service",
+]
 """The SCIM protocol: pure, no I/O but through the store contracts."""
 ADAPTERS = {"scim.http_adapter", "scim.timer_adapter", "scim.runtime", "function_app"}
 DEV_TOOLS = {"scim.localhost", "scim.dev", "scim.azurite", "scim.smtp_sink", "scim.children"}
@@ -47,7 +58,17 @@ def _crossing(module: str, forbidden_prefixes: set[str]) -> list[str]:
 @pytest.mark.parametrize("name", CORE)
 def test_the_protocol_core_does_no_io_of_its_own(name: str) -> None:
     """No Azure SDK, no storage implementation, no adapter or dev tool in the core."""
-    forbidden = {"azure", "aiohttp", "httpx", *ADAPTERS, *DEV_TOOLS, *STORE_IMPLEMENTATIONS, "scim.provisioning_log", "scim.notify", "scim.admin"}
+    forbidden = {
+        "azure",
+        "aiohttp",
+        "httpx",
+        *ADAPTERS,
+        *DEV_TOOLS,
+        *STORE_IMPLEMENTATIONS,
+        "scim.provisioning_log",
+        "scim.notify",
+        "scim.admin",
+    }
     assert _crossing(f"scim.{name}", forbidden) == []
 
 
@@ -60,7 +81,11 @@ def test_the_stores_import_no_adapter_core_service_or_dev_tool(path: Path) -> No
 
 @pytest.mark.parametrize(
     "path",
-    sorted(p for p in (ROOT / "scim").rglob("*.py") if ".".join(p.relative_to(ROOT).with_suffix("").parts) not in ADAPTERS | DEV_TOOLS),
+    sorted(
+        p
+        for p in (ROOT / "scim").rglob("*.py")
+        if ".".join(p.relative_to(ROOT).with_suffix("").parts) not in ADAPTERS | DEV_TOOLS
+    ),
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_nothing_but_the_entry_point_imports_an_adapter(path: Path) -> None:

@@ -84,9 +84,14 @@ async def test_a_body_over_the_limit_is_413_whether_declared_or_not(client):
 async def test_operations_per_patch_are_limited_to_the_advertised_maximum(client):
     user = await create_user(client)
     assert MAX_OPERATIONS == 1000
-    ok = await client.patch(f"/Users/{user['id']}", patch(*[{"op": "replace", "path": "title", "value": f"t{i}"} for i in range(MAX_OPERATIONS)]))
+    ok = await client.patch(
+        f"/Users/{user['id']}",
+        patch(*[{"op": "replace", "path": "title", "value": f"t{i}"} for i in range(MAX_OPERATIONS)]),
+    )
     assert ok.status == 200 and ok.json["title"] == f"t{MAX_OPERATIONS - 1}"
-    too_many = await client.patch(f"/Users/{user['id']}", patch(*[{"op": "replace", "path": "title", "value": "x"}] * (MAX_OPERATIONS + 1)))
+    too_many = await client.patch(
+        f"/Users/{user['id']}", patch(*[{"op": "replace", "path": "title", "value": "x"}] * (MAX_OPERATIONS + 1))
+    )
     assert_scim_error(too_many, 400, "tooMany")
     assert str(MAX_OPERATIONS) in too_many.json["detail"]
 
@@ -98,7 +103,10 @@ async def test_members_per_request_over_the_limit_are_refused_before_anything_is
     half = len(many) // 2
     for body in (
         patch({"op": "add", "path": "members", "value": many}),
-        patch({"op": "Add", "path": "members", "value": many[:half]}, {"op": "Add", "path": "members", "value": many[half:]}),
+        patch(
+            {"op": "Add", "path": "members", "value": many[:half]},
+            {"op": "Add", "path": "members", "value": many[half:]},
+        ),
         patch({"op": "replace", "path": "members", "value": many}),
         patch({"op": "remove", "path": "members", "value": many}),
     ):
@@ -120,7 +128,9 @@ async def test_a_patch_of_exactly_the_maximum_members_is_applied():
             doc = {"userName": f"m{i}@contoso.com"}
             ids.append((await runtime.store.create(client.tenant, "User", doc, index_terms(USER, doc))).id)
         group = await create_group(client)
-        response = await client.patch(f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": [{"value": i} for i in ids]}))
+        response = await client.patch(
+            f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": [{"value": i} for i in ids]})
+        )
         assert response.status == 204, response.body
         members = (await client.get(f"/Groups/{group['id']}")).json["members"]
         assert sorted(m["value"] for m in members) == sorted(ids)
@@ -150,7 +160,9 @@ async def test_filter_length_and_nesting_are_limited(client):
     search = await client.post("/Users/.search", {"filter": nested(MAX_FILTER_DEPTH + 1)})
     assert_scim_error(search, 400, "invalidFilter")
     path = "emails[" * (MAX_FILTER_DEPTH + 1) + 'value eq "x"' + "]" * (MAX_FILTER_DEPTH + 1)
-    assert_scim_error(await client.patch(f"/Users/{user['id']}", patch({"op": "remove", "path": path})), 400, "invalidPath")
+    assert_scim_error(
+        await client.patch(f"/Users/{user['id']}", patch({"op": "remove", "path": path})), 400, "invalidPath"
+    )
 
 
 # ---- count is capped at maxResults -----------------------------------------------------------
@@ -184,7 +196,9 @@ async def test_a_value_longer_than_the_limit_is_400_invalid_value_not_a_storage_
     assert_scim_error(created, 400, "invalidValue")
     assert "title" in created.json["detail"] and str(MAX_VALUE_LENGTH) in created.json["detail"]
 
-    replaced = await client.put(f"/Users/{user['id']}", {**new_user(), "userName": user["userName"], "title": long_title})
+    replaced = await client.put(
+        f"/Users/{user['id']}", {**new_user(), "userName": user["userName"], "title": long_title}
+    )
     assert_scim_error(replaced, 400, "invalidValue")
     for body in (
         patch({"op": "Replace", "path": "title", "value": long_title}),
@@ -200,7 +214,10 @@ async def test_a_value_longer_than_the_limit_is_400_invalid_value_not_a_storage_
 
     group = await create_group(client)
     assert_scim_error(await client.post("/Groups", {"displayName": "g" * 40_000}), 400, "invalidValue")
-    display = await client.patch(f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": [{"value": user["id"], "display": long_title}]}))
+    display = await client.patch(
+        f"/Groups/{group['id']}",
+        patch({"op": "add", "path": "members", "value": [{"value": user["id"], "display": long_title}]}),
+    )
     assert_scim_error(display, 400, "invalidValue")
 
 
@@ -213,7 +230,10 @@ async def test_a_value_of_exactly_the_limit_is_stored_and_read_back_as_sent(clie
     assert read["title"] == title and read[CUSTOM_URN]["badge"] == badge
     group = await create_group(client)
     display = "d" * MAX_VALUE_LENGTH
-    added = await client.patch(f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": [{"value": created.json["id"], "display": display}]}))
+    added = await client.patch(
+        f"/Groups/{group['id']}",
+        patch({"op": "add", "path": "members", "value": [{"value": created.json["id"], "display": display}]}),
+    )
     assert added.status == 204, added.body[:300]
     members = (await client.get(f"/Groups/{group['id']}")).json["members"]
     assert [m.get("display") for m in members] == [display]
@@ -231,7 +251,9 @@ KEY_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("value", KEY_VALUES, ids=["slashes-hash-question", "control", "separators", "whitespace", "non-ascii", "long"])
+@pytest.mark.parametrize(
+    "value", KEY_VALUES, ids=["slashes-hash-question", "control", "separators", "whitespace", "non-ascii", "long"]
+)
 async def test_values_with_forbidden_key_characters_round_trip_and_are_found_by_filter(client, value):
     user_name = f"{value}@contoso.com"
     body = new_user(userName=user_name, externalId=value)
@@ -241,7 +263,11 @@ async def test_values_with_forbidden_key_characters_round_trip_and_are_found_by_
     assert user["userName"] == user_name and user["externalId"] == value
     read = (await client.get(f"/Users/{user['id']}")).json
     assert read == user
-    for expression in (f"userName eq {json.dumps(user_name)}", f"userName eq {json.dumps(user_name.upper())}", f"externalId eq {json.dumps(value)}"):
+    for expression in (
+        f"userName eq {json.dumps(user_name)}",
+        f"userName eq {json.dumps(user_name.upper())}",
+        f"externalId eq {json.dumps(value)}",
+    ):
         found = await client.get("/Users", params={"filter": expression})
         assert found.status == 200 and [r["id"] for r in found.json["Resources"]] == [user["id"]], expression
     duplicate = await client.post("/Users", new_user(userName=user_name.upper()))
@@ -249,17 +275,28 @@ async def test_values_with_forbidden_key_characters_round_trip_and_are_found_by_
 
     group = await create_group(client, name=value)
     assert group["displayName"] == value
-    found = await client.get("/Groups", params={"filter": f"displayName eq {json.dumps(value)}", "excludedAttributes": "members"})
+    found = await client.get(
+        "/Groups", params={"filter": f"displayName eq {json.dumps(value)}", "excludedAttributes": "members"}
+    )
     assert [r["id"] for r in found.json["Resources"]] == [group["id"]]
     assert_scim_error(await client.post("/Groups", {"displayName": value}), 409, "uniqueness")
-    added = await client.patch(f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": [{"value": user["id"], "display": value}]}))
+    added = await client.patch(
+        f"/Groups/{group['id']}",
+        patch({"op": "add", "path": "members", "value": [{"value": user["id"], "display": value}]}),
+    )
     assert added.status == 204
     members = (await client.get(f"/Groups/{group['id']}")).json["members"]
     assert [(m["value"], m.get("display")) for m in members] == [(user["id"], value)]
-    renamed = await client.patch(f"/Users/{user['id']}", patch({"op": "replace", "path": "userName", "value": value + "-2"}))
+    renamed = await client.patch(
+        f"/Users/{user['id']}", patch({"op": "replace", "path": "userName", "value": value + "-2"})
+    )
     assert renamed.status == 200
-    assert (await client.get("/Users", params={"filter": f"userName eq {json.dumps(user_name)}"})).json["totalResults"] == 0
-    assert (await client.get("/Users", params={"filter": f"userName eq {json.dumps(value + '-2')}"})).json["totalResults"] == 1
+    assert (await client.get("/Users", params={"filter": f"userName eq {json.dumps(user_name)}"})).json[
+        "totalResults"
+    ] == 0
+    assert (await client.get("/Users", params={"filter": f"userName eq {json.dumps(value + '-2')}"})).json[
+        "totalResults"
+    ] == 1
 
 
 # ---- JSON bombs: refused cheaply ---------------------------------------------------------------
@@ -293,7 +330,12 @@ async def test_json_bombs_are_refused_cheaply(client, name):
     raw = _bombs()[name]
     assert len(raw) <= MIB
     # POST /Users is timed in test_a_refused_user_body_is_not_parsed_again_for_the_log.
-    for method, path in (("POST", "/Groups"), ("PUT", "/Groups/anything"), ("PATCH", "/Users/anything"), ("POST", "/.search")):
+    for method, path in (
+        ("POST", "/Groups"),
+        ("PUT", "/Groups/anything"),
+        ("PATCH", "/Users/anything"),
+        ("POST", "/.search"),
+    ):
         started = time.perf_counter()
         response = await client.request(method, path, raw=raw)
         elapsed = time.perf_counter() - started
@@ -327,7 +369,9 @@ async def test_a_refused_user_body_is_not_parsed_again_for_the_log(client, monke
     raw = _bombs()["many nested arrays"]
     response = await client.request("POST", "/Users", raw=raw)
     assert_scim_error(response, 400, "invalidSyntax")
-    assert not [size for size in parsed_sizes if size >= len(raw)], "the adapter parsed the refused body again, without limits"
+    assert not [size for size in parsed_sizes if size >= len(raw)], (
+        "the adapter parsed the refused body again, without limits"
+    )
 
 
 # ---- size of one stored resource (Table Storage's 1 MiB entity) ------------------------------
@@ -338,12 +382,16 @@ def _oversized_extension(values: int) -> dict[str, Any]:
 
 
 async def test_a_resource_larger_than_an_entity_is_400_invalid_value(client):
-    created = await client.post("/Users", new_user(**_oversized_extension(33)))  # ~1 MiB of values, each under the value limit
+    created = await client.post(
+        "/Users", new_user(**_oversized_extension(33))
+    )  # ~1 MiB of values, each under the value limit
     assert_scim_error(created, 400, "invalidValue")
     user = await create_user(client)
     statuses = []
     for i in range(40):
-        response = await client.patch(f"/Users/{user['id']}", patch({"op": "add", "path": f"{CUSTOM_URN}:b{i}", "value": "x" * 31_000}))
+        response = await client.patch(
+            f"/Users/{user['id']}", patch({"op": "add", "path": f"{CUSTOM_URN}:b{i}", "value": "x" * 31_000})
+        )
         statuses.append(response.status)
         if response.status != 200:
             assert_scim_error(response, 400, "invalidValue")

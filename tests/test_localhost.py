@@ -238,8 +238,22 @@ def test_the_cli_refuses_an_unsupported_route_and_exits(tmp_path: Path):
         "    return func.HttpResponse('never')\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scim.localhost", "--port", str(free_port()), "--root", str(tmp_path), "--app", "oddapp:app"],
-        cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "scim.localhost",
+            "--port",
+            str(free_port()),
+            "--root",
+            str(tmp_path),
+            "--app",
+            "oddapp:app",
+        ],
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _, err = proc.communicate(timeout=30)
@@ -280,7 +294,11 @@ def test_the_cli_reads_host_json_local_settings_and_port_and_stops_on_a_signal(t
     env = {k: v for k, v in os.environ.items() if k != "LH_GREETING"} | {"PORT": str(port), "LH_SET": "env"}
     proc = subprocess.Popen(  # no --port: $PORT
         [sys.executable, "-m", "scim.localhost", "--root", str(tmp_path), "--app", "envapp:app"],
-        cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_listening(proc, port)
@@ -345,9 +363,7 @@ async def test_request_round_trip(host, client):
         assert r.status == 200
         got = await r.json()
     assert got["method"] == "POST"
-    assert got["url"] == (
-        f"{host.base_url}/echo/Users/abc%20def?filter=userName%20eq%20%22x%22&a=1&a=2"
-    )
+    assert got["url"] == (f"{host.base_url}/echo/Users/abc%20def?filter=userName%20eq%20%22x%22&a=1&a=2")
     assert got["params"] == {"filter": 'userName eq "x"', "a": "1"}  # first of repeated values
     assert got["route_params"] == {"path": "Users/abc def"}
     assert got["headers"] == {"x-one": "1", "x-multi": "a, b"}
@@ -495,6 +511,7 @@ async def test_host_defaults_to_project_host_json():
 # it, and drops clients that take too long to send a request; the local host does the same
 # (scim.localhost: host_body_limit, head_timeout, body_timeout).
 
+
 async def _raw(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(data)
@@ -502,8 +519,9 @@ async def _raw(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.St
     return reader, writer
 
 
-async def _read_response(reader: asyncio.StreamReader, timeout: float) -> tuple[int, dict[str, str], bytes]:
+async def _read_response(reader: asyncio.StreamReader, limit: float) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and the rest of one response of a connection the server then closes."""
+
     async def read() -> tuple[int, dict[str, str], bytes]:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
@@ -512,19 +530,19 @@ async def _read_response(reader: asyncio.StreamReader, timeout: float) -> tuple[
         rest = await reader.read(int(headers.get("content-length", "0")) or -1) if status != 100 else b""
         return status, headers, rest
 
-    return await asyncio.wait_for(read(), timeout)
+    return await asyncio.wait_for(read(), limit)
 
 
-async def _closed_within(reader: asyncio.StreamReader, timeout: float) -> float:
-    """Seconds until the server closes the connection (EOF or reset); fails after ``timeout``."""
+async def _closed_within(reader: asyncio.StreamReader, limit: float) -> float:
+    """Seconds until the server closes the connection (EOF or reset); fails after ``limit`` seconds."""
     started = time.perf_counter()
     try:
-        while await asyncio.wait_for(reader.read(65536), timeout):
+        while await asyncio.wait_for(reader.read(65536), limit):
             pass
     except (ConnectionResetError, BrokenPipeError):
         pass
     except TimeoutError:
-        pytest.fail(f"the server still holds the connection open after {timeout} s")
+        pytest.fail(f"the server still holds the connection open after {limit} s")
     return time.perf_counter() - started
 
 
@@ -553,11 +571,11 @@ async def test_a_declared_body_over_the_host_limit_is_refused_before_it_is_read(
                 b"POST /size HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 40000000\r\n" + extra + b"\r\n",
             )
-            status, headers, _ = await _read_response(reader, timeout=5)
+            status, headers, _ = await _read_response(reader, limit=5)
             assert status == 413, (extra, status)  # never "100 Continue"
             assert time.perf_counter() - started < 2
             assert headers.get("connection", "").lower() == "close"
-            await _closed_within(reader, timeout=5)
+            await _closed_within(reader, limit=5)
             writer.close()
     finally:
         await local.stop()
@@ -583,9 +601,9 @@ async def test_the_host_limit_is_exact_declared_or_chunked(client):
             b"POST /size HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"".join(b"64\r\n" + b"x" * 100 + b"\r\n" for _ in range(11)),
         )
-        status, headers, _ = await _read_response(reader, timeout=5)
+        status, headers, _ = await _read_response(reader, limit=5)
         assert status == 413 and headers.get("connection", "").lower() == "close"
-        await _closed_within(reader, timeout=5)
+        await _closed_within(reader, limit=5)
         writer.close()
     finally:
         await local.stop()
@@ -624,7 +642,11 @@ def test_a_chunked_body_is_not_read_past_the_host_limit(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "scim.localhost", "--port", str(port), "--root", str(tmp_path), "--app", "bodyapp:app"],
-        cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
@@ -680,7 +702,7 @@ async def test_a_half_sent_request_head_is_dropped_after_the_head_timeout():
             b"",  # nothing at all
         ]
         conns = [await _raw(local.port, data) for data in partials for _ in range(20)]
-        waited = await asyncio.gather(*(_closed_within(reader, timeout=4) for reader, _ in conns))
+        waited = await asyncio.gather(*(_closed_within(reader, limit=4) for reader, _ in conns))
         assert max(waited) < 3, waited
         for _, writer in conns:
             writer.close()
@@ -697,7 +719,7 @@ async def test_a_half_sent_request_head_is_dropped_after_the_head_timeout():
                     await asyncio.sleep(0.1)
 
         dripping = asyncio.create_task(drip())
-        await _closed_within(reader, timeout=4)
+        await _closed_within(reader, limit=4)
         dripping.cancel()
         assert time.perf_counter() - started < 3
         writer.close()
@@ -710,14 +732,14 @@ async def test_an_idle_keep_alive_connection_is_closed_and_busy_ones_are_served(
     await local.start("127.0.0.1", 0)
     try:
         reader, writer = await _raw(local.port, b"GET /hello/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        status, _, body = await _read_response(reader, timeout=5)
+        status, _, body = await _read_response(reader, limit=5)
         assert status == 200 and json.loads(body) == {"name": "x", "route": "param"}
         for _ in range(3):  # requests 0.5 s apart on one connection: each within the head timeout
             await asyncio.sleep(0.5)
             writer.write(b"GET /hello/y HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            status, _, _ = await _read_response(reader, timeout=5)
+            status, _, _ = await _read_response(reader, limit=5)
             assert status == 200
-        await _closed_within(reader, timeout=4)  # then idle: closed
+        await _closed_within(reader, limit=4)  # then idle: closed
         writer.close()
     finally:
         await local.stop()
@@ -731,9 +753,9 @@ async def test_a_body_sent_too_slowly_is_408_and_the_connection_closed():
         reader, writer = await _raw(
             local.port, b"POST /size HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
         )
-        status, headers, _ = await _read_response(reader, timeout=4)
+        status, headers, _ = await _read_response(reader, limit=4)
         assert status == 408 and headers.get("connection", "").lower() == "close"
-        await _closed_within(reader, timeout=4)
+        await _closed_within(reader, limit=4)
         assert time.perf_counter() - started < 3
         writer.close()
     finally:

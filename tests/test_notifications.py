@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiosmtpd.controller import Controller
 
-from scim.azurite import AzuriteProcess
 from scim import provisioning_log
+from scim.azurite import AzuriteProcess
 from scim.notify import notifier as notifier_module
 from scim.provisioning_log import LogEntry, format_time
 from scim.runtime import Runtime, build_runtime, use_runtime
@@ -65,7 +65,9 @@ async def _mail_runtime(azurite: str, table_prefix: str, smtp, monkeypatch) -> A
     # Unauthenticated requests are counted per second (not per minute), so that a count made a
     # second after a run falls in the next run's window even with no lag.
     monkeypatch.setattr(provisioning_log, "BUCKET_SECONDS", 1, raising=False)
-    settings = azurite_settings(azurite, table_prefix, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), NOTIFY_FROM="scim@example.test")
+    settings = azurite_settings(
+        azurite, table_prefix, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), NOTIFY_FROM="scim@example.test"
+    )
     runtime = build_runtime(settings)
     use_runtime(runtime)
     yield runtime
@@ -164,7 +166,11 @@ async def test_one_digest_per_tenant_with_failures_none_again_and_alert(mail_run
     assert digest["Subject"].startswith("ALERT: "), "21 of 22 requests failed: above Entra's 40 % quarantine ratio"
     [calm] = mailbox.to("ops@d.example")
     assert not calm["Subject"].startswith("ALERT"), "2 of 27 requests failed: no alert"
-    parts = {part.get_content_type(): part.get_payload(decode=True).decode() for part in digest.walk() if not part.is_multipart()}
+    parts = {
+        part.get_content_type(): part.get_payload(decode=True).decode()
+        for part in digest.walk()
+        if not part.is_multipart()
+    }
     assert set(parts) == {"text/plain", "text/html"}
     text = parts["text/plain"]
     assert failing.tenant in text, text
@@ -177,7 +183,11 @@ async def test_one_digest_per_tenant_with_failures_none_again_and_alert(mail_run
     await failing.get("/Users", token="stolen-or-stale-token")
     await run_timer(mail_runtime)
     second = mailbox.to("ops@a.example")
-    assert len(second) == 2 and second[1]["Subject"].startswith("ALERT: ") and "401" in second[1].get_payload()[0].get_payload(decode=True).decode()
+    assert (
+        len(second) == 2
+        and second[1]["Subject"].startswith("ALERT: ")
+        and "401" in second[1].get_payload()[0].get_payload(decode=True).decode()
+    )
 
 
 async def test_a_refused_send_is_retried_on_the_next_run(mail_runtime, smtp):
@@ -216,8 +226,16 @@ async def test_a_burst_of_10000_failures_is_summarised_in_a_bounded_message(burs
     # inserts slow down as its table grows): sending 10,000 real requests would take minutes. Times fall between the tenant's creation and now.
     entries = [
         LogEntry(
-            format_time(created + timedelta(milliseconds=1 + i // 10)), "POST /Users", 409 if i % 2 else 400, f"c{i:05d}", 3.0,
-            "User", None, "uniqueness" if i % 2 else "invalidValue", f"detail {i % 7}", f"user{i}@contoso.com",
+            format_time(created + timedelta(milliseconds=1 + i // 10)),
+            "POST /Users",
+            409 if i % 2 else 400,
+            f"c{i:05d}",
+            3.0,
+            "User",
+            None,
+            "uniqueness" if i % 2 else "invalidValue",
+            f"detail {i % 7}",
+            f"user{i}@contoso.com",
         )
         for i in range(10_000)
     ]

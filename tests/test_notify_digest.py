@@ -172,10 +172,15 @@ def test_refused_tokens_alert_only_on_evidence_that_entras_token_fails() -> None
     assert "Refused:  30 requests with a missing or wrong token (401, not in the totals)" in calm.text
     assert "token regenerate" not in calm.text
     alert = _digest([], total=0, unauthenticated=3, credential_alert=True)
-    assert alert.alert and alert.subject == "ALERT: SCIM provisioning: 3 requests refused (wrong or missing token) for tenant contoso"
+    assert (
+        alert.alert
+        and alert.subject == "ALERT: SCIM provisioning: 3 requests refused (wrong or missing token) for tenant contoso"
+    )
     assert alert.text.startswith("ALERT: 3 requests refused for a wrong or missing token (401) and none accepted")
     assert "python -m scim.admin token regenerate contoso" in alert.text
-    assert "<strong>ALERT:</strong> 3 requests refused" in alert.html and "<td" in alert.html and "Refused" in alert.html
+    assert (
+        "<strong>ALERT:</strong> 3 requests refused" in alert.html and "<td" in alert.html and "Refused" in alert.html
+    )
 
 
 def test_burst_of_10000_failures_stays_bounded() -> None:

@@ -151,7 +151,7 @@ class Inbox:
     received: list[Received] = field(default_factory=list)
     refuse: int = 0
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse:
             self.refuse -= 1
             return "550 5.7.1 Message refused by policy"

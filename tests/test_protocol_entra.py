@@ -19,7 +19,9 @@ async def test_test_connection_gets_200_and_an_empty_list(client):
     assert response.status == 200
     assert response.content_type.startswith("application/scim+json")
     assert response.json == {"schemas": [LIST], "totalResults": 0, "itemsPerPage": 0, "startIndex": 1, "Resources": []}
-    groups = await client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{uuid.uuid4()}"'})
+    groups = await client.get(
+        "/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{uuid.uuid4()}"'}
+    )
     assert groups.status == 200 and groups.json["Resources"] == []
 
 
@@ -124,7 +126,9 @@ async def test_post_tolerances_and_custom_extension_round_trip(client):
 async def test_manager_is_returned_as_an_object(client):
     manager = await create_user(client)
     user = await create_user(client)
-    response = await client.patch(f"/Users/{user['id']}", payload("entra-patch-manager-add.json", MANAGER_ID=manager["id"]))
+    response = await client.patch(
+        f"/Users/{user['id']}", payload("entra-patch-manager-add.json", MANAGER_ID=manager["id"])
+    )
     expected = {"value": manager["id"], "$ref": f"{client.base}/scim/{client.tenant}/Users/{manager['id']}"}
     assert response.json[ENTERPRISE_USER_URN]["manager"] == expected
     assert (await client.get(f"/Users/{user['id']}")).json[ENTERPRISE_USER_URN]["manager"] == expected
@@ -150,19 +154,29 @@ async def test_group_lifecycle_and_memberships(client, dialect):
     dup = payload("entra-post-group.json")
     dup["displayName"] = group["displayName"].upper()
     assert_scim_error(await client.post("/Groups", dup), 409, "uniqueness")
-    found = await client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{group["displayName"]}"'})
+    found = await client.get(
+        "/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{group["displayName"]}"'}
+    )
     assert [r["id"] for r in found.json["Resources"]] == [group["id"]] and "members" not in found.json["Resources"][0]
 
     alice, bob = await create_user(client), await create_user(client)
     for member in (alice, bob):
-        added = await client.patch(f"/Groups/{group['id']}", payload(f"entra-patch-add-member-{dialect}.json", USER_ID=member["id"]), params=params)
+        added = await client.patch(
+            f"/Groups/{group['id']}",
+            payload(f"entra-patch-add-member-{dialect}.json", USER_ID=member["id"]),
+            params=params,
+        )
         assert added.status == 204 and added.body == b""
     members = (await client.get(f"/Groups/{group['id']}")).json["members"]
     assert {m["value"] for m in members} == {alice["id"], bob["id"]}
     assert all(m["type"] == "User" and m["$ref"].endswith(m["value"]) for m in members)
     assert (await client.get(f"/Users/{alice['id']}")).json["groups"][0]["value"] == group["id"]
 
-    removed = await client.patch(f"/Groups/{group['id']}", payload(f"entra-patch-remove-member-{dialect}.json", USER_ID=alice["id"]), params=params)
+    removed = await client.patch(
+        f"/Groups/{group['id']}",
+        payload(f"entra-patch-remove-member-{dialect}.json", USER_ID=alice["id"]),
+        params=params,
+    )
     assert removed.status == 204
     members = (await client.get(f"/Groups/{group['id']}")).json["members"]
     assert [m["value"] for m in members] == [bob["id"]]
@@ -184,25 +198,42 @@ async def test_member_ids_that_name_nothing_are_ignored_and_real_ones_kept(clien
     group = await create_group(client)
     user, subgroup = await create_user(client), await create_group(client)
     ids = [str(uuid.uuid4()), user["id"], "string id 1", subgroup["id"]]
-    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": "Add", "path": "members", "value": [{"value": i} for i in ids]}]}
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "Add", "path": "members", "value": [{"value": i} for i in ids]}],
+    }
     assert (await client.patch(f"/Groups/{group['id']}", body)).status == 204
     members = (await client.get(f"/Groups/{group['id']}")).json["members"]
     assert {(m["value"], m["type"]) for m in members} == {(user["id"], "User"), (subgroup["id"], "Group")}
-    created = await client.post("/Groups", {"displayName": f"g-{uuid.uuid4().hex[:6]}", "members": [{"value": "nope"}, {"value": user["id"]}]})
+    created = await client.post(
+        "/Groups", {"displayName": f"g-{uuid.uuid4().hex[:6]}", "members": [{"value": "nope"}, {"value": user["id"]}]}
+    )
     assert created.status == 201 and [m["value"] for m in created.json["members"]] == [user["id"]]
-    missing = await client.patch(f"/Groups/{uuid.uuid4()}", payload("entra-patch-add-member-default.json", USER_ID=str(uuid.uuid4())))
+    missing = await client.patch(
+        f"/Groups/{uuid.uuid4()}", payload("entra-patch-add-member-default.json", USER_ID=str(uuid.uuid4()))
+    )
     assert_scim_error(missing, 404)
 
 
 async def test_put_replaces_and_if_match_guards_writes(client):
     user = await create_user(client)
-    replacement = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user["userName"], "displayName": "Put Name"}
+    replacement = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": user["userName"],
+        "displayName": "Put Name",
+    }
     stale = '"W/"stale""'
     assert_scim_error(await client.put(f"/Users/{user['id']}", replacement, headers={"If-Match": stale}), 412)
     put = await client.put(f"/Users/{user['id']}", replacement, headers={"If-Match": user["meta"]["version"]})
     assert put.status == 200 and put.json["displayName"] == "Put Name" and "emails" not in put.json
-    assert_scim_error(await client.patch(f"/Users/{user['id']}", payload("entra-patch-disable-default.json"), headers={"If-Match": user["meta"]["version"]}), 412)
+    assert_scim_error(
+        await client.patch(
+            f"/Users/{user['id']}",
+            payload("entra-patch-disable-default.json"),
+            headers={"If-Match": user["meta"]["version"]},
+        ),
+        412,
+    )
     assert_scim_error(await client.delete(f"/Users/{user['id']}", headers={"If-Match": user["meta"]["version"]}), 412)
     assert (await client.delete(f"/Users/{user['id']}", headers={"If-Match": put.headers["etag"]})).status == 204
 
@@ -231,7 +262,14 @@ async def test_rich_filters_and_sorting(client):
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("POST", "/Bulk", 501), ("GET", "/Me", 501), ("GET", "/Unknown", 404), ("DELETE", "/Users", 405), ("GET", "", 404), ("GET", "/.search", 405)],
+    [
+        ("POST", "/Bulk", 501),
+        ("GET", "/Me", 501),
+        ("GET", "/Unknown", 404),
+        ("DELETE", "/Users", 405),
+        ("GET", "", 404),
+        ("GET", "/.search", 405),
+    ],
 )
 async def test_unsupported_endpoints_answer_scim_errors(client, method, path, status):
     assert_scim_error(await client.request(method, path, {} if method == "POST" else None), status)
@@ -239,8 +277,10 @@ async def test_unsupported_endpoints_answer_scim_errors(client, method, path, st
 
 async def test_bad_input_gets_actionable_4xx(client):
     assert_scim_error(await client.request("POST", "/Users", raw=b"{not json"), 400, "invalidSyntax")
-    assert_scim_error(await client.request("POST", "/Users", raw=b'{"userName":"a","userName":"b"}'), 400, "invalidSyntax")
-    assert_scim_error(await client.get("/Users", params={"filter": 'userName eq'}), 400, "invalidFilter")
+    assert_scim_error(
+        await client.request("POST", "/Users", raw=b'{"userName":"a","userName":"b"}'), 400, "invalidSyntax"
+    )
+    assert_scim_error(await client.get("/Users", params={"filter": "userName eq"}), 400, "invalidFilter")
     assert_scim_error(await client.post("/Users", {"userName": "x", "active": "perhaps"}), 400, "invalidValue")
     assert_scim_error(await client.get("/Users", params={"count": "ten"}), 400)
     big = {"userName": "big@contoso.com", "title": "x" * (1024 * 1024)}
@@ -251,7 +291,10 @@ async def test_discovery_endpoints(client):
     spc = await client.get("/ServiceProviderConfig")
     assert spc.status == 200 and spc.json["patch"]["supported"] is True and spc.json["etag"]["supported"] is True
     schemas = await client.get("/Schemas")
-    assert {r["id"] for r in schemas.json["Resources"]} >= {"urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE_USER_URN}
+    assert {r["id"] for r in schemas.json["Resources"]} >= {
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        ENTERPRISE_USER_URN,
+    }
     assert "null" not in schemas.body.decode()
     one = await client.get(f"/Schemas/{ENTERPRISE_USER_URN}")
     assert one.status == 200 and one.json["id"] == ENTERPRISE_USER_URN
@@ -264,9 +307,12 @@ async def test_discovery_endpoints(client):
 async def test_twenty_concurrent_single_member_patches_lose_nothing(client):
     group = await create_group(client)
     users = await asyncio.gather(*(create_user(client) for _ in range(20)))
-    responses = await asyncio.gather(*(
-        client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=u["id"])) for u in users
-    ))
+    responses = await asyncio.gather(
+        *(
+            client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=u["id"]))
+            for u in users
+        )
+    )
     assert [r.status for r in responses] == [204] * 20
     members = (await client.get(f"/Groups/{group['id']}")).json["members"]
     assert {m["value"] for m in members} == {u["id"] for u in users}
@@ -284,7 +330,9 @@ async def test_tenants_are_isolated(client, other_client):
     user = await create_user(client)
     group = await create_group(client)
     assert_scim_error(await other_client.get(f"/Users/{user['id']}"), 404)
-    assert_scim_error(await other_client.patch(f"/Users/{user['id']}", payload("entra-patch-disable-default.json")), 404)
+    assert_scim_error(
+        await other_client.patch(f"/Users/{user['id']}", payload("entra-patch-disable-default.json")), 404
+    )
     assert_scim_error(await other_client.delete(f"/Groups/{group['id']}"), 404)
     found = await other_client.get("/Users", params={"filter": f'userName eq "{user["userName"]}"'})
     assert found.json["totalResults"] == 0
@@ -295,12 +343,20 @@ async def test_tenants_are_isolated(client, other_client):
 async def test_search_with_post_on_one_type_and_across_types(client):
     user = await create_user(client)
     group = await create_group(client)
-    one = await client.post("/Users/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
-                                               "filter": f'userName eq "{user["userName"]}"', "attributes": ["userName"]})
+    one = await client.post(
+        "/Users/.search",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": f'userName eq "{user["userName"]}"',
+            "attributes": ["userName"],
+        },
+    )
     assert one.status == 200 and [set(r) for r in one.json["Resources"]] == [{"schemas", "id", "userName"}]
     both = await client.post("/.search", {"filter": f'id eq "{user["id"]}" or id eq "{group["id"]}"', "count": 1})
     assert both.json["totalResults"] == 2 and [r["id"] for r in both.json["Resources"]] == [user["id"]]
-    second = await client.post("/.search", {"filter": f'id eq "{user["id"]}" or id eq "{group["id"]}"', "startIndex": 2})
+    second = await client.post(
+        "/.search", {"filter": f'id eq "{user["id"]}" or id eq "{group["id"]}"', "startIndex": 2}
+    )
     assert [r["id"] for r in second.json["Resources"]] == [group["id"]]
 
 

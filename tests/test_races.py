@@ -65,12 +65,22 @@ class ServiceClient:
     tenant: str
 
     async def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
-        answer = await self.service.handle(ScimRequest(
-            method=method, tenant=self.tenant, path=path, base_url=f"http://127.0.0.1/scim/{self.tenant}",
-            query=params or {}, headers={}, body=json.dumps(body).encode() if body is not None else b"",
-        ))
-        return Response(answer.status, {k.lower(): v for k, v in answer.headers.items()},
-                        json.dumps(answer.body).encode() if answer.body is not None else b"")
+        answer = await self.service.handle(
+            ScimRequest(
+                method=method,
+                tenant=self.tenant,
+                path=path,
+                base_url=f"http://127.0.0.1/scim/{self.tenant}",
+                query=params or {},
+                headers={},
+                body=json.dumps(body).encode() if body is not None else b"",
+            )
+        )
+        return Response(
+            answer.status,
+            {k.lower(): v for k, v in answer.headers.items()},
+            json.dumps(answer.body).encode() if answer.body is not None else b"",
+        )
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> Response:
         return await self.request("GET", path, params=params)
@@ -129,7 +139,9 @@ async def _step(world: World, me: Worker) -> None:
     mine = sorted(me.names)
     roll = rng.random()
     if roll < 0.15 or not mine:
-        response = await _request(world, "create", client.post("/Users", {"schemas": [USER_URN], "userName": _name(rng)}))
+        response = await _request(
+            world, "create", client.post("/Users", {"schemas": [USER_URN], "userName": _name(rng)})
+        )
         if response.status == 201:
             me.names[response.json["id"]] = response.json["userName"]
             me.groups[response.json["id"]] = set()
@@ -153,7 +165,9 @@ async def _step(world: World, me: Worker) -> None:
             me.groups[user].discard(group)
     elif roll < 0.93:
         user = rng.choice(world.all_users)
-        await _request(world, "active", client.patch(f"/Users/{user}", _patch("Replace", "active", rng.choice(("False", "True")))))
+        await _request(
+            world, "active", client.patch(f"/Users/{user}", _patch("Replace", "active", rng.choice(("False", "True"))))
+        )
     else:
         user = rng.choice(mine)
         if (await _request(world, "delete", client.delete(f"/Users/{user}"))).status == 204:
@@ -193,10 +207,16 @@ async def test_mixed_concurrent_workload_keeps_every_invariant(client, runtime, 
     expected = {g: {u for w in workers for u, gs in w.groups.items() if g in gs} for g in groups}
     assert directory.ids("User") == set(live), "live users differ from the successful creates minus deletes"
     assert not deleted & directory.ids("User")
-    problems += [f"user {u}: userName {directory.doc('User', u)['userName']!r}, expected {n!r}"
-                 for u, n in live.items() if directory.doc("User", u)["userName"] != n]
-    problems += [f"group {g}: members differ by {len(directory.members(g) ^ want)}" for g, want in expected.items()
-                 if directory.members(g) != want]
+    problems += [
+        f"user {u}: userName {directory.doc('User', u)['userName']!r}, expected {n!r}"
+        for u, n in live.items()
+        if directory.doc("User", u)["userName"] != n
+    ]
+    problems += [
+        f"group {g}: members differ by {len(directory.members(g) ^ want)}"
+        for g, want in expected.items()
+        if directory.members(g) != want
+    ]
     for group in groups:  # the API agrees with the rows
         members = (await client.get(f"/Groups/{group}")).json.get("members") or []
         if {m["value"] for m in members} != expected[group]:
@@ -209,12 +229,19 @@ async def test_mixed_concurrent_workload_keeps_every_invariant(client, runtime, 
     assert problems == [], problems[:10]
 
     kinds = Counter(kind for kind, _ in world.statuses.elements())
-    lines = [f"{WORKERS} workers x {OPERATIONS} operations = {sum(done)} in {elapsed:.1f} s ({cpu:.1f} s CPU in the test process)"]
-    lines += [f"  {kind:<7} {kinds[kind]:>5}: " + ", ".join(f"{status} x {count}" for (k, status), count in sorted(world.statuses.items()) if k == kind)
-              for kind in ALLOWED]
-    lines.append(f"end state: {len(live)} users ({len(deleted)} deleted), "
-                 f"{sum(len(m) for m in expected.values())} memberships in {GROUPS} groups, "
-                 f"{len(directory.unique) + len(directory.multi)} index rows; all invariants hold")
+    lines = [
+        f"{WORKERS} workers x {OPERATIONS} operations = {sum(done)} in {elapsed:.1f} s ({cpu:.1f} s CPU in the test process)"
+    ]
+    lines += [
+        f"  {kind:<7} {kinds[kind]:>5}: "
+        + ", ".join(f"{status} x {count}" for (k, status), count in sorted(world.statuses.items()) if k == kind)
+        for kind in ALLOWED
+    ]
+    lines.append(
+        f"end state: {len(live)} users ({len(deleted)} deleted), "
+        f"{sum(len(m) for m in expected.values())} memberships in {GROUPS} groups, "
+        f"{len(directory.unique) + len(directory.multi)} index rows; all invariants hold"
+    )
     record_summary("races: mixed concurrent workload", "\n".join(lines))
 
 
@@ -222,22 +249,31 @@ CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtension:2.0:User"
 
 
 async def test_concurrent_patches_of_one_user_all_apply_and_412_only_with_if_match(client):
-    created = await client.post("/Users", {"schemas": [USER_URN], "userName": f"etag-{uuid.uuid4().hex[:8]}@contoso.com"})
+    created = await client.post(
+        "/Users", {"schemas": [USER_URN], "userName": f"etag-{uuid.uuid4().hex[:8]}@contoso.com"}
+    )
     assert created.status == 201, created.body
     user, version = created.json["id"], created.headers["etag"]
 
     def body(n: int) -> dict[str, Any]:
         return _patch("Add", f"{CUSTOM}:attr{n}", f"value-{n}")
 
-    unguarded = await asyncio.wait_for(asyncio.gather(*(client.patch(f"/Users/{user}", body(n)) for n in range(WORKERS))), 60)
-    assert [r.status for r in unguarded] == [200] * WORKERS, [(r.status, r.body[:120]) for r in unguarded if r.status != 200]
+    unguarded = await asyncio.wait_for(
+        asyncio.gather(*(client.patch(f"/Users/{user}", body(n)) for n in range(WORKERS))), 60
+    )
+    assert [r.status for r in unguarded] == [200] * WORKERS, [
+        (r.status, r.body[:120]) for r in unguarded if r.status != 200
+    ]
     stored = (await client.get(f"/Users/{user}")).json
     assert stored[CUSTOM] == {f"attr{n}": f"value-{n}" for n in range(WORKERS)}
 
     version = (await client.get(f"/Users/{user}")).headers["etag"]
-    guarded = await asyncio.wait_for(asyncio.gather(*(
-        client.patch(f"/Users/{user}", body(100 + n), headers={"If-Match": version}) for n in range(WORKERS)
-    )), 60)
+    guarded = await asyncio.wait_for(
+        asyncio.gather(
+            *(client.patch(f"/Users/{user}", body(100 + n), headers={"If-Match": version}) for n in range(WORKERS))
+        ),
+        60,
+    )
     statuses = Counter(r.status for r in guarded)
     assert statuses == {200: 1, 412: WORKERS - 1}, statuses
     winner = next(n for n, r in enumerate(guarded) if r.status == 200)

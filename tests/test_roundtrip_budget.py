@@ -42,7 +42,9 @@ class TableCounter(RoundTripCounter):
         resource = request.http_request.url.split("?")[0].rsplit("/", 1)[-1]
         if "tenants" in resource:
             self.auth += 1
-        elif resource.startswith(self.log_table) or (resource == "$batch" and self.log_table.encode() in _body(request)):
+        elif resource.startswith(self.log_table) or (
+            resource == "$batch" and self.log_table.encode() in _body(request)
+        ):
             self.log += 1
         else:
             super().on_request(request)
@@ -92,11 +94,17 @@ def _report_round_trips():  # type: ignore[no-untyped-def]
     if MEASURED:
         width = max(map(len, MEASURED))
         lines = [f"{label:<{width}}  {trips}" for label, trips in MEASURED.items()]
-        record_summary("storage round trips per SCIM operation (+1 tenant read for auth, +1 provisioning log write)", "\n".join(lines))
+        record_summary(
+            "storage round trips per SCIM operation (+1 tenant read for auth, +1 provisioning log write)",
+            "\n".join(lines),
+        )
 
 
 def members_patch(ids: list[str]) -> dict:
-    return {"schemas": [PATCH_OP], "Operations": [{"op": "Add", "path": "members", "value": [{"value": i} for i in ids]}]}
+    return {
+        "schemas": [PATCH_OP],
+        "Operations": [{"op": "Add", "path": "members", "value": [{"value": i} for i in ids]}],
+    }
 
 
 async def test_round_trips_per_entra_operation(counted):
@@ -115,27 +123,59 @@ async def test_round_trips_per_entra_operation(counted):
         f'emails[type eq "work"].value eq "{body["emails"][0]["value"]}"',
         f'userName eq "{uuid.uuid4()}"',
     ):
-        trips, response = await measure(counter, client.get("/Users", params={"filter": expression}), "GET /Users?filter=" + expression.rsplit(" eq ", 1)[0] + " eq")
+        trips, response = await measure(
+            counter,
+            client.get("/Users", params={"filter": expression}),
+            "GET /Users?filter=" + expression.rsplit(" eq ", 1)[0] + " eq",
+        )
         assert response.status == 200 and trips <= 2, (expression, trips)
 
-    trips, response = await measure(counter, client.patch(f"/Users/{user['id']}", payload("entra-patch-user-default.json")), "PATCH /Users/{id} (6 attributes)")
+    trips, response = await measure(
+        counter,
+        client.patch(f"/Users/{user['id']}", payload("entra-patch-user-default.json")),
+        "PATCH /Users/{id} (6 attributes)",
+    )
     assert response.status == 200 and trips <= 3, trips
 
-    group = (await client.post("/Groups", {**payload("entra-post-group.json"), "displayName": f"g-{uuid.uuid4().hex[:6]}"})).json
-    trips, response = await measure(counter, client.get("/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{group["displayName"]}"'}), "GET /Groups?excludedAttributes=members&filter=displayName eq")
+    group = (
+        await client.post("/Groups", {**payload("entra-post-group.json"), "displayName": f"g-{uuid.uuid4().hex[:6]}"})
+    ).json
+    trips, response = await measure(
+        counter,
+        client.get(
+            "/Groups", params={"excludedAttributes": "members", "filter": f'displayName eq "{group["displayName"]}"'}
+        ),
+        "GET /Groups?excludedAttributes=members&filter=displayName eq",
+    )
     assert response.status == 200 and trips <= 2, trips
-    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=user["id"])), "PATCH /Groups/{id} add 1 member")
+    trips, response = await measure(
+        counter,
+        client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=user["id"])),
+        "PATCH /Groups/{id} add 1 member",
+    )
     assert response.status == 204 and trips <= 3, trips
-    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-remove-member-aadoptscim062020.json", USER_ID=user["id"])), "PATCH /Groups/{id} remove 1 member")
+    trips, response = await measure(
+        counter,
+        client.patch(
+            f"/Groups/{group['id']}", payload("entra-patch-remove-member-aadoptscim062020.json", USER_ID=user["id"])
+        ),
+        "PATCH /Groups/{id} remove 1 member",
+    )
     assert response.status == 204 and trips <= 3, trips
 
     in_groups = await create_user(client)
     groups = [await create_group(client) for _ in range(3)]
     for g in groups:
-        await client.patch(f"/Groups/{g['id']}", payload("entra-patch-add-member-default.json", USER_ID=in_groups["id"]))
-    trips, response = await measure(counter, client.delete(f"/Users/{in_groups['id']}"), "DELETE /Users/{id} (user in 3 groups)")
+        await client.patch(
+            f"/Groups/{g['id']}", payload("entra-patch-add-member-default.json", USER_ID=in_groups["id"])
+        )
+    trips, response = await measure(
+        counter, client.delete(f"/Users/{in_groups['id']}"), "DELETE /Users/{id} (user in 3 groups)"
+    )
     assert response.status == 204 and trips <= 2 + len(groups), trips
-    trips, response = await measure(counter, client.delete(f"/Users/{user['id']}"), "DELETE /Users/{id} (user in no group)")
+    trips, response = await measure(
+        counter, client.delete(f"/Users/{user['id']}"), "DELETE /Users/{id} (user in no group)"
+    )
     assert response.status == 204 and trips <= 2, trips
 
 
@@ -148,11 +188,23 @@ async def test_member_patch_of_100_costs_the_same_whatever_the_group_size(counte
     for start in range(0, group_size, 100):
         chunk = [u["id"] for u in existing[start : start + 100]]
         assert (await client.patch(f"/Groups/{group['id']}", members_patch(chunk))).status == 204
-    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", members_patch([u["id"] for u in new])), f"PATCH /Groups/{{id}} add 100 members (group of {group_size})")
+    trips, response = await measure(
+        counter,
+        client.patch(f"/Groups/{group['id']}", members_patch([u["id"] for u in new])),
+        f"PATCH /Groups/{{id}} add 100 members (group of {group_size})",
+    )
     assert response.status == 204 and trips <= 3, trips
-    trips, response = await measure(counter, client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=new[0]["id"])), f"PATCH /Groups/{{id}} add 1 member (group of {group_size + 100})")
+    trips, response = await measure(
+        counter,
+        client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=new[0]["id"])),
+        f"PATCH /Groups/{{id}} add 1 member (group of {group_size + 100})",
+    )
     assert response.status == 204 and trips == 1, trips
-    trips, response = await measure(counter, client.get(f"/Groups/{group['id']}", params={"excludedAttributes": "members"}), f"GET /Groups/{{id}}?excludedAttributes=members (group of {group_size + 100})")
+    trips, response = await measure(
+        counter,
+        client.get(f"/Groups/{group['id']}", params={"excludedAttributes": "members"}),
+        f"GET /Groups/{{id}}?excludedAttributes=members (group of {group_size + 100})",
+    )
     assert response.status == 200 and trips == 1, trips
     full = (await client.get(f"/Groups/{group['id']}")).json
     assert len(full["members"]) == group_size + 100
@@ -172,11 +224,23 @@ async def test_a_prefix_lookup_costs_pages_of_rows_not_a_read_per_match(counted)
 
     for start in range(0, 300, 50):
         await asyncio.gather(*(seed(i) for i in range(start, start + 50)))
-    trips, response = await measure(counter, client.get("/Users", params={"filter": 'userName sw ""', "count": "1000"}), 'GET /Users?filter=userName sw "" (300 users)')
+    trips, response = await measure(
+        counter,
+        client.get("/Users", params={"filter": 'userName sw ""', "count": "1000"}),
+        'GET /Users?filter=userName sw "" (300 users)',
+    )
     assert response.status == 200 and response.json["totalResults"] == 300
     assert trips <= 3, trips
-    trips, response = await measure(counter, client.get("/Users", params={"filter": 'userName sw "prefix-1"'}), 'GET /Users?filter=userName sw "prefix-1" (100 of 300 match)')
+    trips, response = await measure(
+        counter,
+        client.get("/Users", params={"filter": 'userName sw "prefix-1"'}),
+        'GET /Users?filter=userName sw "prefix-1" (100 of 300 match)',
+    )
     assert response.status == 200 and response.json["totalResults"] == 100
     assert trips <= 4, trips
-    trips, response = await measure(counter, client.get("/Users", params={"filter": 'userName eq "prefix-007@contoso.com"'}), "GET /Users?filter=userName eq (300 users)")
+    trips, response = await measure(
+        counter,
+        client.get("/Users", params={"filter": 'userName eq "prefix-007@contoso.com"'}),
+        "GET /Users?filter=userName eq (300 users)",
+    )
     assert response.status == 200 and response.json["totalResults"] == 1 and trips == 2, trips

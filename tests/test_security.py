@@ -48,7 +48,11 @@ async def test_another_tenant_cannot_read_change_or_find_a_tenants_resources(cli
     """Every endpoint and method of tenant B, given tenant A's ids and filter values, sees nothing of A."""
     victim = await create_user(client, externalId=f"ext-{uuid.uuid4().hex[:8]}")
     victim_group = await create_group(client)
-    assert (await client.patch(f"/Groups/{victim_group['id']}", patch({"op": "add", "path": "members", "value": [{"value": victim["id"]}]}))).status == 204
+    assert (
+        await client.patch(
+            f"/Groups/{victim_group['id']}", patch({"op": "add", "path": "members", "value": [{"value": victim["id"]}]})
+        )
+    ).status == 204
     before_user = (await client.get(f"/Users/{victim['id']}")).json
     before_group = (await client.get(f"/Groups/{victim_group['id']}")).json
     b = other_client
@@ -104,16 +108,37 @@ async def test_another_tenant_cannot_read_change_or_find_a_tenants_resources(cli
 
     # B's own group: A's ids as members are ignored (not stored), in PATCH and in POST.
     for body in (
-        patch({"op": "Add", "path": "members", "value": [{"value": victim["id"]}, {"value": victim_group["id"]}, {"value": own_user["id"]}]}),
-        patch({"op": "add", "path": "members", "value": [{"value": victim["id"], "type": "User"}, {"value": victim_group["id"], "type": "Group"}]}),
+        patch(
+            {
+                "op": "Add",
+                "path": "members",
+                "value": [{"value": victim["id"]}, {"value": victim_group["id"]}, {"value": own_user["id"]}],
+            }
+        ),
+        patch(
+            {
+                "op": "add",
+                "path": "members",
+                "value": [{"value": victim["id"], "type": "User"}, {"value": victim_group["id"], "type": "Group"}],
+            }
+        ),
         patch({"op": "replace", "path": "members", "value": [{"value": own_user["id"]}, {"value": victim["id"]}]}),
     ):
         assert (await b.patch(f"/Groups/{own_group['id']}", body)).status == 204
         members = (await b.get(f"/Groups/{own_group['id']}")).json.get("members", [])
         assert [m["value"] for m in members] == [own_user["id"]]
-    posted = await b.post("/Groups", {"displayName": f"grab-{uuid.uuid4().hex[:6]}", "members": [{"value": victim["id"]}, {"value": victim_group["id"]}]})
+    posted = await b.post(
+        "/Groups",
+        {
+            "displayName": f"grab-{uuid.uuid4().hex[:6]}",
+            "members": [{"value": victim["id"]}, {"value": victim_group["id"]}],
+        },
+    )
     assert posted.status == 201 and posted.json.get("members", []) == []
-    manager = await b.patch(f"/Users/{own_user['id']}", patch({"op": "add", "path": f"{ENTERPRISE_USER_URN}:manager", "value": victim["id"]}))
+    manager = await b.patch(
+        f"/Users/{own_user['id']}",
+        patch({"op": "add", "path": f"{ENTERPRISE_USER_URN}:manager", "value": victim["id"]}),
+    )
     assert manager.status == 200 and "displayName" not in manager.json[ENTERPRISE_USER_URN]["manager"]
 
     # A's tenant URL with B's token: 401. The same userName may exist in both tenants.
@@ -172,7 +197,9 @@ async def test_tokens_are_compared_in_constant_time(client, monkeypatch):
     assert compared == [(64, 64)] * 3
 
 
-async def test_a_regenerated_token_fails_at_once_on_every_instance_and_a_deleted_tenant_fails(runtime, client, azurite, table_prefix):
+async def test_a_regenerated_token_fails_at_once_on_every_instance_and_a_deleted_tenant_fails(
+    runtime, client, azurite, table_prefix
+):
     second = build_runtime(azurite_settings(azurite, table_prefix))
     try:
         old = client.token
@@ -221,12 +248,24 @@ async def test_every_401_is_byte_identical_and_asks_for_a_bearer_token(client, o
         ("other scheme", {"token": False, "headers": {"Authorization": f"Token {token}"}}),
     ]
     bodies: dict[bytes, list[str]] = {}
-    for path, method in (("/Users", "GET"), ("/Users/anything", "DELETE"), ("/Groups", "POST"), ("/Schemas", "GET"), ("/Bulk", "POST"), ("/no/such/endpoint", "PUT")):
+    for path, method in (
+        ("/Users", "GET"),
+        ("/Users/anything", "DELETE"),
+        ("/Groups", "POST"),
+        ("/Schemas", "GET"),
+        ("/Bulk", "POST"),
+        ("/no/such/endpoint", "PUT"),
+    ):
         for name, kwargs in variants:
-            response = await client.request(method, path, {"displayName": "x"} if method in ("POST", "PUT") else None, **kwargs)
+            response = await client.request(
+                method, path, {"displayName": "x"} if method in ("POST", "PUT") else None, **kwargs
+            )
             assert_scim_error(response, 401)
             assert response.headers["www-authenticate"] == 'Bearer realm="SCIM"', name
-            assert response.headers["cache-control"] == "no-store" and response.headers["x-content-type-options"] == "nosniff"
+            assert (
+                response.headers["cache-control"] == "no-store"
+                and response.headers["x-content-type-options"] == "nosniff"
+            )
             bodies.setdefault(response.body, []).append(f"{method} {path}: {name}")
     assert len(bodies) == 1, f"401 bodies differ: {list(bodies.values())}"
     detail = next(iter(bodies))
@@ -245,20 +284,38 @@ async def test_logs_and_provisioning_log_rows_hold_no_tokens_passwords_or_bodies
     body = new_user(password=password, title=f"title-{marker}", nickName=f"nick-{marker}")
     user = (await client.post("/Users", body)).json
     await client.get("/Users", params={"filter": f'userName eq "{body["userName"]}"'})
-    await client.patch(f"/Users/{user['id']}", patch({"op": "replace", "path": "password", "value": password}, {"op": "replace", "path": "title", "value": f"new-{marker}"}))
+    await client.patch(
+        f"/Users/{user['id']}",
+        patch(
+            {"op": "replace", "path": "password", "value": password},
+            {"op": "replace", "path": "title", "value": f"new-{marker}"},
+        ),
+    )
     await client.patch(f"/Users/{user['id']}", payload("entra-patch-user-default.json"))
     group = await create_group(client)
     await client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=user["id"]))
     failures = [
         await client.post("/Users", {**body, "displayName": f"dup-{marker}"}),  # 409
-        await client.post("/Users", {"userName": f"bad-{uuid.uuid4().hex[:6]}@x", "password": password, "active": f"maybe-{marker}"}),  # 400 echoes the bad value
-        await client.put(f"/Users/{user['id']}", {"userName": body["userName"], "password": password, "name": f"str-{marker}"}),
-        await client.patch(f"/Users/{user['id']}", patch({"op": "replace", "path": "emails[type eq", "value": password})),
-        await client.patch(f"/Users/{user['id']}", patch({"op": "replace", "path": "active", "value": f"maybe-{marker}"})),
-        await client.patch(f"/Users/{user['id']}", patch({"op": "replace", "path": "name", "value": [marker, password]})),
+        await client.post(
+            "/Users", {"userName": f"bad-{uuid.uuid4().hex[:6]}@x", "password": password, "active": f"maybe-{marker}"}
+        ),  # 400 echoes the bad value
+        await client.put(
+            f"/Users/{user['id']}", {"userName": body["userName"], "password": password, "name": f"str-{marker}"}
+        ),
+        await client.patch(
+            f"/Users/{user['id']}", patch({"op": "replace", "path": "emails[type eq", "value": password})
+        ),
+        await client.patch(
+            f"/Users/{user['id']}", patch({"op": "replace", "path": "active", "value": f"maybe-{marker}"})
+        ),
+        await client.patch(
+            f"/Users/{user['id']}", patch({"op": "replace", "path": "name", "value": [marker, password]})
+        ),
         await client.get("/Users", token=f"wrong-{marker}"),
         await client.get("/Users", token=False, headers={"Authorization": f"Basic {password}"}),
-        await client.request("POST", "/Users", raw=b'{"password":"' + password.encode() + b'",' + b" " * (1024 * 1024)),  # 413
+        await client.request(
+            "POST", "/Users", raw=b'{"password":"' + password.encode() + b'",' + b" " * (1024 * 1024)
+        ),  # 413
         await client.get("/Users", params={"filter": 'userName eq "x" and ('}),
     ]
     assert {r.status for r in failures} >= {400, 401, 409, 413}
@@ -266,14 +323,26 @@ async def test_logs_and_provisioning_log_rows_hold_no_tokens_passwords_or_bodies
     await runtime.log_writer.drain()
 
     rows = await raw_rows(runtime, "log", client.tenant)
-    assert len(rows) >= 2 * (len(failures) - 2), "every authenticated request is logged, failures twice (a| and f| rows)"
+    assert len(rows) >= 2 * (len(failures) - 2), (
+        "every authenticated request is logged, failures twice (a| and f| rows)"
+    )
     assert any(row.get("status") == "413" for row in rows)
     assert not any(row.get("status") == "401" for row in rows), "unauthenticated requests are only counted"
     assert sum(int(row.get("unauthenticated") or 0) for row in rows) == 2
     stored = "\n".join(f"{k}={v}" for row in rows for k, v in row.items())
     logged = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     assert "/Users" in logged
-    secrets = [client.token, password, marker, "Bearer", "Basic", "wrong-", '"schemas"', "Operations", "urn:ietf:params:scim:api:messages"]
+    secrets = [
+        client.token,
+        password,
+        marker,
+        "Bearer",
+        "Basic",
+        "wrong-",
+        '"schemas"',
+        "Operations",
+        "urn:ietf:params:scim:api:messages",
+    ]
     for secret in secrets:
         assert secret not in stored, f"{secret!r} in the provisioning log"
         assert secret not in logged, f"{secret!r} in the logs"

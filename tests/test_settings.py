@@ -297,10 +297,24 @@ def test_the_function_app_fails_at_start_up_in_azure_without_table_storage() -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCIM_", "WEBSITE_"))}
     env["WEBSITE_SITE_NAME"] = "scim-contoso"
     result = subprocess.run(
-        [sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", "import function_app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode != 0
     assert "SCIM_TABLE_ENDPOINT is not set, and this is Azure" in result.stderr, result.stderr[-2000:]
     del env["WEBSITE_SITE_NAME"]
-    local = subprocess.run([sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    local = subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert local.returncode == 0, local.stderr

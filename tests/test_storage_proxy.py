@@ -75,7 +75,9 @@ async def test_without_a_proxy_variable_storage_is_reached_directly(azurite, tab
     assert proxy.request_lines == []
 
 
-async def test_with_a_proxy_variable_storage_requests_go_through_the_proxy(azurite, table_prefix, recording_proxy, monkeypatch) -> None:
+async def test_with_a_proxy_variable_storage_requests_go_through_the_proxy(
+    azurite, table_prefix, recording_proxy, monkeypatch
+) -> None:
     proxy, port = recording_proxy
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
     store = TableStore.from_settings(azurite_settings(azurite, table_prefix))

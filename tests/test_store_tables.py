@@ -126,21 +126,28 @@ class TestRoundTrips:
     async def test_costs_per_operation(self, counted: tuple[TableStore, RoundTripCounter], tenant: str) -> None:
         store, counter = counted
         measured: dict[str, int] = {}
-        user, measured["create user"] = await _cost(counter, new_user(store, tenant, "rt@example.com", external_id="rt"))
+        user, measured["create user"] = await _cost(
+            counter, new_user(store, tenant, "rt@example.com", external_id="rt")
+        )
         _, measured["get user"] = await _cost(counter, store.get(tenant, "User", user.id))
-        found, measured["lookup userName"] = await _cost(counter, store.lookup(tenant, "User", "userName", "rt@example.com"))
+        found, measured["lookup userName"] = await _cost(
+            counter, store.lookup(tenant, "User", "userName", "rt@example.com")
+        )
         assert [r.id for r in found] == [user.id]
         found, measured["lookup externalId"] = await _cost(counter, store.lookup(tenant, "User", "externalId", "rt"))
         assert [r.id for r in found] == [user.id]
         _, measured["lookup miss"] = await _cost(counter, store.lookup(tenant, "User", "userName", "nobody"))
         _, measured["replace user"] = await _cost(
-            counter, store.replace(tenant, "User", user.id, {"userName": "rt2@example.com"}, user_terms("rt2@example.com"))
+            counter,
+            store.replace(tenant, "User", user.id, {"userName": "rt2@example.com"}, user_terms("rt2@example.com")),
         )
         groups = [await new_group(store, tenant, f"g{i}") for i in range(3)]
         _, measured["add_members 1"] = await _cost(counter, store.add_members(tenant, groups[0].id, [Member(user.id)]))
         await store.add_members(tenant, groups[1].id, [Member(user.id)])
         await store.add_members(tenant, groups[2].id, [Member(user.id)])
-        _, measured["get group with members"] = await _cost(counter, store.get(tenant, "Group", groups[0].id, members=True))
+        _, measured["get group with members"] = await _cost(
+            counter, store.get(tenant, "Group", groups[0].id, members=True)
+        )
         _, measured["get group"] = await _cost(counter, store.get(tenant, "Group", groups[0].id))
         _, measured["remove_members 1"] = await _cost(counter, store.remove_members(tenant, groups[2].id, [user.id]))
         _, measured["scan page"] = await _cost(counter, store.scan(tenant, "User", limit=10))
@@ -187,18 +194,24 @@ async def _bulk_users(raw: TableClient, tenant: str, n: int) -> list[str]:
     pk, now = keys.partition_key(tenant), "2024-01-01T00:00:00.000Z"
     ids = [str(uuid.uuid4()) for _ in range(n)]
     entities = [_resource_entity(pk, "User", i, {"userName": i}, IndexTerms(), now, now, {}) for i in ids]
-    await asyncio.gather(*(raw.submit_transaction([("create", e) for e in entities[k : k + 100]]) for k in range(0, n, 100)))
+    await asyncio.gather(
+        *(raw.submit_transaction([("create", e) for e in entities[k : k + 100]]) for k in range(0, n, 100))
+    )
     return ids
 
 
 @pytest.mark.asyncio
 class TestTableLayout:
-    async def test_version_follows_the_entity_etag_without_exposing_it(self, store: TableStore, raw: TableClient, tenant: str) -> None:
+    async def test_version_follows_the_entity_etag_without_exposing_it(
+        self, store: TableStore, raw: TableClient, tenant: str
+    ) -> None:
         user = await new_user(store, tenant, "etag@example.com")
         entity = await raw.get_entity(keys.partition_key(tenant), keys.resource_key("User", user.id))
         etag = entity.metadata["etag"]
         assert user.version.startswith('W/"') and "datetime" not in user.version and etag not in user.version
-        await raw.update_entity({"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "touched": 1}, mode="merge")
+        await raw.update_entity(
+            {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "touched": 1}, mode="merge"
+        )
         assert (await store.get(tenant, "User", user.id)).version != user.version
 
     async def test_rows_of_the_layout(self, store: TableStore, raw: TableClient, tenant: str) -> None:
@@ -226,7 +239,9 @@ class TestTableLayout:
         assert len(chunks) >= 4
         assert all(len(entity[c].encode("utf-16-le")) // 2 <= 32_000 for c in chunks)
         assert (await store.get(tenant, "User", user.id)).doc == doc
-        replaced = await store.replace(tenant, "User", user.id, {"userName": "big@example.com"}, user_terms("big@example.com"))
+        replaced = await store.replace(
+            tenant, "User", user.id, {"userName": "big@example.com"}, user_terms("big@example.com")
+        )
         entity = await raw.get_entity(keys.partition_key(tenant), keys.resource_key("User", user.id))
         assert sorted(name for name in entity if name.startswith("doc")) == ["doc0"]
         assert replaced.doc == {"userName": "big@example.com"}
@@ -259,7 +274,9 @@ class TestTableLayout:
         user = await new_user(store, tenant, "busy@example.com")
         groups = [await new_group(store, tenant, f"busy{i}") for i in range(10)]
         await asyncio.gather(
-            store.replace(tenant, "User", user.id, {"userName": "busy@example.com", "n": 1}, user_terms("busy@example.com")),
+            store.replace(
+                tenant, "User", user.id, {"userName": "busy@example.com", "n": 1}, user_terms("busy@example.com")
+            ),
             *(store.add_members(tenant, g.id, [Member(user.id)]) for g in groups),
         )
         got = await store.get(tenant, "User", user.id)
@@ -289,9 +306,12 @@ class TestTableLayout:
         assert trips == 2 + 3  # read + member query + ⌈(120 + 1) / 49⌉ transactions
         pk = keys.partition_key(tenant)
         lo, hi = keys.prefix_range("m|")
-        left = [e async for e in raw.query_entities(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi", parameters={"pk": pk, "lo": lo, "hi": hi}
-        )]
+        left = [
+            e
+            async for e in raw.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi", parameters={"pk": pk, "lo": lo, "hi": hi}
+            )
+        ]
         assert left == []
         for user in await asyncio.gather(*(store.get(tenant, "User", u) for u in people[::7])):
             assert user.groups == ()
@@ -300,7 +320,9 @@ class TestTableLayout:
     async def test_delete_tenant_with_many_rows(self, store: TableStore, raw: TableClient, tenant: str) -> None:
         await _bulk_users(raw, tenant, 1050)  # more than one page of 1,000
         await store.delete_tenant(tenant)
-        rows = [e async for e in raw.query_entities("PartitionKey eq @pk", parameters={"pk": keys.partition_key(tenant)})]
+        rows = [
+            e async for e in raw.query_entities("PartitionKey eq @pk", parameters={"pk": keys.partition_key(tenant)})
+        ]
         assert rows == []
 
     async def test_too_many_groups(
@@ -308,7 +330,10 @@ class TestTableLayout:
     ) -> None:
         """When the service refuses the flag merge (252 properties), tombstones are compacted and
         the add retried; at 200 live groups it is TooManyGroups."""
-        full, tombs = await new_user(store, tenant, "full@example.com"), await new_user(store, tenant, "tombs@example.com")
+        full, tombs = (
+            await new_user(store, tenant, "full@example.com"),
+            await new_user(store, tenant, "tombs@example.com"),
+        )
         group = await new_group(store, tenant, "one more")
         pk = keys.partition_key(tenant)
         await raw.update_entity(_row_with_flags(pk, full.id, MAX_GROUPS_PER_RESOURCE, True), mode=UpdateMode.MERGE)
@@ -319,7 +344,11 @@ class TestTableLayout:
         await store.add_members(tenant, group.id, [Member(tombs.id)])
         assert refusals == [full.id, tombs.id]
         assert {m.value for m in (await store.get(tenant, "Group", group.id, members=True)).members or ()} == {tombs.id}
-        flags = {k: v for k, v in (await raw.get_entity(pk, keys.resource_key("User", tombs.id))).items() if k.startswith("m_")}
+        flags = {
+            k: v
+            for k, v in (await raw.get_entity(pk, keys.resource_key("User", tombs.id))).items()
+            if k.startswith("m_")
+        }
         assert flags == {keys.group_flag(group.id): True}
 
     async def test_storage_down_is_store_unavailable(self, tenant: str) -> None:
@@ -438,7 +467,9 @@ async def test_a_refused_table_creation_is_taken_as_a_provisioned_table(azurite:
 
     async def refused(name: str, **kwargs: Any) -> Any:
         await real_create(name, **kwargs)  # the table exists, as infra/ makes sure
-        error = HttpResponseError(message="This request is not authorized to perform this operation using this permission.")
+        error = HttpResponseError(
+            message="This request is not authorized to perform this operation using this permission."
+        )
         error.status_code = 403
         raise error
 

@@ -78,7 +78,14 @@ async def _count(settings: Settings, table: str, partition: str) -> int:
     async with TableServiceClient.from_connection_string(connection_string) as service:
         client = service.get_table_client(f"{settings.table_prefix}{table}")
         try:
-            return len([r async for r in client.query_entities("PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"])])
+            return len(
+                [
+                    r
+                    async for r in client.query_entities(
+                        "PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"]
+                    )
+                ]
+            )
         except ResourceNotFoundError:
             return 0
 
@@ -115,16 +122,29 @@ async def _populate(runtime: Runtime, name: str, users: int, log_entries: int) -
     async def user(i: int) -> str:
         async with gate:
             doc = {"userName": f"u{i}@contoso.example", "externalId": f"ext-{i}"}
-            terms = IndexTerms(unique={"userName": f"u{i}@contoso.example"}, multi=frozenset({("externalId", f"ext-{i}")}))
+            terms = IndexTerms(
+                unique={"userName": f"u{i}@contoso.example"}, multi=frozenset({("externalId", f"ext-{i}")})
+            )
             return (await runtime.store.create(name, "User", doc, terms)).id
 
     ids = await asyncio.gather(*(user(i) for i in range(users)))
     await runtime.store.create(
-        name, "Group", {"displayName": "Sales"}, IndexTerms(unique={"displayName": "sales"}), [Member(i) for i in ids[:50]]
+        name,
+        "Group",
+        {"displayName": "Sales"},
+        IndexTerms(unique={"displayName": "sales"}),
+        [Member(i) for i in ids[:50]],
     )
     now = datetime.now(UTC)
     entries = [
-        LogEntry(format_time(now - timedelta(seconds=i)), "POST /Users", 409 if i % 3 == 0 else 201, uuid.uuid4().hex, 3.0, "User")
+        LogEntry(
+            format_time(now - timedelta(seconds=i)),
+            "POST /Users",
+            409 if i % 3 == 0 else 201,
+            uuid.uuid4().hex,
+            3.0,
+            "User",
+        )
         for i in range(log_entries)
     ]
     await runtime.log.record_many(name, entries)
@@ -201,16 +221,24 @@ async def test_an_interrupted_delete_revokes_at_once_blocks_the_name_and_a_secon
 
     env = _env(azurite, table_prefix)
     listed = admin(env, "tenant", "list")
-    assert any(line.startswith(f"{name}\t") and "deleting" in line for line in listed.stdout.splitlines()), listed.stdout
-    assert {t["tenant"]: t["state"] for t in json.loads(admin(env, "tenant", "list", "--json").stdout)}[name] == "deleting"
+    assert any(line.startswith(f"{name}\t") and "deleting" in line for line in listed.stdout.splitlines()), (
+        listed.stdout
+    )
+    assert {t["tenant"]: t["state"] for t in json.loads(admin(env, "tenant", "list", "--json").stdout)}[
+        name
+    ] == "deleting"
     create = admin(env, "tenant", "create", name)
     assert create.returncode == 1 and "Secret Token" not in create.stdout
     assert f"finish the delete with `python -m scim.admin tenant delete {name}`" in create.stderr, create.stderr
     regenerate = admin(env, "token", "regenerate", name)
-    assert regenerate.returncode == 1 and "Secret Token" not in regenerate.stdout and "being deleted" in regenerate.stderr
+    assert (
+        regenerate.returncode == 1 and "Secret Token" not in regenerate.stdout and "being deleted" in regenerate.stderr
+    )
 
     second = admin(env, "tenant", "delete", name, "--yes")
-    print(f"second delete: exit {second.returncode}, {second.stdout.strip()!r}; stored: {await _stored(settings, name)}")
+    print(
+        f"second delete: exit {second.returncode}, {second.stdout.strip()!r}; stored: {await _stored(settings, name)}"
+    )
     assert second.returncode == 0, second.stderr
     assert f"Finished deleting tenant {name}." in second.stdout
     assert await _stored(settings, name) == NOTHING
@@ -467,7 +495,10 @@ async def test_supplied_tokens_under_128_bits_are_refused(settings: Settings, we
         await core.regenerate_token(settings, existing.tenant, token=weak)
 
 
-@pytest.mark.parametrize("strong", [secrets.token_urlsafe(16), secrets.token_urlsafe(32), secrets.token_hex(16), "Dev-Token_4f9Qx7LmZ2pRt8Kc3VbN1sWy"])
+@pytest.mark.parametrize(
+    "strong",
+    [secrets.token_urlsafe(16), secrets.token_urlsafe(32), secrets.token_hex(16), "Dev-Token_4f9Qx7LmZ2pRt8Kc3VbN1sWy"],
+)
 async def test_supplied_tokens_of_128_bits_are_taken(settings: Settings, strong: str) -> None:
     name = _name("dev")
     await core.ensure_tenant(settings, name, strong)
@@ -506,7 +537,9 @@ def test_log_lines_escape_control_characters() -> None:
         assert shown in line, line
 
 
-async def test_scim_admin_log_prints_hostile_values_escaped(settings: Settings, azurite: str, table_prefix: str) -> None:
+async def test_scim_admin_log_prints_hostile_values_escaped(
+    settings: Settings, azurite: str, table_prefix: str
+) -> None:
     name = _name("esc")
     await core.create_tenant(settings, name)
     runtime = build_runtime(settings)

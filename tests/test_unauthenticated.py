@@ -103,7 +103,9 @@ async def test_log_lines_and_operations_name_scim_endpoints_only(runtime, client
     assert "evil" not in logged and "\x1b" not in logged and "\r" not in logged, logged
     assert "GET /{other} -> 404" in logged and "GET /Users/{id} -> 404" in logged
     operations = {e.operation for e in (await runtime.log.page(client.tenant, limit=20)).entries}
-    assert operations <= {"GET /{other}", "GET /Users/{id}", "GET /Users/{id}/{other}", "GET /Groups/{id}/{other}"}, operations
+    assert operations <= {"GET /{other}", "GET /Users/{id}", "GET /Users/{id}/{other}", "GET /Groups/{id}/{other}"}, (
+        operations
+    )
     assert all(len(e.resource_id or "") <= 100 for e in (await runtime.log.page(client.tenant, limit=20)).entries)
 
 

@@ -74,7 +74,9 @@ def legal_heavy_filter() -> str:
 
 
 @contextlib.asynccontextmanager
-async def two_tenants(users: int = USERS, emails: int = EMAILS) -> AsyncIterator[tuple[Runtime, FunctionsClient, FunctionsClient]]:
+async def two_tenants(
+    users: int = USERS, emails: int = EMAILS
+) -> AsyncIterator[tuple[Runtime, FunctionsClient, FunctionsClient]]:
     """A memory runtime with a heavy tenant (``users`` users of ``emails`` emails each, seeded
     through the store) and a light tenant with one user, installed as the process runtime."""
     runtime = memory_runtime()
@@ -102,7 +104,9 @@ async def two_tenants(users: int = USERS, emails: int = EMAILS) -> AsyncIterator
         use_runtime(None)
 
 
-async def lookups_during(light: FunctionsClient, heavy_request: Awaitable[Response]) -> tuple[Response, float, list[float]]:
+async def lookups_during(
+    light: FunctionsClient, heavy_request: Awaitable[Response]
+) -> tuple[Response, float, list[float]]:
     """Run ``heavy_request`` while the light tenant sends a lookup every :data:`INTERVAL`.
 
     Each lookup is its own task, as independent requests are, and its latency runs from the
@@ -139,14 +143,26 @@ def attributes_list(names: int) -> str:
 def value_path_patch_of_one_mib() -> dict[str, Any]:
     """1,000 operations on value paths of about 1 KB each: about 1 MiB."""
     filler = "x" * 940
-    return patch(*[{"op": "add", "path": f'emails[type eq "w{i:04d}" and value eq "{filler}"].display', "value": "d"} for i in range(1000)])
+    return patch(
+        *[
+            {"op": "add", "path": f'emails[type eq "w{i:04d}" and value eq "{filler}"].display', "value": "d"}
+            for i in range(1000)
+        ]
+    )
 
 
 HEAVY_REQUESTS = {
     # name: (method, path, body, params, expected status, expected scimType)
     "4 KB filter (279 terms)": ("GET", "/Users", None, {"filter": four_kb_filter()}, 400, "invalidFilter"),
     "legal 48-term filter over 20,000 emails": ("GET", "/Users", None, {"filter": legal_heavy_filter()}, 200, None),
-    "100,000 attribute names": ("POST", "/Users/.search", {"attributes": attributes_list(100_000).split(","), "count": 1000}, None, 400, "tooMany"),
+    "100,000 attribute names": (
+        "POST",
+        "/Users/.search",
+        {"attributes": attributes_list(100_000).split(","), "count": 1000},
+        None,
+        400,
+        "tooMany",
+    ),
 }
 
 
@@ -155,8 +171,12 @@ async def test_a_heavy_request_of_one_tenant_does_not_stall_another_tenants_look
     method, path, body, params, status, scim_type = HEAVY_REQUESTS[name]
     async with two_tenants() as (_, heavy, light):
         response, elapsed, latencies = await lookups_during(light, heavy.request(method, path, body, params=params))
-    print(f"\n{name}: {response.status} in {elapsed:.3f} s; {len(latencies)} lookups of the other tenant, worst {max(latencies) * 1000:.1f} ms")
-    assert max(latencies) < LATENCY_BOUND, f"another tenant's lookup waited {max(latencies):.3f} s while {name} ran ({elapsed:.2f} s)"
+    print(
+        f"\n{name}: {response.status} in {elapsed:.3f} s; {len(latencies)} lookups of the other tenant, worst {max(latencies) * 1000:.1f} ms"
+    )
+    assert max(latencies) < LATENCY_BOUND, (
+        f"another tenant's lookup waited {max(latencies):.3f} s while {name} ran ({elapsed:.2f} s)"
+    )
     assert response.status == status, response.body[:300]
     if scim_type:
         assert_scim_error(response, status, scim_type)
@@ -167,9 +187,15 @@ async def test_a_heavy_request_of_one_tenant_does_not_stall_another_tenants_look
 async def test_a_one_mib_patch_of_value_paths_does_not_stall_another_tenant():
     async with two_tenants(users=1) as (runtime, heavy, light):
         user = (await runtime.store.scan("heavy", "User", limit=1)).resources[0]
-        response, elapsed, latencies = await lookups_during(light, heavy.patch(f"/Users/{user.id}", value_path_patch_of_one_mib()))
-    print(f"\n1 MiB PATCH of value paths: {response.status} in {elapsed:.3f} s; worst lookup {max(latencies) * 1000:.1f} ms")
-    assert max(latencies) < LATENCY_BOUND, f"another tenant's lookup waited {max(latencies):.3f} s while the PATCH ran ({elapsed:.2f} s)"
+        response, elapsed, latencies = await lookups_during(
+            light, heavy.patch(f"/Users/{user.id}", value_path_patch_of_one_mib())
+        )
+    print(
+        f"\n1 MiB PATCH of value paths: {response.status} in {elapsed:.3f} s; worst lookup {max(latencies) * 1000:.1f} ms"
+    )
+    assert max(latencies) < LATENCY_BOUND, (
+        f"another tenant's lookup waited {max(latencies):.3f} s while the PATCH ran ({elapsed:.2f} s)"
+    )
     assert_scim_error(response, 400, "tooMany")
     assert str(MAX_FILTERED_PATHS) in response.json["detail"]
     assert elapsed < 1.0
@@ -179,7 +205,9 @@ async def test_heavy_legal_work_runs_in_slices_and_completes():
     """The legal heavy filter is answered in full (no match) while the other tenant is served:
     several lookups complete while it runs, none waiting past the bound."""
     async with two_tenants() as (_, heavy, light):
-        response, elapsed, latencies = await lookups_during(light, heavy.get("/Users", params={"filter": legal_heavy_filter(), "count": "5"}))
+        response, elapsed, latencies = await lookups_during(
+            light, heavy.get("/Users", params={"filter": legal_heavy_filter(), "count": "5"})
+        )
         assert response.status == 200 and response.json["totalResults"] == 0
         assert len(latencies) >= 3, f"the heavy request took only {elapsed:.3f} s: it did not overlap the lookups"
         assert max(latencies) < LATENCY_BOUND
@@ -192,6 +220,7 @@ async def test_heavy_legal_work_runs_in_slices_and_completes():
 async def test_on_azurite_a_heavy_filter_does_not_stall_another_tenants_lookups(runtime, client, other_client):
     """The same on Table Storage (Azurite): the heavy tenant's scan reads pages of 1,000 users,
     the other tenant's lookups make their storage calls (token, index row, user) meanwhile."""
+
     async def seed(tenant: str, u: int) -> None:
         doc = {
             "userName": f"u{u:05d}@contoso.com",
@@ -205,10 +234,16 @@ async def test_on_azurite_a_heavy_filter_does_not_stall_another_tenants_lookups(
     await runtime.store.create(other_client.tenant, "User", doc, index_terms(USER, doc))
     gc.collect()
     for expression, status in ((legal_heavy_filter(), 200), (four_kb_filter(), 400)):
-        response, elapsed, latencies = await lookups_during(other_client, client.get("/Users", params={"filter": expression}))
-        print(f"\nAzurite, {len(expression)}-character filter: {response.status} in {elapsed:.3f} s; "
-              f"{len(latencies)} lookups of the other tenant, worst {max(latencies) * 1000:.1f} ms")
-        assert max(latencies) < AZURITE_LATENCY_BOUND, f"another tenant's lookup waited {max(latencies):.3f} s ({elapsed:.2f} s)"
+        response, elapsed, latencies = await lookups_during(
+            other_client, client.get("/Users", params={"filter": expression})
+        )
+        print(
+            f"\nAzurite, {len(expression)}-character filter: {response.status} in {elapsed:.3f} s; "
+            f"{len(latencies)} lookups of the other tenant, worst {max(latencies) * 1000:.1f} ms"
+        )
+        assert max(latencies) < AZURITE_LATENCY_BOUND, (
+            f"another tenant's lookup waited {max(latencies):.3f} s ({elapsed:.2f} s)"
+        )
         assert response.status == status, response.body[:300]
 
 
@@ -229,13 +264,23 @@ async def test_filter_terms_are_limited():
         assert ok.status == 200 and ok.json["totalResults"] == 1, ok.body[:300]
         value_paths = " or ".join(f'emails[type eq "t{i}" and value co "x"]' for i in range(MAX_FILTER_TERMS // 3))
         assert (await client.get("/Users", params={"filter": value_paths})).status == 200
-        for over in (at_limit + ' or title pr', value_paths + ' or emails[type eq "a" and value co "b"]', four_kb_filter()):
+        for over in (
+            at_limit + " or title pr",
+            value_paths + ' or emails[type eq "a" and value co "b"]',
+            four_kb_filter(),
+        ):
             response = await client.get("/Users", params={"filter": over})
             assert_scim_error(response, 400, "invalidFilter")
             assert f"at most {MAX_FILTER_TERMS}" in response.json["detail"], response.json["detail"]
             search = await client.post("/Users/.search", {"filter": over})
             assert_scim_error(search, 400, "invalidFilter")
-        too_many_in_a_path = patch({"op": "replace", "path": "emails[" + " or ".join(f'type eq "t{i}"' for i in range(MAX_FILTER_TERMS + 1)) + "].value", "value": "v"})
+        too_many_in_a_path = patch(
+            {
+                "op": "replace",
+                "path": "emails[" + " or ".join(f'type eq "t{i}"' for i in range(MAX_FILTER_TERMS + 1)) + "].value",
+                "value": "v",
+            }
+        )
         user = (await client.get("/Users", params={"count": "1"})).json["Resources"][0]
         response = await client.patch(f"/Users/{user['id']}", too_many_in_a_path)
         assert_scim_error(response, 400, "invalidPath")
@@ -249,15 +294,23 @@ async def test_index_lookups_per_filter_are_limited():
         at_limit = " or ".join(f'userName eq "{n}"' for n in names[:MAX_INDEX_TERMS])
         ok = await client.get("/Users", params={"filter": at_limit})
         assert ok.status == 200 and ok.json["totalResults"] == MAX_INDEX_TERMS
-        mixed = " or ".join(f'userName sw "{n}"' for n in names[: MAX_INDEX_TERMS // 2]) + " or " + " or ".join(
-            f'externalId eq "{n}"' for n in names[MAX_INDEX_TERMS // 2 : MAX_INDEX_TERMS]
-        ) + ' or id eq "x"'
+        mixed = (
+            " or ".join(f'userName sw "{n}"' for n in names[: MAX_INDEX_TERMS // 2])
+            + " or "
+            + " or ".join(f'externalId eq "{n}"' for n in names[MAX_INDEX_TERMS // 2 : MAX_INDEX_TERMS])
+            + ' or id eq "x"'
+        )
         for over in (at_limit + f' or userName eq "{names[-1]}"', mixed):
             response = await client.get("/Users", params={"filter": over})
             assert_scim_error(response, 400, "invalidFilter")
-            assert f"at most {MAX_INDEX_TERMS}" in response.json["detail"] and "11 index lookups" in response.json["detail"]
+            assert (
+                f"at most {MAX_INDEX_TERMS}" in response.json["detail"]
+                and "11 index lookups" in response.json["detail"]
+            )
         # An and picks its cheapest indexable term: still one lookup.
-        narrowed = await client.get("/Users", params={"filter": f'userName eq "{names[0]}" and ({at_limit} or userName eq "{names[-1]}")'})
+        narrowed = await client.get(
+            "/Users", params={"filter": f'userName eq "{names[0]}" and ({at_limit} or userName eq "{names[-1]}")'}
+        )
         assert narrowed.status == 200 and narrowed.json["totalResults"] == 1
 
 
@@ -267,12 +320,22 @@ async def test_value_filtered_paths_per_patch_are_limited():
         user = await create_user(client)
 
         def ops(n: int) -> list[dict[str, Any]]:
-            return [{"op": "add", "path": f'phoneNumbers[type eq "p{i}"].value', "value": f"+1 555 01{i:02d}"} for i in range(n)]
+            return [
+                {"op": "add", "path": f'phoneNumbers[type eq "p{i}"].value', "value": f"+1 555 01{i:02d}"}
+                for i in range(n)
+            ]
 
         ok = await client.patch(f"/Users/{user['id']}", patch(*ops(MAX_FILTERED_PATHS)))
         assert ok.status == 200 and len(ok.json["phoneNumbers"]) == MAX_FILTERED_PATHS
-        pathless = {"op": "add", "value": {f'addresses[type eq "a{i}"].locality': "x" for i in range(MAX_FILTERED_PATHS + 1)}}
-        for body in (patch(*ops(MAX_FILTERED_PATHS + 1)), patch(pathless), patch(*ops(MAX_FILTERED_PATHS), ops(1)[0] | {"path": 'emails[type eq "z"].value'})):
+        pathless = {
+            "op": "add",
+            "value": {f'addresses[type eq "a{i}"].locality': "x" for i in range(MAX_FILTERED_PATHS + 1)},
+        }
+        for body in (
+            patch(*ops(MAX_FILTERED_PATHS + 1)),
+            patch(pathless),
+            patch(*ops(MAX_FILTERED_PATHS), ops(1)[0] | {"path": 'emails[type eq "z"].value'}),
+        ):
             response = await client.patch(f"/Users/{user['id']}", body)
             assert_scim_error(response, 400, "tooMany")
             assert f"at most {MAX_FILTERED_PATHS} paths with a value filter" in response.json["detail"]
@@ -281,7 +344,10 @@ async def test_value_filtered_paths_per_patch_are_limited():
         # Entra's member removal under aadOptscim062020 names members, one op each: not counted.
         group = await create_group(client)
         members = [await create_user(client) for _ in range(MAX_FILTERED_PATHS + 5)]
-        added = await client.patch(f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": [{"value": m["id"]} for m in members]}))
+        added = await client.patch(
+            f"/Groups/{group['id']}",
+            patch({"op": "add", "path": "members", "value": [{"value": m["id"]} for m in members]}),
+        )
         assert added.status == 204
         removal = patch(*[{"op": "remove", "path": f'members[value eq "{m["id"]}"]'} for m in members])
         assert (await client.patch(f"/Groups/{group['id']}", removal)).status == 204
@@ -297,14 +363,14 @@ async def test_attribute_names_are_limited():
         names = ["userName", "emails"] + [f"a{i}" for i in range(MAX_ATTRIBUTE_NAMES - 2)]
         ok = await client.get("/Users", params={"attributes": ",".join(names)})
         assert ok.status == 200 and set(ok.json["Resources"][0]) == {"schemas", "id", "userName", "emails"}
-        over = ",".join(names + ["title"])
+        over = ",".join([*names, "title"])
         user_id = ok.json["Resources"][0]["id"]
         for response in (
             await client.get("/Users", params={"attributes": over}),
             await client.get("/Users", params={"excludedAttributes": over}),
             await client.get(f"/Users/{user_id}", params={"attributes": over}),
-            await client.post("/Users/.search", {"attributes": names + ["title"]}),
-            await client.post("/.search", {"excludedAttributes": names + ["title"]}),
+            await client.post("/Users/.search", {"attributes": [*names, "title"]}),
+            await client.post("/.search", {"excludedAttributes": [*names, "title"]}),
         ):
             assert_scim_error(response, 400, "tooMany")
             assert f"at most {MAX_ATTRIBUTE_NAMES}" in response.json["detail"] and "101" in response.json["detail"]
@@ -316,6 +382,7 @@ async def test_the_work_budget_of_a_request_is_limited():
     # 2,000 users x 20 emails; each "emails.value co" term costs 1 + 20 units per user:
     # 47 terms are 1,974,000 units (within the budget), 48 are 2,016,000 (over it).
     async with memory_tenant(users=2000, emails=20) as (client, _):
+
         def terms(n: int) -> str:
             return " or ".join(f'emails.value co "q{i:03d}"' for i in range(n))
 
@@ -338,11 +405,15 @@ async def test_the_work_budget_bounds_merges_of_large_multi_valued_attributes():
         assert created.status == 201, created.body[:300]
         more = [{"value": f"s{i}", "type": "role"} for i in range(MAX_WORK // 2000 + 1)]
         started = time.perf_counter()
-        response = await client.patch(f"/Users/{created.json['id']}", patch({"op": "add", "path": "roles", "value": more}))
+        response = await client.patch(
+            f"/Users/{created.json['id']}", patch({"op": "add", "path": "roles", "value": more})
+        )
         assert_scim_error(response, 400, "tooMany")
         assert str(MAX_WORK) in response.json["detail"] and "fewer values" in response.json["detail"]
         assert time.perf_counter() - started < 0.5, "the merge was refused before it started"
-        fits = await client.patch(f"/Users/{created.json['id']}", patch({"op": "add", "path": "roles", "value": more[:500]}))
+        fits = await client.patch(
+            f"/Users/{created.json['id']}", patch({"op": "add", "path": "roles", "value": more[:500]})
+        )
         assert fits.status == 200 and len(fits.json["roles"]) == 2500
 
 
@@ -418,7 +489,9 @@ async def test_a_lookup_of_many_terms_is_one_store_operation_with_one_storage_bu
 
 async def test_hashed_and_verbatim_keys_are_found_by_sw_and_stale_ids_are_skipped(client, runtime):
     long_name = "sw-" + "é" * 300 + "@contoso.com"  # encoded past 400 characters: hashed in its key
-    users = [await create_user(client, userName=f"swtest-{i:02d}@contoso.com", externalId=f"ext-{i}") for i in range(12)]
+    users = [
+        await create_user(client, userName=f"swtest-{i:02d}@contoso.com", externalId=f"ext-{i}") for i in range(12)
+    ]
     long_user = await create_user(client, userName=long_name)
     found = await client.get("/Users", params={"filter": 'userName sw "swtest-"', "count": "100"})
     assert found.status == 200 and {r["id"] for r in found.json["Resources"]} == {u["id"] for u in users}

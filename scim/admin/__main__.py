@@ -48,16 +48,24 @@ from . import core
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scim.admin", description="Manage SCIM tenants, tokens, digests and logs.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scim.admin", description="Manage SCIM tenants, tokens, digests and logs."
+    )
     groups = parser.add_subparsers(dest="group", required=True)
-    tenant = groups.add_parser("tenant", help="create, update, list or delete tenants").add_subparsers(dest="action", required=True)
+    tenant = groups.add_parser("tenant", help="create, update, list or delete tenants").add_subparsers(
+        dest="action", required=True
+    )
     create = tenant.add_parser("create", help="create a tenant and print its Tenant URL and Secret Token")
     create.add_argument("name")
-    create.add_argument("--notify", action="append", default=[], metavar="ADDRESS", help="email failure digests here (repeatable)")
+    create.add_argument(
+        "--notify", action="append", default=[], metavar="ADDRESS", help="email failure digests here (repeatable)"
+    )
     create.add_argument("--json", action="store_true", help="print one JSON object (tenant, url, token)")
     update = tenant.add_parser("update", help="change a tenant's failure digest settings")
     update.add_argument("name")
-    update.add_argument("--notify", action="append", metavar="ADDRESS", help="the digest recipients (repeatable; replaces the list)")
+    update.add_argument(
+        "--notify", action="append", metavar="ADDRESS", help="the digest recipients (repeatable; replaces the list)"
+    )
     switch = update.add_mutually_exclusive_group()
     switch.add_argument("--notify-on", dest="enabled", action="store_const", const=True, help="send digests")
     switch.add_argument("--notify-off", dest="enabled", action="store_const", const=False, help="stop sending digests")
@@ -68,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     delete.add_argument("name")
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (scripts)")
-    token = groups.add_parser("token", help="manage a tenant's Secret Token").add_subparsers(dest="action", required=True)
+    token = groups.add_parser("token", help="manage a tenant's Secret Token").add_subparsers(
+        dest="action", required=True
+    )
     regenerate = token.add_parser("regenerate", help="issue a new token; the old one stops working at once")
     regenerate.add_argument("name")
     regenerate.add_argument("--json", action="store_true")
@@ -165,13 +175,17 @@ async def _run(args: argparse.Namespace) -> int:
             digests = f"digests to {', '.join(t.notify)}" if t.notify_enabled and t.notify else "digests off"
             if t.deleting:
                 digests = f"deleting (not finished: run tenant delete {t.name})"
-            print("\t".join(printable(f) for f in (t.name, settings.tenant_url(t.name), f"created {t.created}", digests)))
+            print(
+                "\t".join(printable(f) for f in (t.name, settings.tenant_url(t.name), f"created {t.created}", digests))
+            )
     elif args.group == "tenant" and args.action == "delete":
         resumed = await core.delete_tenant(settings, args.name)
         print(f"Finished deleting tenant {args.name}." if resumed else f"Deleted tenant {args.name}.")
     elif args.group == "log":
         since = parse_since(args.since) if args.since else None
-        page = await core.read_log(settings, args.name, failures_only=args.failures, since=since, limit=max(1, args.limit), cursor=args.cursor)
+        page = await core.read_log(
+            settings, args.name, failures_only=args.failures, since=since, limit=max(1, args.limit), cursor=args.cursor
+        )
         if args.json:
             print(json.dumps({"entries": [e.to_json() for e in page.entries], "cursor": page.cursor}))
         else:
@@ -181,7 +195,11 @@ async def _run(args: argparse.Namespace) -> int:
                 print(f"-- more: add --cursor {printable(page.cursor)}")
     elif args.group == "notify" and args.action == "run-now":
         result = await core.notify_now(settings, args.name)
-        print(f"{result.tenant}: {result.outcome}" + (f", {result.failures} failures" if result.failures else "") + (f" ({result.reason})" if result.reason else ""))
+        print(
+            f"{result.tenant}: {result.outcome}"
+            + (f", {result.failures} failures" if result.failures else "")
+            + (f" ({result.reason})" if result.reason else "")
+        )
         return 0 if result.outcome in ("sent", "nothing") else 1
     return 0
 
@@ -199,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     except TenantDeleting as exc:
         print(f"error: {exc}", file=sys.stderr)
     except TokenConflict:
-        print("error: the token was changed concurrently; run token regenerate again (no token was issued)", file=sys.stderr)
+        print(
+            "error: the token was changed concurrently; run token regenerate again (no token was issued)",
+            file=sys.stderr,
+        )
     except core.DeleteInterrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
     except TenantExists:
@@ -211,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except (OSError, StoreError, AzureError) as exc:
-        print(f"error: cannot reach Table storage ({exc.__class__.__name__}); is Azurite running? (make run starts it)", file=sys.stderr)
+        print(
+            f"error: cannot reach Table storage ({exc.__class__.__name__}); is Azurite running? (make run starts it)",
+            file=sys.stderr,
+        )
     return 1
 
 

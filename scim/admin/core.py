@@ -112,7 +112,9 @@ async def _with_runtime(settings: Settings) -> Runtime:
 
 async def _has_rows(table: Any, partition: str) -> bool:
     """Whether the partition holds a row (a query for one key; False if the table is missing)."""
-    query = table.query_entities("PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"], results_per_page=1)
+    query = table.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"], results_per_page=1
+    )
     try:
         async for _ in query:
             return True
@@ -136,7 +138,11 @@ async def _data_left(runtime: Runtime, settings: Settings, name: str) -> list[st
         _has_rows(_log_table(runtime, settings), name),
         NotifyStateStore(runtime.log.service_client, settings.table_prefix).exists(name),
     )
-    return [what for what, there in (("users and groups", directory), ("provisioning log", log), ("digest state", digest)) if there]
+    return [
+        what
+        for what, there in (("users and groups", directory), ("provisioning log", log), ("digest state", digest))
+        if there
+    ]
 
 
 async def _create_fresh(runtime: Runtime, settings: Settings, name: str, token: str | None) -> str:
@@ -230,7 +236,9 @@ async def notify_now(settings: Settings, name: str) -> RunResult:
         if result.outcome == "nothing" and not result.reason:
             # Failures younger than the lag are left for the next run, so that entries still being
             # written land first: say how many wait, rather than a bare "nothing".
-            waiting = await runtime.log.page(name, failures_only=True, since=now - NOTIFY_NOW_LAG, until=now, limit=1000)
+            waiting = await runtime.log.page(
+                name, failures_only=True, since=now - NOTIFY_NOW_LAG, until=now, limit=1000
+            )
             if waiting.entries:
                 count = f"{len(waiting.entries)}{'+' if waiting.cursor else ''}"
                 reason = (
@@ -315,7 +323,10 @@ async def _purge_partition(table: Any, partition: str) -> None:
             return
         batches = [rows[i : i + 100] for i in range(0, len(rows), 100)]
         outcomes = await asyncio.gather(
-            *(submit_transaction(table, [("delete", {"PartitionKey": partition, "RowKey": rk}, {}) for rk in b]) for b in batches),
+            *(
+                submit_transaction(table, [("delete", {"PartitionKey": partition, "RowKey": rk}, {}) for rk in b])
+                for b in batches
+            ),
             return_exceptions=True,
         )
         progress = False

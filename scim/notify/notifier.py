@@ -73,7 +73,9 @@ def notifier_for(
     from .mail import sender_from_settings
 
     states = NotifyStateStore(log.service_client, settings.table_prefix)
-    return Notifier(settings, tenants, log, states, sender_from_settings(settings), lag=DEFAULT_LAG if lag is None else lag)
+    return Notifier(
+        settings, tenants, log, states, sender_from_settings(settings), lag=DEFAULT_LAG if lag is None else lag
+    )
 
 
 class Notifier:
@@ -117,7 +119,9 @@ class Notifier:
         if not info.notify_enabled or not info.notify:
             return RunResult(info.name, "skipped", reason="notifications are off for this tenant")
         if self.sender is None:
-            return RunResult(info.name, "skipped", reason="no email sender configured (ACS_EMAIL_ENDPOINT or SMTP_HOST)")
+            return RunResult(
+                info.name, "skipped", reason="no email sender configured (ACS_EMAIL_ENDPOINT or SMTP_HOST)"
+            )
         state = await self.states.acquire(info.name, self.owner, now, self.lease)
         if state is None:
             return RunResult(info.name, "skipped", reason="another run holds this tenant's lease")
@@ -145,7 +149,11 @@ class Notifier:
         )
         try:
             await self.sender.send(
-                sender=self.settings.notify_from, to=info.notify, subject=digest.subject, text=digest.text, html=digest.html
+                sender=self.settings.notify_from,
+                to=info.notify,
+                subject=digest.subject,
+                text=digest.text,
+                html=digest.html,
             )
         except SendError as exc:
             await self.states.release(state, None)

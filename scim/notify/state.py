@@ -47,7 +47,13 @@ class NotifyStateStore:
         try:
             current = await self._table.get_entity(_PARTITION, tenant)
         except ResourceNotFoundError:
-            row = {"PartitionKey": _PARTITION, "RowKey": tenant, "watermark": "", "leaseUntil": until, "leaseOwner": owner}
+            row = {
+                "PartitionKey": _PARTITION,
+                "RowKey": tenant,
+                "watermark": "",
+                "leaseUntil": until,
+                "leaseOwner": owner,
+            }
             try:
                 created = await self._table.create_entity(row)
             except ResourceExistsError:
@@ -66,7 +72,10 @@ class NotifyStateStore:
         watermark = current.get("watermark") or ""
         alerted = current.get("credentialAlertAt") or ""
         return NotifyState(
-            tenant, parse_time(watermark) if watermark else None, updated["etag"], parse_time(alerted) if alerted else None
+            tenant,
+            parse_time(watermark) if watermark else None,
+            updated["etag"],
+            parse_time(alerted) if alerted else None,
         )
 
     async def release(

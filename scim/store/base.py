@@ -167,9 +167,7 @@ class DirectoryStore(abc.ABC):
         """Store a new resource with a fresh id (RFC 7644 §3.3). Raises UniquenessViolation, UnknownMembers."""
 
     @abc.abstractmethod
-    async def get(
-        self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False
-    ) -> StoredResource:
+    async def get(self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False) -> StoredResource:
         """Read one resource (RFC 7644 §3.4.1); ``members=True`` also reads a group's members. Raises ResourceNotFound."""
 
     @abc.abstractmethod
@@ -189,15 +187,11 @@ class DirectoryStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def delete(
-        self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None
-    ) -> None:
+    async def delete(self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None) -> None:
         """Delete a resource and every membership that names it (RFC 7644 §3.6)."""
 
     @abc.abstractmethod
-    async def lookup(
-        self, tenant: str, resource_type: ResourceKind, attribute: str, key: str
-    ) -> list[StoredResource]:
+    async def lookup(self, tenant: str, resource_type: ResourceKind, attribute: str, key: str) -> list[StoredResource]:
         """Every resource indexed under (attribute, key), from the index (never a scan)."""
 
     @abc.abstractmethod
@@ -245,7 +239,10 @@ class DirectoryStore(abc.ABC):
         results = await asyncio.gather(
             *(by_id(i) for i in ids),
             *(self.lookup(tenant, resource_type, attribute, key) for attribute, key in terms),
-            *(self.lookup_prefix(tenant, resource_type, attribute, prefix, limit=limit) for attribute, prefix in prefixes),
+            *(
+                self.lookup_prefix(tenant, resource_type, attribute, prefix, limit=limit)
+                for attribute, prefix in prefixes
+            ),
         )
         unique: dict[str, StoredResource] = {}
         for found in results:

@@ -156,7 +156,9 @@ def index_prefixes(resource_type: ResourceKind, attribute: str, prefix: str, uni
     verbatim keys, and hashed (long) keys, which a caller must re-check."""
     kind = _UNIQUE_KIND[resource_type]
     head = (kind,) if unique else ("X", kind)
-    return _join(*head, encode_value(attribute), encode_prefix(prefix)), _join(*head, encode_value(attribute), _HASH_MARK)
+    return _join(*head, encode_value(attribute), encode_prefix(prefix)), _join(
+        *head, encode_value(attribute), _HASH_MARK
+    )
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:

@@ -212,9 +212,7 @@ class MemoryStore(DirectoryStore):
         self._link(record, wanted, records, now)
         return record.snapshot(with_members=resource_type == "Group")
 
-    async def get(
-        self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False
-    ) -> StoredResource:
+    async def get(self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False) -> StoredResource:
         """Read one resource (RFC 7644 §3.4.1)."""
         return self._record(tenant, resource_type, id).snapshot(with_members=members and resource_type == "Group")
 
@@ -241,9 +239,7 @@ class MemoryStore(DirectoryStore):
         self._touch(record)
         return record.snapshot()
 
-    async def delete(
-        self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None
-    ) -> None:
+    async def delete(self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None) -> None:
         """Delete a resource and every membership naming it (RFC 7644 §3.6, rule 8)."""
         t = self._tenant(tenant)
         record = self._record(tenant, resource_type, id)
@@ -260,9 +256,7 @@ class MemoryStore(DirectoryStore):
         self._drop_index(t, record)
         del t.records[(resource_type, id)]
 
-    async def lookup(
-        self, tenant: str, resource_type: ResourceKind, attribute: str, key: str
-    ) -> list[StoredResource]:
+    async def lookup(self, tenant: str, resource_type: ResourceKind, attribute: str, key: str) -> list[StoredResource]:
         """Resources indexed under (attribute, key) (RFC 7644 §3.4.2.2 ``eq`` on an indexed attribute)."""
         t = self._tenant(tenant)
         ids = set(t.multi.get((resource_type, attribute, key), ()))
@@ -303,7 +297,11 @@ class MemoryStore(DirectoryStore):
 
     @staticmethod
     def _prefix_ids(t: _Tenant, resource_type: ResourceKind, attribute: str, prefix: str) -> set[str]:
-        ids = {i for (rtype, attr, key), i in t.unique.items() if rtype == resource_type and attr == attribute and key.startswith(prefix)}
+        ids = {
+            i
+            for (rtype, attr, key), i in t.unique.items()
+            if rtype == resource_type and attr == attribute and key.startswith(prefix)
+        }
         for (rtype, attr, key), holders in t.multi.items():
             if rtype == resource_type and attr == attribute and key.startswith(prefix):
                 ids.update(holders)
@@ -436,7 +434,8 @@ class MemoryTenantRegistry(TenantRegistry):
     async def list(self) -> list[TenantInfo]:
         """Every tenant, sorted by name."""
         return [
-            TenantInfo(name, r.created, r.notify, r.notify_enabled, r.state) for name, r in sorted(self._tenants.items())
+            TenantInfo(name, r.created, r.notify, r.notify_enabled, r.state)
+            for name, r in sorted(self._tenants.items())
         ]
 
     async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:

@@ -481,7 +481,9 @@ def _doc_properties(doc: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _doc_from(entity: Mapping[str, Any]) -> dict[str, Any]:
-    parts = sorted((int(name[3:]), value) for name, value in entity.items() if name.startswith("doc") and name[3:].isdigit())
+    parts = sorted(
+        (int(name[3:]), value) for name, value in entity.items() if name.startswith("doc") and name[3:].isdigit()
+    )
     doc: dict[str, Any] = json.loads("".join(value for _, value in parts))
     return doc
 
@@ -609,7 +611,9 @@ def _index_ops(
         if new.unique.get(attribute) != key:
             ops.append(_delete(pk, keys.unique_key(resource_type, attribute, key)))
     for attribute, key in sorted(new.multi - old.multi):
-        ops.append(_Op("upsert", _row(pk, keys.multi_key(resource_type, attribute, key, id)), {"mode": UpdateMode.REPLACE}))
+        ops.append(
+            _Op("upsert", _row(pk, keys.multi_key(resource_type, attribute, key, id)), {"mode": UpdateMode.REPLACE})
+        )
     for attribute, key in sorted(old.multi - new.multi):
         ops.append(_delete(pk, keys.multi_key(resource_type, attribute, key, id)))
     return ops
@@ -897,9 +901,7 @@ class TableStore(_TableOwner, DirectoryStore):
         return _etag(await self._read(pk, keys.resource_key("Group", group_id), ["RowKey"]))
 
     @_budgeted
-    async def get(
-        self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False
-    ) -> StoredResource:
+    async def get(self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False) -> StoredResource:
         """RFC 7644 §3.4.1: one point read (``groups`` come from the ``m_*`` flags), plus a
         range query of ``m|{id}|`` for a group's members, run concurrently."""
         await self._ready()
@@ -946,7 +948,10 @@ class TableStore(_TableOwner, DirectoryStore):
             if if_version is not None and if_version != _version(etag):
                 raise VersionMismatch(id)
             old_terms = _terms_from(current)
-            if len(_index_ops(pk, resource_type, id, index, old_terms)) >= MAX_TRANSACTION_OPS and old_terms.multi - index.multi:
+            if (
+                len(_index_ops(pk, resource_type, id, index, old_terms)) >= MAX_TRANSACTION_OPS
+                and old_terms.multi - index.multi
+            ):
                 # More index rows change than one transaction holds: shed old rows first (guarded), then retry.
                 try:
                     etag, _ = await self._shed(pk, resource_type, id, etag, old_terms, index)
@@ -977,9 +982,7 @@ class TableStore(_TableOwner, DirectoryStore):
         raise StoreUnavailable(f"{resource_type} {id} kept changing; try again")
 
     @_budgeted
-    async def delete(
-        self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None
-    ) -> None:
+    async def delete(self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None) -> None:
         """RFC 7644 §3.6 and rule 8: the resource, its index rows and every membership naming it.
 
         A user in a few groups: point read + one transaction guarded by the user's ETag (which
@@ -1062,9 +1065,7 @@ class TableStore(_TableOwner, DirectoryStore):
         return str(results[0]["etag"]), left
 
     @_budgeted
-    async def lookup(
-        self, tenant: str, resource_type: ResourceKind, attribute: str, key: str
-    ) -> list[StoredResource]:
+    async def lookup(self, tenant: str, resource_type: ResourceKind, attribute: str, key: str) -> list[StoredResource]:
         """RFC 7644 §3.4.2.2 ``eq`` on an indexed attribute (Entra's ``userName eq``, ``externalId eq``).
 
         Unique attribute: point read of ``U|{attr}|{key}`` then of the resource (2 round trips).
@@ -1155,7 +1156,11 @@ class TableStore(_TableOwner, DirectoryStore):
         async def query() -> list[Any]:
             rows: list[Any] = []
             pager = self._table.query_entities(
-                _FILTER_RANGE, parameters={"pk": pk, "lo": lo, "hi": hi}, select=select, results_per_page=MAX_PAGE, **_TIMEOUT
+                _FILTER_RANGE,
+                parameters={"pk": pk, "lo": lo, "hi": hi},
+                select=select,
+                results_per_page=MAX_PAGE,
+                **_TIMEOUT,
             )
             async for row in pager:
                 rows.append(row)
@@ -1180,7 +1185,10 @@ class TableStore(_TableOwner, DirectoryStore):
         remaining = set(wanted)
         found: list[Any] = []
         pager: Any = self._table.query_entities(
-            _FILTER_SPAN, parameters={"pk": pk, "lo": wanted[0], "hi": wanted[-1]}, results_per_page=MAX_PAGE, **_TIMEOUT
+            _FILTER_SPAN,
+            parameters={"pk": pk, "lo": wanted[0], "hi": wanted[-1]},
+            results_per_page=MAX_PAGE,
+            **_TIMEOUT,
         ).by_page()
         while remaining:
             rows = await _io(lambda: _next_page(pager))
@@ -1232,7 +1240,8 @@ class TableStore(_TableOwner, DirectoryStore):
         batches = list(_batches(wanted, MEMBERS_PER_TRANSACTION))
         outcomes = await _in_parallel([self._add_batch(pk, group_id, flag, batch) for batch in batches])
         unknown = [
-            (batch, outcome) for batch, outcome in zip(batches, outcomes, strict=True)
+            (batch, outcome)
+            for batch, outcome in zip(batches, outcomes, strict=True)
             if isinstance(outcome, _OpFailed) and isinstance(outcome.error, UnknownMembers)
         ]
         if unknown:
@@ -1258,7 +1267,9 @@ class TableStore(_TableOwner, DirectoryStore):
                 await self._submit([target, *(op for m in batch for op in _link_ops(pk, group_id, flag, m, now))])
                 return
             except _OpFailed as failed:
-                if not (isinstance(failed.error, EntityTooLarge) and failed.op is not None and failed.op.role == "member"):
+                if not (
+                    isinstance(failed.error, EntityTooLarge) and failed.op is not None and failed.op.role == "member"
+                ):
                     raise
                 member = next(m for m in batch if m.value == failed.op.subject)
                 await self._compact(pk, member, flag)
@@ -1275,7 +1286,9 @@ class TableStore(_TableOwner, DirectoryStore):
             raise TooManyGroups(member.value)
         kept = {name: value for name, value in entity.items() if not keys.flag_group_id(name) or value is True}
         with contextlib.suppress(VersionMismatch):
-            await _io(lambda: self._table.update_entity(kept, mode=UpdateMode.REPLACE, **_guarded(_etag(entity)), **_TIMEOUT))
+            await _io(
+                lambda: self._table.update_entity(kept, mode=UpdateMode.REPLACE, **_guarded(_etag(entity)), **_TIMEOUT)
+            )
 
     @_budgeted
     async def remove_members(self, tenant: str, group_id: str, member_ids: Sequence[str]) -> None:
@@ -1288,7 +1301,11 @@ class TableStore(_TableOwner, DirectoryStore):
         pk = keys.partition_key(tenant)
         flag = await self._group_flag(pk, group_id, member_ids)
         pending = [Member(i) for i in dict.fromkeys(member_ids)]
-        _raise_first(await _in_parallel([self._remove_batch(pk, group_id, flag, list(b)) for b in _batches(pending, MEMBERS_PER_TRANSACTION)]))
+        _raise_first(
+            await _in_parallel(
+                [self._remove_batch(pk, group_id, flag, list(b)) for b in _batches(pending, MEMBERS_PER_TRANSACTION)]
+            )
+        )
 
     async def _remove_batch(self, pk: str, group_id: str, flag: str, batch: list[Member]) -> None:
         """One transaction removing ``batch``; members that are not (or no longer) in the group
@@ -1320,7 +1337,9 @@ class TableStore(_TableOwner, DirectoryStore):
         rows = await asyncio.gather(
             *(self._read_or_none(pk, keys.membership_key(group_id, m.value), ["RowKey", "type"]) for m in batch)
         )
-        return [Member(m.value, row.get("type") or "User") for m, row in zip(batch, rows, strict=True) if row is not None]
+        return [
+            Member(m.value, row.get("type") or "User") for m, row in zip(batch, rows, strict=True) if row is not None
+        ]
 
     async def delete_tenant(self, tenant: str) -> None:
         """Delete every entity of the tenant's partition: pages of 1,000 RowKeys, each deleted by
@@ -1564,7 +1583,9 @@ class TableTenantRegistry(_TableOwner, TenantRegistry):
             raise TenantNotFound(name)
         await self._ready()
         try:
-            await _io(lambda: submit_transaction(self._table, [("delete", _row(_TENANT_PARTITION, name), {})], **_TIMEOUT))
+            await _io(
+                lambda: submit_transaction(self._table, [("delete", _row(_TENANT_PARTITION, name), {})], **_TIMEOUT)
+            )
         except ResourceNotFound:
             raise TenantNotFound(name) from None
 

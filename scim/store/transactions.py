@@ -75,7 +75,9 @@ def _if_match(kind: str, options: Mapping[str, Any]) -> str | None:
     raise ValueError(f"Unsupported match condition: {condition}")
 
 
-def _part(base: str, table: str, version: str, kind: str, entity: Mapping[str, Any], options: Mapping[str, Any], index: int) -> str:
+def _part(
+    base: str, table: str, version: str, kind: str, entity: Mapping[str, Any], options: Mapping[str, Any], index: int
+) -> str:
     if "PartitionKey" not in entity or "RowKey" not in entity:
         raise ValueError("PartitionKey and/or RowKey were not provided in entity")
     unknown = set(options) - {"mode", "etag", "match_condition"}
@@ -189,7 +191,9 @@ def parse_batch_response(content_type: str, body: bytes) -> list[OperationRespon
         headers, inner = _headers_and_body(part)
         kind = headers.get("content-type", "").lower()
         if kind.startswith("multipart/mixed"):
-            answers.extend(_answer(_headers_and_body(sub)[1]) for sub in _split(inner, _boundary(headers["content-type"])))
+            answers.extend(
+                _answer(_headers_and_body(sub)[1]) for sub in _split(inner, _boundary(headers["content-type"]))
+            )
         elif kind.startswith("application/http"):
             answers.append(_answer(inner))
     return answers
@@ -215,7 +219,9 @@ def transaction_error(answer: OperationResponse) -> TableTransactionError:
     return exc
 
 
-async def submit_transaction(table: TableClient, operations: Sequence[Operation], **kwargs: Any) -> list[dict[str, Any]]:
+async def submit_transaction(
+    table: TableClient, operations: Sequence[Operation], **kwargs: Any
+) -> list[dict[str, Any]]:
     """Commit ``operations`` as one entity-group transaction; like ``TableClient.submit_transaction``."""
     if not operations:
         return []
