@@ -295,26 +295,20 @@ def test_the_function_app_fails_at_start_up_in_azure_without_table_storage() -> 
     """In Azure with no table setting, importing the entry point (what the Functions host does at
     start-up) fails naming SCIM_TABLE_ENDPOINT, instead of every request answering 500 later."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCIM_", "WEBSITE_"))}
-    env["WEBSITE_SITE_NAME"] = "scim-contoso"
-    result = subprocess.run(
-        [sys.executable, "-c", "import function_app"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode != 0
-    assert "SCIM_TABLE_ENDPOINT is not set, and this is Azure" in result.stderr, result.stderr[-2000:]
-    del env["WEBSITE_SITE_NAME"]
-    local = subprocess.run(
-        [sys.executable, "-c", "import function_app"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def import_function_app(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "import function_app"],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    in_azure = import_function_app({"WEBSITE_SITE_NAME": "scim-contoso"})
+    assert in_azure.returncode != 0
+    assert "SCIM_TABLE_ENDPOINT is not set, and this is Azure" in in_azure.stderr, in_azure.stderr[-2000:]
+    local = import_function_app({})
     assert local.returncode == 0, local.stderr
