@@ -2,7 +2,7 @@
 #   make run    Azurite + dev tenant + the app on http://127.0.0.1:$${PORT:-7071} (local emulator
 #               only: storage elsewhere is refused unless SCIM_DEV_ALLOW_REMOTE=1)
 #   make test   the test suite (Azurite is started by the tests themselves)
-#   make lint   ruff (lint and format check) and mypy --strict on scim/ (pyproject.toml)
+#   make lint   ruff (lint and format check) and mypy --strict on scim/ and devtools/ (pyproject.toml)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -58,11 +58,11 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	touch $@
 
 run: venv node_modules
-	@$(VPY) -m scim.dev
+	@$(VPY) -m devtools.dev
 
 # Azurite alone (Blob, Queue and Table on 10000-10002, data in .azurite/), until Ctrl-C.
 azurite: venv node_modules
-	$(VPY) -m scim.azurite --all
+	$(VPY) -m devtools.azurite --all
 
 # Any non-zero pytest exit fails the target, 5 ("no tests ran") included.
 test: venv node_modules venv-infra

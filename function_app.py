@@ -1,7 +1,7 @@
 """Azure Functions entry point (Python v2 programming model).
 
-It stays thin: the SCIM HTTP endpoint lives in :mod:`scim.http_adapter` and the failure
-digest timer in :mod:`scim.timer_adapter`, each as a blueprint. The settings are checked here,
+It stays thin: the SCIM HTTP endpoint lives in :mod:`scim.functions.http_adapter` and the failure
+digest timer in :mod:`scim.functions.timer_adapter`, each as a blueprint. The settings are checked here,
 so that a setting the app cannot use (or, in Azure, no table storage at all) stops the host at
 start-up with an error naming it, rather than failing every request later.
 Importing this module must stay cheap (cold starts): heavy modules load on first use.
@@ -9,9 +9,9 @@ Importing this module must stay cheap (cold starts): heavy modules load on first
 
 import azure.functions as func
 
-from scim.http_adapter import bp as scim_http
+from scim.functions.http_adapter import bp as scim_http
+from scim.functions.timer_adapter import bp as notify_timer
 from scim.settings import Settings
-from scim.timer_adapter import bp as notify_timer
 
 Settings.from_env()
 

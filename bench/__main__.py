@@ -198,7 +198,7 @@ def machine() -> dict[str, Any]:
 
 def azurite_versions(azurite: Any) -> dict[str, str]:
     """The emulator the figures were taken on: its ``Server`` header and the Node.js it runs on."""
-    from scim.azurite import node_executable, node_version, server_header
+    from devtools.azurite import node_executable, node_version, server_header
 
     return {
         "server": server_header(azurite.host, azurite.table_port) or "?",
@@ -207,7 +207,7 @@ def azurite_versions(azurite: Any) -> dict[str, str]:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    from scim.azurite import AzuriteProcess
+    from devtools.azurite import AzuriteProcess
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -234,7 +234,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
     started_all = time.perf_counter()
-    # absolute: node resolves --cpu-prof-dir against its own cwd, a temporary folder scim.azurite removes
+    # absolute: node resolves --cpu-prof-dir against its own cwd, a temporary folder devtools.azurite removes
     azurite_profiles = out_path.resolve().with_name(out_path.stem + "-azurite-cpuprofile")
     azurite = AzuriteProcess(
         0,

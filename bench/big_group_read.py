@@ -21,9 +21,9 @@ import time
 import tracemalloc
 from typing import Any
 
-from scim.resource import index_terms, parse_resource
-from scim.schema import GROUP, USER
-from scim.service import ScimRequest, ScimService
+from scim.core.resource import index_terms, parse_resource
+from scim.core.schema import GROUP, USER
+from scim.core.service import ScimRequest, ScimService
 from scim.store.base import Member
 from scim.store.memory import MemoryStore
 

@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from scim.azurite import free_port
-from scim.children import app_env, stop_child
+from devtools.azurite import free_port
+from devtools.children import app_env, stop_child
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -61,7 +61,7 @@ def loadavg() -> str:
 
 
 class ServiceProcess:
-    """``python -m bench.server``: the app on ``scim.localhost``'s host, with round-trip counting."""
+    """``python -m bench.server``: the app on ``devtools.localhost``'s host, with round-trip counting."""
 
     def __init__(self, connection_string: str, prefix: str, workdir: Path) -> None:
         self.connection_string = connection_string

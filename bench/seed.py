@@ -1,6 +1,6 @@
 """Direct seeding for the big tiers: users, groups and memberships written through the service's
-own store (:class:`scim.store.tables.TableStore`, with :func:`scim.resource.parse_resource` and
-:func:`scim.resource.index_terms`, exactly what ``POST /Users`` and a member ``PATCH`` do), in
+own store (:class:`scim.store.tables.TableStore`, with :func:`scim.core.resource.parse_resource` and
+:func:`scim.core.resource.index_terms`, exactly what ``POST /Users`` and a member ``PATCH`` do), in
 the bench process, not over HTTP, and not measured.
 
 Used by ``--seed-direct``: at 100,000 users a full HTTP initial cycle (~200,000 GET+POST at
@@ -20,8 +20,8 @@ from . import dataset as D
 async def seed_direct(
     settings: Any, tenant: str, ds: D.Dataset, concurrency: int = 6, progress: bool = True
 ) -> tuple[dict[int, str], dict[int, str], dict[str, float]]:
-    from scim.resource import index_terms, parse_resource
-    from scim.schema import GROUP, USER
+    from scim.core.resource import index_terms, parse_resource
+    from scim.core.schema import GROUP, USER
     from scim.store.base import Member
     from scim.store.tables import TableStore
 

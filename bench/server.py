@@ -1,13 +1,13 @@
-"""The service as the bench serves it: ``scim.localhost``'s host in a child process, plus counters.
+"""The service as the bench serves it: ``devtools.localhost``'s host in a child process, plus counters.
 
 ``python -m bench.server --port N --log FILE`` (with ``SCIM_TABLE_CONNECTION_STRING``,
 ``SCIM_TABLE_PREFIX`` and ``SCIM_PUBLIC_BASE_URL`` in the environment) serves
-``function_app:app`` exactly as ``python -m scim.localhost`` does, with two additions that
+``function_app:app`` exactly as ``python -m devtools.localhost`` does, with two additions that
 only the bench sees:
 
 - **storage round trips per request.** The runtime is built by
-  :func:`scim.runtime.build_runtime` with one azure-core policy (installed with
-  :func:`scim.runtime.use_runtime`) that sees every HTTP request sent to storage, retries
+  :func:`scim.functions.runtime.build_runtime` with one azure-core policy (installed with
+  :func:`scim.functions.runtime.use_runtime`) that sees every HTTP request sent to storage, retries
   included. An aiohttp middleware puts a fresh per-request record in a
   :class:`contextvars.ContextVar` before the handler runs; every storage call made while
   handling the request runs in that task or in tasks created from it (``asyncio.gather``,
@@ -115,8 +115,8 @@ def _middleware():  # type: ignore[no-untyped-def]
 
 
 async def _serve(host: str, port: int, ready_file: str | None) -> None:
-    from scim.localhost import LocalFunctionsHost, load_app
-    from scim.runtime import build_runtime, use_runtime
+    from devtools.localhost import LocalFunctionsHost, load_app
+    from scim.functions.runtime import build_runtime, use_runtime
     from scim.settings import Settings
 
     settings = Settings.from_env()

@@ -169,7 +169,7 @@ class ProvisioningLog:
     async def _ensure_table(self) -> None:
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
-            from .store.tables import create_table
+            from scim.store.tables import create_table
 
             try:
                 await create_table(self._service, self._table.table_name)
@@ -216,8 +216,8 @@ class ProvisioningLog:
             await self._write(list(batch.values()))
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
-        from .store.tables import resend_if_lost
-        from .store.transactions import submit_transaction
+        from scim.store.tables import resend_if_lost
+        from scim.store.transactions import submit_transaction
 
         if len(rows) == 1:
             await resend_if_lost(lambda: self._table.upsert_entity(rows[0]))
@@ -285,7 +285,7 @@ class ProvisioningLog:
 
     async def purge(self, tenant: str, older_than: datetime) -> int:
         """Delete the tenant's entries older than ``older_than`` (retention); returns how many."""
-        from .store.transactions import submit_transaction
+        from scim.store.transactions import submit_transaction
 
         await self._ensure_table()
         deleted = 0

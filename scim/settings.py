@@ -9,7 +9,7 @@ is refused (see :class:`Settings`).
 :class:`Settings` is a pydantic-settings model: a value that does not parse fails when the
 settings are built (at start-up), with a :class:`SettingsError` naming the variable. Importing
 this module imports pydantic, so the Functions entry point imports it on first use only
-(``scim.runtime``), not at cold start.
+(``scim.functions.runtime``), not at cold start.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def azurite_connection_string(host: str = "127.0.0.1", table_port: int = 10002) 
 
 
 AZURITE_CONNECTION_STRING = azurite_connection_string()
-LOCAL_SMTP_HOST = "127.0.0.1"  # make run's SMTP sink (scim/smtp_sink.py)
+LOCAL_SMTP_HOST = "127.0.0.1"  # make run's SMTP sink (devtools/smtp_sink.py)
 LOCAL_SMTP_PORT = 1025
-DEFAULT_PORT = 7071  # Core Tools' default port, and scim.localhost's
+DEFAULT_PORT = 7071  # Core Tools' default port, and devtools.localhost's
 TABLE_PREFIX_MAX = 40  # infra/main.bicep's tablePrefix: a table name is at most 63 characters
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from scim.azurite import AzuriteProcess
+from devtools.azurite import AzuriteProcess
 
 _HERE = Path(__file__).parent
 pytest_plugins = [f"tests.{name}" for name in ("scim_fixtures", "localhost_server") if (_HERE / f"{name}.py").exists()]

@@ -27,9 +27,9 @@ from typing import Any
 
 from azure.data.tables.aio import TableClient
 
+from scim.core.service import ScimService
+from scim.functions.runtime import Runtime
 from scim.provisioning_log import LogWriter
-from scim.runtime import Runtime
-from scim.service import ScimService
 from scim.settings import Settings
 from scim.store import keys
 from scim.store.memory import MemoryStore, MemoryTenantRegistry

@@ -2,7 +2,7 @@
 
 Loaded as a pytest plugin (``pytest_plugins`` in ``tests/conftest.py``, or ``-p tests.localhost_server``).
 
-- ``local_server`` (session): ``python -m scim.localhost`` on a free port of 127.0.0.1, talking to
+- ``local_server`` (session): ``python -m devtools.localhost`` on a free port of 127.0.0.1, talking to
   the session's Azurite (``azurite`` fixture) with the session's ``table_prefix``. The value has
   ``.base_url``, ``.port``, ``.settings`` (the app's :class:`scim.settings.Settings`), ``.pid``,
   ``.log_path`` and ``.create_tenant()``. Stopped by its PID at the end (SIGTERM, wait, SIGKILL).
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.azurite import PROJECT_ROOT, free_port
+from devtools.children import app_env, stop_child
 from scim.admin.core import Credentials, create_tenant
-from scim.azurite import PROJECT_ROOT, free_port
-from scim.children import app_env, stop_child
 from scim.settings import Settings
 
 __all__ = ["LocalServer", "create_fresh_tenant", "record_summary"]
@@ -112,7 +112,7 @@ def _start(connection_string: str, prefix: str, workdir: Path) -> tuple[subproce
         log_path = workdir / f"localhost-{attempt}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "scim.localhost", "--host", HOST, "--port", str(port)],
+                [sys.executable, "-m", "devtools.localhost", "--host", HOST, "--port", str(port)],
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -137,13 +137,13 @@ def _start(connection_string: str, prefix: str, workdir: Path) -> tuple[subproce
             if time.monotonic() > deadline:
                 stop_child(proc, timeout=STOP_TIMEOUT)
                 raise RuntimeError(
-                    f"scim.localhost did not answer on {server.base_url} within {STARTUP_TIMEOUT:.0f}s:\n"
+                    f"devtools.localhost did not answer on {server.base_url} within {STARTUP_TIMEOUT:.0f}s:\n"
                     f"{server.log_tail()}"
                 )
             time.sleep(0.1)
         if "address already in use" not in last_error.lower():
             break
-    raise RuntimeError(f"scim.localhost could not start: {last_error}")
+    raise RuntimeError(f"devtools.localhost could not start: {last_error}")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from scim.runtime import Runtime, build_runtime, use_runtime
+from scim.functions.runtime import Runtime, build_runtime, use_runtime
 from scim.settings import Settings
 from tests.functions_client import FunctionsClient
 

@@ -51,7 +51,7 @@ AWKWARD_KEYS = [
 
 
 def user_terms(user_name: str, external_id: str | None = None, emails: tuple[str, ...] = ()) -> IndexTerms:
-    """Index terms as the core computes them (``scim.resource.index_terms``), keys case-folded."""
+    """Index terms as the core computes them (``scim.core.resource.index_terms``), keys case-folded."""
     multi = {("emails.value", e.lower()) for e in emails}
     if external_id is not None:
         multi.add(("externalId", external_id))

@@ -1,4 +1,4 @@
-"""The operator's tools as a user runs them: ``python -m scim.admin`` and ``python -m scim.dev`` (make run)."""
+"""The operator's tools as a user runs them: ``python -m scim.admin`` and ``python -m devtools.dev`` (make run)."""
 
 from __future__ import annotations
 
@@ -67,13 +67,18 @@ def test_admin_cli_manages_tenants_and_tokens(azurite, table_prefix):
 
 
 def test_make_run_prints_entra_fields_and_serves_them(azurite, table_prefix):
-    """``python -m scim.dev`` (what ``make run`` calls): the two lines work in Entra's Test connection."""
+    """``python -m devtools.dev`` (what ``make run`` calls): the two lines work in Entra's Test connection."""
     port = _free_port()
     tenant = "dev" + uuid.uuid4().hex[:6]
     dev_token = "chosen-Dev-Token_4f9Qx7LmZ2pRt8Kc3V"  # SCIM_DEV_TOKEN needs 128 bits (22+ URL-safe characters)
     env = _env(azurite, table_prefix, PORT=str(port), SCIM_DEV_TENANT=tenant, SCIM_DEV_TOKEN=dev_token)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scim.dev"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "devtools.dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         url = proc.stdout.readline().strip()  # type: ignore[union-attr]
@@ -101,7 +106,7 @@ def test_make_run_prints_entra_fields_and_serves_them(azurite, table_prefix):
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
-            pytest.fail("scim.dev did not stop on Ctrl-C")
+            pytest.fail("devtools.dev did not stop on Ctrl-C")
     # The first screen is the two lines and where to go next, not storage request dumps.
     stderr = proc.stderr.read()  # type: ignore[union-attr]
     assert "http_logging_policy" not in stderr and "Request URL" not in stderr, stderr[:2000]
@@ -125,11 +130,11 @@ def test_log_and_notify_run_now_as_an_operator_runs_them(azurite, table_prefix):
         token = json.loads(created.stdout)["token"]
         assert "digests to ops@contoso.example" in admin(env, "tenant", "list").stdout
 
-        from scim.runtime import build_runtime
+        from scim.functions.runtime import build_runtime
         from tests.scim_fixtures import azurite_settings
 
         async def provision() -> None:
-            from scim.runtime import use_runtime
+            from scim.functions.runtime import use_runtime
             from tests.functions_client import FunctionsClient
 
             runtime = build_runtime(azurite_settings(azurite, table_prefix))

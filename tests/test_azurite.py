@@ -1,4 +1,4 @@
-"""scim.azurite: Azurite starts, answers, stops by PID, and writes nothing where it isn't told to."""
+"""devtools.azurite: Azurite starts, answers, stops by PID, and writes nothing where it isn't told to."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from azure.data.tables import TableServiceClient
 
-from scim.azurite import (
+from devtools.azurite import (
     MIN_NODE_MAJOR,
     PROJECT_ROOT,
     AzuriteError,

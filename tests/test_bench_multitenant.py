@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from bench.__main__ import parse_args
-from scim.azurite import PROJECT_ROOT
+from devtools.azurite import PROJECT_ROOT
 
 
 def test_the_default_is_one_tenant():

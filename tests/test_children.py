@@ -1,4 +1,4 @@
-"""scim.children: the app child's environment, and stopping a child by its own PID."""
+"""devtools.children: the app child's environment, and stopping a child by its own PID."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from scim.children import app_env, stop_child
+from devtools.children import app_env, stop_child
 
 
 def test_app_env_points_the_child_at_the_given_tables_and_never_at_azure():

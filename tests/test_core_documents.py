@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from scim.errors import InvalidFilter, InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget
-from scim.filtering import matches, parse_filter, plan_lookup
-from scim.patching import apply_patch, parse_patch_request
-from scim.projection import parse_projection
-from scim.resource import index_terms, parse_resource, render
-from scim.schema import ENTERPRISE_USER_URN, GROUP, USER
+from scim.core.errors import InvalidFilter, InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget
+from scim.core.filtering import matches, parse_filter, plan_lookup
+from scim.core.patching import apply_patch, parse_patch_request
+from scim.core.projection import parse_projection
+from scim.core.resource import index_terms, parse_resource, render
+from scim.core.schema import ENTERPRISE_USER_URN, GROUP, USER
 from scim.store.base import Member, StoredResource
 from tests.payloads import payload
 

@@ -1,7 +1,7 @@
-"""``make run`` (scim/dev.py) only ever resets a tenant on the local emulator, fails cleanly, and
+"""``make run`` (devtools/dev.py) only ever resets a tenant on the local emulator, fails cleanly, and
 says when its Azurite data has grown large enough to slow the emulator down.
 
-No Azurite is needed: ``scim.dev.main()`` runs with its storage-touching steps replaced by
+No Azurite is needed: ``devtools.dev.main()`` runs with its storage-touching steps replaced by
 functions that fail the test if called, in a worker thread (``main`` calls ``asyncio.run``,
 which must not run on the thread of pytest-asyncio's session loop).
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-import scim.azurite as azurite_mod
-import scim.dev as dev
-from scim.azurite import PROJECT_ROOT, free_port
+import devtools.azurite as azurite_mod
+import devtools.dev as dev
+from devtools.azurite import PROJECT_ROOT, free_port
 
 MIB = 1024 * 1024
 _ENSURE_TENANT = dev._ensure_tenant  # the real one, before any fixture replaces it
@@ -30,14 +30,14 @@ REMOTE_KEY = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="  # not a real key: base64 of
 
 def _touched(name: str):  # type: ignore[no-untyped-def]
     def fail(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"scim.dev called {name}: it touched storage or started something")
+        raise AssertionError(f"devtools.dev called {name}: it touched storage or started something")
 
     return fail
 
 
 @pytest.fixture
 def isolated(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
-    """A private environment and project root for scim.dev.main(); every step that would start
+    """A private environment and project root for devtools.dev.main(); every step that would start
     Azurite, the SMTP sink, the server or touch storage fails the test if reached."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCIM_", "SMTP_", "ACS_", "AzureWebJobs"))}
     env["PORT"] = "7071"
@@ -170,7 +170,7 @@ def test_python_m_scim_dev_refuses_real_storage_before_any_network_io():
     )
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "scim.dev"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "devtools.dev"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert proc.stdout == ""

@@ -36,9 +36,9 @@ from typing import Any
 
 import pytest
 
-from scim.azurite import AzuriteProcess, free_port
-from scim.runtime import Runtime, build_runtime, use_runtime
-from scim.service import ScimRequest, ScimResponse, ScimService
+from devtools.azurite import AzuriteProcess, free_port
+from scim.core.service import ScimRequest, ScimResponse, ScimService
+from scim.functions.runtime import Runtime, build_runtime, use_runtime
 from scim.settings import azurite_connection_string
 from scim.store import tables
 from scim.store.base import IndexTerms, StoreUnavailable

@@ -31,10 +31,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scim.filtering import parse_filter
-from scim.jsonbody import MAX_DEPTH, _depth_ok
-from scim.runtime import use_runtime
-from scim.schema import ENTERPRISE_USER_URN
+from scim.core.filtering import parse_filter
+from scim.core.jsonbody import MAX_DEPTH, _depth_ok
+from scim.core.schema import ENTERPRISE_USER_URN
+from scim.functions.runtime import use_runtime
 from tests.functions_client import FunctionsClient, Response
 from tests.helpers import memory_runtime
 from tests.localhost_server import record_summary
@@ -779,7 +779,7 @@ def test_content_length_that_is_not_a_number(harness: Harness, seeded: dict[str,
     )
 )
 def test_depth_check_agrees_with_the_parsed_depth(value: Any) -> None:
-    """The textual depth check (scim.jsonbody) equals the depth of the decoded value, strings and escapes included."""
+    """The textual depth check (scim.core.jsonbody) equals the depth of the decoded value, strings and escapes included."""
     CASES["JSON depth check (pure)"] += 1
 
     def depth(item: Any) -> int:

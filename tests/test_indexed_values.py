@@ -3,7 +3,7 @@ on Azurite: a clear 400 instead of a 500, and every user that exists stays delet
 
 from __future__ import annotations
 
-from scim.resource import MAX_INDEXED_VALUES
+from scim.core.resource import MAX_INDEXED_VALUES
 from tests.helpers import new_user
 
 

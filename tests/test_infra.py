@@ -139,7 +139,7 @@ HOST_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "Functions host: where telemetry goes",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Functions host: Entra-authenticated telemetry",
     "AZURE_CLIENT_ID": "azure-identity's DefaultAzureCredential: picks the user-assigned identity",
-    "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "Functions host: largest request body it accepts (default 100 MB); scim.localhost reads it as the host it stands in for",
+    "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "Functions host: largest request body it accepts (default 100 MB); devtools.localhost reads it as the host it stands in for",
 }
 # In local.settings.sample.json for Core Tools and the local host, never read by the code.
 LOCAL_HOST_SETTINGS = {
@@ -297,7 +297,7 @@ def app_settings() -> dict[str, Any]:
 def settings_read_by_code(sources: dict[str, str] | None = None) -> dict[str, set[str]]:
     """Setting names the code reads, each with the files that read it.
 
-    ``sources`` maps file names to their text; default: function_app.py and scim/**.py.
+    ``sources`` maps file names to their text; default: function_app.py, scim/**.py and devtools/**.py.
 
     Reads are ``X.get("NAME")``/``X.pop("NAME")``/``X["NAME"]``/``"NAME" in X`` where X is an
     environment-like name (``env``, ``environ``, ``os.environ``, ``*_env``), ``os.getenv("NAME")``,
@@ -323,7 +323,11 @@ def settings_read_by_code(sources: dict[str, str] | None = None) -> dict[str, se
     binding = re.compile(r"%([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+)%")
     found: dict[str, set[str]] = {}
     if sources is None:
-        paths = [ROOT / "function_app.py", *sorted((ROOT / "scim").rglob("*.py"))]
+        paths = [
+            ROOT / "function_app.py",
+            *sorted((ROOT / "scim").rglob("*.py")),
+            *sorted((ROOT / "devtools").rglob("*.py")),
+        ]
         sources = {str(path.relative_to(ROOT)): path.read_text() for path in paths}
     for where, text in sources.items():
         for node in ast.walk(ast.parse(text, filename=where)):
@@ -752,7 +756,7 @@ def test_the_host_caps_request_bodies_at_a_small_multiple_of_scim_max_body_bytes
     main = bicep("main.bicep")
     assert main["modules"]["app"]["config"]["params"]["maxBodyBytes"] == "maxBodyBytes"
     param = main["parameters"]["maxBodyBytes"]
-    assert param["default"] == 1048576  # scim/service.py's default too
+    assert param["default"] == 1048576  # scim/core/service.py's default too
     max_value = next(d["argument"] for d in param["decorators"] if d["type"] == "max_value")
     assert max_value * factor <= HOST_DEFAULT_BODY_LIMIT, "the host limit must never exceed the host's own default"
 
@@ -886,7 +890,11 @@ def tables_used_by_code(sources: dict[str, str] | None = None) -> set[str]:
     """Suffixes of the tables the code opens: ``f"{prefix}NAME"`` passed to ``get_table_client``,
     ``create_table`` or a ``_TableOwner`` subclass's ``super().__init__``."""
     if sources is None:
-        paths = [ROOT / "function_app.py", *sorted((ROOT / "scim").rglob("*.py"))]
+        paths = [
+            ROOT / "function_app.py",
+            *sorted((ROOT / "scim").rglob("*.py")),
+            *sorted((ROOT / "devtools").rglob("*.py")),
+        ]
         sources = {str(path.relative_to(ROOT)): path.read_text() for path in paths}
     found: set[str] = set()
     for where, text in sources.items():

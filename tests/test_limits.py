@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from scim.filtering import MAX_FILTER_DEPTH, MAX_FILTER_LENGTH
-from scim.jsonbody import MAX_CONTAINERS, MAX_DEPTH, MAX_NUMBER_DIGITS
-from scim.patching import MAX_OPERATIONS
-from scim.resource import MAX_MEMBERS_PER_REQUEST, index_terms
-from scim.runtime import Runtime, use_runtime
-from scim.schema import ENTERPRISE_USER_URN, USER
-from scim.values import MAX_VALUE_LENGTH
+from scim.core.filtering import MAX_FILTER_DEPTH, MAX_FILTER_LENGTH
+from scim.core.jsonbody import MAX_CONTAINERS, MAX_DEPTH, MAX_NUMBER_DIGITS
+from scim.core.patching import MAX_OPERATIONS
+from scim.core.resource import MAX_MEMBERS_PER_REQUEST, index_terms
+from scim.core.schema import ENTERPRISE_USER_URN, USER
+from scim.core.values import MAX_VALUE_LENGTH
+from scim.functions.runtime import Runtime, use_runtime
 from tests.functions_client import FunctionsClient, Response
 from tests.helpers import assert_scim_error, create_group, create_user, memory_runtime, new_user
 
@@ -353,7 +353,7 @@ async def test_json_bombs_are_refused_cheaply(client, name):
 
 async def test_a_refused_user_body_is_not_parsed_again_for_the_log(client, monkeypatch):
     """A failed POST /Users logs its userName; reading it must not re-parse a bomb without the limits."""
-    import scim.http_adapter as adapter
+    import scim.functions.http_adapter as adapter
 
     parsed_sizes: list[int] = []
 

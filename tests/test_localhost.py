@@ -1,4 +1,4 @@
-"""scim.localhost over real HTTP, with a tiny FunctionApp defined here."""
+"""devtools.localhost over real HTTP, with a tiny FunctionApp defined here."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ import azure.functions as func
 import pytest
 import yarl
 
-import scim.localhost as localhost_mod
-from scim.azurite import free_port
-from scim.children import stop_child
-from scim.localhost import (
+import devtools.localhost as localhost_mod
+from devtools.azurite import free_port
+from devtools.children import stop_child
+from devtools.localhost import (
     PROJECT_ROOT,
     LocalFunctionsHost,
     compile_route,
@@ -241,7 +241,7 @@ def test_the_cli_refuses_an_unsupported_route_and_exits(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "scim.localhost",
+            "devtools.localhost",
             "--port",
             str(free_port()),
             "--root",
@@ -259,7 +259,7 @@ def test_the_cli_refuses_an_unsupported_route_and_exits(tmp_path: Path):
         _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         stop_child(proc, signal.SIGTERM)
-        pytest.fail("scim.localhost started serving an app whose route it does not support")
+        pytest.fail("devtools.localhost started serving an app whose route it does not support")
     assert proc.returncode == 2, err
     assert "odd_one" in err and "api/users/{id?}" in err, err
     assert "Traceback" not in err, err  # one clear line, not a stack trace
@@ -274,7 +274,7 @@ def _wait_listening(proc: subprocess.Popen, port: int, timeout: float = 30) -> N
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop_child(proc)
-                pytest.fail(f"scim.localhost did not start (exit code {proc.returncode})")
+                pytest.fail(f"devtools.localhost did not start (exit code {proc.returncode})")
             time.sleep(0.1)
 
 
@@ -293,7 +293,7 @@ def test_the_cli_reads_host_json_local_settings_and_port_and_stops_on_a_signal(t
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LH_GREETING"} | {"PORT": str(port), "LH_SET": "env"}
     proc = subprocess.Popen(  # no --port: $PORT
-        [sys.executable, "-m", "scim.localhost", "--root", str(tmp_path), "--app", "envapp:app"],
+        [sys.executable, "-m", "devtools.localhost", "--root", str(tmp_path), "--app", "envapp:app"],
         cwd=PROJECT_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -410,7 +410,7 @@ async def test_unknown_route_or_method_is_404_with_empty_body(host, client):
 
 
 async def test_handler_exception_is_500(host, client, caplog):
-    with caplog.at_level(logging.ERROR, logger="scim.localhost"):
+    with caplog.at_level(logging.ERROR, logger="devtools.localhost"):
         async with client.get(f"{host.base_url}/boom") as r:
             assert r.status == 500
             assert await r.read() == b""
@@ -460,7 +460,7 @@ async def test_keep_alive(host):
 
 
 async def test_access_log_has_no_secrets(host, client, caplog):
-    with caplog.at_level(logging.INFO, logger="scim.localhost"):
+    with caplog.at_level(logging.INFO, logger="devtools.localhost"):
         async with client.get(
             f"{host.base_url}/echo/x?filter=secretvalue&token=abc123",
             headers={"Authorization": "Bearer topsecret-token"},
@@ -468,7 +468,7 @@ async def test_access_log_has_no_secrets(host, client, caplog):
             assert r.status == 200
         async with client.get(f"{host.base_url}/nope?q=hidden") as r:
             assert r.status == 404
-    lines = [rec.getMessage() for rec in caplog.records if rec.name == "scim.localhost"]
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "devtools.localhost"]
     assert any("GET /echo/x?filter=*&token=* -> 200 (echo)" in line for line in lines), lines
     assert any("GET /nope?q=* -> 404" in line for line in lines), lines
     for secret in ("secretvalue", "abc123", "topsecret", "Bearer", "hidden"):
@@ -477,12 +477,12 @@ async def test_access_log_has_no_secrets(host, client, caplog):
 
 async def test_access_log_escapes_control_characters_and_caps_the_line(host, client, caplog):
     forged = yarl.URL(f"{host.base_url}/echo/a%1B%5B2Jb%0D%0Aforged%E2%80%AE?x%0A=1", encoded=True)
-    with caplog.at_level(logging.INFO, logger="scim.localhost"):
+    with caplog.at_level(logging.INFO, logger="devtools.localhost"):
         async with client.get(forged) as r:
             assert r.status == 200
         async with client.get(f"{host.base_url}/nope/" + "y" * 400) as r:
             assert r.status == 404
-    lines = [rec.getMessage() for rec in caplog.records if rec.name == "scim.localhost"]
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "devtools.localhost"]
     assert any("GET /echo/a\\x1b[2Jb\\r\\nforged\\u202e?x\\n=* -> 200 (echo)" in line for line in lines), lines
     assert all(line.isprintable() for line in lines), lines
     assert any(("GET /nope/" + "y" * 293 + "… -> 404") in line for line in lines), lines
@@ -509,7 +509,7 @@ async def test_host_defaults_to_project_host_json():
 #
 # The Functions host refuses a request body over its own limit (413) before the function sees
 # it, and drops clients that take too long to send a request; the local host does the same
-# (scim.localhost: host_body_limit, head_timeout, body_timeout).
+# (devtools.localhost: host_body_limit, head_timeout, body_timeout).
 
 
 async def _raw(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -628,7 +628,7 @@ def _vm_hwm_kib(pid: int) -> int:
 
 
 def test_a_chunked_body_is_not_read_past_the_host_limit(tmp_path):
-    """``python -m scim.localhost`` (default limit, 4 MiB) sent a 10 MB chunked body: 413, closed,
+    """``python -m devtools.localhost`` (default limit, 4 MiB) sent a 10 MB chunked body: 413, closed,
     and the process's peak memory does not grow by anything like the body."""
     (tmp_path / "host.json").write_text('{"version": "2.0", "extensions": {"http": {"routePrefix": ""}}}')
     (tmp_path / "bodyapp.py").write_text(
@@ -641,7 +641,17 @@ def test_a_chunked_body_is_not_read_past_the_host_limit(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "SCIM_MAX_BODY_BYTES")}
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scim.localhost", "--port", str(port), "--root", str(tmp_path), "--app", "bodyapp:app"],
+        [
+            sys.executable,
+            "-m",
+            "devtools.localhost",
+            "--port",
+            str(port),
+            "--root",
+            str(tmp_path),
+            "--app",
+            "bodyapp:app",
+        ],
         cwd=PROJECT_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -655,7 +665,7 @@ def test_a_chunked_body_is_not_read_past_the_host_limit(tmp_path):
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "scim.localhost did not start"
+                assert proc.poll() is None and time.monotonic() < deadline, "devtools.localhost did not start"
                 time.sleep(0.1)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("POST", "/size", body=b"warm")

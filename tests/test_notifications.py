@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiosmtpd.controller import Controller
 
+from devtools.azurite import AzuriteProcess
 from scim import provisioning_log
-from scim.azurite import AzuriteProcess
+from scim.functions.runtime import Runtime, build_runtime, use_runtime
+from scim.functions.timer_adapter import build_notifier
 from scim.notify import notifier as notifier_module
 from scim.provisioning_log import LogEntry, format_time
-from scim.runtime import Runtime, build_runtime, use_runtime
-from scim.timer_adapter import build_notifier
 from tests.functions_client import REGISTERED, FunctionsClient
 from tests.helpers import Mailbox, create_user, new_user
 from tests.scim_fixtures import azurite_settings

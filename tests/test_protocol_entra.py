@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from scim.schema import ENTERPRISE_USER_URN
+from scim.core.schema import ENTERPRISE_USER_URN
 from tests.helpers import assert_scim_error, create_group, create_user, new_user
 from tests.payloads import payload
 
@@ -373,7 +373,7 @@ async def test_every_rfc7643_user_attribute_round_trips(client):
 
 
 async def test_scan_bound_gives_too_many_and_sw_uses_the_index(client, runtime):
-    from scim.service import Limits
+    from scim.core.service import Limits
 
     stem = f"sw{uuid.uuid4().hex[:6]}"
     for i in range(4):
@@ -411,7 +411,7 @@ async def test_cursor_pagination_walks_every_user_once(client):
 
 
 async def test_cursor_scans_are_bounded_per_request(client, runtime):
-    from scim.service import Limits
+    from scim.core.service import Limits
 
     for i in range(5):
         await create_user(client, title="needle" if i == 4 else "hay")

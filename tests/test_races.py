@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from scim.service import ScimRequest, ScimService
+from scim.core.service import ScimRequest, ScimService
 from tests.functions_client import Response
 from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, raw_directory, violations
 from tests.localhost_server import record_summary

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from scim.runtime import Runtime, build_runtime, use_runtime
+from scim.functions.runtime import Runtime, build_runtime, use_runtime
 from scim.store.roundtrips import RoundTripCounter
 from tests.functions_client import FunctionsClient
 from tests.helpers import create_group, create_user, new_user
@@ -74,7 +74,7 @@ MEASURED: dict[str, int] = {}
 
 
 async def measure(counter: TableCounter, call, label: str = "") -> tuple[int, object]:  # type: ignore[no-untyped-def]
-    from scim.runtime import get_runtime
+    from scim.functions.runtime import get_runtime
 
     writer = (await get_runtime()).log_writer
     await writer.drain()  # writes of earlier, unmeasured requests
@@ -213,8 +213,8 @@ async def test_member_patch_of_100_costs_the_same_whatever_the_group_size(counte
 async def test_a_prefix_lookup_costs_pages_of_rows_not_a_read_per_match(counted):
     """``userName sw ""`` on 300 users: index range queries and pages of user rows (O(pages)),
     not one point read per match (302 storage calls before)."""
-    from scim.resource import index_terms
-    from scim.schema import USER
+    from scim.core.resource import index_terms
+    from scim.core.schema import USER
 
     client, counter, runtime = counted
 

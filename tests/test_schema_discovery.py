@@ -13,8 +13,8 @@ from scim2_models import Schema as ModelSchema
 from scim2_models import ServiceProviderConfig
 from scim2_models.provider import ScimProvider
 
-from scim import discovery
-from scim.schema import (
+from scim.core import discovery
+from scim.core.schema import (
     COMMON_ATTRIBUTES,
     ENTERPRISE_USER_SCHEMA,
     ENTERPRISE_USER_URN,

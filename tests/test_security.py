@@ -1,7 +1,7 @@
 """Security (issue #6): tenant isolation, tokens, 401s that reveal nothing, log hygiene, headers.
 
 Everything runs on Azurite through the registered Functions entry point. "Two instances" are
-two :class:`~scim.runtime.Runtime` objects on the same tables, as two Functions workers are.
+two :class:`~scim.functions.runtime.Runtime` objects on the same tables, as two Functions workers are.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import scim.tenants
-from scim.runtime import Runtime, build_runtime, use_runtime
-from scim.schema import ENTERPRISE_USER_URN
+from scim.core.schema import ENTERPRISE_USER_URN
+from scim.functions.runtime import Runtime, build_runtime, use_runtime
 from tests.functions_client import Response
 from tests.helpers import assert_scim_error, create_group, create_user, new_user
 from tests.payloads import payload

@@ -12,7 +12,7 @@ import traceback
 
 import pytest
 
-from scim import runtime as runtime_module
+from scim.functions import runtime as runtime_module
 from scim.settings import AZURITE_CONNECTION_STRING, Settings
 from tests.helpers import ROOT, admin
 

@@ -35,9 +35,9 @@ from azure.data.tables.aio import TableServiceClient
 from scim import tenants as tenants_module
 from scim.admin import __main__ as cli
 from scim.admin import core
+from scim.functions.runtime import Runtime, build_runtime, use_runtime
 from scim.notify.state import NotifyStateStore
 from scim.provisioning_log import LogEntry, format_time
-from scim.runtime import Runtime, build_runtime, use_runtime
 from scim.settings import Settings
 from scim.store import keys
 from scim.store.base import IndexTerms, Member

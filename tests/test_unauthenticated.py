@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-import scim.http_adapter
-import scim.jsonbody
-import scim.service
+import scim.core.jsonbody
+import scim.core.service
+import scim.functions.http_adapter
 from tests.functions_client import FunctionsClient
 
 NO_SUCH_TENANT = "no-such-tenant-" + uuid.uuid4().hex[:8]
@@ -26,13 +26,13 @@ NO_SUCH_TENANT = "no-such-tenant-" + uuid.uuid4().hex[:8]
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Sizes of the bodies parsed as JSON, by any module of the request path (the real parser runs)."""
     sizes: list[int] = []
-    real = scim.jsonbody.parse_json
+    real = scim.core.jsonbody.parse_json
 
     def counting(body: bytes) -> Any:
         sizes.append(len(body))
         return real(body)
 
-    for module in (scim.service, scim.http_adapter):
+    for module in (scim.core.service, scim.functions.http_adapter):
         monkeypatch.setattr(module, "parse_json", counting, raising=False)
     return sizes
 

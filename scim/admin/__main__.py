@@ -32,10 +32,11 @@ import sys
 
 from azure.core.exceptions import AzureError
 
-from ..provisioning_log import LogEntry, parse_since
-from ..settings import Settings
-from ..store.base import StoreError
-from ..tenants import (
+from scim.admin import core
+from scim.provisioning_log import LogEntry, parse_since
+from scim.settings import Settings
+from scim.store.base import StoreError
+from scim.tenants import (
     InvalidTenantName,
     TenantDeleting,
     TenantExists,
@@ -44,7 +45,6 @@ from ..tenants import (
     TokenConflict,
     validate_tenant_name,
 )
-from . import core
 
 
 def _parser() -> argparse.ArgumentParser:

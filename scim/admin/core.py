@@ -27,15 +27,15 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
 
-from ..notify.notifier import RunResult
-from ..notify.state import NotifyStateStore
-from ..provisioning_log import LogPage
-from ..runtime import Runtime, build_runtime
-from ..settings import Settings
-from ..store import keys
-from ..store.base import StoreError, StoreUnavailable
-from ..store.transactions import submit_transaction
-from ..tenants import (
+from scim.functions.runtime import Runtime, build_runtime
+from scim.notify.notifier import RunResult
+from scim.notify.state import NotifyStateStore
+from scim.provisioning_log import LogPage
+from scim.settings import Settings
+from scim.store import keys
+from scim.store.base import StoreError, StoreUnavailable
+from scim.store.transactions import submit_transaction
+from scim.tenants import (
     ACTIVE,
     DELETING,
     TenantDeleting,
@@ -226,7 +226,7 @@ NOTIFY_NOW_LAG = timedelta(seconds=5)
 
 async def notify_now(settings: Settings, name: str) -> RunResult:
     """Send the tenant's failure digest now (what the timer does), with a short lag."""
-    from ..notify.notifier import notifier_for
+    from scim.notify.notifier import notifier_for
 
     runtime = await _with_runtime(settings)
     notifier = notifier_for(runtime.settings, runtime.tenants, runtime.log, lag=NOTIFY_NOW_LAG)

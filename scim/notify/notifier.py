@@ -21,12 +21,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ..provisioning_log import LogEntry, ProvisioningLog, format_time, parse_time
-from ..settings import Settings
-from ..tenants import TenantInfo, TenantRegistry
-from .digest import Failure, build_digest
-from .mail import EmailSender, SendError
-from .state import NotifyState, NotifyStateStore
+from scim.notify.digest import Failure, build_digest
+from scim.notify.mail import EmailSender, SendError
+from scim.notify.state import NotifyState, NotifyStateStore
+from scim.provisioning_log import LogEntry, ProvisioningLog, format_time, parse_time
+from scim.settings import Settings
+from scim.tenants import TenantInfo, TenantRegistry
 
 __all__ = ["Notifier", "RunResult"]
 
@@ -70,7 +70,7 @@ def notifier_for(
 ) -> Notifier:
     """A notifier on the log's tables and the sender the settings configure (ACS Email, SMTP or
     none); ``lag`` defaults to :data:`DEFAULT_LAG`. Used by the timer and by ``notify run-now``."""
-    from .mail import sender_from_settings
+    from scim.notify.mail import sender_from_settings
 
     states = NotifyStateStore(log.service_client, settings.table_prefix)
     return Notifier(

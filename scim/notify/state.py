@@ -17,7 +17,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from ..provisioning_log import format_time, parse_time
+from scim.provisioning_log import format_time, parse_time
 
 __all__ = ["NotifyState", "NotifyStateStore"]
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from .base import Member, ResourceKind
+from scim.store.base import Member, ResourceKind
 
 __all__ = ["MAX_GROUPS_PER_RESOURCE", "check_members_allowed", "dedupe_members", "new_id", "utc_now"]
 

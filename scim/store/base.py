@@ -1,6 +1,6 @@
 """The directory storage interface, and the rules every implementation follows.
 
-The SCIM core (:mod:`scim.service`) does no I/O: it reads and writes resources only
+The SCIM core (:mod:`scim.core.service`) does no I/O: it reads and writes resources only
 through a :class:`DirectoryStore`. Two implementations exist and both pass the same
 contract tests (``tests/store_contract.py``): :class:`scim.store.memory.MemoryStore`
 and :class:`scim.store.tables.TableStore` (Azure Table Storage, or Azurite).
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ResourceKind = Literal["User", "Group"]
-"""The kinds of resource the store holds (the names of :data:`scim.schema.USER` and :data:`scim.schema.GROUP`)."""
+"""The kinds of resource the store holds (the names of :data:`scim.core.schema.USER` and :data:`scim.core.schema.GROUP`)."""
 
 __all__ = [
     "DirectoryStore",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from .base import ResourceKind
+from scim.store.base import ResourceKind
 
 __all__ = [
     "MAX_ENCODED",

@@ -18,7 +18,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tenants import (
+from scim.store import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, new_id, utc_now
+from scim.store.base import (
+    DirectoryStore,
+    IndexTerms,
+    Member,
+    Page,
+    ResourceKind,
+    ResourceNotFound,
+    StoredResource,
+    TooManyGroups,
+    UniquenessViolation,
+    UnknownMembers,
+    VersionMismatch,
+)
+from scim.tenants import (
     ACTIVE,
     DELETING,
     TenantDeleting,
@@ -31,20 +45,6 @@ from ..tenants import (
     new_token,
     validate_recipients,
     validate_tenant_name,
-)
-from . import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, new_id, utc_now
-from .base import (
-    DirectoryStore,
-    IndexTerms,
-    Member,
-    Page,
-    ResourceKind,
-    ResourceNotFound,
-    StoredResource,
-    TooManyGroups,
-    UniquenessViolation,
-    UnknownMembers,
-    VersionMismatch,
 )
 
 __all__ = ["MemoryStore", "MemoryTenantRegistry"]

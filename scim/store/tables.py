@@ -61,22 +61,8 @@ from azure.core.exceptions import (
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from ..tenants import (
-    ACTIVE,
-    DELETING,
-    TenantDeleting,
-    TenantExists,
-    TenantInfo,
-    TenantNotFound,
-    TenantRegistry,
-    TokenConflict,
-    hash_token,
-    new_token,
-    validate_recipients,
-    validate_tenant_name,
-)
-from . import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, keys, new_id, utc_now
-from .base import (
+from scim.store import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, keys, new_id, utc_now
+from scim.store.base import (
     DirectoryStore,
     EntityTooLarge,
     IndexTerms,
@@ -92,14 +78,28 @@ from .base import (
     UnknownMembers,
     VersionMismatch,
 )
-from .roundtrips import client_kwargs
-from .transactions import submit_transaction
+from scim.store.roundtrips import client_kwargs
+from scim.store.transactions import submit_transaction
+from scim.tenants import (
+    ACTIVE,
+    DELETING,
+    TenantDeleting,
+    TenantExists,
+    TenantInfo,
+    TenantNotFound,
+    TenantRegistry,
+    TokenConflict,
+    hash_token,
+    new_token,
+    validate_recipients,
+    validate_tenant_name,
+)
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
     from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-    from ..settings import Settings
+    from scim.settings import Settings
 
 __all__ = [
     "CLIENT_OPTIONS",

@@ -22,8 +22,8 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from .errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, TooMany
-from .filtering import (
+from scim.core.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, TooMany
+from scim.core.filtering import (
     MAX_FILTER_TERMS,
     WorkMeter,
     filter_shape_problem,
@@ -31,7 +31,7 @@ from .filtering import (
     item_matches,
     syntax_error_detail,
 )
-from .resource import (
+from scim.core.resource import (
     MAX_MEMBERS_PER_REQUEST,
     AttributeLocation,
     check_required,
@@ -42,9 +42,9 @@ from .resource import (
     parse_members,
     set_at,
 )
-from .schema import Attribute, ResourceType
-from .store.base import Member
-from .values import check_values, is_empty
+from scim.core.schema import Attribute, ResourceType
+from scim.core.values import check_values, is_empty
+from scim.store.base import Member
 
 if TYPE_CHECKING:
     from scim2_models.path import FilterNode
@@ -67,7 +67,7 @@ MAX_FILTERED_PATHS = 20
 """Most paths with a value filter (``emails[type eq "work"].value``) in one PATCH request,
 counting ``path``s and the keys of path-less operations; more answers 400 ``tooMany``.
 
-Each is parsed (up to 4,096 characters, :data:`~scim.filtering.MAX_FILTER_LENGTH`) and
+Each is parsed (up to 4,096 characters, :data:`~scim.core.filtering.MAX_FILTER_LENGTH`) and
 evaluated on every value of its attribute: a 1 MiB PATCH of value-path operations took
 4.9 s. Entra sends one per changed email, phone number and address field, about 10 at most
 (``emails[type eq "work"].value``, three ``phoneNumbers``, six ``addresses[type eq "work"]``
@@ -169,10 +169,10 @@ def apply_patch(
     """Apply operations in order to a copy of ``doc`` (RFC 7644 §3.5.2: all or nothing).
 
     The limits are checked on the result, before anything is stored: at most
-    :data:`~scim.resource.MAX_MEMBERS_PER_REQUEST` members named by all operations together
-    (400 ``tooMany``), and no value longer than :data:`~scim.values.MAX_VALUE_LENGTH`
+    :data:`~scim.core.resource.MAX_MEMBERS_PER_REQUEST` members named by all operations together
+    (400 ``tooMany``), and no value longer than :data:`~scim.core.values.MAX_VALUE_LENGTH`
     (400 ``invalidValue``). While applying: at most :data:`MAX_FILTERED_PATHS` value-filtered
-    paths, and the work ``meter`` (:data:`~scim.filtering.MAX_WORK`) for value filters and
+    paths, and the work ``meter`` (:data:`~scim.core.filtering.MAX_WORK`) for value filters and
     multi-valued merges (400 ``tooMany``).
     """
     steps = _patch_steps(rtype, doc, operations, meter if meter is not None else WorkMeter())
@@ -427,7 +427,7 @@ def _apply_sub_attribute(location: AttributeLocation, op: Op, sub_name: str, val
 def _normalize_sub(sub: Attribute | None, value: Any, where: str) -> Any:
     if sub is None:
         return None if is_empty(value) else value
-    from .values import normalize_value
+    from scim.core.values import normalize_value
 
     return normalize_value(sub, value)
 

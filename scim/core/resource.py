@@ -14,10 +14,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidSyntax, InvalidValue, TooMany
-from .schema import ENTERPRISE_USER_URN, Attribute, ResourceType
-from .store.base import IndexTerms, Member, StoredResource
-from .values import check_values, comparison_key, is_empty, normalize_value
+from scim.core.errors import InvalidSyntax, InvalidValue, TooMany
+from scim.core.schema import ENTERPRISE_USER_URN, Attribute, ResourceType
+from scim.core.values import check_values, comparison_key, is_empty, normalize_value
+from scim.store.base import IndexTerms, Member, StoredResource
 
 __all__ = [
     "MAX_INDEXED_VALUES",
@@ -256,7 +256,7 @@ def parse_members(value: Any) -> list[Member]:
     Entra sends ``{"$ref": null, "value": "<id>"}`` (docs/ENTRA.md §4); ``$ref`` is ignored since
     the id decides; ``display`` (or ``displayName``, as Microsoft's test collection sends) is
     kept and returned as sent. At most :data:`MAX_MEMBERS_PER_REQUEST` items (400 ``tooMany``);
-    ``value`` and ``display`` are bounded like every value (:data:`scim.values.MAX_VALUE_LENGTH`).
+    ``value`` and ``display`` are bounded like every value (:data:`scim.core.values.MAX_VALUE_LENGTH`).
     """
     if is_empty(value):
         return []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scim.schema import RESOURCE_TYPES, SCHEMAS, ResourceType
+from scim.core.schema import RESOURCE_TYPES, SCHEMAS, ResourceType
 
 __all__ = [
     "LIST_RESPONSE_URN",

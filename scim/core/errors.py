@@ -23,7 +23,7 @@ The hierarchy::
     ├── NotSupported (501)
     └── ServiceUnavailable (503)
 
-One choke point (:func:`scim.http_adapter`) turns these into responses. Anything
+One choke point (:func:`scim.functions.http_adapter`) turns these into responses. Anything
 that is not a :class:`ScimError` is a bug: it is logged with its traceback and the
 client receives a generic 500 without internal detail.
 """

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .provisioning_log import LogWriter, ProvisioningLog
-from .service import Limits, ScimService
-from .store.base import DirectoryStore
-from .tenants import TenantRegistry
+from scim.core.service import Limits, ScimService
+from scim.provisioning_log import LogWriter, ProvisioningLog
+from scim.store.base import DirectoryStore
+from scim.tenants import TenantRegistry
 
 if TYPE_CHECKING:
-    from .settings import Settings  # pydantic-settings: imported on first use (get_runtime), not at cold start
+    from scim.settings import Settings  # pydantic-settings: imported on first use (get_runtime), not at cold start
 
 __all__ = ["Runtime", "get_runtime", "reset_runtime", "use_runtime"]
 
@@ -53,7 +53,7 @@ def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None
     ``per_call_policies`` are azure-core policies that see every storage request (tests count
     round trips with :class:`scim.store.roundtrips.RoundTripCounter`).
     """
-    from .store.tables import TableStore
+    from scim.store.tables import TableStore
 
     store = TableStore.from_settings(settings, per_call_policies=per_call_policies)
     log = ProvisioningLog(store.service_client, settings.table_prefix)
@@ -70,7 +70,7 @@ async def get_runtime() -> Runtime:
         _lock = asyncio.Lock()
     async with _lock:
         if _runtime is None:
-            from .settings import Settings
+            from scim.settings import Settings
 
             _runtime = build_runtime(Settings.from_env())  # SettingsError naming a bad variable
     return _runtime

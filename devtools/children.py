@@ -24,7 +24,7 @@ def app_env(
     ``connection_string``.
 
     ``SCIM_TABLE_ENDPOINT`` and ``ACS_EMAIL_ENDPOINT`` are set, empty, so that a developer's
-    ``local.settings.json`` cannot point the child at real Azure resources (``scim.localhost``
+    ``local.settings.json`` cannot point the child at real Azure resources (``devtools.localhost``
     never overrides what the environment already holds).
     """
     env = dict(os.environ if base is None else base)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidFilter, TooMany
-from .schema import Attribute, ResourceType
-from .values import comparison_key
+from scim.core.errors import InvalidFilter, TooMany
+from scim.core.schema import Attribute, ResourceType
+from scim.core.values import comparison_key
 
 if TYPE_CHECKING:
     from scim2_models.path import AttrPath, FilterNode
@@ -150,7 +150,7 @@ def filter_shape_problem(expression: str) -> str | None:
     """Why ``expression`` is too long or nests too deeply to parse, or None if it is fine.
 
     Brackets inside ``"…"`` string literals (with ``\\"`` escapes) do not count. Shared by
-    filters (:func:`parse_filter`) and PATCH paths (:mod:`scim.patching`).
+    filters (:func:`parse_filter`) and PATCH paths (:mod:`scim.core.patching`).
     """
     if len(expression) > MAX_FILTER_LENGTH:
         return f"is longer than {MAX_FILTER_LENGTH} characters"
@@ -326,7 +326,7 @@ def _attribute_for(rtype: ResourceType, path: AttrPath) -> Attribute | None:
     name = f"{path.uri}:{path.attr}" if path.uri else path.attr
     found = rtype.attribute(name)
     if found is None:
-        from .schema import COMMON_ATTRIBUTES
+        from scim.core.schema import COMMON_ATTRIBUTES
 
         found_common = next((a for a in COMMON_ATTRIBUTES if a.name.lower() == path.attr.lower()), None)
         if found_common is None or path.uri:
@@ -379,7 +379,7 @@ def _as_datetime(value: Any) -> datetime | None:
 
 
 def _key(value: str, case_exact: bool) -> str:
-    """:func:`~scim.values.comparison_key`, without its two normalisations for ASCII text (NFC of ASCII is itself)."""
+    """:func:`~scim.core.values.comparison_key`, without its two normalisations for ASCII text (NFC of ASCII is itself)."""
     if value.isascii():
         return value if case_exact else value.lower()
     return comparison_key(value, case_exact)

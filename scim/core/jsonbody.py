@@ -27,7 +27,7 @@ import math
 import re
 from typing import Any
 
-from .errors import InvalidSyntax, InvalidValue
+from scim.core.errors import InvalidSyntax, InvalidValue
 
 __all__ = ["MAX_CONTAINERS", "MAX_DEPTH", "MAX_NUMBER_DIGITS", "parse_json"]
 

@@ -23,7 +23,7 @@
        Secret Token: ...
 
 5. Serves the app: ``func start --port PORT`` if ``func`` is on PATH, else
-   :mod:`scim.localhost`. ``PORT`` defaults to 7071. Ctrl-C stops the server and the Azurite
+   :mod:`devtools.localhost`. ``PORT`` defaults to 7071. Ctrl-C stops the server and the Azurite
    this started (by PID); a reused Azurite is left running.
 """
 
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from scim.azurite import (
+from devtools.azurite import (
     DEFAULT_HOST,
     DEFAULT_TABLE_PORT,
     PROJECT_ROOT,
@@ -58,9 +58,9 @@ from scim.settings import AZURITE_ACCOUNT, Settings, SettingsError, azurite_conn
 from scim.tenants import new_token
 
 if TYPE_CHECKING:
-    from scim.smtp_sink import SmtpSink
+    from devtools.smtp_sink import SmtpSink
 
-log = logging.getLogger("scim.dev")
+log = logging.getLogger("devtools.dev")
 
 ALLOW_REMOTE = "SCIM_DEV_ALLOW_REMOTE"
 MIB = 1024 * 1024
@@ -213,7 +213,7 @@ async def _ensure_notifications(settings: Settings, name: str, address: str) -> 
 
 def _start_smtp_sink(settings: Settings) -> SmtpSink | None:
     """The local SMTP sink, when digests go to it (the local default) and nothing listens there yet."""
-    from scim.smtp_sink import SmtpSink
+    from devtools.smtp_sink import SmtpSink
 
     if settings.acs_email_endpoint or settings.smtp_host != "127.0.0.1" or _port_open(settings.smtp_port):
         return None
@@ -253,7 +253,7 @@ def _run_func(port: int, env: dict[str, str]) -> int:
 
 
 def _run_localhost(port: int) -> int:
-    from scim import localhost
+    from devtools import localhost
 
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))
@@ -286,7 +286,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     # local.settings.json first, as func does (never overriding the environment): the tenant
     # must be made with the same settings (table prefix, base URL) the served app will read.
-    from scim.localhost import load_local_settings
+    from devtools.localhost import load_local_settings
 
     from_file = load_local_settings(PROJECT_ROOT)
 
@@ -353,7 +353,7 @@ def main() -> int:
         if use_func:
             log.info("serving with Azure Functions Core Tools (func start --port %s)", port)
             return _run_func(port, dict(env))
-        log.info("`func` not found: serving with scim.localhost on port %s", port)
+        log.info("`func` not found: serving with devtools.localhost on port %s", port)
         return _run_localhost(port)
     except KeyboardInterrupt:
         return 0

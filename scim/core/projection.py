@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import TooMany
-from .schema import ResourceType
+from scim.core.errors import TooMany
+from scim.core.schema import ResourceType
 
 __all__ = ["MAX_ATTRIBUTE_NAMES", "Projection", "parse_projection"]
 

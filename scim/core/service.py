@@ -1,10 +1,10 @@
 """The SCIM protocol (RFC 7644 §3) for one tenant's request, over a :class:`DirectoryStore`.
 
 No I/O happens here except through the store: the Functions adapter
-(:mod:`scim.http_adapter`) authenticates, builds a :class:`ScimRequest` and turns the
+(:mod:`scim.functions.http_adapter`) authenticates, builds a :class:`ScimRequest` and turns the
 :class:`ScimResponse` into HTTP. Every behaviour Entra relies on (docs/ENTRA.md §2-§5) is
-implemented here or in the pure modules it calls: :mod:`scim.resource`,
-:mod:`scim.patching`, :mod:`scim.filtering`, :mod:`scim.projection`.
+implemented here or in the pure modules it calls: :mod:`scim.core.resource`,
+:mod:`scim.core.patching`, :mod:`scim.core.filtering`, :mod:`scim.core.projection`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import discovery
-from .errors import (
+from scim.core import discovery
+from scim.core.errors import (
     Conflict,
     InvalidCursor,
     InvalidSyntax,
@@ -32,14 +32,14 @@ from .errors import (
     ServiceUnavailable,
     TooMany,
 )
-from .filtering import IndexPlan, WorkMeter, item_matches, matches_async, parse_filter, plan_lookup, sort_key
-from .jsonbody import parse_json
-from .patching import MAX_OPERATIONS, MemberChange, apply_patch_async, parse_patch_request
-from .projection import Projection, parse_projection
-from .resource import index_terms, parse_resource, render
-from .schema import GROUP, USER, ResourceType
-from .store import MAX_GROUPS_PER_RESOURCE
-from .store.base import (
+from scim.core.filtering import IndexPlan, WorkMeter, item_matches, matches_async, parse_filter, plan_lookup, sort_key
+from scim.core.jsonbody import parse_json
+from scim.core.patching import MAX_OPERATIONS, MemberChange, apply_patch_async, parse_patch_request
+from scim.core.projection import Projection, parse_projection
+from scim.core.resource import index_terms, parse_resource, render
+from scim.core.schema import GROUP, USER, ResourceType
+from scim.store import MAX_GROUPS_PER_RESOURCE
+from scim.store.base import (
     DirectoryStore,
     EntityTooLarge,
     Member,
@@ -61,7 +61,7 @@ SEARCH_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 T = TypeVar("T")
 
 
-logger = logging.getLogger("scim.service")
+logger = logging.getLogger("scim.core.service")
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class ScimRequest:
     _parsed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def json(self) -> Any:
-        """The body as JSON (:func:`scim.jsonbody.parse_json`), parsed at most once per request.
+        """The body as JSON (:func:`scim.core.jsonbody.parse_json`), parsed at most once per request.
 
         A body that does not parse raises its 400 each time and is not cached.
         """
@@ -440,7 +440,7 @@ class ScimService:
         """The total number of matches and the projected resources of one page.
 
         Rendering, filtering, sorting and projecting run in slices of ``meter``
-        (:data:`~scim.filtering.SLICE_SECONDS`), counting the work against its budget.
+        (:data:`~scim.core.filtering.SLICE_SECONDS`), counting the work against its budget.
         """
         projection = self._projection(request, rtype, params)
         filter_text = params.get("filter")
@@ -706,7 +706,7 @@ class ScimService:
                         tenant, group_id, [m for m in _dedupe(change.members) if m.value not in current_ids]
                     )
                 else:
-                    from .schema import GROUP_SCHEMA
+                    from scim.core.schema import GROUP_SCHEMA
 
                     members_attr = GROUP_SCHEMA.attribute("members")
                     meter = meter or WorkMeter()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .store.base import ResourceKind
+    from scim.store.base import ResourceKind
 
 __all__ = [
     "COMMON_ATTRIBUTES",

@@ -15,8 +15,8 @@ import re
 import unicodedata
 from typing import Any
 
-from .errors import InvalidValue
-from .schema import ENTERPRISE_USER_URN, Attribute
+from scim.core.errors import InvalidValue
+from scim.core.schema import ENTERPRISE_USER_URN, Attribute
 
 __all__ = [
     "MAX_VALUE_LENGTH",
@@ -74,7 +74,7 @@ def check_values(value: Any, where: str = "") -> None:
     """Raise InvalidValue unless every string in ``value`` (and every key) can be stored and returned.
 
     A string may not be longer than :data:`MAX_VALUE_LENGTH`, nor hold an unpaired surrogate:
-    request bodies cannot carry one (:mod:`scim.jsonbody`), but a filter literal in a PATCH
+    request bodies cannot carry one (:mod:`scim.core.jsonbody`), but a filter literal in a PATCH
     path can (``emails[type eq "\\ud800"].value`` creates that entry, docs/ENTRA.md §4), and such a
     value could be stored but never encoded in a response (RFC 8259 §8.1: UTF-8).
     ``where`` names the attribute for the error ``detail``; nested keys are appended to it

@@ -28,12 +28,12 @@ from typing import Any
 
 import azure.functions as func
 
-from .errors import PayloadTooLarge, ScimError, ServiceUnavailable, Unauthorized
-from .provisioning_log import LogEntry, format_time
-from .runtime import Runtime, get_runtime
-from .service import ScimRequest, ScimResponse
-from .store.base import StoreUnavailable
-from .tenants import InvalidTenantName, token_matches, validate_tenant_name
+from scim.core.errors import PayloadTooLarge, ScimError, ServiceUnavailable, Unauthorized
+from scim.core.service import ScimRequest, ScimResponse
+from scim.functions.runtime import Runtime, get_runtime
+from scim.provisioning_log import LogEntry, format_time
+from scim.store.base import StoreUnavailable
+from scim.tenants import InvalidTenantName, token_matches, validate_tenant_name
 
 __all__ = ["SCIM_CONTENT_TYPE", "bp", "handle_http"]
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from .runtime import Runtime, get_runtime
+from scim.functions.runtime import Runtime, get_runtime
 
 if TYPE_CHECKING:
-    from .notify.notifier import Notifier
+    from scim.notify.notifier import Notifier
 
 __all__ = ["bp", "build_notifier", "run_notifications"]
 
@@ -27,7 +27,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions declar
 
 def build_notifier(runtime: Runtime, *, lag: timedelta | None = None) -> Notifier:
     """A :class:`~scim.notify.notifier.Notifier` on the runtime's tables and the configured sender."""
-    from .notify.notifier import notifier_for
+    from scim.notify.notifier import notifier_for
 
     return notifier_for(runtime.settings, runtime.tenants, runtime.log, lag=lag)
 

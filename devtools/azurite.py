@@ -21,7 +21,7 @@ Usage::
     with AzuriteProcess(port=0) as az:           # in memory, a free port
         client = TableServiceClient.from_connection_string(az.connection_string)
 
-    python -m scim.azurite [--port 10002] [--all] [--in-memory | --location DIR]
+    python -m devtools.azurite [--port 10002] [--all] [--in-memory | --location DIR]
 """
 
 from __future__ import annotations
@@ -416,7 +416,7 @@ class AzuriteProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scim.azurite", description="Run a local Azurite until Ctrl-C.")
+    parser = argparse.ArgumentParser(prog="python -m devtools.azurite", description="Run a local Azurite until Ctrl-C.")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_TABLE_PORT, help="Table port (0: free port)")
     parser.add_argument("--all", action="store_true", help="also Blob (10000) and Queue (10001)")

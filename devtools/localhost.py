@@ -27,7 +27,7 @@ Auth levels are not enforced (``func start`` does not enforce them locally eithe
 line per request at INFO: method, path, query parameter *names*, status, time, never header or
 query values, with control characters escaped.
 
-Run: ``python -m scim.localhost [--host 127.0.0.1] [--port 7071] [--app function_app:app]
+Run: ``python -m devtools.localhost [--host 127.0.0.1] [--port 7071] [--app function_app:app]
 [--root DIR] [--head-timeout 15] [--body-timeout 30]`` (``PORT`` overrides the default port).
 ``local.settings.json``'s ``Values`` are loaded into the environment without overriding it, as
 ``func`` does.
@@ -71,7 +71,7 @@ __all__ = [
     "serve",
 ]
 
-log = logging.getLogger("scim.localhost")
+log = logging.getLogger("devtools.localhost")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTE_PREFIX = "api"
@@ -111,7 +111,7 @@ def compile_route(template: str, function_name: str = "?") -> tuple[re.Pattern[s
         sep = "/" if index else ""
         if m is None or (m["star"] and index < len(segments) - 1) or (name and name in names):
             raise UnsupportedRoute(
-                f"function {function_name!r}: route {template!r} is not supported by scim.localhost "
+                f"function {function_name!r}: route {template!r} is not supported by devtools.localhost "
                 f"(segment {segment!r}): it serves literal segments, {{name}} and a last {{*name}} "
                 "only; change the route or serve the app with `func start`"
             )
@@ -554,7 +554,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scim.localhost",
+        prog="python -m devtools.localhost",
         description="Serve a FunctionApp's HTTP functions without Azure Functions Core Tools.",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                 serve(app, args.host, port, root=root, head_timeout=args.head_timeout, body_timeout=args.body_timeout)
             )
     except UnsupportedRoute as refused:
-        parser.exit(2, f"scim.localhost: {refused}\n")
+        parser.exit(2, f"devtools.localhost: {refused}\n")
     return 0
 
 

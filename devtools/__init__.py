@@ -1,0 +1,2 @@
+"""Local development tooling, not deployed (.funcignore): Azurite runner, the local Functions host,
+``make run``, the SMTP sink and child-process helpers."""
