@@ -279,3 +279,22 @@ def test_projection_attributes_and_excluded_attributes():
     ).apply(user)
     assert set(only) == {"schemas", "id", "userName", "name", ENTERPRISE_USER_URN}
     assert only["name"] == {"givenName": "Giv"} and only[ENTERPRISE_USER_URN] == {"department": "Retail"}
+
+
+def test_the_indexed_attributes_are_declared_once_in_the_schema_registry() -> None:
+    """index_terms and the filter planner both read ResourceType.indexed/unique (issue 11: the
+    indexed attributes were written in three places): declaring one more path indexes it and
+    lets an eq filter on it use the index, with the attribute's caseExact."""
+    import dataclasses
+
+    custom = dataclasses.replace(USER, indexed=(*USER.indexed, "nickName", "phoneNumbers.value"))
+    doc = {"userName": "Bob", "nickName": "Bobby", "phoneNumbers": [{"value": "+1 555", "type": "work"}]}
+    terms = index_terms(custom, doc)
+    assert terms.unique == {"userName": "bob"}
+    assert {("nickName", "bobby"), ("phoneNumbers.value", "+1 555")} <= terms.multi
+    assert ("nickName", "bobby") not in index_terms(USER, doc).multi
+    plan = plan_lookup(parse_filter('nickName eq "BOBBY"'), custom)
+    assert plan is not None and plan.terms == frozenset({("nickName", "bobby")})
+    assert plan_lookup(parse_filter('nickName eq "BOBBY"'), USER) is None
+    phone = plan_lookup(parse_filter('phoneNumbers[type eq "work" and value eq "+1 555"]'), custom)
+    assert phone is not None and phone.terms == frozenset({("phoneNumbers.value", "+1 555")})

@@ -599,14 +599,14 @@ class IndexPlan:
         return len(self.ids) + len(self.terms) + len(self.prefixes)
 
 
-_INDEXED = {
-    "User": {
-        "username": ("userName", False),
-        "externalid": ("externalId", True),
-        "displayname": ("displayName", False),
-    },
-    "Group": {"displayname": ("displayName", False), "externalid": ("externalId", True)},
-}
+def _indexed(rtype: ResourceType, attr: str, sub_attr: str | None) -> tuple[str, bool] | None:
+    """The indexed path (and its ``caseExact``) a filter's attribute path names, if any
+    (:attr:`ResourceType.indexed`); ``emails eq x`` compares each email's ``value``."""
+    for path in rtype.indexed:
+        name, _, sub = path.partition(".")
+        if name.lower() == attr and (sub_attr or (sub or None) or "").lower() == sub.lower():
+            return path, rtype.indexed_attribute(path).case_exact
+    return None
 
 
 def plan_lookup(node: FilterNode, rtype: ResourceType) -> IndexPlan | None:
@@ -644,9 +644,9 @@ def _plan(node: FilterNode, rtype: ResourceType) -> IndexPlan | None:
             prefixes=frozenset().union(*(p.prefixes for p in plans if p)),
         )
     if isinstance(node, ValuePath):
-        if node.attr_path.attr.lower() == "emails" and rtype.name == "User" and not _foreign_uri(node.attr_path, rtype):
-            return _email_plan(node.val_filter)
-        return None
+        if _foreign_uri(node.attr_path, rtype) or node.attr_path.sub_attr is not None:
+            return None
+        return _value_path_plan(rtype, node.attr_path.attr.lower(), node.val_filter)
     if not isinstance(node, Comparison) or node.op.value not in ("eq", "sw") or not isinstance(node.value, str):
         return None
     path = node.attr_path
@@ -655,13 +655,10 @@ def _plan(node: FilterNode, rtype: ResourceType) -> IndexPlan | None:
     attr = path.attr.lower()
     if path.sub_attr is None and attr == "id":
         return IndexPlan(ids=frozenset({node.value})) if node.op.value == "eq" else None
-    if rtype.name == "User" and attr == "emails" and (path.sub_attr or "value").lower() == "value":
-        name, case_exact = "emails.value", False
-    else:
-        indexed = _INDEXED[rtype.name].get(attr)
-        if indexed is None or path.sub_attr is not None:
-            return None
-        name, case_exact = indexed
+    indexed = _indexed(rtype, attr, path.sub_attr)
+    if indexed is None:
+        return None
+    name, case_exact = indexed
     term = frozenset({(name, comparison_key(node.value, case_exact))})
     return IndexPlan(terms=term) if node.op.value == "eq" else IndexPlan(prefixes=term)
 
@@ -670,18 +667,18 @@ def _foreign_uri(path: AttrPath, rtype: ResourceType) -> bool:
     return path.uri is not None and path.uri.lower() != rtype.schema.id.lower()
 
 
-def _email_plan(val_filter: FilterNode) -> IndexPlan | None:
+def _value_path_plan(rtype: ResourceType, attr: str, val_filter: FilterNode) -> IndexPlan | None:
+    """``emails[type eq "work" and value eq "x"]`` (Entra's matching by work email): the index of
+    an indexed sub-attribute named by an ``eq`` term of the value filter's ``and``."""
     from scim2_models.path import Comparison, LogicalExpr
 
     terms = val_filter.terms if isinstance(val_filter, LogicalExpr) and val_filter.op.value == "and" else (val_filter,)
     for term in terms:
-        if (
-            isinstance(term, Comparison)
-            and term.op.value == "eq"
-            and term.attr_path.attr.lower() == "value"
-            and isinstance(term.value, str)
-        ):
-            return IndexPlan(terms=frozenset({("emails.value", comparison_key(term.value, False))}))
+        if isinstance(term, Comparison) and term.op.value == "eq" and isinstance(term.value, str):
+            indexed = _indexed(rtype, attr, term.attr_path.attr.lower())
+            if indexed is not None:
+                path, case_exact = indexed
+                return IndexPlan(terms=frozenset({(path, comparison_key(term.value, case_exact))}))
     return None
 
 

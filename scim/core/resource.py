@@ -305,27 +305,29 @@ def index_terms(rtype: ResourceType, doc: dict[str, Any]) -> IndexTerms:
     """
     multi: set[tuple[str, str]] = set()
     unique: dict[str, str] = {}
-    external_id = doc.get("externalId")
-    if isinstance(external_id, str):
-        multi.add(("externalId", comparison_key(external_id, True)))
-    display_name = doc.get("displayName")
-    if rtype.name == "User":
-        user_name = doc.get("userName")
-        if isinstance(user_name, str):
-            unique["userName"] = comparison_key(user_name, False)
-        for email in doc.get("emails") or []:
-            if isinstance(email, dict) and isinstance(email.get("value"), str):
-                multi.add(("emails.value", comparison_key(email["value"], False)))
-        if isinstance(display_name, str):
-            multi.add(("displayName", comparison_key(display_name, False)))
-    elif isinstance(display_name, str):
-        unique["displayName"] = comparison_key(display_name, False)
+    for path in rtype.indexed:
+        case_exact = rtype.indexed_attribute(path).case_exact
+        for value in _indexed_values(doc, path):
+            if path in rtype.unique:
+                unique[path] = comparison_key(value, case_exact)
+            else:
+                multi.add((path, comparison_key(value, case_exact)))
     if len(unique) + len(multi) > MAX_INDEXED_VALUES:
         raise InvalidValue(
             f"A {rtype.name.lower()} may be found by at most {MAX_INDEXED_VALUES} distinct values (userName, externalId,"
             f" displayName and each distinct email address); this one has {len(unique) + len(multi)}: remove email addresses."
         )
     return IndexTerms(unique=unique, multi=frozenset(multi))
+
+
+def _indexed_values(doc: dict[str, Any], path: str) -> list[str]:
+    """The string values at an indexed path: ``userName`` or each item's ``value`` of ``emails.value``."""
+    name, _, sub = path.partition(".")
+    value = doc.get(name)
+    if not sub:
+        return [value] if isinstance(value, str) else []
+    items = value if isinstance(value, list) else []
+    return [item[sub] for item in items if isinstance(item, dict) and isinstance(item.get(sub), str)]
 
 
 def render(

@@ -132,6 +132,24 @@ class ResourceType:
     endpoint: str
     schema: Schema
     extensions: tuple[tuple[Schema, bool], ...] = ()
+    indexed: tuple[str, ...] = ()
+    """The attribute paths the store indexes, so that Entra's lookups (docs/ENTRA.md §2) are
+    point reads or range queries instead of scans: ``userName``, ``emails.value``, ... The one
+    place this is written; :func:`scim.core.resource.index_terms` and the filter planner
+    (:func:`scim.core.filtering.plan_lookup`) read it, with each attribute's ``caseExact``."""
+    unique: tuple[str, ...] = ()
+    """The indexed paths that are unique per tenant (409 ``uniqueness`` on a second one)."""
+
+    def indexed_attribute(self, path: str) -> Attribute:
+        """The definition of an indexed path (``emails.value``: the ``value`` sub-attribute)."""
+        name, _, sub = path.partition(".")
+        found = self.attribute(name)
+        attribute = found[1] if found is not None else None
+        if attribute is not None and sub:
+            attribute = attribute.sub(sub)
+        if attribute is None:
+            raise LookupError(f"{self.name} indexes {path!r}, which its schema does not define")
+        return attribute
 
     def schema_for_urn(self, urn: str) -> Schema | None:
         """The core or extension schema whose URN is ``urn``, in any case, or None."""
@@ -453,8 +471,15 @@ GROUP_SCHEMA = Schema(
 
 # --- Resource types (RFC 7643 §6) ---------------------------------------------------
 
-USER = ResourceType("User", "/Users", USER_SCHEMA, ((ENTERPRISE_USER_SCHEMA, False),))
-GROUP = ResourceType("Group", "/Groups", GROUP_SCHEMA)
+USER = ResourceType(
+    "User",
+    "/Users",
+    USER_SCHEMA,
+    ((ENTERPRISE_USER_SCHEMA, False),),
+    indexed=("userName", "externalId", "displayName", "emails.value"),
+    unique=("userName",),
+)
+GROUP = ResourceType("Group", "/Groups", GROUP_SCHEMA, indexed=("displayName", "externalId"), unique=("displayName",))
 
 RESOURCE_TYPES: dict[str, ResourceType] = {"User": USER, "Group": GROUP}
 SCHEMAS: dict[str, Schema] = {schema.id: schema for schema in (USER_SCHEMA, GROUP_SCHEMA, ENTERPRISE_USER_SCHEMA)}
