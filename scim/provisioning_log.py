@@ -169,7 +169,7 @@ class ProvisioningLog:
     async def _ensure_table(self) -> None:
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
-            from scim.store.tables import create_table
+            from scim.store.azure_client import create_table
 
             try:
                 await create_table(self._service, self._table.table_name)
@@ -196,7 +196,7 @@ class ProvisioningLog:
 
         A failure is two rows (``a`` and ``f``), always in the same transaction. Upserts are
         idempotent, so a lost request or answer (connection reset, which azure-core does not
-        retry for a POST) is sent again (:func:`scim.store.tables.resend_if_lost`).
+        retry for a POST) is sent again (:func:`scim.store.azure_client.resend_if_lost`).
         ``unauthenticated`` maps minutes to ``writer``'s count of unauthenticated requests in
         them (one ``x`` row each, upserted with the count so far).
         """
@@ -216,7 +216,7 @@ class ProvisioningLog:
             await self._write(list(batch.values()))
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
-        from scim.store.tables import resend_if_lost
+        from scim.store.azure_client import resend_if_lost
         from scim.store.transactions import submit_transaction
 
         if len(rows) == 1:

@@ -1,6 +1,6 @@
 """The Table client uses an HTTP proxy from the environment only when one is configured.
 
-``scim.store.tables.service_client`` turns azure-core's ``use_env_settings`` on only when
+``scim.store.azure_client.service_client`` turns azure-core's ``use_env_settings`` on only when
 ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` (either case) is set: aiohttp's per-request proxy
 lookup cost 7 % of the service's CPU when no proxy was configured (docs/performance.md).
 """
@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from scim.store.azure_client import proxy_configured
 from scim.store.base import ResourceNotFound, StoreUnavailable
-from scim.store.tables import TableStore, proxy_configured
+from scim.store.tables import TableStore
 from tests.scim_fixtures import azurite_settings
 
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")

@@ -23,6 +23,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from scim.settings import Settings, azurite_connection_string
 from scim.store import MAX_GROUPS_PER_RESOURCE, keys
+from scim.store.azure_errors import store_error
 from scim.store.base import (
     EntityTooLarge,
     IndexTerms,
@@ -34,8 +35,11 @@ from scim.store.base import (
     UniquenessViolation,
     VersionMismatch,
 )
+from scim.store.entities import _resource_entity
+from scim.store.operations import _Op, _OpFailed
 from scim.store.roundtrips import RoundTripCounter
-from scim.store.tables import TableStore, TableTenantRegistry, _Op, _OpFailed, _resource_entity, store_error
+from scim.store.tables import TableStore
+from scim.store.tenant_registry import TableTenantRegistry
 from tests.store_contract import (
     AWKWARD_KEYS,
     DirectoryStoreContract,
@@ -459,7 +463,7 @@ async def test_a_refused_table_creation_is_taken_as_a_provisioned_table(azurite:
     every request. Azurite grants everything, so the refusal is injected in front of it."""
     from azure.core.exceptions import HttpResponseError
 
-    from scim.store import tables
+    from scim.store import azure_client
 
     table_store = TableStore.from_settings(_settings(azurite, store_prefix))
     service = table_store.service_client
@@ -474,7 +478,7 @@ async def test_a_refused_table_creation_is_taken_as_a_provisioned_table(azurite:
         raise error
 
     service.create_table = refused  # type: ignore[method-assign]
-    tables._READY_TABLES.clear()
+    azure_client._READY_TABLES.clear()
     try:
         created = await table_store.create("t-refused", "User", {"userName": "a"}, IndexTerms(unique={"userName": "a"}))
         assert (await table_store.get("t-refused", "User", created.id)).doc == {"userName": "a"}

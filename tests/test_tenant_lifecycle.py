@@ -43,7 +43,7 @@ from scim.store import keys
 from scim.store.base import IndexTerms, Member
 from scim.store.memory import MemoryTenantRegistry
 from scim.store.roundtrips import RoundTripCounter
-from scim.store.tables import TableTenantRegistry
+from scim.store.tenant_registry import TableTenantRegistry
 from scim.tenants import InvalidTenantName, TenantExists, TenantNotFound, TenantRegistry, validate_tenant_name
 from tests.functions_client import FunctionsClient
 from tests.helpers import ROOT, admin

@@ -2,8 +2,17 @@
 
 - :mod:`scim.store.base`: the interface, its contract and its errors.
 - :mod:`scim.store.memory`: :class:`MemoryStore` and :class:`MemoryTenantRegistry` (tests, local runs).
-- :mod:`scim.store.tables`: :class:`TableStore` and :class:`TableTenantRegistry` (Azure Table
-  Storage / Azurite). Imported lazily by the caller: the Azure SDK is slow to import.
+- Azure Table Storage / Azurite (``docs/table-layout.md``), imported lazily by the caller: the
+  Azure SDK is slow to import. Imports point down this list:
+
+  - :mod:`scim.store.azure_errors`: Azure SDK errors mapped to store errors (the one place);
+  - :mod:`scim.store.azure_client`: the service client, time bounds and budget, table creation;
+  - :mod:`scim.store.entities`: a resource as a Table entity and back;
+  - :mod:`scim.store.operations`: the operations of entity-group transactions;
+  - :mod:`scim.store.directory_reads`: point reads and the index plans of lookups and scans;
+  - :mod:`scim.store.directory_members`: member PATCHes;
+  - :mod:`scim.store.tenant_registry`: :class:`TableTenantRegistry`;
+  - :mod:`scim.store.tables`: :class:`TableStore`, the directory.
 - :mod:`scim.store.keys`: the RowKey encoding of ``docs/table-layout.md``.
 - :mod:`scim.store.roundtrips`: a pipeline policy counting storage round trips (tests, benchmarks).
 

@@ -1,0 +1,256 @@
+"""The tenant registry on Azure Table Storage: one row per tenant in ``{prefix}tenants``.
+
+The row (PartitionKey ``tenant``, RowKey the tenant name) is the one of ``docs/table-layout.md``
+("Tables"): ``tokenHash``, ``created``, ``notifyTo``/``notifyEnabled``, and ``state`` =
+``deleting`` with ``deletingSince`` once a delete has begun. Every change after the insert is an
+update guarded by the ETag of the row it read (learn.microsoft.com: "Update Entity", If-Match),
+so concurrent operators never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableServiceClient
+
+from scim.store import utc_now
+from scim.store.azure_client import _FILTER_PARTITION, _TIMEOUT, _io, _TableOwner, resend_if_lost, service_client
+from scim.store.base import ResourceNotFound, StoreUnavailable, VersionMismatch
+from scim.store.entities import _etag
+from scim.store.operations import MAX_ATTEMPTS, _guarded, _row
+from scim.store.transactions import submit_transaction
+from scim.tenants import (
+    ACTIVE,
+    DELETING,
+    TenantDeleting,
+    TenantExists,
+    TenantInfo,
+    TenantNotFound,
+    TenantRegistry,
+    TokenConflict,
+    hash_token,
+    new_token,
+    validate_recipients,
+    validate_tenant_name,
+)
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+    from scim.settings import Settings
+
+__all__ = ["TableTenantRegistry"]
+
+_TENANT_PARTITION = "tenant"
+
+
+class TableTenantRegistry(_TableOwner, TenantRegistry):
+    """Tenants in the ``{prefix}tenants`` table: PartitionKey ``tenant``, RowKey the name,
+    properties ``tokenHash`` (SHA-256 hex), ``created``, ``notifyTo``/``notifyEnabled`` and,
+    once ``tenant delete`` has begun, ``state`` = ``deleting`` (and no ``tokenHash``; a row
+    without ``state`` is active). Every change after the insert is an update guarded by the
+    ETag of the row it read (If-Match; 412 when the row changed in between)."""
+
+    def __init__(
+        self,
+        service: TableServiceClient,
+        prefix: str = "scim",
+        *,
+        owns_client: bool = False,
+        credential: AsyncTokenCredential | None = None,
+    ) -> None:
+        super().__init__(service, f"{prefix}tenants", owns_client=owns_client, credential=credential)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        per_call_policies: Sequence[SansIOHTTPPolicy[Any, Any]] | None = None,
+    ) -> TableTenantRegistry:
+        """A registry on its own service client (prefer :meth:`TableStore.tenant_registry` to share one)."""
+        service, credential = service_client(settings, per_call_policies=per_call_policies)
+        return cls(service, settings.table_prefix, owns_client=True, credential=credential)
+
+    async def create(self, name: str, token: str | None = None) -> str:
+        """Insert the tenant row (atomic: an existing row makes the insert fail -> TenantExists)."""
+        validate_tenant_name(name)
+        await self._ready()
+        token = token or new_token()
+        entity = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token), created=utc_now())
+
+        sent = 0
+
+        async def insert() -> None:
+            nonlocal sent
+            sent += 1
+            try:
+                await self._table.create_entity(entity, **_TIMEOUT)
+            except ResourceExistsError:
+                # After a resend, the row may be our own earlier insert: its token hash says so.
+                if sent > 1:
+                    stored = await self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"], **_TIMEOUT)
+                    if stored.get("tokenHash") == entity["tokenHash"]:
+                        return
+                raise TenantExists(name) from None
+
+        await _io(lambda: resend_if_lost(insert))
+        return token
+
+    async def _read_row(self, name: str, select: list[str] | None = None) -> Any:
+        """The tenant row (with its ETag in ``metadata``), or None."""
+        try:
+            return await _io(lambda: self._table.get_entity(_TENANT_PARTITION, name, select=select, **_TIMEOUT))
+        except ResourceNotFound:
+            return None
+
+    async def _update_guarded(self, row: dict[str, Any], etag: str, mode: UpdateMode = UpdateMode.MERGE) -> None:
+        """Update the row only if its ETag is still ``etag``: VersionMismatch (412) if it changed,
+        ResourceNotFound if it is gone."""
+        await _io(lambda: self._table.update_entity(row, mode=mode, **_guarded(etag), **_TIMEOUT))
+
+    async def set_token(self, name: str, token: str | None = None) -> str:
+        """Read the row, then merge the new ``tokenHash`` guarded by the ETag read.
+
+        A 412 means another writer changed the row in between (a concurrent ``token regenerate``,
+        a delete beginning): TokenConflict, unless the stored hash is already ours (our own write,
+        resent by azure-core after a lost answer, had gone through). So the token returned is the
+        one that works.
+        """
+        if not _is_tenant_name(name):
+            raise TenantNotFound(name)
+        await self._ready()
+        current = await self._read_row(name, ["state"])
+        if current is None:
+            raise TenantNotFound(name)
+        if (current.get("state") or ACTIVE) == DELETING:
+            raise TenantDeleting(name)
+        token = token or new_token()
+        row = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token))
+        try:
+            await self._update_guarded(row, _etag(current))
+        except ResourceNotFound:
+            raise TenantNotFound(name) from None
+        except VersionMismatch:
+            if await self.token_hash(name) == row["tokenHash"]:
+                return token
+            raise TokenConflict(name) from None
+        return token
+
+    async def token_hash(self, name: str) -> str | None:
+        """One point read; None for an unknown (or impossible) name, or a tenant being deleted."""
+        if not _is_tenant_name(name):
+            return None
+        await self._ready()
+        entity = await self._read_row(name, ["tokenHash", "state"])
+        if entity is None or (entity.get("state") or ACTIVE) == DELETING:
+            return None
+        return entity.get("tokenHash") or None
+
+    async def state(self, name: str) -> str | None:
+        """``active``, ``deleting`` or None (one point read)."""
+        if not _is_tenant_name(name):
+            return None
+        await self._ready()
+        entity = await self._read_row(name, ["state"])
+        return None if entity is None else entity.get("state") or ACTIVE
+
+    async def begin_delete(self, name: str) -> None:
+        """Replace the row by one with ``state`` = ``deleting``, no ``tokenHash`` and digests off,
+        guarded by the ETag read (read again and retried if the row changed in between)."""
+        if not _is_tenant_name(name):
+            raise TenantNotFound(name)
+        await self._ready()
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._read_row(name)
+            if current is None:
+                raise TenantNotFound(name)
+            if (current.get("state") or ACTIVE) == DELETING:
+                return
+            row = _row(
+                _TENANT_PARTITION,
+                name,
+                state=DELETING,
+                deletingSince=utc_now(),
+                created=current.get("created") or "",
+                notifyTo=current.get("notifyTo") or "[]",
+                notifyEnabled=False,
+            )
+            try:
+                await self._update_guarded(row, _etag(current), UpdateMode.REPLACE)
+                return
+            except (VersionMismatch, ResourceNotFound):
+                continue
+        raise StoreUnavailable(f"tenant {name} kept changing while its delete began")
+
+    async def delete(self, name: str) -> None:
+        """Delete the row; a one-operation transaction, because a plain delete ignores a 404."""
+        if not _is_tenant_name(name):
+            raise TenantNotFound(name)
+        await self._ready()
+        try:
+            await _io(
+                lambda: submit_transaction(self._table, [("delete", _row(_TENANT_PARTITION, name), {})], **_TIMEOUT)
+            )
+        except ResourceNotFound:
+            raise TenantNotFound(name) from None
+
+    async def list(self) -> list[TenantInfo]:
+        """Every tenant, in RowKey (= name) order."""
+        await self._ready()
+
+        async def query() -> list[TenantInfo]:
+            pager = self._table.query_entities(
+                _FILTER_PARTITION,
+                parameters={"pk": _TENANT_PARTITION},
+                select=["RowKey", "created", "notifyTo", "notifyEnabled", "state"],
+                **_TIMEOUT,
+            )
+            return [
+                TenantInfo(
+                    row["RowKey"],
+                    row.get("created", ""),
+                    tuple(json.loads(row.get("notifyTo") or "[]")),
+                    bool(row.get("notifyEnabled")),
+                    row.get("state") or ACTIVE,
+                )
+                async for row in pager
+            ]
+
+        return await _io(query)
+
+    async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:
+        """Merge ``notifyTo`` (JSON array) and ``notifyEnabled`` onto the tenant row, guarded by
+        the ETag read (retried if the row changed in between); TenantDeleting once a delete began."""
+        cleaned = validate_recipients(recipients)
+        if not _is_tenant_name(name):
+            raise TenantNotFound(name)
+        await self._ready()
+        row = _row(_TENANT_PARTITION, name, notifyTo=json.dumps(list(cleaned)), notifyEnabled=enabled)
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._read_row(name, ["state"])
+            if current is None:
+                raise TenantNotFound(name)
+            if (current.get("state") or ACTIVE) == DELETING:
+                raise TenantDeleting(name)
+            try:
+                await self._update_guarded(row, _etag(current))
+                return
+            except ResourceNotFound:
+                raise TenantNotFound(name) from None
+            except VersionMismatch:
+                continue
+        raise StoreUnavailable(f"tenant {name} kept changing")
+
+
+def _is_tenant_name(name: str) -> bool:
+    try:
+        validate_tenant_name(name)
+    except ValueError:
+        return False
+    return True
