@@ -31,7 +31,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from scim.core.errors import ScimError
 from scim.core.service import ScimRequest, ScimService
+from scim.functions.http_adapter import error_response
 from tests.functions_client import Response
 from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, raw_directory, violations
 from tests.localhost_server import record_summary
@@ -65,17 +67,19 @@ class ServiceClient:
     tenant: str
 
     async def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
-        answer = await self.service.handle(
-            ScimRequest(
-                method=method,
-                tenant=self.tenant,
-                path=path,
-                base_url=f"http://127.0.0.1/scim/{self.tenant}",
-                query=params or {},
-                headers={},
-                body=json.dumps(body).encode() if body is not None else b"",
-            )
+        request = ScimRequest(
+            method=method,
+            tenant=self.tenant,
+            path=path,
+            base_url=f"http://127.0.0.1/scim/{self.tenant}",
+            query=params or {},
+            headers={},
+            body=json.dumps(body).encode() if body is not None else b"",
         )
+        try:
+            answer = await self.service.handle(request)
+        except ScimError as error:  # rendered as the HTTP adapter renders it (the one choke point)
+            answer = error_response(error)
         return Response(
             answer.status,
             {k.lower(): v for k, v in answer.headers.items()},

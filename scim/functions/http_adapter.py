@@ -35,7 +35,7 @@ from scim.provisioning_log import LogEntry, format_time
 from scim.store.base import StoreUnavailable
 from scim.tenants import InvalidTenantName, token_matches, validate_tenant_name
 
-__all__ = ["SCIM_CONTENT_TYPE", "bp", "handle_http"]
+__all__ = ["SCIM_CONTENT_TYPE", "bp", "error_response", "handle_http"]
 
 logger = logging.getLogger("scim.http")
 
@@ -73,7 +73,10 @@ def _to_http(response: ScimResponse) -> func.HttpResponse:
     )
 
 
-def _error_response(error: ScimError) -> ScimResponse:
+def error_response(error: ScimError) -> ScimResponse:
+    """A SCIM error response (RFC 7644 §3.12): its status, the error body and its headers
+    (``WWW-Authenticate`` on 401, ``Retry-After`` on 503). The only renderer of errors:
+    :meth:`ScimService.handle` raises them and :func:`handle_http` answers with this."""
     return ScimResponse(error.status, error.to_json(), dict(error.headers))
 
 
@@ -104,13 +107,13 @@ async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
     try:
         response = await _handle(req, tenant, context)
     except ScimError as error:
-        response = _error_response(error)
+        response = error_response(error)
     except StoreUnavailable:
         # Storage is down or timed out (e.g. while authenticating): Entra should retry later.
-        response = _error_response(ServiceUnavailable())
+        response = error_response(ServiceUnavailable())
     except Exception:
         logger.exception("Unhandled error in %s %s", req.method, _route_kind(req))
-        response = _error_response(_InternalError("An internal error occurred; it has been logged."))
+        response = error_response(_InternalError("An internal error occurred; it has been logged."))
     elapsed_ms = (time.perf_counter() - started) * 1000
     correlation_id = uuid.uuid4().hex
     response.headers["X-Correlation-ID"] = correlation_id
