@@ -5,6 +5,12 @@
 - ``table_prefix``: a random table-name prefix for this session ("t" + 8 hex digits), so
   runs never see each other's tables.
 
+Backends and the ``azurite`` marker (issue #11): a test using ``runtime`` (``client``,
+``other_client``) runs twice, ids ``memory`` and ``azurite``, unless it needs Azurite anyway (it
+depends on the ``azurite`` fixture, or carries ``@pytest.mark.azurite(reason=...)``): then on
+Azurite only. Every test that needs Azurite or Node.js gets the ``azurite`` marker, so
+``pytest -m "not azurite"`` runs the memory-backed suite in seconds without Node.js.
+
 Fixture modules of other parts of the suite are loaded here as plugins when present
 (``tests/scim_fixtures.py``: ``runtime``, ``client``, ...).
 """
@@ -21,6 +27,28 @@ from devtools.azurite import AzuriteProcess
 
 _HERE = Path(__file__).parent
 pytest_plugins = [f"tests.{name}" for name in ("scim_fixtures", "localhost_server") if (_HERE / f"{name}.py").exists()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``runtime`` on both backends, or on Azurite only for a test that needs Azurite anyway."""
+    if "runtime" in metafunc.fixturenames:
+        from tests.scim_fixtures import BACKENDS
+
+        azurite_only = "azurite" in metafunc.fixturenames or metafunc.definition.get_closest_marker("azurite")
+        backends = ["azurite"] if azurite_only else list(BACKENDS)
+        metafunc.parametrize("runtime", backends, indirect=True, ids=backends)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``azurite`` marker on every test that uses Azurite: through the ``azurite`` fixture
+    (directly or through other fixtures) or as its ``runtime`` backend."""
+    for item in items:
+        if not isinstance(item, pytest.Function) or item.get_closest_marker("azurite"):
+            continue
+        params = getattr(item, "callspec", None)
+        backend = params.params.get("runtime") if params else None
+        if "azurite" in item.fixturenames or backend == "azurite":
+            item.add_marker(pytest.mark.azurite)
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ async def create_group(client: FunctionsClient, name: str | None = None) -> dict
 class NullLog:
     """A provisioning log that keeps nothing (parsing tests only: the log is tested on Azurite)."""
 
-    async def record_many(self, tenant: str, entries: Any) -> None:
+    async def record_many(self, tenant: str, entries: Any, *args: Any, **kwargs: Any) -> None:
         return None
 
 

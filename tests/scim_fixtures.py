@@ -1,4 +1,13 @@
-"""Fixtures for tests that talk to the SCIM service on a real Azurite (loaded from conftest.py)."""
+"""Fixtures for tests that talk to the SCIM service (loaded from conftest.py).
+
+``runtime`` (and so ``client``, ``other_client``) runs each test on two backends, ids ``memory``
+(MemoryStore + MemoryTenantRegistry, a provisioning log that keeps nothing: seconds, no
+Node.js) and ``azurite`` (the app's Table store on the session's Azurite). A test runs on
+Azurite only when it also depends on the ``azurite`` fixture (raw tables, a second runtime,
+a proxy, ...) or carries ``@pytest.mark.azurite(reason=...)`` (it reads the provisioning log,
+counts round trips, needs Table behaviour): see ``pytest_generate_tests`` in conftest.py,
+which also marks every test that needs Azurite with ``azurite`` (``pytest -m "not azurite"``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,10 @@ import pytest
 from scim.functions.runtime import Runtime, build_runtime, use_runtime
 from scim.settings import Settings
 from tests.functions_client import FunctionsClient
+from tests.helpers import memory_runtime
+
+BACKENDS = ("memory", "azurite")
+"""The ids ``runtime`` is parametrised over (in this order)."""
 
 
 def azurite_settings(connection_string: str, prefix: str, **extra: str) -> Settings:
@@ -18,9 +31,15 @@ def azurite_settings(connection_string: str, prefix: str, **extra: str) -> Setti
 
 
 @pytest.fixture
-async def runtime(azurite: str, table_prefix: str) -> AsyncIterator[Runtime]:
-    """The app's runtime on Azurite, installed as the process runtime the Functions adapter uses."""
-    built = build_runtime(azurite_settings(azurite, table_prefix))
+async def runtime(request: pytest.FixtureRequest) -> AsyncIterator[Runtime]:
+    """The app's runtime on the backend of this test's param (``memory`` or ``azurite``),
+    installed as the process runtime the Functions adapter uses."""
+    backend = getattr(request, "param", "azurite")
+    if backend == "memory":
+        built = memory_runtime()
+    else:  # the azurite fixture is requested here only, so memory tests never start Node.js
+        azurite: str = request.getfixturevalue("azurite")
+        built = build_runtime(azurite_settings(azurite, request.getfixturevalue("table_prefix")))
     use_runtime(built)
     yield built
     use_runtime(None)

@@ -22,6 +22,8 @@ from devtools.azurite import (
     server_header,
 )
 
+pytestmark = pytest.mark.azurite(reason="devtools.azurite's own tests: they start Azurite or a node of their own")
+
 
 def _gone(pid: int) -> bool:
     try:

@@ -11,6 +11,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from bench.__main__ import parse_args
 from devtools.azurite import PROJECT_ROOT
 
@@ -21,6 +23,7 @@ def test_the_default_is_one_tenant():
     assert args.users == 1000 and args.concurrency == 5  # the single-tenant tier is unchanged
 
 
+@pytest.mark.azurite(reason="python -m bench starts an Azurite of its own")
 def test_two_tenants_of_five_users_are_reported_per_tenant(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(

@@ -215,6 +215,7 @@ async def test_overlapping_runs_send_one_digest(mail_runtime, smtp):
     assert len(mailbox.to("race@a.example")) == 1
 
 
+@pytest.mark.azurite(reason="burst_runtime starts an Azurite of its own")
 async def test_a_burst_of_10000_failures_is_summarised_in_a_bounded_message(burst_runtime, smtp):
     mail_runtime = burst_runtime
     from scim.provisioning_log import _row

@@ -155,6 +155,7 @@ async def test_another_tenant_cannot_read_change_or_find_a_tenants_resources(cli
 # ---- tokens ------------------------------------------------------------------------------------
 
 
+@pytest.mark.azurite(reason="reads the raw tenants table")
 async def test_tokens_are_256_bit_secrets_stored_only_as_hashes(runtime, monkeypatch):
     drawn: list[int] = []
     real = scim.tenants.secrets.token_urlsafe
@@ -277,6 +278,7 @@ async def test_every_401_is_byte_identical_and_asks_for_a_bearer_token(client, o
 # ---- nothing sensitive in logs or in the provisioning log ------------------------------------
 
 
+@pytest.mark.azurite(reason="reads the provisioning log (Table Storage)")
 async def test_logs_and_provisioning_log_rows_hold_no_tokens_passwords_or_bodies(runtime, client, caplog):
     caplog.set_level(logging.DEBUG)
     marker = f"MARKER{uuid.uuid4().hex}"

@@ -19,6 +19,8 @@ import scim.core.service
 import scim.functions.http_adapter
 from tests.functions_client import FunctionsClient
 
+pytestmark = pytest.mark.azurite(reason="every test reads the provisioning log (Table Storage)")
+
 NO_SUCH_TENANT = "no-such-tenant-" + uuid.uuid4().hex[:8]
 
 

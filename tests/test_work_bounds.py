@@ -217,6 +217,7 @@ async def test_heavy_legal_work_runs_in_slices_and_completes():
         assert [r["userName"] for r in found.json["Resources"]] == ["u00999@contoso.com"]
 
 
+@pytest.mark.azurite(reason="the Azurite variant; the memory store's is the two_tenants tests above")
 async def test_on_azurite_a_heavy_filter_does_not_stall_another_tenants_lookups(runtime, client, other_client):
     """The same on Table Storage (Azurite): the heavy tenant's scan reads pages of 1,000 users,
     the other tenant's lookups make their storage calls (token, index row, user) meanwhile."""
@@ -463,24 +464,25 @@ async def test_a_malformed_patch_path_is_described_without_its_values():
 # ---- M2: one storage budget for a whole lookup (Azurite) ---------------------------------------
 
 
+@pytest.mark.azurite(reason="counts the Table store's storage budgets")
 async def test_a_lookup_of_many_terms_is_one_store_operation_with_one_storage_budget(client, runtime, monkeypatch):
-    import scim.store.tables as tables
+    from scim.store import azure_client, directory_reads
 
     users = [await create_user(client) for _ in range(3)]
     deadlines: list[float | None] = []
-    real_io = tables._io
+    real_io = directory_reads._io
 
     async def recording_io(call):  # type: ignore[no-untyped-def]
-        deadlines.append(tables._DEADLINE.get())
+        deadlines.append(azure_client._DEADLINE.get())
         return await real_io(call)
 
-    monkeypatch.setattr(tables, "_io", recording_io)
+    monkeypatch.setattr(directory_reads, "_io", recording_io)
     expression = (
         f'userName eq "{users[0]["userName"]}" or externalId eq "{users[1]["externalId"]}" '
         f'or userName sw "{users[2]["userName"][:12]}" or id eq "{users[0]["id"]}"'
     )
     response = await client.get("/Users", params={"filter": expression})
-    monkeypatch.setattr(tables, "_io", real_io)
+    monkeypatch.setattr(directory_reads, "_io", real_io)
     assert response.status == 200 and {r["id"] for r in response.json["Resources"]} == {u["id"] for u in users}
     budgets = [d for d in deadlines if d is not None]  # None: the tenant's token read, outside the store
     assert len(budgets) >= 4, deadlines
@@ -506,10 +508,11 @@ async def test_hashed_and_verbatim_keys_are_found_by_sw_and_stale_ids_are_skippe
     assert {r["id"] for r in many.json["Resources"]} == {u["id"] for u in users[:10]} - {gone["id"]}
 
 
+@pytest.mark.azurite(reason="counts the Table store's point reads")
 async def test_candidates_scattered_over_many_pages_are_point_read(runtime, client, monkeypatch):
     """Candidates are read by pages of resource rows; when a page holds few of them (a few
     matches scattered over a large tenant), the rest are point-read instead of paging on."""
-    import scim.store.tables as tables
+    from scim.store import directory_reads, tables
 
     store = runtime.store
     for i in range(60):
@@ -526,8 +529,8 @@ async def test_candidates_scattered_over_many_pages_are_point_read(runtime, clie
     monkeypatch.setattr(tables.TableStore, "_point_reads", spy)
     found = await store.find(client.tenant, "User", prefixes=[("userName", "b-")], limit=100)
     assert {r.doc["userName"] for r in found} == wanted and point_reads == [], "12 of 60 on one page of 1,000"
-    monkeypatch.setattr(tables, "MAX_PAGE", 10)  # pages of 10 rows hold ~2 of the 12
-    monkeypatch.setattr(tables, "SPARSE_PAGE_HITS", 4)
+    monkeypatch.setattr(directory_reads, "MAX_PAGE", 10)  # pages of 10 rows hold ~2 of the 12
+    monkeypatch.setattr(directory_reads, "SPARSE_PAGE_HITS", 4)
     found = await store.find(client.tenant, "User", prefixes=[("userName", "b-")], limit=100)
     assert sorted(r.doc["userName"] for r in found) == sorted(wanted)
     assert len(point_reads) == 1 and 0 < point_reads[0] < len(wanted), point_reads
