@@ -298,3 +298,31 @@ def test_the_indexed_attributes_are_declared_once_in_the_schema_registry() -> No
     assert plan_lookup(parse_filter('nickName eq "BOBBY"'), USER) is None
     phone = plan_lookup(parse_filter('phoneNumbers[type eq "work" and value eq "+1 555"]'), custom)
     assert phone is not None and phone.terms == frozenset({("phoneNumbers.value", "+1 555")})
+
+
+def test_what_a_request_may_not_write_comes_from_the_schemas_mutability() -> None:
+    """readOnly attributes are ignored in POST/PUT and refused in PATCH, writeOnly ones are not
+    stored, as the schema registry says (issue 11: the lists were written in two modules)."""
+    import dataclasses
+
+    title = USER.schema.attribute("title")
+    assert title is not None
+    schema = dataclasses.replace(
+        USER.schema,
+        attributes=tuple(
+            dataclasses.replace(a, mutability="readOnly") if a.name == "title" else a for a in USER.schema.attributes
+        ),
+    )
+    custom = dataclasses.replace(USER, schema=schema)
+    body = {"userName": "bob", "title": "Boss", "password": "secret", "id": "x", "meta": {}, "nickName": "B"}
+    assert parse_resource(custom, body).doc == {"userName": "bob", "nickName": "B"}
+    assert parse_resource(USER, body).doc == {"userName": "bob", "title": "Boss", "nickName": "B"}
+    patch = parse_patch_request(
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": "X"}],
+        }
+    )
+    with pytest.raises(Mutability):
+        apply_patch(custom, {"userName": "bob"}, patch)
+    assert apply_patch(USER, {"userName": "bob"}, patch).doc["title"] == "X"

@@ -74,8 +74,6 @@ evaluated on every value of its attribute: a 1 MiB PATCH of value-path operation
 fields); Microsoft's Postman collection sends one.
 """
 
-_READ_ONLY = {"id", "meta", "groups"}
-_IGNORED = {"schemas", "password"}
 
 Op = Literal["add", "replace", "remove"]
 
@@ -307,9 +305,10 @@ def _apply_path(
     name = f"{attr_path.uri}:{attr_path.attr}" if attr_path.uri else attr_path.attr
     lowered = attr_path.attr.lower()
     if attr_path.uri is None or attr_path.uri.lower() == rtype.schema.id.lower():
-        if lowered in _IGNORED:
-            return
-        if lowered in _READ_ONLY:
+        mutability = rtype.mutability_of(attr_path.attr)
+        if lowered == "schemas" or mutability == "writeOnly":
+            return  # not stored (see scim.core.resource: the service keeps no password)
+        if mutability == "readOnly":
             raise Mutability(f"{attr_path.attr} is read-only.")
         if rtype.name == "Group" and lowered == "members":
             changes = _member_changes(op, value_filter, sub_attr, value, has_value)

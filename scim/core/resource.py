@@ -31,9 +31,14 @@ __all__ = [
     "render",
 ]
 
-# Attributes a client never writes (RFC 7643 §3.1 readOnly; password is not stored: this
-# service does no password authentication and never keeps secrets it cannot use).
-_IGNORED = {"id", "meta", "schemas", "groups", "password"}
+
+def _ignored(rtype: ResourceType, name: str) -> bool:
+    """A POST/PUT attribute that is not stored: ``schemas`` (the service writes its own), readOnly
+    attributes (RFC 7643 §2.2: "SHALL be ignored"; ``id``, ``meta``, a user's ``groups``), and
+    writeOnly ones (``password``: this service does no password authentication and never keeps a
+    secret it cannot use). Mutability comes from the schema registry."""
+    return name.lower() == "schemas" or rtype.mutability_of(name) in ("readOnly", "writeOnly")
+
 
 MAX_MEMBERS_PER_REQUEST = 1000
 """Most group members one request may list: a POST or PUT body's ``members``, or all the
@@ -203,7 +208,7 @@ def parse_resource(rtype: ResourceType, body: Any) -> ParsedResource:
         if not isinstance(key, str):
             continue
         lowered = key.lower()
-        if lowered in _IGNORED:
+        if _ignored(rtype, key):
             continue
         if rtype.name == "Group" and lowered == "members":
             members = parse_members(value)

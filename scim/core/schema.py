@@ -140,6 +140,13 @@ class ResourceType:
     unique: tuple[str, ...] = ()
     """The indexed paths that are unique per tenant (409 ``uniqueness`` on a second one)."""
 
+    def mutability_of(self, name: str) -> str | None:
+        """The ``mutability`` (RFC 7643 §2.2) of a top-level attribute of the core schema or the
+        common attributes (``id``, ``meta``), or None for a name the schema does not define.
+        The one place requests learn which attributes they may not write."""
+        found = self.attribute(name) if ":" not in name else None
+        return found[1].mutability if found is not None else None
+
     def indexed_attribute(self, path: str) -> Attribute:
         """The definition of an indexed path (``emails.value``: the ``value`` sub-attribute)."""
         name, _, sub = path.partition(".")

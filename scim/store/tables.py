@@ -49,6 +49,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
+from scim.core.schema import RESOURCE_TYPES
 from scim.store import check_members_allowed, dedupe_members, keys, new_id, utc_now
 from scim.store.azure_client import (
     _FILTER_PARTITION,
@@ -113,10 +114,11 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_UNIQUE_ATTRIBUTES", "TableStore"]
 
 DEFAULT_UNIQUE_ATTRIBUTES: Mapping[str, frozenset[str]] = {
-    "User": frozenset({"userName"}),
-    "Group": frozenset({"displayName"}),
+    rtype.name: frozenset(rtype.unique) for rtype in RESOURCE_TYPES.values()
 }
-"""Attributes indexed as unique (``U|``/``G|`` rows), per :class:`~scim.store.base.IndexTerms`."""
+"""Attributes indexed as unique (``U|``/``G|`` rows), per :class:`~scim.store.base.IndexTerms`:
+those the schema registry declares unique (:attr:`scim.core.schema.ResourceType.unique`, the one
+place this is written; pure data, no protocol logic)."""
 
 FINAL_INDEX_OPS = 60
 """Index rows a delete removes in its final transaction; a resource with more (the core bounds
