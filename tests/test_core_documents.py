@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from scim.core.errors import InvalidFilter, InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget
-from scim.core.filtering import matches, parse_filter, plan_lookup
+from scim.core.filtering import matches, parse_filter
+from scim.core.lookup import plan_lookup
 from scim.core.patching import apply_patch, parse_patch_request
 from scim.core.projection import parse_projection
 from scim.core.resource import index_terms, parse_resource, render

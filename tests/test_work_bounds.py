@@ -3,7 +3,7 @@
 A worker serves every tenant on one asyncio event loop, so CPU one request spends without
 handing the loop back delays every other tenant's requests (Entra waits 60 s). Each limit
 here (README "Limits") answers 400 with a detail naming it and its value; the work that
-stays legal runs in slices (:data:`scim.core.filtering.SLICE_SECONDS`), which the latency test
+stays legal runs in slices (:data:`scim.core.work.SLICE_SECONDS`), which the latency test
 proves: another tenant's ``userName eq`` lookups, sent every 20 ms while a heavy request
 runs, each wait at most :data:`LATENCY_BOUND`.
 
@@ -23,11 +23,13 @@ from typing import Any
 
 import pytest
 
-from scim.core.filtering import MAX_FILTER_TERMS, MAX_INDEX_TERMS, MAX_WORK, parse_filter
+from scim.core.filtering import MAX_FILTER_TERMS, parse_filter
+from scim.core.lookup import MAX_INDEX_TERMS
 from scim.core.patching import MAX_FILTERED_PATHS
 from scim.core.projection import MAX_ATTRIBUTE_NAMES
 from scim.core.resource import index_terms
 from scim.core.schema import USER
+from scim.core.work import MAX_WORK
 from scim.functions.runtime import Runtime, use_runtime
 from tests.functions_client import FunctionsClient, Response
 from tests.helpers import assert_scim_error, create_group, create_user, memory_runtime, new_user

@@ -1,4 +1,5 @@
-"""Filters (RFC 7644 §3.4.2.2): parsing, evaluation on documents, and index planning.
+"""Filters (RFC 7644 §3.4.2.2): parsing and evaluation on documents (index planning:
+:mod:`scim.core.lookup`; the work budget: :mod:`scim.core.work`).
 
 Parsing is done by ``scim2-models`` (its grammar accepts Entra's
 ``emails[type eq "work"].value eq "x"``). Its evaluator works on pydantic models, which
@@ -9,18 +10,16 @@ imported on first use: it costs about a second, which cold starts should not pay
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from scim.core.errors import InvalidFilter, TooMany
+from scim.core.errors import InvalidFilter
 from scim.core.schema import Attribute, ResourceType
 from scim.core.values import comparison_key
+from scim.core.work import WorkMeter
 
 if TYPE_CHECKING:
     from scim2_models.path import AttrPath, FilterNode
@@ -29,18 +28,12 @@ __all__ = [
     "MAX_FILTER_DEPTH",
     "MAX_FILTER_LENGTH",
     "MAX_FILTER_TERMS",
-    "MAX_INDEX_TERMS",
-    "MAX_WORK",
-    "SLICE_SECONDS",
-    "IndexPlan",
-    "WorkMeter",
     "filter_shape_problem",
     "filter_terms",
     "item_matches",
     "matches",
     "matches_async",
     "parse_filter",
-    "plan_lookup",
     "sort_key",
     "syntax_error_detail",
     "values_at",
@@ -68,82 +61,8 @@ filter of 93 ``emails[value co "…" or type co "…"]`` (279 terms) kept one wo
 (``emails[type eq "work"].value eq "…"``), Microsoft's Postman collection's also 3.
 """
 
-MAX_INDEX_TERMS = 10
-"""Most index lookups one filter may ask for: ``eq`` and ``sw`` on ``userName``,
-``externalId``, ``emails``/``emails.value`` and ``displayName``, and ``id eq``, after
-duplicates are merged; more answers 400 ``invalidFilter``.
-
-Each costs its own storage queries (docs/table-layout.md). Entra asks for one per lookup.
-"""
-
-MAX_WORK = 2_000_000
-"""Work budget of one request, in attribute values examined: each value a filter term
-compares (and each term evaluated, each value filter's item), and each pair of values a
-PATCH compares to merge or remove multi-valued items. Past it the request answers 400
-``tooMany`` ("this request would take too long").
-
-About 1-3 s of CPU on one core. Entra's requests use a handful of units (an ``eq`` lookup
-re-checks one candidate); a one-term ``co`` filter over the 10,000 resources a scan may
-examine, each with 20 emails, uses about 210,000.
-"""
-
-SLICE_SECONDS = 0.001
-"""Longest stretch of CPU a request's filter evaluation, scan or projection runs before it
-hands the event loop back (``await asyncio.sleep(0)``, about 20 µs), so that the other
-tenants served by the same worker wait at most about this long per step of their own
-requests. A lookup on Table Storage takes some 30 steps of the event loop (the token read,
-two storage calls): measured on Azurite during a heavy filter, its median latency was
-~30 ms with 1 ms slices and ~150 ms with 5 ms slices (7 ms alone); the heavy request took
-no longer with the smaller slices."""
-
 _VALUE_CHUNK = 256
 """Values compared between two checks of the slice clock inside one attribute."""
-
-
-class WorkMeter:
-    """Counts one request's work against :data:`MAX_WORK` and slices it (:data:`SLICE_SECONDS`).
-
-    ``charge`` raises 400 ``tooMany`` when the budget is spent; ``checkpoint`` hands the
-    event loop back once the current slice has run :data:`SLICE_SECONDS`. One meter serves
-    a whole request (both resource types of ``/.search``, every retry of a PATCH).
-    """
-
-    __slots__ = ("_slice_start", "hint", "limit", "pauses", "used")
-
-    def __init__(
-        self,
-        limit: int = MAX_WORK,
-        hint: str = "narrow it, e.g. with an eq filter on userName, externalId, emails, displayName or id",
-    ) -> None:
-        self.limit = limit
-        self.hint = hint
-        self.used = 0
-        self.pauses = 0
-        self._slice_start = time.perf_counter()
-
-    def charge(self, units: int) -> None:
-        """Count ``units`` of work; 400 ``tooMany`` once more than :attr:`limit` were counted."""
-        self.used += units
-        if self.used > self.limit:
-            raise TooMany(
-                "This request would take too long: it would examine more than "
-                f"{self.limit} attribute values (the work limit of one request); {self.hint}."
-            )
-
-    def due(self) -> bool:
-        """Whether the current slice has used up its :data:`SLICE_SECONDS`."""
-        return time.perf_counter() - self._slice_start >= SLICE_SECONDS
-
-    async def pause(self) -> None:
-        """Let the event loop run everything else that is ready, then start a new slice."""
-        self.pauses += 1
-        await asyncio.sleep(0)
-        self._slice_start = time.perf_counter()
-
-    async def checkpoint(self) -> None:
-        """Pause if the current slice is over."""
-        if self.due():
-            await self.pause()
 
 
 def filter_shape_problem(expression: str) -> str | None:
@@ -580,106 +499,6 @@ def _sub_attribute(parent: Attribute, name: str) -> Attribute | None:
         _SUBS.clear()
     _SUBS[key] = (parent, found)
     return found
-
-
-@dataclass(frozen=True)
-class IndexPlan:
-    """How to find a filter's candidates without scanning: ids, or index (attribute, key) pairs.
-
-    Candidates are always re-checked against the whole filter.
-    """
-
-    ids: frozenset[str] = frozenset()
-    terms: frozenset[tuple[str, str]] = frozenset()
-    prefixes: frozenset[tuple[str, str]] = frozenset()
-
-    @property
-    def lookups(self) -> int:
-        """How many index lookups the plan makes (each of its ids, terms and prefixes)."""
-        return len(self.ids) + len(self.terms) + len(self.prefixes)
-
-
-def _indexed(rtype: ResourceType, attr: str, sub_attr: str | None) -> tuple[str, bool] | None:
-    """The indexed path (and its ``caseExact``) a filter's attribute path names, if any
-    (:attr:`ResourceType.indexed`); ``emails eq x`` compares each email's ``value``."""
-    for path in rtype.indexed:
-        name, _, sub = path.partition(".")
-        if name.lower() == attr and (sub_attr or (sub or None) or "").lower() == sub.lower():
-            return path, rtype.indexed_attribute(path).case_exact
-    return None
-
-
-def plan_lookup(node: FilterNode, rtype: ResourceType) -> IndexPlan | None:
-    """An index plan that finds every resource the filter can match, or None if a scan is needed.
-
-    Answers Entra's lookups (docs/ENTRA.md §2): ``userName eq``, ``externalId eq``,
-    ``emails[type eq "work"].value eq``, ``displayName eq``, ``id eq``, and ``sw`` on the same
-    attributes as a range of the index; ``and`` uses its cheapest indexable term, ``or`` needs
-    every term indexable. A plan of more than :data:`MAX_INDEX_TERMS` lookups answers 400
-    ``invalidFilter``.
-    """
-    plan = _plan(node, rtype)
-    if plan is not None:
-        lookups = plan.lookups
-        if lookups > MAX_INDEX_TERMS:
-            raise InvalidFilter(
-                f"The filter asks for {lookups} index lookups (eq or sw on userName, externalId, emails or "
-                f"displayName, and id eq); at most {MAX_INDEX_TERMS} are allowed in one filter."
-            )
-    return plan
-
-
-def _plan(node: FilterNode, rtype: ResourceType) -> IndexPlan | None:
-    from scim2_models.path import Comparison, LogicalExpr, ValuePath
-
-    if isinstance(node, LogicalExpr):
-        plans = [_plan(term, rtype) for term in node.terms]
-        if node.op.value == "and":
-            return min((p for p in plans if p is not None), key=lambda p: p.lookups, default=None)
-        if any(p is None for p in plans):
-            return None
-        return IndexPlan(
-            ids=frozenset().union(*(p.ids for p in plans if p)),
-            terms=frozenset().union(*(p.terms for p in plans if p)),
-            prefixes=frozenset().union(*(p.prefixes for p in plans if p)),
-        )
-    if isinstance(node, ValuePath):
-        if _foreign_uri(node.attr_path, rtype) or node.attr_path.sub_attr is not None:
-            return None
-        return _value_path_plan(rtype, node.attr_path.attr.lower(), node.val_filter)
-    if not isinstance(node, Comparison) or node.op.value not in ("eq", "sw") or not isinstance(node.value, str):
-        return None
-    path = node.attr_path
-    if _foreign_uri(path, rtype):
-        return None
-    attr = path.attr.lower()
-    if path.sub_attr is None and attr == "id":
-        return IndexPlan(ids=frozenset({node.value})) if node.op.value == "eq" else None
-    indexed = _indexed(rtype, attr, path.sub_attr)
-    if indexed is None:
-        return None
-    name, case_exact = indexed
-    term = frozenset({(name, comparison_key(node.value, case_exact))})
-    return IndexPlan(terms=term) if node.op.value == "eq" else IndexPlan(prefixes=term)
-
-
-def _foreign_uri(path: AttrPath, rtype: ResourceType) -> bool:
-    return path.uri is not None and path.uri.lower() != rtype.schema.id.lower()
-
-
-def _value_path_plan(rtype: ResourceType, attr: str, val_filter: FilterNode) -> IndexPlan | None:
-    """``emails[type eq "work" and value eq "x"]`` (Entra's matching by work email): the index of
-    an indexed sub-attribute named by an ``eq`` term of the value filter's ``and``."""
-    from scim2_models.path import Comparison, LogicalExpr
-
-    terms = val_filter.terms if isinstance(val_filter, LogicalExpr) and val_filter.op.value == "and" else (val_filter,)
-    for term in terms:
-        if isinstance(term, Comparison) and term.op.value == "eq" and isinstance(term.value, str):
-            indexed = _indexed(rtype, attr, term.attr_path.attr.lower())
-            if indexed is not None:
-                path, case_exact = indexed
-                return IndexPlan(terms=frozenset({(path, comparison_key(term.value, case_exact))}))
-    return None
 
 
 def sort_key(resource: dict[str, Any], rtype: ResourceType, path: AttrPath) -> tuple[int, Any]:

@@ -9,9 +9,9 @@ Two ways to page:
   each request costs one page of storage reads, plus a bounded scan for filters the indexes
   cannot answer, whatever the tenant's size.
 
-A filter the indexes can answer (:func:`scim.core.filtering.plan_lookup`) is one store
+A filter the indexes can answer (:func:`scim.core.lookup.plan_lookup`) is one store
 ``find``; any other examines at most ``max_scan`` resources (400 ``tooMany`` beyond). All
-rendering, matching and projecting runs in slices of a :class:`~scim.core.filtering.WorkMeter`.
+rendering, matching and projecting runs in slices of a :class:`~scim.core.work.WorkMeter`.
 The result is a ListResponse body; :class:`scim.core.service.ScimService` answers it with 200.
 """
 
@@ -24,11 +24,13 @@ from typing import Any
 
 from scim.core.cursor import decode_cursor, encode_cursor
 from scim.core.errors import InvalidCursor, InvalidSyntax, InvalidValue, ServiceUnavailable, TooMany
-from scim.core.filtering import IndexPlan, WorkMeter, matches_async, parse_filter, plan_lookup, sort_key
+from scim.core.filtering import matches_async, parse_filter, sort_key
+from scim.core.lookup import IndexPlan, plan_lookup
 from scim.core.projection import Projection, parse_projection
 from scim.core.resource import render
 from scim.core.schema import GROUP, USER, ResourceType
 from scim.core.storecall import store_call
+from scim.core.work import WorkMeter
 from scim.store.base import DirectoryStore, ResourceNotFound, StoredResource, StoreUnavailable
 
 __all__ = ["LIST_PARAMETERS", "LIST_RESPONSE_URN", "Limits", "Listing", "projection_for", "search_params"]
@@ -198,7 +200,7 @@ class Listing:
         """The total number of matches and the projected resources of one page.
 
         Rendering, filtering, sorting and projecting run in slices of ``meter``
-        (:data:`~scim.core.filtering.SLICE_SECONDS`), counting the work against its budget.
+        (:data:`~scim.core.work.SLICE_SECONDS`), counting the work against its budget.
         """
         projection = projection_for(rtype, params)
         filter_text = params.get("filter")

@@ -23,14 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from scim.core.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, TooMany
-from scim.core.filtering import (
-    MAX_FILTER_TERMS,
-    WorkMeter,
-    filter_shape_problem,
-    filter_terms,
-    item_matches,
-    syntax_error_detail,
-)
+from scim.core.filtering import MAX_FILTER_TERMS, filter_shape_problem, filter_terms, item_matches, syntax_error_detail
 from scim.core.resource import (
     MAX_MEMBERS_PER_REQUEST,
     AttributeLocation,
@@ -44,6 +37,7 @@ from scim.core.resource import (
 )
 from scim.core.schema import Attribute, ResourceType
 from scim.core.values import check_values, is_empty
+from scim.core.work import WorkMeter
 from scim.store.base import Member
 
 if TYPE_CHECKING:
@@ -170,7 +164,7 @@ def apply_patch(
     :data:`~scim.core.resource.MAX_MEMBERS_PER_REQUEST` members named by all operations together
     (400 ``tooMany``), and no value longer than :data:`~scim.core.values.MAX_VALUE_LENGTH`
     (400 ``invalidValue``). While applying: at most :data:`MAX_FILTERED_PATHS` value-filtered
-    paths, and the work ``meter`` (:data:`~scim.core.filtering.MAX_WORK`) for value filters and
+    paths, and the work ``meter`` (:data:`~scim.core.work.MAX_WORK`) for value filters and
     multi-valued merges (400 ``tooMany``).
     """
     steps = _patch_steps(rtype, doc, operations, meter if meter is not None else WorkMeter())

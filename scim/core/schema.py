@@ -136,7 +136,7 @@ class ResourceType:
     """The attribute paths the store indexes, so that Entra's lookups (docs/ENTRA.md §2) are
     point reads or range queries instead of scans: ``userName``, ``emails.value``, ... The one
     place this is written; :func:`scim.core.resource.index_terms` and the filter planner
-    (:func:`scim.core.filtering.plan_lookup`) read it, with each attribute's ``caseExact``."""
+    (:func:`scim.core.lookup.plan_lookup`) read it, with each attribute's ``caseExact``."""
     unique: tuple[str, ...] = ()
     """The indexed paths that are unique per tenant (409 ``uniqueness`` on a second one)."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from scim.core import discovery, routing
 from scim.core.errors import NotFound, PreconditionFailed, ServiceUnavailable
-from scim.core.filtering import WorkMeter, item_matches
+from scim.core.filtering import item_matches
 from scim.core.jsonbody import parse_json
 from scim.core.listing import LIST_PARAMETERS, LIST_RESPONSE_URN, Limits, Listing, projection_for, search_params
 from scim.core.patching import MAX_OPERATIONS, MemberChange, apply_patch_async, parse_patch_request
@@ -31,6 +31,7 @@ from scim.core.projection import Projection
 from scim.core.resource import index_terms, parse_resource, render
 from scim.core.schema import GROUP, ResourceType
 from scim.core.storecall import store_call
+from scim.core.work import WorkMeter
 from scim.store.base import (
     DirectoryStore,
     Member,
