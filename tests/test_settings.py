@@ -24,24 +24,7 @@ PASSWORD = "smtp-password-never-in-logs"
 SECRETS = (ACCOUNT_KEY, PASSWORD)
 
 # Every variable Settings reads (the app's, and the platform's in Azure).
-VARIABLES = (
-    "SCIM_TABLE_ENDPOINT",
-    "SCIM_TABLE_CONNECTION_STRING",
-    "SCIM_TABLE_PREFIX",
-    "SCIM_PUBLIC_BASE_URL",
-    "PORT",
-    "SCIM_MAX_BODY_BYTES",
-    "NOTIFY_FROM",
-    "ACS_EMAIL_ENDPOINT",
-    "SMTP_HOST",
-    "SMTP_PORT",
-    "SMTP_STARTTLS",
-    "SMTP_USERNAME",
-    "SMTP_PASSWORD",
-    "LOG_RETENTION_DAYS",
-    "WEBSITE_SITE_NAME",
-    "WEBSITE_INSTANCE_ID",
-)
+VARIABLES = tuple(str(field.validation_alias) for field in Settings.model_fields.values())
 
 
 def _plain(value: object) -> object:

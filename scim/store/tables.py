@@ -339,10 +339,8 @@ class TableStore(_DirectoryMembers, DirectoryStore):
             if if_version is not None and if_version != _version(etag):
                 raise VersionMismatch(id)
             old_terms = _terms_from(current)
-            if (
-                len(_index_ops(pk, resource_type, id, index, old_terms)) >= MAX_TRANSACTION_OPS
-                and old_terms.multi - index.multi
-            ):
+            index_ops = _index_ops(pk, resource_type, id, index, old_terms)
+            if len(index_ops) >= MAX_TRANSACTION_OPS and old_terms.multi - index.multi:
                 # More index rows change than one transaction holds: shed old rows first (guarded), then retry.
                 try:
                     etag, _ = await self._shed(pk, resource_type, id, etag, old_terms, index)
@@ -358,7 +356,7 @@ class TableStore(_DirectoryMembers, DirectoryStore):
             )
             guard = _Op("update", entity, {"mode": UpdateMode.REPLACE, **_guarded(etag)}, "guard")
             try:
-                results = await self._submit([guard, *_index_ops(pk, resource_type, id, index, _terms_from(current))])
+                results = await self._submit([guard, *index_ops])
             except _OpFailed as failed:
                 if not (isinstance(failed.error, VersionMismatch) and failed.op is guard):
                     raise failed.error from None
