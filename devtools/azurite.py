@@ -43,7 +43,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from scim.settings import AZURITE_ACCOUNT, AZURITE_KEY, azurite_connection_string
+from devtools.local_defaults import (
+    AZURITE_ACCOUNT,
+    AZURITE_HOST,
+    AZURITE_KEY,
+    AZURITE_TABLE_PORT,
+    azurite_connection_string,
+)
 
 __all__ = [
     "PROJECT_ROOT",
@@ -58,10 +64,10 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HOST = AZURITE_HOST
 DEFAULT_BLOB_PORT = 10000
 DEFAULT_QUEUE_PORT = 10001
-DEFAULT_TABLE_PORT = 10002
+DEFAULT_TABLE_PORT = AZURITE_TABLE_PORT
 
 MIN_NODE_MAJOR = 22
 """Oldest Node.js major version the Azurite of package.json runs on (its ``engines``)."""

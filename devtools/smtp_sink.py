@@ -1,8 +1,8 @@
 """A local SMTP sink for development: ``make run`` starts it so a failure digest can be seen arriving.
 
-It listens on 127.0.0.1:1025 (``SMTP_SINK_PORT`` overrides), accepts every message, prints a
-one-line summary to stderr and keeps each message as ``.local/mail/<time>-<n>.eml`` under the
-project. It needs ``aiosmtpd`` (a development dependency) and is never deployed.
+It listens on 127.0.0.1:1025 (``SMTP_SINK_HOST``/``SMTP_SINK_PORT`` of
+:mod:`devtools.local_defaults`), accepts every message, prints a one-line summary to stderr and
+keeps each message as ``.local/mail/<time>-<n>.eml`` under the project. It needs ``aiosmtpd`` (a development dependency) and is never deployed.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from email.policy import default
 from pathlib import Path
 from typing import Any
 
+from devtools.local_defaults import SMTP_SINK_HOST, SMTP_SINK_PORT
+
 __all__ = ["DEFAULT_PORT", "SmtpSink"]
 
-DEFAULT_PORT = 1025
+DEFAULT_PORT = SMTP_SINK_PORT
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,7 +52,7 @@ class SmtpSink:
     def start(self) -> SmtpSink:
         from aiosmtpd.controller import Controller
 
-        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(self.handler, hostname=SMTP_SINK_HOST, port=self.port)
         self._controller.start()
         return self
 
@@ -62,7 +64,7 @@ class SmtpSink:
 
 if __name__ == "__main__":
     sink = SmtpSink().start()
-    print(f"SMTP sink on 127.0.0.1:{sink.port}; Ctrl-C to stop", file=sys.stderr)
+    print(f"SMTP sink on {SMTP_SINK_HOST}:{sink.port}; Ctrl-C to stop", file=sys.stderr)
     try:
         while True:
             time.sleep(3600)

@@ -17,6 +17,7 @@ Fixture modules of other parts of the suite are loaded here as plugins when pres
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,14 @@ from pathlib import Path
 import pytest
 
 from devtools.azurite import AzuriteProcess
+
+# The app refuses to start without table storage (scim.settings), and importing the entry point
+# checks the settings of the process environment (tests/functions_client.py imports function_app).
+# Tests build their own settings (the memory store, or the session's Azurite); this only lets the
+# entry point load here, as make run's environment does (UseDevelopmentStorage=true: Azurite on
+# 127.0.0.1:10002, never reached by a test).
+if not (os.environ.get("SCIM_TABLE_ENDPOINT") or os.environ.get("SCIM_TABLE_CONNECTION_STRING")):
+    os.environ["SCIM_TABLE_CONNECTION_STRING"] = "UseDevelopmentStorage=true"
 
 _HERE = Path(__file__).parent
 pytest_plugins = [f"tests.{name}" for name in ("scim_fixtures", "localhost_server") if (_HERE / f"{name}.py").exists()]

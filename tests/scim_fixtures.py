@@ -1,9 +1,9 @@
 """Fixtures for tests that talk to the SCIM service (loaded from conftest.py).
 
 ``runtime`` (and so ``client``, ``other_client``) runs each test on two backends, ids ``memory``
-(MemoryStore + MemoryTenantRegistry, a provisioning log that keeps nothing: seconds, no
-Node.js) and ``azurite`` (the app's Table store on the session's Azurite). A test runs on
-Azurite only when it also depends on the ``azurite`` fixture (raw tables, a second runtime,
+(the in-memory doubles of the store, the tenants, the provisioning log and the digest state:
+seconds, no Node.js) and ``azurite`` (the app's Table store on the session's Azurite). A test
+runs on Azurite only when it also depends on the ``azurite`` fixture (raw tables, a second runtime,
 a proxy, ...) or carries ``@pytest.mark.azurite(reason=...)`` (it reads the provisioning log,
 counts round trips, needs Table behaviour): see ``pytest_generate_tests`` in conftest.py,
 which also marks every test that needs Azurite with ``azurite`` (``pytest -m "not azurite"``).

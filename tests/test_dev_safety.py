@@ -1,5 +1,6 @@
-"""``make run`` (devtools/dev.py) only ever resets a tenant on the local emulator, fails cleanly, and
-says when its Azurite data has grown large enough to slow the emulator down.
+"""``make run`` (devtools/dev.py) only ever resets a tenant on the local emulator, fails cleanly,
+writes ``local.settings.json`` for the admin CLI when it is missing (and never touches an existing
+one), and says when its Azurite data has grown large enough to slow the emulator down.
 
 No Azurite is needed: ``devtools.dev.main()`` runs with its storage-touching steps replaced by
 functions that fail the test if called, in a worker thread (``main`` calls ``asyncio.run``,
@@ -9,6 +10,7 @@ which must not run on the thread of pytest-asyncio's session loop).
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import shutil
 import signal
@@ -22,6 +24,7 @@ import pytest
 import devtools.azurite as azurite_mod
 import devtools.dev as dev
 from devtools.azurite import PROJECT_ROOT, free_port
+from devtools.local_defaults import azurite_connection_string
 
 MIB = 1024 * 1024
 _ENSURE_TENANT = dev._ensure_tenant  # the real one, before any fixture replaces it
@@ -123,7 +126,7 @@ def test_make_run_refuses_real_storage_from_local_settings(isolated, capsys, tmp
         ({"SCIM_TABLE_ENDPOINT": "http://localhost:10002/devstoreaccount1"}, True),
         ({"SCIM_TABLE_ENDPOINT": "http://[::1]:10002/devstoreaccount1"}, True),
         ({"SCIM_TABLE_ENDPOINT": "", "SCIM_TABLE_CONNECTION_STRING": ""}, True),  # the sample's empty values
-        ({"SCIM_TABLE_CONNECTION_STRING": dev.azurite_connection_string("127.0.0.1", 10002)}, True),
+        ({"SCIM_TABLE_CONNECTION_STRING": azurite_connection_string("127.0.0.1", 10002)}, True),
         # Azurite in a container network: the emulator's path-style account
         (
             {
@@ -141,6 +144,22 @@ def test_make_run_refuses_real_storage_from_local_settings(isolated, capsys, tmp
 def test_which_targets_are_the_local_emulator(settings, local):
     target = dev.storage_target(settings)
     assert target.local is local, target
+
+
+@pytest.mark.parametrize(
+    ("settings", "own"),
+    [
+        ({}, True),
+        ({"SCIM_TABLE_ENDPOINT": "", "SCIM_TABLE_CONNECTION_STRING": ""}, True),
+        ({"SCIM_TABLE_CONNECTION_STRING": "UseDevelopmentStorage=true"}, True),  # the sample's
+        ({"SCIM_TABLE_CONNECTION_STRING": azurite_connection_string("127.0.0.1", 10099)}, False),
+        ({"SCIM_TABLE_ENDPOINT": "http://127.0.0.1:10002/devstoreaccount1"}, False),
+        ({"SCIM_TABLE_ENDPOINT": "https://contoso.table.core.windows.net"}, False),
+    ],
+)
+def test_which_storage_is_make_runs_own_azurite(settings, own):
+    """Make run starts (or reuses) its Azurite on 127.0.0.1:10002 for these; other storage is the user's."""
+    assert dev.uses_own_azurite(settings) is own
 
 
 def test_the_override_lets_make_run_use_real_storage(isolated, capsys, monkeypatch):
@@ -177,6 +196,106 @@ def test_python_m_scim_dev_refuses_real_storage_before_any_network_io():
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "SCIM_DEV_ALLOW_REMOTE=1" in proc.stderr
     assert time.perf_counter() - started < 15
+
+
+# ---- local.settings.json, for the admin CLI in another terminal -------------------------------------
+
+
+def _stop_at_azurite(monkeypatch, reached):  # type: ignore[no-untyped-def]
+    def ensure_azurite(with_blob_queue: bool) -> None:
+        reached.append(dict(os.environ))  # what make run would serve the app with
+        raise dev.AzuriteError("stop here")
+
+    monkeypatch.setattr(dev, "_ensure_azurite", ensure_azurite)
+
+
+def test_make_run_writes_local_settings_from_the_sample_when_missing(isolated, capsys, tmp_path, monkeypatch):
+    """No local.settings.json: make run writes it from the sample, so that ``python -m scim.admin``
+    in another terminal (which reads it) reaches make run's Azurite and SMTP sink."""
+    import scim.admin.core
+
+    shutil.copy(PROJECT_ROOT / "local.settings.sample.json", tmp_path)
+    reached: list[dict[str, str]] = []
+    _stop_at_azurite(monkeypatch, reached)
+    code, _ = run_main()
+    assert code == 1 and reached, "make run starts its own Azurite for the sample's UseDevelopmentStorage=true"
+    assert "wrote local.settings.json" in capsys.readouterr().err
+    written = tmp_path / "local.settings.json"
+    assert written.stat().st_mode & 0o777 == 0o600
+    values = json.loads(written.read_text())["Values"]
+    sample = json.loads((PROJECT_ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert set(values) == set(sample)
+    assert values["SCIM_TABLE_CONNECTION_STRING"] == "UseDevelopmentStorage=true"  # no account key in it
+    assert (values["SMTP_HOST"], values["SMTP_PORT"]) == ("127.0.0.1", "1025")
+    assert values["SCIM_PUBLIC_BASE_URL"] == ""  # http://127.0.0.1:$PORT, whatever the port
+
+    # The admin CLI's settings (environment without storage, then the file) are make run's.
+    monkeypatch.setattr(scim.admin.core, "PROJECT_ROOT", tmp_path)
+    cli = scim.admin.core.load_settings({"PATH": "/bin"})
+    served = dev.Settings.from_env(reached[0])
+    assert cli.table_connection_string == served.table_connection_string
+    assert (cli.smtp_host, cli.smtp_port, cli.public_base_url) == (
+        served.smtp_host,
+        served.smtp_port,
+        served.public_base_url,
+    )
+
+
+def test_the_written_local_settings_leave_the_base_url_to_the_port(isolated, tmp_path, monkeypatch):
+    """A later make run (or the tests) on another PORT serves, and prints, Tenant URLs on that port."""
+    shutil.copy(PROJECT_ROOT / "local.settings.sample.json", tmp_path)
+    before = dict(isolated)
+    _stop_at_azurite(monkeypatch, [])
+    run_main()
+    assert (tmp_path / "local.settings.json").exists()
+    isolated.clear()  # a new shell: what the first run loaded and filled in is gone
+    isolated.update(before, PORT="7123")
+    reached: list[dict[str, str]] = []
+    _stop_at_azurite(monkeypatch, reached)
+    run_main()
+    assert dev.Settings.from_env(reached[0]).tenant_url("dev") == "http://127.0.0.1:7123/scim/dev"
+
+
+def test_make_run_never_touches_an_existing_local_settings(isolated, capsys, tmp_path, monkeypatch):
+    shutil.copy(PROJECT_ROOT / "local.settings.sample.json", tmp_path)
+    mine = '{"Values": {"SCIM_TABLE_PREFIX": "mine", "SCIM_TABLE_CONNECTION_STRING": ""}}\n'
+    (tmp_path / "local.settings.json").write_text(mine)
+    reached: list[dict[str, str]] = []
+    _stop_at_azurite(monkeypatch, reached)
+    code, _ = run_main()
+    assert code == 1 and reached
+    assert (tmp_path / "local.settings.json").read_text() == mine
+    assert "wrote local.settings.json" not in capsys.readouterr().err
+    # Its empty storage is unset: make run's own Azurite, with its connection string.
+    assert reached[0]["SCIM_TABLE_PREFIX"] == "mine"
+    assert reached[0]["SCIM_TABLE_CONNECTION_STRING"] == azurite_connection_string("127.0.0.1", 10002)
+
+
+def test_make_run_writes_no_local_settings_when_the_environment_sets_storage(isolated, tmp_path, monkeypatch):
+    """Storage from the environment (here another Azurite): the file would point the admin CLI elsewhere."""
+    shutil.copy(PROJECT_ROOT / "local.settings.sample.json", tmp_path)
+    isolated["SCIM_TABLE_CONNECTION_STRING"] = azurite_connection_string("127.0.0.1", 10099)
+
+    def stop(settings):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt  # main returns 0 as on Ctrl-C
+
+    monkeypatch.setattr(dev, "_start_smtp_sink", stop)
+    code, _ = run_main()
+    assert code == 0
+    assert not (tmp_path / "local.settings.json").exists()
+
+
+def test_without_any_settings_make_run_gives_the_app_its_local_set_up(isolated, tmp_path, monkeypatch):
+    """No sample, no local.settings.json, nothing in the environment: the app gets make run's
+    Azurite and SMTP sink from devtools.local_defaults (the app has no default of its own)."""
+    reached: list[dict[str, str]] = []
+    _stop_at_azurite(monkeypatch, reached)
+    code, _ = run_main()
+    assert code == 1 and reached
+    assert not (tmp_path / "local.settings.json").exists()
+    env = reached[0]
+    assert env["SCIM_TABLE_CONNECTION_STRING"] == azurite_connection_string("127.0.0.1", 10002)
+    assert (env["SMTP_HOST"], env["SMTP_PORT"]) == ("127.0.0.1", "1025")
 
 
 # ---- a token ensure_tenant refuses: one clean error line -------------------------------------------

@@ -13,11 +13,11 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from devtools.azurite import AzuriteProcess
-from scim import provisioning_log
 from scim.functions.runtime import Runtime, build_runtime, use_runtime
 from scim.functions.timer_adapter import build_notifier
 from scim.notify import notifier as notifier_module
 from scim.provisioning_log import LogEntry, format_time
+from scim.provisioning_log import entries as log_entries
 from tests.functions_client import REGISTERED, FunctionsClient
 from tests.helpers import Mailbox, create_user, new_user
 from tests.scim_fixtures import azurite_settings
@@ -64,7 +64,7 @@ async def _mail_runtime(azurite: str, table_prefix: str, smtp, monkeypatch) -> A
     monkeypatch.setattr(notifier_module, "DEFAULT_LAG", timedelta(0))  # the tests' requests are all done
     # Unauthenticated requests are counted per second (not per minute), so that a count made a
     # second after a run falls in the next run's window even with no lag.
-    monkeypatch.setattr(provisioning_log, "BUCKET_SECONDS", 1, raising=False)
+    monkeypatch.setattr(log_entries, "BUCKET_SECONDS", 1)
     settings = azurite_settings(
         azurite, table_prefix, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), NOTIFY_FROM="scim@example.test"
     )
@@ -125,23 +125,27 @@ async def test_every_request_is_logged_with_a_correlation_id(mail_runtime):
 
 
 async def test_a_failing_log_never_breaks_provisioning(mail_runtime, monkeypatch, caplog):
-    """The log write the service really makes (LogWriter -> ProvisioningLog.record_many) fails:
-    the response is unaffected, the writer survives, and the failure is logged once."""
+    """The storage call of the log write the service really makes (LogWriter -> record_many ->
+    one upsert) fails: the response is unaffected, the error arrives as the store's
+    StoreUnavailable, the writer survives, and the failure is logged once."""
     client = await tenant(mail_runtime)
-    calls: list[int] = []
-    real = mail_runtime.log.record_many
+    table = mail_runtime.log._table
+    calls: list[str] = []
+    real = table.upsert_entity
 
-    async def broken(tenant_name, entries, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(len(entries))
+    async def broken(entity, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(entity["correlation_id"])
         raise ConnectionError("log storage is down")
 
-    monkeypatch.setattr(mail_runtime.log, "record_many", broken)
+    monkeypatch.setattr(table, "upsert_entity", broken)
     response = await client.post("/Users", new_user())
     await mail_runtime.log_writer.drain()  # must not raise
     assert response.status == 201
-    assert calls == [1], "the failing write was not the one the service makes"
-    assert any("could not write 1 provisioning log entries (ConnectionError)" in r.getMessage() for r in caplog.records)
-    monkeypatch.setattr(mail_runtime.log, "record_many", real)
+    assert calls == [response.headers["x-correlation-id"]], "the failing write was not the one the service makes"
+    assert [r.getMessage() for r in caplog.records if "could not write" in r.getMessage()] == [
+        "could not write 1 provisioning log entries (StoreUnavailable): POST /Users"
+    ]
+    monkeypatch.setattr(table, "upsert_entity", real)
     assert (await client.post("/Users", new_user())).status == 201
     await mail_runtime.log_writer.drain()
     assert len((await mail_runtime.log.page(client.tenant)).entries) == 1, "the writer keeps writing after a failure"
@@ -218,7 +222,7 @@ async def test_overlapping_runs_send_one_digest(mail_runtime, smtp):
 @pytest.mark.azurite(reason="burst_runtime starts an Azurite of its own")
 async def test_a_burst_of_10000_failures_is_summarised_in_a_bounded_message(burst_runtime, smtp):
     mail_runtime = burst_runtime
-    from scim.provisioning_log import _row
+    from scim.provisioning_log.tables import _row
 
     mailbox, _ = smtp
     client = await tenant(mail_runtime, ("burst@a.example",))

@@ -27,6 +27,7 @@ import datetime as dt
 import email
 import email.policy
 import ipaddress
+import json
 import socket
 import ssl
 import subprocess
@@ -50,6 +51,7 @@ from cryptography.x509.oid import NameOID
 
 from scim.notify.mail import AcsSender, SendError, SmtpSender, acs_message, sender_from_settings
 from scim.settings import Settings
+from tests.helpers import ROOT
 
 SENDER = "scim-notifications@contoso.example"
 TO = ["ops@contoso.example", "oncall@contoso.example"]
@@ -425,13 +427,19 @@ async def test_acs_unreachable_endpoint_raises_send_error(pki: Pki) -> None:
 
 
 def test_sender_from_settings_prefers_acs_then_smtp() -> None:
-    both = Settings.from_env({"ACS_EMAIL_ENDPOINT": "https://x.communication.azure.com", "SMTP_HOST": "smtp.example"})
+    storage = {"SCIM_TABLE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
+    both = Settings.from_env(
+        {**storage, "ACS_EMAIL_ENDPOINT": "https://x.communication.azure.com", "SMTP_HOST": "smtp.example"}
+    )
     assert isinstance(sender_from_settings(both), AcsSender)
-    env = {"SMTP_HOST": "smtp.example", "SMTP_PORT": "587", "SMTP_STARTTLS": "true"}
+    env = {**storage, "SMTP_HOST": "smtp.example", "SMTP_PORT": "587", "SMTP_STARTTLS": "true"}
     smtp = sender_from_settings(Settings.from_env(env))
     assert isinstance(smtp, SmtpSender) and "587" in repr(smtp) and "starttls=True" in repr(smtp)
-    local = sender_from_settings(Settings.from_env({}))
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    local = sender_from_settings(Settings.from_env(sample))
     assert isinstance(local, SmtpSender) and "'127.0.0.1', 1025" in repr(local), "locally: make run's SMTP sink"
+    # No default SMTP server, locally or in Azure: no sender (each tenant's run says none is configured).
+    assert sender_from_settings(Settings.from_env(storage)) is None
     assert sender_from_settings(Settings.from_env({"SCIM_TABLE_ENDPOINT": "https://a.table.core.windows.net"})) is None
 
 

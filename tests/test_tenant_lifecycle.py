@@ -36,7 +36,6 @@ from scim import tenants as tenants_module
 from scim.admin import __main__ as cli
 from scim.admin import core
 from scim.functions.runtime import Runtime, build_runtime, use_runtime
-from scim.notify.state import NotifyStateStore
 from scim.provisioning_log import LogEntry, format_time
 from scim.settings import Settings
 from scim.store import keys
@@ -148,7 +147,7 @@ async def _populate(runtime: Runtime, name: str, users: int, log_entries: int) -
         for i in range(log_entries)
     ]
     await runtime.log.record_many(name, entries)
-    states = NotifyStateStore(runtime.log.service_client, runtime.settings.table_prefix)
+    states = runtime.states
     state = await states.acquire(name, "test", now, timedelta(minutes=1))
     assert state is not None
     await states.release(state, now)

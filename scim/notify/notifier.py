@@ -66,13 +66,18 @@ def _failure(entry: LogEntry) -> Failure:
 
 
 def notifier_for(
-    settings: Settings, tenants: TenantRegistry, log: ProvisioningLog, *, lag: timedelta | None = None
+    settings: Settings,
+    tenants: TenantRegistry,
+    log: ProvisioningLog,
+    *,
+    states: NotifyStateStore,
+    lag: timedelta | None = None,
 ) -> Notifier:
-    """A notifier on the log's tables and the sender the settings configure (ACS Email, SMTP or
-    none); ``lag`` defaults to :data:`DEFAULT_LAG`. Used by the timer and by ``notify run-now``."""
+    """A notifier on a runtime's tenants, log and digest state (Table Storage, or the memory
+    doubles) and the sender the settings configure (ACS Email, SMTP or none); ``lag`` defaults
+    to :data:`DEFAULT_LAG`. Used by the timer and by ``notify run-now``."""
     from scim.notify.mail import sender_from_settings
 
-    states = NotifyStateStore(log.service_client, settings.table_prefix)
     return Notifier(
         settings, tenants, log, states, sender_from_settings(settings), lag=DEFAULT_LAG if lag is None else lag
     )
@@ -125,7 +130,9 @@ class Notifier:
         state = await self.states.acquire(info.name, self.owner, now, self.lease)
         if state is None:
             return RunResult(info.name, "skipped", reason="another run holds this tenant's lease")
-        until = now - self.lag
+        # The window ends on a millisecond, as entry times and the stored watermark do: an entry
+        # of its last millisecond is then never read again by the next run's window.
+        until = parse_time(format_time(now - self.lag))
         since = state.watermark or (parse_time(info.created) if info.created else None)
         if since is not None and since >= until:
             await self.states.release(state, None)

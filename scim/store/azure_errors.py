@@ -25,6 +25,7 @@ from azure.core.exceptions import (
 
 from scim.store.base import (
     EntityTooLarge,
+    ResourceExists,
     ResourceNotFound,
     StoreError,
     StoreUnavailable,
@@ -48,6 +49,7 @@ def store_error(exc: BaseException, op: _Op | None = None) -> StoreError:
     The single translation point (rule 9 of :mod:`scim.store.base`):
 
     - 409 on a unique index row -> :class:`UniquenessViolation` (RFC 7644 §3.3, 409 uniqueness);
+      any other 409 -> :class:`ResourceExists`;
     - 404 on a member's flag merge -> :class:`UnknownMembers`; any other 404 -> :class:`ResourceNotFound`;
     - 412 (``ResourceModifiedError``) -> :class:`VersionMismatch` (RFC 7644 §3.14);
     - size/property-count limits -> :class:`EntityTooLarge`;
@@ -66,6 +68,8 @@ def store_error(exc: BaseException, op: _Op | None = None) -> StoreError:
         return EntityTooLarge(code or "request too large")
     if status == 409 and role == "unique" and op is not None:
         return UniquenessViolation(op.subject)
+    if status == 409:
+        return ResourceExists(code)
     if status == 404 and role == "member" and op is not None:
         return UnknownMembers([op.subject])
     if status == 404:
