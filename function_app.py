@@ -1,7 +1,8 @@
 """Azure Functions entry point (Python v2 programming model).
 
-It stays thin: the SCIM HTTP endpoint lives in :mod:`scim.functions.http_adapter` and the failure
-digest timer in :mod:`scim.functions.timer_adapter`, each as a blueprint. The settings are checked here,
+It stays thin: the SCIM HTTP endpoint lives in :mod:`scim.functions.http_adapter`, the change
+events feed in :mod:`scim.functions.events_adapter` and the failure digest and retention timer in
+:mod:`scim.functions.timer_adapter`, each as a blueprint. The settings are checked here,
 so that a setting the app cannot use (or, in Azure, no table storage at all) stops the host at
 start-up with an error naming it, rather than failing every request later.
 Importing this module must stay cheap (cold starts): heavy modules load on first use.
@@ -9,6 +10,7 @@ Importing this module must stay cheap (cold starts): heavy modules load on first
 
 import azure.functions as func
 
+from scim.functions.events_adapter import bp as events_http
 from scim.functions.http_adapter import bp as scim_http
 from scim.functions.timer_adapter import bp as notify_timer
 from scim.settings import Settings
@@ -17,4 +19,5 @@ Settings.from_env()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(scim_http)
+app.register_functions(events_http)
 app.register_functions(notify_timer)

@@ -1,5 +1,16 @@
 """``make run``: Azurite, a dev tenant, and the app on http://127.0.0.1:$PORT.
 
+The app itself has no local defaults (:mod:`scim.settings` refuses to start without table
+storage): make run gives it the local set-up of :mod:`devtools.local_defaults` (Azurite on
+127.0.0.1:10002, the SMTP sink on 127.0.0.1:1025) wherever the environment and
+``local.settings.json`` leave a setting unset.
+
+- ``local.settings.json``: when it does not exist, and the environment sets no table storage,
+  make run writes it from ``local.settings.sample.json`` (:func:`write_local_settings`), so that
+  ``python -m scim.admin`` in another terminal reads the same settings and reaches the same
+  Azurite and SMTP sink. An existing file is never changed. Its values are then loaded into
+  the environment, never overriding it, as ``func`` does.
+
 0. Storage must be the local emulator: step 2 resets the dev tenant's token and digest
    recipients, so when ``SCIM_TABLE_ENDPOINT`` or ``SCIM_TABLE_CONNECTION_STRING`` (environment
    or ``local.settings.json``) points anywhere else (:func:`storage_target`), ``make run``
@@ -9,7 +20,8 @@
    ``AzureWebJobsStorage``). One stderr line tells how large ``.azurite/`` is, plus a warning
    with the way to reset it (``make clean-data``) once it is over 50 MiB, where it slows
    Azurite down (:func:`azurite_data_report`). When ``SCIM_TABLE_CONNECTION_STRING`` or
-   ``SCIM_TABLE_ENDPOINT`` is set, the app uses that storage and no Azurite is started for it.
+   ``SCIM_TABLE_ENDPOINT`` is set to other storage, the app uses that and no Azurite is started
+   for it; ``UseDevelopmentStorage=true`` (the sample's) is this Azurite on 127.0.0.1:10002.
 2. The dev tenant: ``scim.admin.core.ensure_tenant(settings, name, token)`` with
    ``SCIM_DEV_TENANT`` (default ``dev``) and ``SCIM_DEV_TOKEN`` (default: a fresh token). A
    value it refuses (``ValueError``: a token too short, a bad name) ends ``make run`` with one
@@ -22,6 +34,9 @@
        Tenant URL: http://127.0.0.1:7071/scim/dev
        Secret Token: ...
 
+   and, on stderr right under them, what to do next: paste them into Entra or try a ``curl``,
+   watch the change events (``python -m scim.admin events dev --follow``), send a digest.
+
 5. Serves the app: ``func start --port PORT`` if ``func`` is on PATH, else
    :mod:`devtools.localhost`. ``PORT`` defaults to 7071. Ctrl-C stops the server and the Azurite
    this started (by PID); a reused Azurite is left running.
@@ -32,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -54,7 +70,8 @@ from devtools.azurite import (
     folder_size,
     is_running,
 )
-from scim.settings import AZURITE_ACCOUNT, Settings, SettingsError, azurite_connection_string
+from devtools.local_defaults import AZURITE_ACCOUNT, SMTP_SINK_HOST, apply_local_defaults
+from scim.settings import Settings, SettingsError
 from scim.tenants import new_token
 
 if TYPE_CHECKING:
@@ -78,7 +95,7 @@ class StorageTarget:
 
     local: bool
     where: str  # for messages: a URL without credentials, never the connection string
-    setting: str | None  # the setting that chose it; None: nothing set (Azurite on 127.0.0.1)
+    setting: str | None  # the setting that chose it; None: nothing set (make run's Azurite on 127.0.0.1)
 
 
 def _is_emulator_url(url: str) -> bool:
@@ -109,9 +126,33 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}" if host else "an unparsable URL"
 
 
+def _connection_fields(text: str) -> dict[str, str]:
+    """A connection string's ``key=value`` pairs, keys in lower case."""
+    fields: dict[str, str] = {}
+    for part in text.split(";"):
+        key, eq, value = part.partition("=")
+        if eq:
+            fields[key.strip().lower()] = value.strip()
+    return fields
+
+
+def _development_storage(fields: Mapping[str, str]) -> bool:
+    return fields.get("usedevelopmentstorage", "").lower() == "true"
+
+
+def uses_own_azurite(environ: Mapping[str, str]) -> bool:
+    """Whether the app's storage is make run's own Azurite on 127.0.0.1:10002: no table storage
+    set (make run fills it in), or ``UseDevelopmentStorage=true``, which means that Azurite."""
+    if (environ.get("SCIM_TABLE_ENDPOINT") or "").strip():
+        return False
+    text = (environ.get("SCIM_TABLE_CONNECTION_STRING") or "").strip()
+    return not text or _development_storage(_connection_fields(text))
+
+
 def storage_target(environ: Mapping[str, str]) -> StorageTarget:
     """The Table storage ``environ`` points the app at, as :class:`scim.settings.Settings` reads
-    it (``SCIM_TABLE_ENDPOINT`` wins over ``SCIM_TABLE_CONNECTION_STRING``; neither: Azurite)."""
+    it (``SCIM_TABLE_ENDPOINT`` wins over ``SCIM_TABLE_CONNECTION_STRING``; neither: make run
+    sets its own Azurite)."""
     endpoint = (environ.get("SCIM_TABLE_ENDPOINT") or "").strip()
     if endpoint:
         return StorageTarget(_is_emulator_url(endpoint), _safe_url(endpoint), "SCIM_TABLE_ENDPOINT")
@@ -119,12 +160,8 @@ def storage_target(environ: Mapping[str, str]) -> StorageTarget:
     if not text:
         return StorageTarget(True, f"Azurite on {DEFAULT_HOST}:{DEFAULT_TABLE_PORT}", None)
     setting = "SCIM_TABLE_CONNECTION_STRING"
-    fields: dict[str, str] = {}
-    for part in text.split(";"):
-        key, eq, value = part.partition("=")
-        if eq:
-            fields[key.strip().lower()] = value.strip()
-    if fields.get("usedevelopmentstorage", "").lower() == "true":
+    fields = _connection_fields(text)
+    if _development_storage(fields):
         return StorageTarget(True, "UseDevelopmentStorage=true (Azurite on 127.0.0.1)", setting)
     if fields.get("tableendpoint"):
         url = fields["tableendpoint"]
@@ -147,6 +184,35 @@ def _remote_refusal(target: StorageTarget, tenant: str, from_file: Collection[st
         f"SCIM_TABLE_ENDPOINT and SCIM_TABLE_CONNECTION_STRING (in {source}); to reset that "
         f"tenant there anyway, run with {ALLOW_REMOTE}=1."
     )
+
+
+# --------------------------------------------------------------------------------------
+# local.settings.json, for the admin CLI in another terminal
+# --------------------------------------------------------------------------------------
+
+
+def write_local_settings(root: Path) -> Path | None:
+    """Write ``root/local.settings.json`` from ``root/local.settings.sample.json`` when it does
+    not exist; never overwrite one. Its values are the sample's, with make run's local set-up
+    (:func:`devtools.local_defaults.apply_local_defaults`) where the sample leaves storage or
+    mail unset: what ``python -m scim.admin`` needs to reach the Azurite and SMTP sink make run
+    uses. ``SCIM_PUBLIC_BASE_URL`` stays as the sample has it (empty: ``http://127.0.0.1:$PORT``,
+    so a fixed value never contradicts the ``PORT`` of a later run, or of the tests).
+    Returns the path written, or None (a file exists, or there is no sample)."""
+    target = root / "local.settings.json"
+    sample = root / "local.settings.sample.json"
+    if target.exists() or not sample.is_file():
+        return None
+    settings = json.loads(sample.read_text(encoding="utf-8-sig"))
+    values = settings.setdefault("Values", {})
+    apply_local_defaults(values, DEFAULT_TABLE_PORT)
+    try:  # O_EXCL: never over a file made meanwhile; 0600, as it may come to hold secrets
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(settings, indent=2) + "\n")
+    return target
 
 
 # --------------------------------------------------------------------------------------
@@ -215,7 +281,7 @@ def _start_smtp_sink(settings: Settings) -> SmtpSink | None:
     """The local SMTP sink, when digests go to it (the local default) and nothing listens there yet."""
     from devtools.smtp_sink import SmtpSink
 
-    if settings.acs_email_endpoint or settings.smtp_host != "127.0.0.1" or _port_open(settings.smtp_port):
+    if settings.acs_email_endpoint or settings.smtp_host != SMTP_SINK_HOST or _port_open(settings.smtp_port):
         return None
     try:
         sink = SmtpSink(settings.smtp_port).start()
@@ -263,13 +329,14 @@ def _run_localhost(port: int) -> int:
     return 0
 
 
-def _next_steps(url: str, name: str) -> str:
+def _next_steps(url: str, name: str, settle_seconds: float = 15) -> str:
     """What to do with the two lines, printed (to stderr) right under them."""
     query = "filter=userName+eq+%22nobody%40contoso.com%22"
     return (
         "Next: paste the Tenant URL and Secret Token into Entra's provisioning tab (README, "
         '"Connecting Microsoft Entra ID"), or try it:\n'
         f"  curl -H \"Authorization: Bearer $TOKEN\" '{url}/Users?{query}'\n"
+        f"Watch the change events ({settle_seconds:g} s behind): python -m scim.admin events {name} --follow\n"
         f"Failures are emailed to the SMTP sink here: python -m scim.admin notify run-now {name}. Ctrl-C stops."
     )
 
@@ -284,13 +351,21 @@ def main() -> int:
     # SIGTERM (e.g. `kill` of make) unwinds like Ctrl-C, so the Azurite we started is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    port = int(os.environ.get("PORT") or 7071)
     # local.settings.json first, as func does (never overriding the environment): the tenant
     # must be made with the same settings (table prefix, base URL) the served app will read.
+    # Written from the sample when missing, for the admin CLI (unless the environment sets storage).
     from devtools.localhost import load_local_settings
 
+    if not (os.environ.get("SCIM_TABLE_ENDPOINT") or os.environ.get("SCIM_TABLE_CONNECTION_STRING")):
+        written = write_local_settings(PROJECT_ROOT)
+        if written is not None:
+            print(
+                f"wrote {written.name} from local.settings.sample.json (Azurite, the SMTP sink): "
+                "python -m scim.admin reads it",
+                file=sys.stderr,
+            )
     from_file = load_local_settings(PROJECT_ROOT)
-
-    port = int(os.environ.get("PORT") or 7071)
     os.environ["PORT"] = str(port)
     use_func = shutil.which("func") is not None
     name = os.environ.get("SCIM_DEV_TENANT") or "dev"
@@ -309,16 +384,17 @@ def main() -> int:
             file=sys.stderr,
         )
 
+    own_azurite = uses_own_azurite(os.environ)
+    apply_local_defaults(os.environ, DEFAULT_TABLE_PORT)  # make run's Azurite and SMTP sink, where unset
     try:
         Settings.from_env()  # a setting the app cannot use stops make run here, before anything starts
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-    configured = os.environ.get("SCIM_TABLE_CONNECTION_STRING") or os.environ.get("SCIM_TABLE_ENDPOINT")
     sink = None
     try:
-        if configured and not use_func:
+        if not own_azurite and not use_func:
             az = None
         else:
             for line in azurite_data_report(PROJECT_ROOT / ".azurite"):
@@ -329,7 +405,6 @@ def main() -> int:
         return 1
     try:
         env = os.environ
-        env.setdefault("SCIM_TABLE_CONNECTION_STRING", azurite_connection_string(DEFAULT_HOST, DEFAULT_TABLE_PORT))
         env.setdefault("NOTIFY_SCHEDULE", "0 */10 * * * *")
         if use_func:
             env.setdefault("FUNCTIONS_WORKER_RUNTIME", "python")
@@ -348,7 +423,7 @@ def main() -> int:
         print(f"Tenant URL: {settings.tenant_url(name)}")
         print(f"Secret Token: {token}")
         sys.stdout.flush()
-        print(_next_steps(settings.tenant_url(name), name), file=sys.stderr, flush=True)
+        print(_next_steps(settings.tenant_url(name), name, settings.events_settle_seconds), file=sys.stderr, flush=True)
 
         if use_func:
             log.info("serving with Azure Functions Core Tools (func start --port %s)", port)

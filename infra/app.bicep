@@ -46,6 +46,8 @@ param tablePrefix string
 param maxBodyBytes int
 param notifySchedule string
 param logRetentionDays int
+param eventsSettleSeconds int
+param eventsRetentionDays int
 param maximumInstanceCount int
 param instanceMemoryMB int
 param httpPerInstanceConcurrency int
@@ -226,6 +228,8 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
     NOTIFY_FROM: emailSender
     ACS_EMAIL_ENDPOINT: emailEndpoint
     LOG_RETENTION_DAYS: string(logRetentionDays)
+    EVENTS_SETTLE_SECONDS: string(eventsSettleSeconds)
+    EVENTS_RETENTION_DAYS: string(eventsRetentionDays)
   }
 }
 

@@ -69,6 +69,14 @@ param notifySchedule string = '0 */10 * * * *'
 @description('LOG_RETENTION_DAYS: days the provisioning log keeps entries. Log Analytics keeps its logs as long (at least 30 and at most 730 days, the workspace\'s limits).')
 param logRetentionDays int = 30
 
+@minValue(15)
+@description('EVENTS_SETTLE_SECONDS: the events feed serves events committed at least this long ago, so that a consumer following it never misses one (docs/events.md). 15 covers the writers\' 10 s bound plus a margin; raise it for more margin, never lower it.')
+param eventsSettleSeconds int = 15
+
+@minValue(1)
+@description('EVENTS_RETENTION_DAYS: days change events are kept; the timer purges older ones and a feed cursor older than this is expired (410).')
+param eventsRetentionDays int = 30
+
 @description('Accept SCIM requests only from Microsoft Entra ID (the AzureActiveDirectory service tag) and allowedIpRanges; any other caller gets 403 from the platform. Recommended; azd turns it on (main.parameters.json).')
 param restrictToEntra bool = false
 
@@ -168,6 +176,8 @@ module app 'app.bicep' = {
     maxBodyBytes: maxBodyBytes
     notifySchedule: notifySchedule
     logRetentionDays: logRetentionDays
+    eventsSettleSeconds: eventsSettleSeconds
+    eventsRetentionDays: eventsRetentionDays
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     httpPerInstanceConcurrency: httpPerInstanceConcurrency

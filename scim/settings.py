@@ -3,8 +3,10 @@
 Every name here but the platform's (``WEBSITE_*``) is listed in ``local.settings.sample.json``
 and set by ``infra/``; a test cross-checks the three (it finds the names in the
 ``validation_alias`` of the fields below).
-With nothing configured, the app talks to Azurite on 127.0.0.1, except in Azure, where that
-is refused (see :class:`Settings`).
+Table storage must be configured (``SCIM_TABLE_ENDPOINT`` or ``SCIM_TABLE_CONNECTION_STRING``):
+without it the settings fail, in Azure and locally alike. This module knows no storage emulator
+and no local mail server: the local defaults (Azurite's account, make run's SMTP sink) are in
+``devtools/local_defaults.py``, which is not deployed; ``make run`` sets them.
 
 :class:`Settings` is a pydantic-settings model: a value that does not parse fails when the
 settings are built (at start-up), with a :class:`SettingsError` naming the variable. Importing
@@ -16,32 +18,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["AZURITE_CONNECTION_STRING", "Settings", "SettingsError", "azurite_connection_string"]
+from scim.store.event_timing import EVENTS_SETTLE_SECONDS
 
-# Azurite's documented, public development account (not a secret).
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+__all__ = ["Settings", "SettingsError"]
 
-
-def azurite_connection_string(host: str = "127.0.0.1", table_port: int = 10002) -> str:
-    """The connection string of a local Azurite Table service."""
-    return (
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"TableEndpoint=http://{host}:{table_port}/{AZURITE_ACCOUNT};"
-    )
-
-
-AZURITE_CONNECTION_STRING = azurite_connection_string()
-LOCAL_SMTP_HOST = "127.0.0.1"  # make run's SMTP sink (devtools/smtp_sink.py)
-LOCAL_SMTP_PORT = 1025
 DEFAULT_PORT = 7071  # Core Tools' default port, and devtools.localhost's
 TABLE_PREFIX_MAX = 40  # infra/main.bicep's tablePrefix: a table name is at most 63 characters
+
+# Set while from_env() validates a given mapping: then the process environment is not read at all
+# (pydantic-settings would otherwise fill every name the mapping lacks from os.environ).
+_MAPPING_ONLY: ContextVar[bool] = ContextVar("scim_settings_mapping_only", default=False)
 
 
 class SettingsError(ValueError):
@@ -49,21 +42,16 @@ class SettingsError(ValueError):
     (and never shows the value of a secret)."""
 
 
-def _remote(data: dict[str, Any]) -> bool:
-    """Whether these settings are not make run's local set-up: Table or ACS endpoints, or Azure."""
-    names = ("table_endpoint", "acs_email_endpoint", "azure_site_name", "azure_instance_id")
-    return any(data.get(name) for name in names)  # a name is missing when its variable failed
-
-
 class Settings(BaseSettings):
     """The settings the SCIM app reads; each field's ``validation_alias`` is its variable.
 
     - ``SCIM_TABLE_ENDPOINT``: Table service URL; used with DefaultAzureCredential (managed
       identity in Azure; ``AZURE_CLIENT_ID`` picks a user-assigned identity). Wins when set.
-    - ``SCIM_TABLE_CONNECTION_STRING``: a connection string (local development, Azurite).
-      When neither is set, Azurite on 127.0.0.1:10002 is used, except in Azure (the platform
-      sets ``WEBSITE_SITE_NAME``, and ``WEBSITE_INSTANCE_ID`` where it has one), where that
-      fails: the app would otherwise look for Azurite on its own instance.
+    - ``SCIM_TABLE_CONNECTION_STRING``: a connection string (local development: Azurite,
+      e.g. ``UseDevelopmentStorage=true``). One of the two must be set: with neither, the
+      settings fail naming both (in Azure, where the platform sets ``WEBSITE_SITE_NAME``, and
+      ``WEBSITE_INSTANCE_ID`` where it has one, naming ``SCIM_TABLE_ENDPOINT``, which
+      ``infra/`` sets). There is no default: the app never looks for an emulator by itself.
     - ``SCIM_TABLE_PREFIX``: prefix of the table names (default ``scim``): letters and digits,
       starting with a letter, at most 40.
     - ``SCIM_PUBLIC_BASE_URL``: the app's public base URL, used in Tenant URLs and ``location``
@@ -75,10 +63,15 @@ class Settings(BaseSettings):
     - ``ACS_EMAIL_ENDPOINT``: Azure Communication Services endpoint; when set, digests are sent
       through ACS Email with DefaultAzureCredential (no keys).
     - ``SMTP_HOST``, ``SMTP_PORT`` (25), ``SMTP_STARTTLS`` (false), ``SMTP_USERNAME``,
-      ``SMTP_PASSWORD``: an SMTP server, used when ``ACS_EMAIL_ENDPOINT`` is not set. Locally
-      (neither ``SCIM_TABLE_ENDPOINT`` nor ``ACS_EMAIL_ENDPOINT`` set, not in Azure) the default
-      is make run's SMTP sink on 127.0.0.1:1025.
+      ``SMTP_PASSWORD``: an SMTP server, used when ``ACS_EMAIL_ENDPOINT`` is not set. No default
+      host: with neither ``ACS_EMAIL_ENDPOINT`` nor ``SMTP_HOST``, no digest is sent, and each
+      tenant's run says no email sender is configured (``make run`` sets its SMTP sink).
     - ``LOG_RETENTION_DAYS``: days the provisioning log keeps entries (default 30).
+    - ``EVENTS_SETTLE_SECONDS``: the events feed serves events stamped at least this long ago
+      (default 15, :data:`scim.store.event_timing.EVENTS_SETTLE_SECONDS`; > 0). Below the
+      writers' bound (``docs/events.md``) a consumer can miss events: lower it in tests only.
+    - ``EVENTS_RETENTION_DAYS``: days change events are kept (default 30, at least 1); the timer
+      purges older ones, and a feed cursor older than that is expired (410).
 
     An empty value counts as unset (``local.settings.sample.json`` lists the optional ones
     empty). The connection string and ``SMTP_PASSWORD`` are :class:`~pydantic.SecretStr`:
@@ -94,8 +87,8 @@ class Settings(BaseSettings):
     )
 
     table_endpoint: str | None = Field(default=None, validation_alias="SCIM_TABLE_ENDPOINT")
-    table_connection_string: SecretStr = Field(
-        default=SecretStr(AZURITE_CONNECTION_STRING), validation_alias="SCIM_TABLE_CONNECTION_STRING"
+    table_connection_string: SecretStr | None = Field(
+        default=None, validation_alias="SCIM_TABLE_CONNECTION_STRING"
     )  # may hold an account key
     table_prefix: str = Field(default="scim", validation_alias="SCIM_TABLE_PREFIX")
     port: int = Field(default=DEFAULT_PORT, validation_alias="PORT", ge=1, le=65535, repr=False)
@@ -108,20 +101,16 @@ class Settings(BaseSettings):
     # Set by the platform in Azure (App Service, Functions), never by infra/ or local settings.
     azure_site_name: str | None = Field(default=None, validation_alias="WEBSITE_SITE_NAME")
     azure_instance_id: str | None = Field(default=None, validation_alias="WEBSITE_INSTANCE_ID", repr=False)
-    # Outside Azure (no Table endpoint, no ACS) digests go to make run's SMTP sink by default.
-    smtp_host: str | None = Field(
-        default_factory=lambda data: None if _remote(data) else LOCAL_SMTP_HOST, validation_alias="SMTP_HOST"
-    )
-    smtp_port: int = Field(
-        default_factory=lambda data: 25 if _remote(data) else LOCAL_SMTP_PORT,
-        validation_alias="SMTP_PORT",
-        ge=1,
-        le=65535,
-    )
+    smtp_host: str | None = Field(default=None, validation_alias="SMTP_HOST")
+    smtp_port: int = Field(default=25, validation_alias="SMTP_PORT", ge=1, le=65535)
     smtp_starttls: bool = Field(default=False, validation_alias="SMTP_STARTTLS")
     smtp_username: str | None = Field(default=None, validation_alias="SMTP_USERNAME")
     smtp_password: SecretStr | None = Field(default=None, validation_alias="SMTP_PASSWORD")  # never in logs
     log_retention_days: int = Field(default=30, validation_alias="LOG_RETENTION_DAYS", ge=1)
+    events_settle_seconds: float = Field(
+        default=EVENTS_SETTLE_SECONDS, validation_alias="EVENTS_SETTLE_SECONDS", gt=0, allow_inf_nan=False
+    )
+    events_retention_days: int = Field(default=30, validation_alias="EVENTS_RETENTION_DAYS", ge=1)
 
     @classmethod
     def settings_customise_sources(
@@ -132,14 +121,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _MAPPING_ONLY.get():
+            return (init_settings,)  # from_env(mapping): that mapping alone
         return init_settings, env_settings  # no .env file, no secrets directory
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """The settings in ``env`` (default: the process environment, as pydantic-settings reads it).
+        """The settings in ``env`` (default: the process environment, as pydantic-settings reads it);
+        a given ``env`` is read alone, never completed from the process environment.
 
         Raises :class:`SettingsError` naming every variable whose value is not usable.
         """
+        token = _MAPPING_ONLY.set(env is not None)
         try:
             if env is None:
                 return cls()
@@ -147,6 +140,8 @@ class Settings(BaseSettings):
             return cls.model_validate({name: value for name, value in env.items() if value != ""})
         except ValidationError as exc:
             raise SettingsError(_describe(exc, os.environ if env is None else env)) from None
+        finally:
+            _MAPPING_ONLY.reset(token)
 
     @property
     def in_azure(self) -> bool:
@@ -189,15 +184,22 @@ class Settings(BaseSettings):
         return value.strip() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _storage_in_azure(self) -> Settings:
-        if self.in_azure and not self.table_endpoint and "table_connection_string" not in self.model_fields_set:
+    def _table_storage(self) -> Settings:
+        if self.table_endpoint or self.table_connection_string is not None:
+            return self
+        if self.in_azure:
             platform = "WEBSITE_SITE_NAME" if self.azure_site_name else "WEBSITE_INSTANCE_ID"
             raise ValueError(
-                f"SCIM_TABLE_ENDPOINT is not set, and this is Azure ({platform} is set): the local default, "
-                "Azurite on 127.0.0.1, cannot work there. Set SCIM_TABLE_ENDPOINT to the storage account's "
-                "Table endpoint (https://<account>.table.core.windows.net), as infra/ does"
+                f"SCIM_TABLE_ENDPOINT is not set, and this is Azure ({platform} is set): the app has no "
+                "table storage. Set SCIM_TABLE_ENDPOINT to the storage account's Table endpoint "
+                "(https://<account>.table.core.windows.net), as infra/ does"
             )
-        return self
+        raise ValueError(
+            "no table storage: neither SCIM_TABLE_ENDPOINT nor SCIM_TABLE_CONNECTION_STRING is set. In Azure, "
+            "set SCIM_TABLE_ENDPOINT to the storage account's Table endpoint, as infra/ does. Locally, `make run` "
+            "sets them; the admin CLI (python -m scim.admin) reads local.settings.json, which `make run` writes "
+            "from local.settings.sample.json when it is missing (or copy the sample to local.settings.json)"
+        )
 
 
 _SECRETS = frozenset({"SCIM_TABLE_CONNECTION_STRING", "SMTP_PASSWORD"})

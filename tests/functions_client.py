@@ -1,7 +1,8 @@
 """Calls the registered Azure Functions entry points directly, with ``func.HttpRequest``.
 
 Azure Functions Core Tools cannot be installed on our machines, so protocol tests call the
-function that ``function_app.app`` registered, exactly as the Functions host would.
+function that ``function_app.app`` registered, exactly as the Functions host would:
+:class:`FunctionsClient` the SCIM endpoint of one tenant, :class:`EventsClient` the events feed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import function_app
 # FunctionApp.get_functions() may be called only once per app: keep what it returns.
 REGISTERED: dict[str, Any] = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
 SCIM_FUNCTION = REGISTERED["scim_endpoint"]
+EVENTS_FUNCTION = REGISTERED["events_feed"]
 
 
 @dataclass
@@ -100,3 +102,49 @@ class FunctionsClient:
 
     async def delete(self, path: str, **kw: Any) -> Response:
         return await self.request("DELETE", path, **kw)
+
+
+@dataclass
+class EventsClient:
+    """A reader of the events feed (``GET /api/v1/tenants/{tenant}/events``) holding an
+    application key, invoking the registered Functions entry point in-process."""
+
+    key: str | None
+    base: str = "http://127.0.0.1:7071"
+
+    async def page(
+        self,
+        tenant: str,
+        *,
+        after: str | None = None,
+        limit: int | str | None = None,
+        key: str | bool | None = True,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """One request; ``key=True`` sends this client's key, a string another, None/False none."""
+        params = {name: str(value) for name, value in (("after", after), ("limit", limit)) if value is not None}
+        bearer = self.key if key is True else key
+        all_headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        all_headers.update(headers or {})
+        url = f"{self.base}/api/v1/tenants/{tenant}/events" + ("?" + urlencode(params) if params else "")
+        request = func.HttpRequest(
+            method="GET", url=url, headers=all_headers, params=params, route_params={"tenant": tenant}, body=b""
+        )
+        response = await EVENTS_FUNCTION(request)
+        return Response(
+            response.status_code,
+            {k.lower(): v for k, v in response.headers.items()},
+            response.get_body() or b"",
+        )
+
+    async def follow(self, tenant: str, *, after: str | None = None, limit: int | None = None) -> tuple[list, str]:
+        """Every page from ``after`` until an empty one: the events, and the last ``next``."""
+        events: list = []
+        while True:
+            response = await self.page(tenant, after=after, limit=limit)
+            assert response.status == 200, response.body
+            body = response.json
+            events += body["data"]
+            after = body["next"]
+            if not body["data"]:
+                return events, after

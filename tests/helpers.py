@@ -27,16 +27,17 @@ from typing import Any
 
 from azure.data.tables.aio import TableClient
 
-from scim.core.service import ScimService
-from scim.functions.runtime import Runtime
-from scim.provisioning_log import LogWriter
+from scim.functions.runtime import Runtime, build_memory_runtime
 from scim.settings import Settings
 from scim.store import keys
-from scim.store.memory import MemoryStore, MemoryTenantRegistry
 from tests.functions_client import FunctionsClient, Response
 from tests.payloads import payload
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Settings need table storage (scim.settings has no default): runtimes on the memory store name
+# Azurite's, which they never reach.
+MEMORY_SETTINGS = {"SCIM_TABLE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
 
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -81,17 +82,10 @@ async def create_group(client: FunctionsClient, name: str | None = None) -> dict
 # ---- a runtime on the memory store --------------------------------------------------------------
 
 
-class NullLog:
-    """A provisioning log that keeps nothing (parsing tests only: the log is tested on Azurite)."""
-
-    async def record_many(self, tenant: str, entries: Any, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def memory_runtime() -> Runtime:
-    """A Runtime on MemoryStore/MemoryTenantRegistry, with default settings and a null log."""
-    log: Any = NullLog()
-    return Runtime(Settings.from_env({}), ScimService(MemoryStore()), MemoryTenantRegistry(), log, LogWriter(log))
+    """A Runtime on the in-memory doubles (directory, tenants, provisioning log, digest state),
+    with default settings: requests are logged, and digests can run, as on Azurite."""
+    return build_memory_runtime(Settings.from_env(MEMORY_SETTINGS))
 
 
 # ---- the operator CLI ---------------------------------------------------------------------------
@@ -127,6 +121,7 @@ class Directory:
     unique: dict[str, str] = field(default_factory=dict)  # RowKey of a U|/G| row -> its id
     multi: set[str] = field(default_factory=set)  # RowKeys of X| rows
     memberships: dict[tuple[str, str], str] = field(default_factory=dict)  # (group id, member id) -> type
+    events: list[str] = field(default_factory=list)  # RowKeys of e| rows (checked by tests/event_checks.py)
     unknown: list[str] = field(default_factory=list)
     _flags: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
@@ -170,6 +165,8 @@ def read_directory(rows: Iterable[Mapping[str, Any]]) -> Directory:
         elif kind == "m":
             group, member = rest.split("|")
             directory.memberships[(keys.decode_value(group), keys.decode_value(member))] = row.get("type") or "User"
+        elif kind == "e":
+            directory.events.append(rk)
         else:
             directory.unknown.append(rk)
     return directory

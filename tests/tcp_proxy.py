@@ -17,6 +17,10 @@ like a network blip, so no HTTP stream is ever left half-forwarded:
   bytes)`` is true arrives, close the client's connection instead of forwarding it (the
   storage did the work, the answer is lost). ``drops`` limits how many answers are dropped
   (None: all of them).
+- ``cut``: hold each request until it has arrived whole (head and ``Content-Length`` body);
+  one for which ``drop_match(request bytes)`` is true is never forwarded: the client's
+  connection is closed (the request is lost, storage never sees it). ``drops`` limits how many
+  requests are cut (None: all of them); ``dropped`` counts them.
 
 Usage::
 
@@ -38,7 +42,7 @@ from types import TracebackType
 
 __all__ = ["MODES", "TcpProxy"]
 
-MODES = ("pass", "hang", "reset", "refuse", "drop", "busy")
+MODES = ("pass", "hang", "reset", "refuse", "drop", "busy", "cut")
 _HOST = "127.0.0.1"
 _CHUNK = 65536
 _HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"MERGE ", b"HEAD ", b"OPTIONS ")
@@ -51,6 +55,7 @@ class _Pair:
         self.client = client
         self.upstream: asyncio.StreamWriter | None = None
         self.request = bytearray()  # the bytes of the current request (for drop_match)
+        self.held = bytearray()  # cut mode: bytes of the current request not forwarded yet
         self.answering = False
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -227,6 +232,14 @@ class TcpProxy:
                     pair.answering = False
                 if len(pair.request) < 1 << 20:
                     pair.request += chunk
+                if self.mode == "cut":
+                    pair.held += chunk
+                    if not _whole(pair.request):
+                        continue
+                    chunk, pair.held = bytes(pair.held), bytearray()
+                    if (self.drops is None or self.dropped < self.drops) and self.drop_match(bytes(pair.request)):
+                        self.dropped += 1
+                        break
                 upstream.write(chunk)
                 await upstream.drain()
         except (OSError, asyncio.CancelledError):
@@ -258,3 +271,16 @@ class TcpProxy:
     def _end(self, pair: _Pair) -> None:
         pair.close()
         self._pairs.discard(pair)
+
+
+def _whole(request: bytes | bytearray) -> bool:
+    """Whether ``request`` holds a whole HTTP request: its head and its ``Content-Length`` body."""
+    head_end = request.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    length = 0
+    for line in bytes(request[:head_end]).split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip() or 0)
+    return len(request) >= head_end + 4 + length

@@ -111,6 +111,7 @@ def test_make_run_prints_entra_fields_and_serves_them(azurite, table_prefix):
     stderr = proc.stderr.read()  # type: ignore[union-attr]
     assert "http_logging_policy" not in stderr and "Request URL" not in stderr, stderr[:2000]
     assert "Next: paste the Tenant URL and Secret Token into Entra" in stderr
+    assert f"python -m scim.admin events {tenant} --follow" in stderr
 
 
 def test_log_and_notify_run_now_as_an_operator_runs_them(azurite, table_prefix):

@@ -13,7 +13,10 @@
    it is sent, after it committed (answer lost) or rejected by storage, with storage then
    staying down or coming back at once. After each fault the tenant, read raw from the table,
    satisfies every invariant of :func:`violations`; repeating the request as Entra would
-   converges to the intended state, and the invariants still hold. To keep this fast on
+   converges to the intended state, and the invariants still hold. The change events (issue
+   12) are checked with them: after each fault a change and its event are both there or both
+   absent (:func:`~tests.event_checks.event_violations`), and after the retry each resource has
+   exactly the events of the changes that happened, never two for one change. To keep this fast on
    Azurite (about 3 ms per operation of a transaction), the store's transaction capacity is
    lowered from 100 operations (49 members) to :data:`SMALL_TRANSACTION` (4 members): the code
    paths are the same, with 3 transactions each instead of 2 or 3.
@@ -37,17 +40,18 @@ from typing import Any
 import pytest
 
 from devtools.azurite import AzuriteProcess, free_port
+from devtools.local_defaults import azurite_connection_string
 from scim.core.errors import ScimError
 from scim.core.service import ScimRequest, ScimResponse, ScimService
 from scim.functions.http_adapter import error_response
 from scim.functions.runtime import Runtime, build_runtime, use_runtime
-from scim.settings import azurite_connection_string
 from scim.store import azure_client, directory_members, tables
 from scim.store.azure_client import service_client
-from scim.store.base import IndexTerms, StoreUnavailable
+from scim.store.base import IndexTerms, StoredEvent, StoreUnavailable
 from scim.store.operations import _OpFailed
 from scim.store.tables import TableStore
 from scim.tenants import TenantExists
+from tests.event_checks import event_violations, raw_events
 from tests.functions_client import FunctionsClient, Response
 from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, Directory, raw_directory, violations
 from tests.localhost_server import record_summary
@@ -231,13 +235,15 @@ def directory_write(prefix: str) -> Callable[[bytes], bool]:
 async def test_a_lost_storage_answer_is_resent_safely(proxied, azurite, table_prefix):
     """Azurite does the write, its answer is lost: the store sends it again, and recognises
     its own earlier commit (create: its fresh id exists; replace: the stored document is the
-    one it wrote; delete: the resource is gone), so the client gets success, not an error."""
+    one it wrote; delete: the resource is gone), so the client gets success, not an error, and
+    the change's event is there once (it commits in the same transaction, which the resend
+    cannot commit again)."""
     proxy, client, _ = proxied
     body = user_body()
     renamed = f"renamed-{uuid.uuid4().hex[:8]}@contoso.com"
     group = await created(client.post("/Groups", {"schemas": [GROUP_URN], "displayName": f"g-{uuid.uuid4().hex[:8]}"}))
-    steps: list[tuple[str, Callable[[str], Awaitable[Response]], int]] = [
-        ("POST /Users", lambda _: client.post("/Users", body), 201),
+    steps: list[tuple[str, Callable[[str], Awaitable[Response]], int, list[str]]] = [
+        ("POST /Users", lambda _: client.post("/Users", body), 201, ["user.created"]),
         (
             "PATCH userName (transaction)",
             lambda u: client.patch(
@@ -245,20 +251,30 @@ async def test_a_lost_storage_answer_is_resent_safely(proxied, azurite, table_pr
                 {"schemas": [PATCH_URN], "Operations": [{"op": "Replace", "path": "userName", "value": renamed}]},
             ),
             200,
+            ["user.updated"],
         ),
-        ("PATCH active (entity update)", lambda u: client.patch(f"/Users/{u}", disable_patch()), 200),
-        ("PATCH /Groups add", lambda u: client.patch(f"/Groups/{group['id']}", members_patch("Add", [u])), 204),
-        ("DELETE /Users", lambda u: client.delete(f"/Users/{u}"), 204),
+        (
+            "PATCH active (with its event)",
+            lambda u: client.patch(f"/Users/{u}", disable_patch()),
+            200,
+            ["user.deactivated"],
+        ),
+        ("PATCH /Groups add", lambda u: client.patch(f"/Groups/{group['id']}", members_patch("Add", [u])), 204, []),
+        ("DELETE /Users", lambda u: client.delete(f"/Users/{u}"), 204, ["user.deleted"]),
     ]
-    user_id = ""
-    for name, step, status in steps:
+    user_id, expected = "", []
+    for name, step, status, kinds in steps:
         proxy.set_mode("drop", drops=1, drop_match=directory_write(table_prefix))
         response = await step(user_id)
         assert proxy.dropped == 1, name
         assert response.status == status, (name, response.status, response.body)
         user_id = user_id or response.json["id"]
         proxy.set_mode("pass")
-        assert violations(await raw_directory(azurite, table_prefix, client.tenant)) == [], name
+        directory = await raw_directory(azurite, table_prefix, client.tenant)
+        events = await raw_events(azurite, table_prefix, client.tenant)
+        assert violations(directory) + event_violations(directory, events, client.tenant) == [], name
+        expected += kinds
+        assert [e.event["type"] for e in events if e.event["data"]["object"]["id"] == user_id] == expected, name
     directory = await raw_directory(azurite, table_prefix, client.tenant)
     assert directory.ids("User") == set() and directory.memberships == {}
 
@@ -516,6 +532,25 @@ class WritePath:
     expect: Callable[[Directory, dict[str, Any]], list[str]]
     users: int = USERS
     modes: list[tuple[str, bool]] = field(default_factory=lambda: MODES)
+    events: list[str] = field(default_factory=list)
+    """The types of the events of the resource ``state[subject]`` names, in order, after the retry."""
+    subject: str = "group"
+
+
+def _types(events: list[StoredEvent], resource_id: str) -> list[str]:
+    return [e.event["type"] for e in events if e.event["data"]["object"]["id"] == resource_id]
+
+
+def _events_are(path: WritePath, events: list[StoredEvent], state: dict[str, Any]) -> list[str]:
+    if not path.events:
+        return []
+    subject = str(state.get(path.subject))
+    if path.subject == "body":  # a created user: found by its userName
+        name = state["body"]["userName"]
+        named = {e.event["data"]["object"]["id"] for e in events if e.event["data"]["object"].get("userName") == name}
+        subject = named.pop() if len(named) == 1 else f"{len(named)} users named {name}"
+    types = _types(events, subject)
+    return [] if types == path.events else [f"events of {path.subject} {subject}: {types}, expected {path.events}"]
 
 
 def _members_are(directory: Directory, group: str | None, wanted: Iterable[str]) -> list[str]:
@@ -714,16 +749,62 @@ async def _g3_prepare(t: Tenant) -> dict[str, Any]:
     return {"user": user}
 
 
+_CREATED, _DELETED = ["group.created"], ["group.created", "group.deleted"]
 PATHS = [
-    WritePath("POST /Groups, 9 members", _a_prepare, _a_request, _a_retry, _a_expect, modes=COMPENSATED_MODES),
-    WritePath("PATCH /Groups add 9", _b_prepare, _b_request, _b_retry, _b_expect),
-    WritePath("PATCH /Groups remove 9", _c_prepare, _c_request, _c_retry, _c_expect),
-    WritePath("DELETE /Groups, 9 members", _c_prepare, _d_request, _d_retry, _d_expect),
-    WritePath("DELETE /Users, in 9 groups", _e_prepare, _e_request, _e_retry, _e_expect, users=MEMBERS),
-    WritePath("PUT /Groups, 3 out 3 in", _f_prepare, _f_request, _f_retry, _f_expect),
-    WritePath("POST /Users", _g1_prepare, _g1_request, _g1_retry, _g1_expect, users=0),
-    WritePath("PATCH /Users userName", _g2_prepare, _g2_request, _g2_retry, _g2_expect, users=0),
-    WritePath("DELETE /Users, in 2 groups", _g3_prepare, _e_request, _e_retry, _e_expect, users=2),
+    WritePath(
+        "POST /Groups, 9 members", _a_prepare, _a_request, _a_retry, _a_expect, modes=COMPENSATED_MODES, events=_CREATED
+    ),
+    WritePath("PATCH /Groups add 9", _b_prepare, _b_request, _b_retry, _b_expect, events=_CREATED),
+    WritePath("PATCH /Groups remove 9", _c_prepare, _c_request, _c_retry, _c_expect, events=_CREATED),
+    WritePath("DELETE /Groups, 9 members", _c_prepare, _d_request, _d_retry, _d_expect, events=_DELETED),
+    WritePath(
+        "DELETE /Users, in 9 groups",
+        _e_prepare,
+        _e_request,
+        _e_retry,
+        _e_expect,
+        users=MEMBERS,
+        events=["user.created", "user.deleted"],
+        subject="user",
+    ),
+    WritePath(
+        "PUT /Groups, 3 out 3 in",
+        _f_prepare,
+        _f_request,
+        _f_retry,
+        _f_expect,
+        events=["group.created", "group.updated"],
+    ),
+    WritePath(
+        "POST /Users",
+        _g1_prepare,
+        _g1_request,
+        _g1_retry,
+        _g1_expect,
+        users=0,
+        events=["user.created", "user.deactivated"],
+        subject="body",
+    ),
+    WritePath(
+        "PATCH /Users userName",
+        _g2_prepare,
+        _g2_request,
+        _g2_retry,
+        _g2_expect,
+        users=0,
+        events=["user.created", "user.updated"],
+        subject="user",
+    ),
+    WritePath(
+        "DELETE /Users, in 2 groups",
+        _g3_prepare,
+        _e_request,
+        _e_retry,
+        _e_expect,
+        users=2,
+        events=["user.created", "user.deleted"],
+        subject="user",
+    ),
 ]
 
 
@@ -760,12 +841,17 @@ async def _run_path(path: WritePath, service: Any, prefix: str, connection_strin
                 assert faulty.fired, "the fault was not reached"
                 assert_503(response)
                 faulty.storage_back()
-                after_fault = violations(await raw_directory(connection_string, prefix, tenant.name))
+                directory = await raw_directory(connection_string, prefix, tenant.name)
+                events = await raw_events(connection_string, prefix, tenant.name)
+                after_fault = violations(directory) + event_violations(directory, events, tenant.name)
                 assert after_fault == [], f"after the fault: {after_fault[:5]}"
                 await path.retry(tenant, state)
                 directory = await raw_directory(connection_string, prefix, tenant.name)
-                assert violations(directory) == [], f"after the retry: {violations(directory)[:5]}"
+                events = await raw_events(connection_string, prefix, tenant.name)
+                problems = violations(directory) + event_violations(directory, events, tenant.name)
+                assert problems == [], f"after the retry: {problems[:5]}"
                 assert path.expect(directory, state) == [], f"after the retry: {path.expect(directory, state)}"
+                assert _events_are(path, events, state) == [], f"after the retry: {_events_are(path, events, state)}"
                 outcomes["ok"] += 1
             except AssertionError as exc:
                 failures.append(f"{label}: {exc}")

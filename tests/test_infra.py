@@ -105,6 +105,8 @@ CONTRACT = {
     "SMTP_USERNAME",
     "SMTP_PASSWORD",
     "LOG_RETENTION_DAYS",
+    "EVENTS_SETTLE_SECONDS",
+    "EVENTS_RETENTION_DAYS",
 }
 # Read by the code, set locally (local.settings.sample.json), never in Azure.
 LOCAL_ONLY = {
@@ -511,6 +513,15 @@ def test_the_settings_carry_identity_based_values() -> None:
     main = bicep("main.bicep")["parameters"]
     assert main["notifySchedule"]["default"] == "0 */10 * * * *"
     assert main["logRetentionDays"]["default"] == 30
+    assert main["eventsRetentionDays"]["default"] == 30
+    assert main["eventsSettleSeconds"]["default"] == 15  # scim.store.event_timing.EVENTS_SETTLE_SECONDS
+    # Lowering the settle delay in Azure would let a feed consumer miss events (docs/events.md).
+    assert {"type": "min_value", "argument": 15} in main["eventsSettleSeconds"]["decorators"]
+    for name, param in (
+        ("EVENTS_SETTLE_SECONDS", "eventsSettleSeconds"),
+        ("EVENTS_RETENTION_DAYS", "eventsRetentionDays"),
+    ):
+        assert settings[name] == {"function": {"type": "string", "parameters": {"value_to_convert": param}}}, name
     assert main["tablePrefix"]["default"] == "scim"
 
 

@@ -19,11 +19,16 @@ CORE = sorted(p.stem for p in (ROOT / "scim" / "core").glob("*.py") if p.stem !=
 ADAPTERS = {"scim.functions", "function_app"}
 DEV_TOOLS = {"devtools"}
 STORE_IMPLEMENTATIONS = {
+    "scim.store.app_keys_memory",
+    "scim.store.app_keys_tables",
     "scim.store.azure_client",
     "scim.store.azure_errors",
+    "scim.store.directory_commits",
+    "scim.store.directory_events",
     "scim.store.directory_members",
     "scim.store.directory_reads",
     "scim.store.entities",
+    "scim.store.event_policy",
     "scim.store.memory",
     "scim.store.operations",
     "scim.store.roundtrips",
@@ -80,6 +85,25 @@ def test_the_stores_import_no_adapter_core_service_or_dev_tool(path: Path) -> No
     assert _crossing(module, forbidden) == []
 
 
+LOG_AND_STATE_IMPLEMENTATIONS = {"scim.provisioning_log.tables", "scim.notify.state_tables"}
+"""The provisioning log and the digest state on Azure Tables (built by the runtime only)."""
+ON_CONTRACTS_ONLY = [
+    *sorted(p for p in (ROOT / "scim" / "provisioning_log").glob("*.py") if p.stem != "tables"),
+    *(ROOT / "scim" / "notify" / f"{name}.py" for name in ("state", "state_memory", "notifier", "digest")),
+]
+"""The log's and the digest state's contracts, keys and memory doubles, the log writer and the
+digest run: they reach storage only through the contracts."""
+
+
+@pytest.mark.parametrize("path", ON_CONTRACTS_ONLY, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_log_and_digest_contracts_import_no_azure_implementation(path: Path) -> None:
+    """Importing them loads no Azure SDK (``scim.functions.http_adapter`` imports the log at cold
+    start) and the memory runtime needs none; the Azure Table implementations are imported by
+    the runtime that builds them (:func:`scim.functions.runtime.build_runtime`)."""
+    forbidden = {"azure", *(STORE_IMPLEMENTATIONS - {"scim.store.memory"}), *LOG_AND_STATE_IMPLEMENTATIONS}
+    assert _crossing(_module(path), forbidden) == []
+
+
 def _module(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts)
 
@@ -93,7 +117,13 @@ def test_nothing_but_the_entry_point_imports_an_adapter(path: Path) -> None:
     """Adapters are leaves: the CLI, the notifier and the stores use services, never the Functions
     triggers (the CLI builds its objects with the runtime, which holds no trigger)."""
     module = _module(path)
-    forbidden = {"scim.functions.http_adapter", "scim.functions.timer_adapter", "function_app", "devtools"}
+    forbidden = {
+        "scim.functions.http_adapter",
+        "scim.functions.events_adapter",
+        "scim.functions.timer_adapter",
+        "function_app",
+        "devtools",
+    }
     if not module.startswith("scim.admin"):
         forbidden.add("scim.functions.runtime")
     assert _crossing(module, forbidden) == []
@@ -103,3 +133,27 @@ def test_the_deployed_package_leaves_the_dev_tools_out() -> None:
     """.funcignore keeps devtools/ (Azurite runner, local host, make run, SMTP sink) out of Azure."""
     ignored = (ROOT / ".funcignore").read_text().split()
     assert "devtools/" in ignored
+
+
+@pytest.mark.parametrize(
+    "path",
+    [ROOT / "function_app.py", *sorted((ROOT / "scim").rglob("*.py"))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_the_deployed_code_imports_no_dev_tool(path: Path) -> None:
+    """Nothing deployed imports devtools/ (absent from the package in Azure)."""
+    assert _crossing(_module(path), DEV_TOOLS) == []
+
+
+def test_the_deployed_code_holds_no_azurite_key() -> None:
+    """Azurite's account key (public, but an account key all the same) and the local defaults live
+    in devtools/local_defaults.py; nothing under scim/ or the entry point carries the key."""
+    from devtools.local_defaults import AZURITE_KEY
+
+    files = [ROOT / "function_app.py", *(p for p in (ROOT / "scim").rglob("*") if p.is_file())]
+    holding = [
+        str(p.relative_to(ROOT))
+        for p in files
+        if "__pycache__" not in p.parts and AZURITE_KEY.encode() in p.read_bytes()
+    ]
+    assert holding == []

@@ -193,13 +193,18 @@ def test_app_can_be_indexed_twice():
     assert len(http_routes(app, "")) == len(http_routes(app, "")) == len(app.get_functions())
 
 
-def test_the_projects_app_is_served_as_its_one_route_and_not_its_timer():
+def test_the_projects_app_is_served_as_its_routes_and_not_its_timer():
     from function_app import app as project_app
 
     routes = http_routes(project_app, read_route_prefix(PROJECT_ROOT))
     assert [(r.function_name, r.template, r.methods, r.trigger_arg) for r in routes] == [
-        ("scim_endpoint", "scim/{tenant}/{*path}", frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"}), "req")
+        ("events_feed", "api/v1/tenants/{tenant}/events", frozenset({"GET"}), "req"),
+        ("scim_endpoint", "scim/{tenant}/{*path}", frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"}), "req"),
     ]
+    host = LocalFunctionsHost(project_app, root=PROJECT_ROOT)
+    assert host.match("GET", "/api/v1/tenants/contoso/events") == (host.routes[0], {"tenant": "contoso"})
+    assert host.match("POST", "/api/v1/tenants/contoso/events") is None
+    assert host.match("GET", "/scim/contoso/Users")[0].function_name == "scim_endpoint"
 
 
 UNSUPPORTED_TEMPLATES = [

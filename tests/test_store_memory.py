@@ -1,4 +1,4 @@
-"""The store contract (``tests/store_contract.py``) on :class:`~scim.store.memory.MemoryStore`,
+"""The store contract (``tests/store_contract.py``, ``tests/event_contract.py``) on :class:`~scim.store.memory.MemoryStore`,
 and the tenant registry contract on :class:`~scim.store.memory.MemoryTenantRegistry`."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import secrets
 import pytest
 
 from scim.store.memory import MemoryStore, MemoryTenantRegistry
+from tests.event_contract import EventContract
 from tests.store_contract import DirectoryStoreContract, TenantRegistryContract
 
 
-class TestMemoryStore(DirectoryStoreContract):
+class TestMemoryStore(DirectoryStoreContract, EventContract):
     @pytest.fixture
     def store(self) -> MemoryStore:
         return MemoryStore()

@@ -1,6 +1,7 @@
 """:class:`~scim.store.tables.TableStore` against a real Azurite (the session ``azurite`` fixture).
 
-- the store contract (``tests/store_contract.py``) and the tenant registry contract;
+- the store contract (``tests/store_contract.py``, ``tests/event_contract.py``) and the tenant
+  registry contract;
 - the storage round trips of each operation (``docs/table-layout.md``, "Operations and their
   storage round trips"), counted with :class:`~scim.store.roundtrips.RoundTripCounter`;
 - what only the Table layout has: document chunks, size limits, group-flag tombstones, the
@@ -21,7 +22,8 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from scim.settings import Settings, azurite_connection_string
+from devtools.local_defaults import azurite_connection_string
+from scim.settings import Settings
 from scim.store import MAX_GROUPS_PER_RESOURCE, keys
 from scim.store.azure_errors import store_error
 from scim.store.base import (
@@ -40,6 +42,7 @@ from scim.store.operations import _Op, _OpFailed
 from scim.store.roundtrips import RoundTripCounter
 from scim.store.tables import TableStore
 from scim.store.tenant_registry import TableTenantRegistry
+from tests.event_contract import EventContract
 from tests.store_contract import (
     AWKWARD_KEYS,
     DirectoryStoreContract,
@@ -100,7 +103,7 @@ async def counted(azurite: str, store_prefix: str) -> AsyncIterator[tuple[TableS
     await table_store.close()
 
 
-class TestTableStore(DirectoryStoreContract):
+class TestTableStore(DirectoryStoreContract, EventContract):
     # Azurite does not enforce Table Storage's 252-property limit, and the store learns that a
     # member is in too many groups only from the service refusing the flag merge (reading the
     # member first would cost a round trip on every member PATCH): see test_too_many_groups.

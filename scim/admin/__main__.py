@@ -7,6 +7,8 @@
     python -m scim.admin token regenerate NAME [--json]
     python -m scim.admin log NAME [--failures] [--since 2h|2026-11-26T10:00:00Z] [--limit N] [--cursor C] [--json]
     python -m scim.admin notify run-now NAME
+    python -m scim.admin app-key create NAME [--json] | app-key list [--json] | app-key revoke NAME [--yes]
+    python -m scim.admin events TENANT [--after CURSOR] [--limit N] [--follow] [--json]
 
 ``tenant delete`` cannot be undone: on a terminal it asks you to type the tenant name;
 ``--yes`` skips that (scripts); without a terminal and without ``--yes`` it refuses. It revokes
@@ -20,6 +22,9 @@ between, it says so and exits 1 (run it again).
 ``log`` prints control characters of logged values (which come from SCIM requests) as
 ``\\xNN`` / ``\\uNNNN`` escapes, so no logged text can drive the terminal; ``--json`` escapes
 them as JSON does.
+
+``events`` prints a tenant's change events feed (:mod:`scim.admin.events`); with ``--follow`` it
+runs until Ctrl-C, which exits 0.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
+import signal
 import sys
 
 from azure.core.exceptions import AzureError
 
-from scim.admin import core
+from scim.admin import app_keys, core, events
+from scim.admin.terminal import printable
+from scim.app_keys import AppKeyExists, AppKeyNotFound
 from scim.provisioning_log import LogEntry, parse_since
 from scim.settings import Settings
 from scim.store.base import StoreError
@@ -49,7 +56,7 @@ from scim.tenants import (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m scim.admin", description="Manage SCIM tenants, tokens, digests and logs."
+        prog="python -m scim.admin", description="Manage SCIM tenants, tokens, digests, logs and application keys."
     )
     groups = parser.add_subparsers(dest="group", required=True)
     tenant = groups.add_parser("tenant", help="create, update, list or delete tenants").add_subparsers(
@@ -92,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     notify = groups.add_parser("notify", help="failure digests").add_subparsers(dest="action", required=True)
     run_now = notify.add_parser("run-now", help="send the tenant's failure digest now")
     run_now.add_argument("name")
+    app_keys.add_commands(groups)
+    events.add_commands(groups)
     return parser
 
 
@@ -104,21 +113,6 @@ def _tenant_json(settings: Settings, info: TenantInfo) -> dict[str, object]:
         "notify_enabled": info.notify_enabled,
         "state": info.state,
     }
-
-
-# C0 controls, DEL, C1 controls, and the Unicode line/paragraph separators and bidi controls,
-# which can move the cursor, clear the screen, or reorder what the operator reads.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def printable(value: object) -> str:
-    """``value`` as text safe to print on a terminal: control characters as ``\\xNN``/``\\uNNNN``."""
-    return _UNSAFE.sub(_escaped, "" if value is None else str(value))
 
 
 def _log_line(entry: LogEntry) -> str:
@@ -157,6 +151,10 @@ def _confirm_delete(name: str) -> str | None:
 
 async def _run(args: argparse.Namespace) -> int:
     settings = core.load_settings()
+    if args.group == app_keys.GROUP:
+        return await app_keys.run(args, app_keys.open_registry(settings), settings.public_base_url)
+    if args.group == events.GROUP:
+        return await events.run(args, settings)
     if args.group == "tenant" and args.action == "create":
         credentials = await core.create_tenant(settings, args.name, notify=args.notify)
         print(credentials.to_json() if args.json else credentials.lines())
@@ -213,7 +211,17 @@ def main(argv: list[str] | None = None) -> int:
             if refused is not None:
                 print(f"error: {refused}", file=sys.stderr)
                 return 1
+        if args.group == app_keys.GROUP and (refused := app_keys.precheck(args)) is not None:
+            print(f"error: {refused}", file=sys.stderr)
+            return 1
+        if args.group == events.GROUP:
+            validate_tenant_name(args.name)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even from a background job
         return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        if args.group == events.GROUP:
+            return 0  # --follow runs until Ctrl-C
+        raise
     except TenantDeleting as exc:
         print(f"error: {exc}", file=sys.stderr)
     except TokenConflict:
@@ -222,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     except core.DeleteInterrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except (AppKeyExists, AppKeyNotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except TenantExists:
         print(f"error: tenant {args.name!r} already exists", file=sys.stderr)

@@ -1,8 +1,8 @@
 """What the admin CLI does, as async functions (also used by ``make run`` and the tests).
 
 Settings are the app's own (:class:`scim.settings.Settings`): in Azure, the Table endpoint
-with DefaultAzureCredential; locally, ``local.settings.json`` values or, with nothing
-configured, Azurite on 127.0.0.1.
+with DefaultAzureCredential; locally, the ``local.settings.json`` that ``make run`` writes (or a
+copy of ``local.settings.sample.json``). Without table storage it stops with a SettingsError.
 
 Deleting a tenant (:func:`delete_tenant`) is resumable: its token is revoked first (the record
 is marked ``deleting``), then its directory partition, provisioning log and digest state are
@@ -29,7 +29,6 @@ from azure.data.tables import TableTransactionError
 
 from scim.functions.runtime import Runtime, build_runtime
 from scim.notify.notifier import RunResult
-from scim.notify.state import NotifyStateStore
 from scim.provisioning_log import LogPage
 from scim.settings import Settings
 from scim.store import keys
@@ -81,16 +80,24 @@ class Credentials:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """The app's settings: the environment first, then ``local.settings.json`` Values if present."""
+    """The app's settings: the environment first, then ``local.settings.json`` Values if present
+    (``make run`` writes it from ``local.settings.sample.json`` when missing). An empty variable
+    counts as unset, as for the app, so it does not hide the file's value.
+
+    Raises :class:`~scim.settings.SettingsError` (one line for the operator) when a value is not
+    usable, when ``local.settings.json`` cannot be read, or when neither gives table storage.
+    """
+    from scim.settings import SettingsError
+
     merged: dict[str, str] = {}
     local = PROJECT_ROOT / "local.settings.json"
     if local.is_file():
         try:
-            values = json.loads(local.read_text()).get("Values", {})
-            merged.update({k: str(v) for k, v in values.items()})
-        except (OSError, ValueError):
-            pass
-    merged.update(os.environ if env is None else env)
+            values = json.loads(local.read_text(encoding="utf-8-sig")).get("Values") or {}
+            merged.update({k: str(v) for k, v in values.items() if v is not None})
+        except (OSError, ValueError, AttributeError) as exc:
+            raise SettingsError(f"{local} is not readable settings ({exc.__class__.__name__}: {exc})") from None
+    merged.update({k: v for k, v in (os.environ if env is None else env).items() if v != ""})
     return Settings.from_env(merged)
 
 
@@ -124,11 +131,11 @@ async def _has_rows(table: Any, partition: str) -> bool:
 
 
 def _directory_table(runtime: Runtime, settings: Settings) -> Any:
-    return runtime.log.service_client.get_table_client(f"{settings.table_prefix}directory")
+    return runtime.table_service.get_table_client(f"{settings.table_prefix}directory")
 
 
 def _log_table(runtime: Runtime, settings: Settings) -> Any:
-    return runtime.log.service_client.get_table_client(f"{settings.table_prefix}log")
+    return runtime.table_service.get_table_client(f"{settings.table_prefix}log")
 
 
 async def _data_left(runtime: Runtime, settings: Settings, name: str) -> list[str]:
@@ -136,7 +143,7 @@ async def _data_left(runtime: Runtime, settings: Settings, name: str) -> list[st
     directory, log, digest = await asyncio.gather(
         _has_rows(_directory_table(runtime, settings), keys.partition_key(name)),
         _has_rows(_log_table(runtime, settings), name),
-        NotifyStateStore(runtime.log.service_client, settings.table_prefix).exists(name),
+        runtime.states.exists(name),
     )
     return [
         what
@@ -229,7 +236,7 @@ async def notify_now(settings: Settings, name: str) -> RunResult:
     from scim.notify.notifier import notifier_for
 
     runtime = await _with_runtime(settings)
-    notifier = notifier_for(runtime.settings, runtime.tenants, runtime.log, lag=NOTIFY_NOW_LAG)
+    notifier = notifier_for(runtime.settings, runtime.tenants, runtime.log, states=runtime.states, lag=NOTIFY_NOW_LAG)
     try:
         now = datetime.now(UTC)
         result = await notifier.run_tenant(await runtime.tenants.info(name), now)
@@ -344,7 +351,7 @@ async def _purge(runtime: Runtime, settings: Settings, name: str) -> None:
     """The tenant's directory partition, provisioning log and digest state, in that order."""
     await runtime.store.delete_tenant(name)
     await _purge_partition(_log_table(runtime, settings), name)
-    await NotifyStateStore(runtime.log.service_client, settings.table_prefix).forget(name)
+    await runtime.states.forget(name)
 
 
 async def delete_tenant(settings: Settings, name: str) -> bool:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scim.core import discovery, routing
+from scim.core import discovery, events, routing
 from scim.core.errors import NotFound, PreconditionFailed, ServiceUnavailable
 from scim.core.filtering import item_matches
 from scim.core.jsonbody import parse_json
@@ -233,7 +233,9 @@ class ScimService:
         """Create a resource (RFC 7644 §3.3): 201 with ``Location``; 409 ``uniqueness`` on a taken key."""
         rtype = _rtype(target)
         parsed = parse_resource(rtype, request.json())
-        stored, members = await self._create_with_member_types(request.tenant, rtype, parsed.doc, parsed.members or [])
+        stored, members = await self._create_with_member_types(
+            request.tenant, rtype, parsed.doc, parsed.members or [], request.base_url
+        )
         if rtype is GROUP:
             stored = dataclasses.replace(stored, members=tuple(members))
         body = self._projection(request, rtype).apply(self._render(request, rtype, stored))
@@ -244,13 +246,17 @@ class ScimService:
         return ScimResponse(201, body, headers)
 
     async def _create_with_member_types(
-        self, tenant: str, rtype: ResourceType, doc: dict[str, Any], members: list[Member]
+        self, tenant: str, rtype: ResourceType, doc: dict[str, Any], members: list[Member], base_url: str
     ) -> tuple[StoredResource, list[Member]]:
-        """Create, keeping only the members that exist (see :meth:`_add_members`)."""
+        """Create, keeping only the members that exist (see :meth:`_add_members`), with its
+        ``*.created`` event (:mod:`scim.core.events`)."""
         candidates = _dedupe(members)
+        event = events.created(rtype, base_url)
         for _ in range(3):
             try:
-                stored = await self.store.create(tenant, rtype.name, doc, index_terms(rtype, doc), candidates)
+                stored = await self.store.create(
+                    tenant, rtype.name, doc, index_terms(rtype, doc), candidates, event=event
+                )
                 return stored, candidates
             except UnknownMembers as exc:
                 candidates = _without_unknown(candidates, exc.ids)
@@ -259,7 +265,10 @@ class ScimService:
         raise ServiceUnavailable()
 
     async def _replace(self, request: ScimRequest, target: routing.Target) -> ScimResponse:
-        """Replace a resource (RFC 7644 §3.5.1). A group body without ``members`` keeps them."""
+        """Replace a resource (RFC 7644 §3.5.1). A group body without ``members`` keeps them.
+
+        Its event (``*.updated``, ``user.deactivated``/``reactivated``, or none when the document
+        is unchanged) is classified by the store against the document it replaces."""
         rtype, resource_id = _rtype(target), target.resource_id
         parsed = parse_resource(rtype, request.json())
         if_match = self._if_match(request)
@@ -271,7 +280,13 @@ class ScimService:
             version = None
         stored = await store_call(
             self.store.replace(
-                request.tenant, rtype.name, resource_id, parsed.doc, index_terms(rtype, parsed.doc), if_version=version
+                request.tenant,
+                rtype.name,
+                resource_id,
+                parsed.doc,
+                index_terms(rtype, parsed.doc),
+                if_version=version,
+                event=events.replaced(rtype, request.base_url, parsed.doc),
             ),
             rtype,
             resource_id,
@@ -291,7 +306,11 @@ class ScimService:
         return ScimResponse(200, body, self._etag_headers(stored))
 
     async def _patch(self, request: ScimRequest, target: routing.Target) -> ScimResponse:
-        """Modify a resource (RFC 7644 §3.5.2): users answer 200 with the resource, groups 204 (docs/ENTRA.md §4)."""
+        """Modify a resource (RFC 7644 §3.5.2): users answer 200 with the resource, groups 204 (docs/ENTRA.md §4).
+
+        A PATCH whose result equals the current document writes nothing (so an Entra re-send
+        gives no event); one that changes it commits the event :func:`scim.core.events.patched`
+        classifies. Member changes are not events in this slice."""
         rtype, resource_id = _rtype(target), target.resource_id
         operations = parse_patch_request(request.json())
         if_match = self._if_match(request)
@@ -315,6 +334,7 @@ class ScimService:
                         result.doc,
                         index_terms(rtype, result.doc),
                         if_version=current.version,
+                        event=events.patched(rtype, request.base_url, current.doc, result.doc),
                     )
                 except VersionMismatch:
                     if if_match is not None:
@@ -427,8 +447,11 @@ class ScimService:
             current = await store_call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)
             self._check_if_match(if_match, current)
             version = current.version
+        event = events.deleted(rtype, request.base_url)
         await store_call(
-            self.store.delete(request.tenant, rtype.name, resource_id, if_version=version), rtype, resource_id
+            self.store.delete(request.tenant, rtype.name, resource_id, if_version=version, event=event),
+            rtype,
+            resource_id,
         )
         return ScimResponse(204)
 

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from scim.app_keys import AppKeyRegistry
 from scim.core.service import Limits, ScimService
+from scim.notify.state import NotifyStateStore
 from scim.provisioning_log import LogWriter, ProvisioningLog
 from scim.store.base import DirectoryStore
 from scim.tenants import TenantRegistry
@@ -20,18 +22,25 @@ from scim.tenants import TenantRegistry
 if TYPE_CHECKING:
     from scim.settings import Settings  # pydantic-settings: imported on first use (get_runtime), not at cold start
 
-__all__ = ["Runtime", "get_runtime", "reset_runtime", "use_runtime"]
+__all__ = ["Runtime", "build_memory_runtime", "build_runtime", "get_runtime", "reset_runtime", "use_runtime"]
 
 
 @dataclass
 class Runtime:
-    """What handling a request needs: settings, the SCIM service (with its store) and the tenants."""
+    """What handling a request and the digest timer need: settings, the SCIM service (with its
+    store), the tenants, the provisioning log (and its writer), the digest state and the
+    application keys (the events feed's credential)."""
 
     settings: Settings
     service: ScimService
     tenants: TenantRegistry
     log: ProvisioningLog
     log_writer: LogWriter
+    states: NotifyStateStore
+    app_keys: AppKeyRegistry
+    table_service: Any = None
+    """The Table service client the runtime's tables share (None in memory): the admin CLI reads
+    and purges tables' partitions with it."""
 
     @property
     def store(self) -> DirectoryStore:
@@ -41,6 +50,7 @@ class Runtime:
         await self.log_writer.drain()
         await self.service.store.close()
         await self.tenants.close()
+        await self.app_keys.close()
 
 
 _runtime: Runtime | None = None
@@ -48,17 +58,53 @@ _lock: asyncio.Lock | None = None
 
 
 def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None = None) -> Runtime:
-    """A runtime on Azure Table Storage (or Azurite) as the settings say; one client for both tables.
+    """A runtime on Azure Table Storage (or Azurite) as the settings say; one client for every
+    table (directory, tenants, provisioning log, digest state, application keys).
 
     ``per_call_policies`` are azure-core policies that see every storage request (tests count
     round trips with :class:`scim.store.roundtrips.RoundTripCounter`).
     """
+    from scim.notify.state_tables import TableNotifyStateStore
+    from scim.provisioning_log.tables import TableProvisioningLog
+    from scim.store.app_keys_tables import TableAppKeyRegistry
     from scim.store.tables import TableStore
 
     store = TableStore.from_settings(settings, per_call_policies=per_call_policies)
-    log = ProvisioningLog(store.service_client, settings.table_prefix)
+    log = TableProvisioningLog(store.service_client, settings.table_prefix)
+    states = TableNotifyStateStore(store.service_client, settings.table_prefix)
+    app_keys = TableAppKeyRegistry(store.service_client, settings.table_prefix)
     service = ScimService(store, Limits(max_body_bytes=settings.max_body_bytes))
-    return Runtime(settings, service, store.tenant_registry(), log, LogWriter(log))
+    return Runtime(
+        settings,
+        service,
+        store.tenant_registry(),
+        log,
+        LogWriter(log),
+        states,
+        app_keys,
+        table_service=store.service_client,
+    )
+
+
+def build_memory_runtime(settings: Settings) -> Runtime:
+    """A runtime on the in-memory doubles of every store (directory, tenants, provisioning log,
+    digest state, application keys): tests and experiments; nothing outlives the process."""
+    from scim.notify.state_memory import MemoryNotifyStateStore
+    from scim.provisioning_log.memory import MemoryProvisioningLog
+    from scim.store.app_keys_memory import MemoryAppKeyRegistry
+    from scim.store.memory import MemoryStore, MemoryTenantRegistry
+
+    log = MemoryProvisioningLog()
+    service = ScimService(MemoryStore(), Limits(max_body_bytes=settings.max_body_bytes))
+    return Runtime(
+        settings,
+        service,
+        MemoryTenantRegistry(),
+        log,
+        LogWriter(log),
+        MemoryNotifyStateStore(),
+        MemoryAppKeyRegistry(),
+    )
 
 
 async def get_runtime() -> Runtime:

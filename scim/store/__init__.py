@@ -11,9 +11,15 @@
   - :mod:`scim.store.operations`: the operations of entity-group transactions;
   - :mod:`scim.store.directory_reads`: point reads and the index plans of lookups and scans;
   - :mod:`scim.store.directory_members`: member PATCHes;
+  - :mod:`scim.store.event_policy`: the pipeline policy that bounds when an event may commit;
+  - :mod:`scim.store.directory_commits`: transactions sent, resent, stamped (events);
+  - :mod:`scim.store.directory_events`: events read back and purged;
   - :mod:`scim.store.tenant_registry`: :class:`TableTenantRegistry`;
+  - :mod:`scim.store.app_keys_tables`: :class:`TableAppKeyRegistry` (application keys;
+    the memory double is :mod:`scim.store.app_keys_memory`);
   - :mod:`scim.store.tables`: :class:`TableStore`, the directory.
 - :mod:`scim.store.keys`: the RowKey encoding of ``docs/table-layout.md``.
+- :mod:`scim.store.event_timing`: event stamps and the bounds that keep the feed from skipping one.
 - :mod:`scim.store.roundtrips`: a pipeline policy counting storage round trips (tests, benchmarks).
 
 This module also holds the few helpers both implementations share, so they stamp ids,

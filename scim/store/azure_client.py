@@ -201,8 +201,8 @@ def service_client(
     """The process's Table service client, from :class:`~scim.settings.Settings`.
 
     ``SCIM_TABLE_ENDPOINT`` wins, with ``DefaultAzureCredential`` (managed identity in Azure);
-    otherwise the connection string (Azurite by default). Returns the client and the
-    credential it owns (to close), if any.
+    otherwise the connection string (Settings requires one of the two). Returns the client and
+    the credential it owns (to close), if any.
 
     Timeouts and retries are bounded (:data:`CLIENT_OPTIONS`, overridable by ``kwargs``), so a
     storage that refuses or hangs fails a call in seconds, not in azure-core's default minutes.
@@ -214,6 +214,8 @@ def service_client(
 
         credential = DefaultAzureCredential()
         return TableServiceClient(settings.table_endpoint, credential=credential, **kwargs), credential
+    if settings.table_connection_string is None:  # Settings refuses this; a model_construct() one may not
+        raise ValueError("no table storage: neither SCIM_TABLE_ENDPOINT nor SCIM_TABLE_CONNECTION_STRING is set")
     connection_string = settings.table_connection_string.get_secret_value()
     return TableServiceClient.from_connection_string(connection_string, **kwargs), None
 

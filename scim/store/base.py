@@ -38,12 +38,21 @@ Rules of the contract
    ``members`` never name a deleted resource.
 9. **Errors are these classes only.** Storage-level failures that are not the
    client's fault (timeouts, throttling) raise :class:`StoreUnavailable`.
+10. **Events commit with their change** (issue 12, ``docs/events.md``). ``create``, ``replace``
+    and ``delete`` take an optional :class:`EventIntent`; the store writes the event it
+    describes in the same atomic write as the change (the same entity-group transaction on
+    Tables): a write that fails leaves neither, and a write sent again after a lost answer
+    never leaves two. The store stamps the event with the commit time (microseconds since the
+    epoch), never earlier than 1 ms after the resource's previous change it knows of, so the
+    events of one resource sort in the order of its commits. :meth:`DirectoryStore.read_events`
+    reads them back in that order (by ``position``), :meth:`DirectoryStore.purge_events` drops
+    old ones, and ``delete_tenant`` removes them with the rest.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -53,13 +62,16 @@ ResourceKind = Literal["User", "Group"]
 __all__ = [
     "DirectoryStore",
     "EntityTooLarge",
+    "EventIntent",
     "IndexTerms",
     "Member",
     "Page",
+    "ResourceExists",
     "ResourceKind",
     "ResourceNotFound",
     "StoreError",
     "StoreUnavailable",
+    "StoredEvent",
     "StoredResource",
     "TooManyGroups",
     "UniquenessViolation",
@@ -113,6 +125,41 @@ class StoredResource:
 
 
 @dataclass(frozen=True)
+class EventIntent:
+    """The event a write commits with its change (rule 10; the event's schema is
+    :mod:`scim.core.events`, issue 12).
+
+    ``type``: the event type (``user.updated``), or a function of the resource's document
+    before the write that returns it, or None for "no event" (a PUT: only the store reads the
+    previous document, and a PUT that changes nothing gives no event).
+    ``render``: ``data.object`` of the event, from the resource as it is after the commit (for
+    a delete: its last state), with ``created``/``last_modified`` as committed and ``version``
+    ``""`` (the version is the storage's ETag, unknown before the commit); ``members`` is None.
+    The store calls it while building the write, again whenever it builds the write anew (a
+    fresh commit time), and before changing anything: if it raises, nothing is written.
+    ``undo``: the event of the delete a store makes when it has to undo this create (a group
+    created with more members than one transaction holds, whose later members failed).
+    """
+
+    type: str | Callable[[Mapping[str, Any]], str | None]
+    render: Callable[[StoredResource], dict[str, Any]]
+    undo: EventIntent | None = None
+
+    def resolve(self, before: Callable[[], Mapping[str, Any]]) -> str | None:
+        """The event type, given (lazily) the resource's document before the write."""
+        return self.type if isinstance(self.type, str) else self.type(before())
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One committed event as the store reads it back: ``position`` is ``{stamp:016d}|{id}``
+    (``stamp``: the commit time in microseconds since the epoch), the order of the feed."""
+
+    position: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of a scan, in a stable order; ``cursor`` is ``None`` on the last page."""
 
@@ -126,6 +173,11 @@ class StoreError(Exception):
 
 class ResourceNotFound(StoreError):
     """No resource of that type and id in the tenant."""
+
+
+class ResourceExists(StoreError):
+    """An insert found its row there already (a 409 other than a unique key's, which is
+    :class:`UniquenessViolation`): a digest lease row another run created first."""
 
 
 class UniquenessViolation(StoreError):
@@ -163,8 +215,11 @@ class DirectoryStore(abc.ABC):
         doc: dict[str, Any],
         index: IndexTerms,
         members: Sequence[Member] = (),
+        *,
+        event: EventIntent | None = None,
     ) -> StoredResource:
-        """Store a new resource with a fresh id (RFC 7644 §3.3). Raises UniquenessViolation, UnknownMembers."""
+        """Store a new resource with a fresh id (RFC 7644 §3.3), and ``event`` with it (rule 10).
+        Raises UniquenessViolation, UnknownMembers."""
 
     @abc.abstractmethod
     async def get(self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False) -> StoredResource:
@@ -180,15 +235,26 @@ class DirectoryStore(abc.ABC):
         index: IndexTerms,
         *,
         if_version: str | None = None,
+        event: EventIntent | None = None,
     ) -> StoredResource:
-        """Replace a resource's attributes, keeping its id, created time and memberships.
+        """Replace a resource's attributes, keeping its id, created time and memberships, and
+        commit ``event`` with it (rule 10).
 
         Raises ResourceNotFound, VersionMismatch, UniquenessViolation.
         """
 
     @abc.abstractmethod
-    async def delete(self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None) -> None:
-        """Delete a resource and every membership that names it (RFC 7644 §3.6)."""
+    async def delete(
+        self,
+        tenant: str,
+        resource_type: ResourceKind,
+        id: str,
+        *,
+        if_version: str | None = None,
+        event: EventIntent | None = None,
+    ) -> None:
+        """Delete a resource and every membership that names it (RFC 7644 §3.6), committing
+        ``event`` (rendered from the resource's last state) with the deletion (rule 10)."""
 
     @abc.abstractmethod
     async def lookup(self, tenant: str, resource_type: ResourceKind, attribute: str, key: str) -> list[StoredResource]:
@@ -265,8 +331,19 @@ class DirectoryStore(abc.ABC):
         """Remove members from a group; absent ones are ignored. Raises ResourceNotFound (group)."""
 
     @abc.abstractmethod
+    async def read_events(self, tenant: str, *, after: str | None, before: int, limit: int) -> list[StoredEvent]:
+        """The tenant's committed events in feed order (ascending ``position``): those after
+        ``after`` (all when None), stamped before ``before`` (microseconds since the epoch), at
+        most ``limit`` (fewer does not mean there are no more). One storage query."""
+
+    @abc.abstractmethod
+    async def purge_events(self, tenant: str, *, older_than: int) -> int:
+        """Delete the tenant's events stamped before ``older_than`` (microseconds since the
+        epoch); returns how many were deleted."""
+
+    @abc.abstractmethod
     async def delete_tenant(self, tenant: str) -> None:
-        """Remove everything stored for a tenant."""
+        """Remove everything stored for a tenant, its events included."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.data.tables import UpdateMode
 
-from scim.store import MAX_GROUPS_PER_RESOURCE, dedupe_members, keys, utc_now
+from scim.store import MAX_GROUPS_PER_RESOURCE, dedupe_members, keys
 from scim.store.azure_client import _TIMEOUT, _budgeted, _io
 from scim.store.base import (
     EntityTooLarge,
@@ -57,6 +57,8 @@ class _DirectoryMembers(_DirectoryReads):
 
         async def _submit(self, ops: Sequence[_Op]) -> Sequence[Mapping[str, Any]]: ...
 
+        def _now(self) -> str: ...
+
     @_budgeted
     async def add_members(self, tenant: str, group_id: str, members: Sequence[Member]) -> None:
         """RFC 7644 §3.5.2.1: ⌈k/49⌉ transactions, whatever the size of the group (rule 7)."""
@@ -91,7 +93,7 @@ class _DirectoryMembers(_DirectoryReads):
     async def _add_batch(self, pk: str, group_id: str, flag: str, batch: Sequence[Member]) -> None:
         """One transaction: merge on the group + per member an upsert and a flag merge."""
         for _ in range(MAX_ATTEMPTS):
-            now = utc_now()
+            now = self._now()
             target = _merge(_row(pk, keys.resource_key("Group", group_id), lastModified=now), "target", group_id)
             try:
                 await self._submit([target, *(op for m in batch for op in _link_ops(pk, group_id, flag, m, now))])
@@ -149,7 +151,7 @@ class _DirectoryMembers(_DirectoryReads):
         """
         checked = len(batch) <= 2
         while batch:
-            now = utc_now()
+            now = self._now()
             target = _merge(_row(pk, keys.resource_key("Group", group_id), lastModified=now), "target", group_id)
             try:
                 await self._submit([target, *(op for m in batch for op in _unlink_ops(pk, group_id, flag, m, now))])

@@ -6,7 +6,9 @@ inside a tenant's partition"): its JSON document in ``doc0..docN`` string proper
 ``m_{groupIdHex}`` bool per group it is in (``true`` member, ``false`` tombstone). An entity must
 fit the Table service's limits (learn.microsoft.com: "Understanding the Table service data
 model": 1 MiB, 252 properties) with room for 200 group flags; its ETag gives the resource's
-SCIM version (RFC 7644 §3.14). Every function here is pure.
+SCIM version (RFC 7644 §3.14). ``eventStamp`` is the stamp of its last event (``docs/events.md``),
+the floor of the next one's. An event is the ``e|{stamp}|{id}`` entity: its JSON in
+``doc0..docN`` like a document. Every function here is pure.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from scim.core.events import slim
 from scim.store import MAX_GROUPS_PER_RESOURCE, keys
 from scim.store.base import EntityTooLarge, IndexTerms, Member, ResourceKind, StoredResource
+from scim.store.event_timing import floor_after
 
 # Azure Table Storage limits (learn.microsoft.com: "Understanding the Table service data model").
 MAX_ENTITY_BYTES = 1024 * 1024
@@ -119,11 +123,15 @@ def _resource_entity(
     created: str,
     last_modified: str,
     flags: Mapping[str, bool],
+    event_stamp: str | None = None,
 ) -> dict[str, Any]:
-    """The ``u|{id}``/``g|{id}`` entity: document chunks, times, index terms and group flags."""
+    """The ``u|{id}``/``g|{id}`` entity: document chunks, times, index terms, the stamp of its
+    last event (a string: an Int64 costs the SDK's slow serializer) and group flags."""
     entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": keys.resource_key(resource_type, id)}
     entity.update(_doc_properties(doc))
     entity.update(created=created, lastModified=last_modified, idx=_terms_json(index))
+    if event_stamp is not None:
+        entity["eventStamp"] = event_stamp
     entity.update(flags)
     _check_fits(entity)
     return entity
@@ -145,6 +153,22 @@ def _stored(
         groups=_groups(entity),
         members=members,
     )
+
+
+def _event_floor(entity: Mapping[str, Any]) -> int:
+    """The earliest stamp of the resource's next event (:func:`scim.store.event_timing.floor_after`)."""
+    stamp = entity.get("eventStamp")
+    return floor_after(entity.get("lastModified"), int(stamp) if isinstance(stamp, str) and stamp.isdigit() else None)
+
+
+def _event_entity(pk: str, stamp: int, event: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``e|{stamp:016d}|{id}`` entity of an event: its JSON in ``doc0..docN``; an event too
+    large for one entity is committed slimmed (:func:`scim.core.events.slim`)."""
+    entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": keys.event_key(stamp, event["id"])}
+    entity.update(_doc_properties(event))
+    if len(entity) > MAX_PROPERTIES or _entity_bytes(entity) > MAX_ENTITY_BYTES:
+        entity = {"PartitionKey": pk, "RowKey": entity["RowKey"], **_doc_properties(slim(event))}
+    return entity
 
 
 def _etag(entity: Any) -> str:

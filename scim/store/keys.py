@@ -27,6 +27,10 @@ __all__ = [
     "MAX_ENCODED",
     "decode_value",
     "encode_value",
+    "event_bound",
+    "event_key",
+    "event_position",
+    "event_stamp",
     "flag_group_id",
     "group_flag",
     "id_from_key",
@@ -143,6 +147,34 @@ def multi_prefix(resource_type: ResourceKind, attribute: str, key: str) -> str:
 def multi_key(resource_type: ResourceKind, attribute: str, key: str, id: str) -> str:
     """``X|U|{attr}|{key}|{id}``: one non-unique index row."""
     return multi_prefix(resource_type, attribute, key) + encode_value(id)
+
+
+EVENT_PREFIX = "e" + SEPARATOR
+"""``e|``: the prefix of every event row (``docs/events.md``)."""
+
+
+def event_key(stamp: int, event_id: str) -> str:
+    """``e|{stamp:016d}|{event id}``: one event row; ``stamp`` is the commit time in microseconds
+    since the epoch, fixed-width so that RowKey order is commit order (then id order)."""
+    return EVENT_PREFIX + f"{stamp:016d}" + SEPARATOR + encode_value(event_id)
+
+
+def event_position(row_key: str) -> str:
+    """The feed position of an event row: its RowKey without ``e|`` (``{stamp:016d}|{id}``)."""
+    if not row_key.startswith(EVENT_PREFIX):
+        raise ValueError(f"{row_key!r} is not an event row")
+    return row_key[len(EVENT_PREFIX) :]
+
+
+def event_stamp(row_key: str) -> int:
+    """The stamp of an event row (microseconds since the epoch)."""
+    return int(event_position(row_key)[:16])
+
+
+def event_bound(stamp: int) -> str:
+    """``e|{stamp:016d}``: every event row stamped before ``stamp`` sorts below it, every other
+    event row above it (a position continues with ``|``). Stamps are clamped to 16 digits."""
+    return EVENT_PREFIX + f"{min(max(stamp, 0), 10**16 - 1):016d}"
 
 
 def encode_prefix(value: str) -> str:

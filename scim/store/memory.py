@@ -7,31 +7,43 @@ effect (RFC 7644 §3.5.2 PATCH of ``members``, as Entra sends it one member at a
 call that raises has changed nothing. The one exception is
 :meth:`MemoryTenantRegistry.set_token`, which yields between reading and writing, as a Table
 write does, so that concurrent token changes conflict as they do on Tables.
+
+Events (rule 10) are kept per tenant as JSON text by position (``{stamp:016d}|{id}``), stamped by
+the same :class:`~scim.store.event_timing.EventClock` rules as the Table store's, and written
+by the same synchronous step as their change, after everything that may raise (the event's
+``render`` included).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
+import dataclasses
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scim.store import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, new_id, utc_now
+from scim.core.events import event_document, new_event_id
+from scim.store import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, keys, new_id, utc_now
 from scim.store.base import (
     DirectoryStore,
+    EventIntent,
     IndexTerms,
     Member,
     Page,
     ResourceKind,
     ResourceNotFound,
+    StoredEvent,
     StoredResource,
     TooManyGroups,
     UniquenessViolation,
     UnknownMembers,
     VersionMismatch,
 )
+from scim.store.event_timing import EventClock, floor_after, stamp_time
 from scim.tenants import (
     ACTIVE,
     DELETING,
@@ -66,6 +78,7 @@ class _Record:
     version: str
     groups: set[str] = field(default_factory=set)
     members: dict[str, Member] = field(default_factory=dict)
+    event_stamp: int = 0  # the stamp of its last event
 
     def snapshot(self, with_members: bool = False) -> StoredResource:
         """A deep copy as a :class:`StoredResource` (rule 2: copies out)."""
@@ -89,6 +102,8 @@ class _Tenant:
     records: dict[_Key, _Record] = field(default_factory=dict)
     unique: dict[_IndexKey, str] = field(default_factory=dict)
     multi: dict[_IndexKey, set[str]] = field(default_factory=dict)
+    positions: list[str] = field(default_factory=list)  # of its events, sorted (feed order)
+    events: dict[str, str] = field(default_factory=dict)  # position -> event JSON
 
 
 def _frozen_terms(index: IndexTerms) -> IndexTerms:
@@ -102,6 +117,7 @@ class MemoryStore(DirectoryStore):
     def __init__(self) -> None:
         self._tenants: dict[str, _Tenant] = {}
         self._counter = itertools.count(1)
+        self._clock = EventClock()
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -111,16 +127,37 @@ class MemoryStore(DirectoryStore):
     def _next_version(self) -> str:
         return f'W/"{next(self._counter)}"'
 
+    def _now(self) -> str:
+        """The time of a change: from the store's clock, so that a resource's ``lastModified``
+        never goes back within the process, whatever its events' stamps were."""
+        return stamp_time(self._clock.stamp())
+
     def _touch(self, record: _Record, now: str | None = None) -> None:
         """Rule 3: every change gives the resource a new version (and lastModified, RFC 7643 §3.1)."""
         record.version = self._next_version()
-        record.last_modified = now or utc_now()
+        record.last_modified = now or self._now()
 
     def _record(self, tenant: str, resource_type: ResourceKind, id: str) -> _Record:
         record = self._tenant(tenant).records.get((resource_type, id))
         if record is None:
             raise ResourceNotFound(f"{resource_type} {id}")
         return record
+
+    def _event(
+        self, tenant: str, event: EventIntent, kind: str, stamp: int, subject: StoredResource
+    ) -> tuple[str, str]:
+        """(position, JSON) of an event; computed before the write changes anything."""
+        event_id = new_event_id()
+        document = event_document(
+            id=event_id, type=kind, tenant=tenant, time=stamp_time(stamp), obj=event.render(subject)
+        )
+        return keys.event_position(keys.event_key(stamp, event_id)), json.dumps(document)
+
+    @staticmethod
+    def _append(t: _Tenant, event: tuple[str, str] | None) -> None:
+        if event is not None:
+            bisect.insort(t.positions, event[0])
+            t.events[event[0]] = event[1]
 
     @staticmethod
     def _check_version(record: _Record, if_version: str | None) -> None:
@@ -196,8 +233,10 @@ class MemoryStore(DirectoryStore):
         doc: dict[str, Any],
         index: IndexTerms,
         members: Sequence[Member] = (),
+        *,
+        event: EventIntent | None = None,
     ) -> StoredResource:
-        """Store a new resource (RFC 7644 §3.3); uniqueness first, then members (rule 4, 7)."""
+        """Store a new resource (RFC 7644 §3.3); uniqueness first, then members (rule 4, 7); the event with it."""
         check_members_allowed(resource_type, members)
         t = self._tenant(tenant)
         index = _frozen_terms(index)
@@ -205,11 +244,18 @@ class MemoryStore(DirectoryStore):
         wanted = dedupe_members(members)
         id = new_id()
         records = self._check_members(t, id, wanted)
-        now = utc_now()
+        stamp = self._clock.stamp()
+        now = stamp_time(stamp)
         record = _Record(resource_type, id, copy.deepcopy(doc), index, now, now, self._next_version())
+        kind = event.resolve(dict) if event is not None else None  # a create has no previous document
+        committed = None
+        if event is not None and kind is not None:
+            committed = self._event(tenant, event, kind, stamp, dataclasses.replace(record.snapshot(), version=""))
+            record.event_stamp = stamp
         t.records[(resource_type, id)] = record
         self._add_index(t, record)
         self._link(record, wanted, records, now)
+        self._append(t, committed)
         return record.snapshot(with_members=resource_type == "Group")
 
     async def get(self, tenant: str, resource_type: ResourceKind, id: str, *, members: bool = False) -> StoredResource:
@@ -225,26 +271,52 @@ class MemoryStore(DirectoryStore):
         index: IndexTerms,
         *,
         if_version: str | None = None,
+        event: EventIntent | None = None,
     ) -> StoredResource:
-        """Replace attributes (RFC 7644 §3.5.1), keeping id, created and memberships."""
+        """Replace attributes (RFC 7644 §3.5.1), keeping id, created and memberships; the event with it."""
         t = self._tenant(tenant)
         record = self._record(tenant, resource_type, id)
         self._check_version(record, if_version)
         index = _frozen_terms(index)
         self._check_unique(t, resource_type, index, id)
+        stamp = self._clock.stamp(floor_after(record.last_modified, record.event_stamp))
+        kind = event.resolve(lambda: record.doc) if event is not None else None
+        committed = None
+        if event is not None and kind is not None:
+            after = dataclasses.replace(
+                record.snapshot(), doc=copy.deepcopy(doc), last_modified=stamp_time(stamp), version=""
+            )
+            committed = self._event(tenant, event, kind, stamp, after)
+            record.event_stamp = stamp
         self._drop_index(t, record)
         record.doc = copy.deepcopy(doc)
         record.index = index
         self._add_index(t, record)
-        self._touch(record)
+        self._touch(record, stamp_time(stamp))
+        self._append(t, committed)
         return record.snapshot()
 
-    async def delete(self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None) -> None:
-        """Delete a resource and every membership naming it (RFC 7644 §3.6, rule 8)."""
+    async def delete(
+        self,
+        tenant: str,
+        resource_type: ResourceKind,
+        id: str,
+        *,
+        if_version: str | None = None,
+        event: EventIntent | None = None,
+    ) -> None:
+        """Delete a resource and every membership naming it (RFC 7644 §3.6, rule 8); the event
+        (rendered from its last state) with it."""
         t = self._tenant(tenant)
         record = self._record(tenant, resource_type, id)
         self._check_version(record, if_version)
-        now = utc_now()
+        kind = event.resolve(lambda: record.doc) if event is not None else None
+        committed = None
+        if event is not None and kind is not None:
+            stamp = self._clock.stamp(floor_after(record.last_modified, record.event_stamp))
+            committed = self._event(tenant, event, kind, stamp, dataclasses.replace(record.snapshot(), version=""))
+        self._append(t, committed)
+        now = self._now()
         for group_id in record.groups:
             group = t.records[("Group", group_id)]
             del group.members[id]
@@ -325,7 +397,7 @@ class MemoryStore(DirectoryStore):
         group = self._record(tenant, "Group", group_id)
         wanted = dedupe_members(members)
         records = self._check_members(t, group_id, wanted)
-        now = utc_now()
+        now = self._now()
         if self._link(group, wanted, records, now):
             self._touch(group, now)
 
@@ -333,7 +405,7 @@ class MemoryStore(DirectoryStore):
         """Remove members (RFC 7644 §3.5.2.2 ``remove`` on ``members``); absent ids are ignored."""
         t = self._tenant(tenant)
         group = self._record(tenant, "Group", group_id)
-        now = utc_now()
+        now = self._now()
         changed = False
         for member_id in dict.fromkeys(member_ids):
             member = group.members.pop(member_id, None)
@@ -346,8 +418,30 @@ class MemoryStore(DirectoryStore):
         if changed:
             self._touch(group, now)
 
+    async def read_events(self, tenant: str, *, after: str | None, before: int, limit: int) -> list[StoredEvent]:
+        """Events after ``after``, stamped before ``before``, at most ``limit``, in feed order."""
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        t = self._tenants.get(tenant)
+        if t is None:
+            return []
+        start = 0 if after is None else bisect.bisect_right(t.positions, after)
+        end = bisect.bisect_left(t.positions, keys.event_position(keys.event_bound(before)))
+        return [StoredEvent(p, json.loads(t.events[p])) for p in t.positions[start:end][:limit]]
+
+    async def purge_events(self, tenant: str, *, older_than: int) -> int:
+        """Delete the events stamped before ``older_than``; how many there were."""
+        t = self._tenants.get(tenant)
+        if t is None:
+            return 0
+        end = bisect.bisect_left(t.positions, keys.event_position(keys.event_bound(older_than)))
+        for position in t.positions[:end]:
+            del t.events[position]
+        del t.positions[:end]
+        return end
+
     async def delete_tenant(self, tenant: str) -> None:
-        """Forget everything of the tenant."""
+        """Forget everything of the tenant, its events included."""
         self._tenants.pop(tenant, None)
 
 

@@ -37,7 +37,8 @@ class _Op:
     ``role``: ``resource`` (insert of the resource), ``guard`` (ETag-guarded write of the
     resource), ``target`` (merge on the group of a member PATCH), ``unique`` / ``index``
     (index rows), ``membership`` (an ``m|`` row), ``member`` (the flag merge on a member),
-    ``parent`` (merge on a group the deleted resource was in). ``subject``: the attribute of a
+    ``parent`` (merge on a group the deleted resource was in), ``event`` (insert of an event
+    row, ``docs/events.md``). ``subject``: the attribute of a
     unique row, the member id of a membership/member op, the group id of a parent op.
     """
 

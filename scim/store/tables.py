@@ -12,7 +12,14 @@ multi-entity change is one entity-group transaction, so it happens entirely or n
 - member PATCH (RFC 7644 §3.5.2, how Entra adds and removes group members one at a time):
   ⌈k/49⌉ transactions that never read the member list: a merge on the group (existence
   check, new version), then per member an upsert/delete of the membership row and a merge of
-  the ``m_{group}`` flag onto the member entity, which fails if the member does not exist.
+  the ``m_{group}`` flag onto the member entity, which fails if the member does not exist;
+- events (issue 12, ``docs/events.md``): a create, replace or delete given an
+  :class:`~scim.store.base.EventIntent` inserts the event's ``e|{stamp}|{id}`` row in its
+  (final) transaction, so the change and its event commit together or not at all. Every such
+  transaction keeps one of its 100 operations free for it. The stamp is the commit time
+  (:class:`~scim.store.event_timing.EventClock`), and the transaction is sent only within
+  :data:`~scim.store.event_timing.MAX_SEND_DELAY` of it, with the service's server timeout
+  (:mod:`scim.store.event_policy`), else built again with a fresh stamp (:meth:`TableStore._commit`).
 
 Azure errors become store errors in one place, :func:`scim.store.azure_errors.store_error`.
 The parts live beside it: the client and time budget (:mod:`scim.store.azure_client`), the
@@ -39,30 +46,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import functools
-import random
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
+from scim.core.events import new_event_id
 from scim.core.schema import RESOURCE_TYPES
-from scim.store import check_members_allowed, dedupe_members, keys, new_id, utc_now
+from scim.store import check_members_allowed, dedupe_members, keys, new_id
 from scim.store.azure_client import (
     _FILTER_PARTITION,
     _TIMEOUT,
-    SUBMIT_ATTEMPTS,
     _budgeted,
     _io,
-    _remaining,
     service_client,
 )
-from scim.store.azure_errors import store_error
 from scim.store.base import (
     DirectoryStore,
+    EventIntent,
     IndexTerms,
     Member,
     ResourceKind,
@@ -73,11 +79,14 @@ from scim.store.base import (
     UnknownMembers,
     VersionMismatch,
 )
+from scim.store.directory_commits import _Build, _DirectoryCommits
+from scim.store.directory_events import _DirectoryEvents
 from scim.store.directory_members import MEMBERS_PER_TRANSACTION, _DirectoryMembers
 from scim.store.directory_reads import MAX_PAGE, _first_rows
 from scim.store.entities import (
     _doc_from,
     _etag,
+    _event_floor,
     _groups,
     _live_flags,
     _resource_entity,
@@ -86,6 +95,8 @@ from scim.store.entities import (
     _terms_json,
     _version,
 )
+from scim.store.event_policy import directory_table_client
+from scim.store.event_timing import EventClock, stamp_time
 from scim.store.operations import (
     _NO_TERMS,
     MAX_ATTEMPTS,
@@ -103,7 +114,6 @@ from scim.store.operations import (
     _unlink_ops,
 )
 from scim.store.tenant_registry import TableTenantRegistry
-from scim.store.transactions import submit_transaction
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -124,9 +134,11 @@ FINAL_INDEX_OPS = 60
 """Index rows a delete removes in its final transaction; a resource with more (the core bounds
 indexed values, but older rows may exceed it) sheds the rest first (:meth:`TableStore._shed`)."""
 RECENT_ENTITIES = 1024  # entities remembered per process for read-modify-write (about 1-4 KiB each)
+EVENT_OPS = 1
+"""Operations every resource write keeps free for its event row (``e|{stamp}|{id}``)."""
 
 
-class TableStore(_DirectoryMembers, DirectoryStore):
+class TableStore(_DirectoryMembers, _DirectoryEvents, _DirectoryCommits, DirectoryStore):
     """Users, groups and memberships in the ``{prefix}directory`` table (``docs/table-layout.md``).
 
     Versions are derived from the entities' ETags, which every write, including a membership
@@ -146,6 +158,8 @@ class TableStore(_DirectoryMembers, DirectoryStore):
         unique_attributes: Mapping[str, frozenset[str]] = DEFAULT_UNIQUE_ATTRIBUTES,
     ) -> None:
         super().__init__(service, f"{prefix}directory", owns_client=owns_client, credential=credential)
+        self._table = directory_table_client(service, f"{prefix}directory")
+        self._clock = EventClock()
         self._recent: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._prefix = prefix
         self._unique = unique_attributes
@@ -180,47 +194,6 @@ class TableStore(_DirectoryMembers, DirectoryStore):
 
     # ---- writes ----
 
-    async def _submit(self, ops: Sequence[_Op]) -> Sequence[Mapping[str, Any]]:
-        """One entity-group transaction; a failed one raises :class:`_OpFailed` naming the operation.
-
-        A transaction whose request or response was lost (connection refused or reset, read
-        timeout: azure-core does not retry a POST for those) is sent again, at most
-        :data:`SUBMIT_ATTEMPTS` times with back-off, inside the operation's budget. Sending one
-        twice is safe: every transaction of this store either is idempotent (membership upserts,
-        flag merges) or fails on its first operation if the earlier attempt committed, and the
-        caller recognises that (``_OpFailed.retried``): the insert of a fresh resource id (409,
-        see :meth:`create`), an ETag-guarded write of the resource (412/404: read again).
-        """
-        retried = False
-        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
-            try:
-                return await _io(lambda: self._send(ops))
-            except _OpFailed as failed:
-                failed.retried = retried
-                raise
-            except StoreUnavailable as exc:
-                delay = 0.2 * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
-                lost = isinstance(exc.__cause__, (ServiceRequestError, ServiceResponseError))
-                if not lost or attempt == SUBMIT_ATTEMPTS or _remaining() <= delay:
-                    raise
-                retried = True
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
-    async def _send(self, ops: Sequence[_Op]) -> Sequence[Mapping[str, Any]]:
-        if len(ops) == 1 and ops[0].kind == "update":
-            # One update (a PATCH that moves no index row: Entra's disable): the same atomic,
-            # guarded write without a $batch envelope, whose multipart encoding costs the most CPU.
-            try:
-                return [dict(await self._table.update_entity(ops[0].entity, **ops[0].options, **_TIMEOUT))]
-            except HttpResponseError as exc:
-                raise _OpFailed(ops[0], store_error(exc, ops[0]), exc.status_code) from exc
-        try:
-            return await submit_transaction(self._table, [op.as_tuple() for op in ops], **_TIMEOUT)
-        except TableTransactionError as exc:
-            op = ops[exc.index] if 0 <= exc.index < len(ops) else None
-            raise _OpFailed(op, store_error(exc, op), exc.status_code) from exc
-
     def _check_terms(self, resource_type: ResourceKind, index: IndexTerms) -> None:
         """Unique terms must be of the attributes :meth:`lookup` reads from the unique index."""
         extra = set(index.unique) - self._unique.get(resource_type, frozenset())
@@ -235,59 +208,85 @@ class TableStore(_DirectoryMembers, DirectoryStore):
         doc: dict[str, Any],
         index: IndexTerms,
         members: Sequence[Member] = (),
+        *,
+        event: EventIntent | None = None,
     ) -> StoredResource:
-        """RFC 7644 §3.3: one transaction with the resource, its index rows and the members that fit.
+        """RFC 7644 §3.3: one transaction with the resource, its index rows, the members that fit
+        and the event.
 
         A taken unique key fails the transaction (UniquenessViolation); so does an unknown member
         (UnknownMembers, listing every unknown id). Members beyond the transaction's 100
         operations are added with :meth:`add_members`; if that fails the new group is deleted
-        again, so the create still happens entirely or not at all (when storage fails so that
-        the delete fails too, the group stays, complete with its index rows and consistent
-        memberships of the members added so far: the client's retry gets 409 and, like after a
-        lost response, finds it by ``displayName`` and PATCHes its members).
+        again (with ``event.undo``), so the create still happens entirely or not at all (when
+        storage fails so that the delete fails too, the group stays, complete with its index
+        rows, its event and consistent memberships of the members added so far: the client's
+        retry gets 409 and, like after a lost response, finds it by ``displayName`` and PATCHes
+        its members).
 
         The transaction's first operation inserts a fresh id: if it fails with 409, an earlier
-        attempt of this same transaction (sent again after a lost response, by :meth:`_submit`
-        or azure-core) committed, and the create succeeded.
+        attempt of this same create (sent again after a lost response, by :meth:`_submit`,
+        azure-core or :meth:`_commit`) committed, and the create succeeded.
         """
         check_members_allowed(resource_type, members)
         self._check_terms(resource_type, index)
         await self._ready()
         pk = keys.partition_key(tenant)
         wanted = dedupe_members(members)
-        id, now = new_id(), utc_now()
-        entity = _resource_entity(pk, resource_type, id, doc, index, now, now, {})
-        ops = [_Op("create", entity, role="resource"), *_index_ops(pk, resource_type, id, index)]
-        room = max(0, (MAX_TRANSACTION_OPS - len(ops)) // 2)
+        id, event_id = new_id(), new_event_id()
+        index_ops = _index_ops(pk, resource_type, id, index)
+        room = max(0, (MAX_TRANSACTION_OPS - EVENT_OPS - 1 - len(index_ops)) // 2)
         flag = keys.group_flag(id) or ""
-        ops += [op for m in wanted[:room] for op in _link_ops(pk, id, flag, m, now)]
+        kind = event.resolve(dict) if event is not None else None  # a create has no previous document
+        stamps: set[str] = set()
+
+        def build(stamp: int) -> list[_Op]:
+            now = stamp_time(stamp)
+            stamps.add(now)
+            entity = _resource_entity(
+                pk, resource_type, id, doc, index, now, now, {}, f"{stamp:016d}" if kind else None
+            )
+            ops = [_Op("create", entity, role="resource"), *index_ops]
+            ops += [op for m in wanted[:room] for op in _link_ops(pk, id, flag, m, now)]
+            if event is not None and kind is not None:
+                after = StoredResource(resource_type, id, copy.deepcopy(doc), now, now, "")
+                ops.append(self._event_op(tenant, pk, event, kind, event_id, stamp, after))
+            return ops
+
+        entity: Mapping[str, Any]
         try:
-            version = (await self._submit(ops))[0]["etag"]
+            ops, results = await self._commit(build)
+            entity, version = ops[0].entity, results[0]["etag"]
         except _OpFailed as failed:
             if isinstance(failed.error, UnknownMembers):
                 raise await self._unknown(pk, wanted, failed.op) from None
-            if not (failed.op is ops[0] and failed.status == 409):
+            if not (failed.op is not None and failed.op.role == "resource" and failed.status == 409):
                 raise failed.error from None
-            version = await self._created_before(pk, entity, failed.error)
+            entity = await self._created_before(pk, failed.op.entity, stamps, failed.error)
+            version = _etag(entity)
         if wanted[room:]:
-            version = await self._add_rest(tenant, pk, id, wanted[room:])
+            version = await self._add_rest(tenant, pk, id, wanted[room:], event.undo if event else None)
         group_members = tuple(sorted(wanted, key=lambda m: m.value)) if resource_type == "Group" else None
         return _stored(resource_type, entity, version, group_members)
 
-    async def _created_before(self, pk: str, entity: Mapping[str, Any], error: StoreError) -> str:
-        """The version of ``entity`` if an earlier attempt of its create committed it, else ``error``."""
+    async def _created_before(
+        self, pk: str, entity: Mapping[str, Any], stamps: set[str], error: StoreError
+    ) -> Mapping[str, Any]:
+        """The stored ``entity`` if an earlier attempt of its create (stamped with one of
+        ``stamps``) committed it, else ``error``."""
         stored = await self._read_or_none(pk, entity["RowKey"])
-        if stored is None or stored.get("created") != entity["created"] or _doc_from(stored) != _doc_from(entity):
+        if stored is None or stored.get("created") not in stamps or _doc_from(stored) != _doc_from(entity):
             raise error
-        return _etag(stored)
+        return stored  # type: ignore[no-any-return]
 
-    async def _add_rest(self, tenant: str, pk: str, group_id: str, rest: Sequence[Member]) -> str:
+    async def _add_rest(
+        self, tenant: str, pk: str, group_id: str, rest: Sequence[Member], undo: EventIntent | None
+    ) -> str:
         """Add the members that did not fit the create transaction; undo the create on failure."""
         try:
             await self.add_members(tenant, group_id, rest)
         except Exception:
             with contextlib.suppress(StoreError):
-                await self.delete(tenant, "Group", group_id)
+                await self.delete(tenant, "Group", group_id, event=undo)
             raise
         return _etag(await self._read(pk, keys.resource_key("Group", group_id), ["RowKey"]))
 
@@ -319,8 +318,10 @@ class TableStore(_DirectoryMembers, DirectoryStore):
         index: IndexTerms,
         *,
         if_version: str | None = None,
+        event: EventIntent | None = None,
     ) -> StoredResource:
-        """RFC 7644 §3.5.1: point read + one ETag-guarded transaction (entity REPLACE, index rows moved).
+        """RFC 7644 §3.5.1: point read + one ETag-guarded transaction (entity REPLACE, index rows
+        moved, the event inserted).
 
         The REPLACE drops tombstoned group flags. Without ``if_version``, a concurrent change
         (typically a membership merge) makes it read and try again.
@@ -340,7 +341,7 @@ class TableStore(_DirectoryMembers, DirectoryStore):
                 raise VersionMismatch(id)
             old_terms = _terms_from(current)
             index_ops = _index_ops(pk, resource_type, id, index, old_terms)
-            if len(index_ops) >= MAX_TRANSACTION_OPS and old_terms.multi - index.multi:
+            if len(index_ops) > MAX_TRANSACTION_OPS - EVENT_OPS - 1 and old_terms.multi - index.multi:
                 # More index rows change than one transaction holds: shed old rows first (guarded), then retry.
                 try:
                     etag, _ = await self._shed(pk, resource_type, id, etag, old_terms, index)
@@ -351,28 +352,80 @@ class TableStore(_DirectoryMembers, DirectoryStore):
                 if if_version is not None:
                     if_version = _version(etag)  # our own change
                 continue
-            entity = _resource_entity(
-                pk, resource_type, id, doc, index, current["created"], utc_now(), _live_flags(current)
-            )
-            guard = _Op("update", entity, {"mode": UpdateMode.REPLACE, **_guarded(etag)}, "guard")
+            # A fresh event id per attempt over a new read: the previous attempt may have committed
+            # (then failed to recognise it: another change came between), and this is another change.
+            build = self._replacement(tenant, pk, resource_type, id, doc, index, current, index_ops, event)
             try:
-                results = await self._submit([guard, *index_ops])
+                ops, results = await self._commit(build, _event_floor(current))
             except _OpFailed as failed:
-                if not (isinstance(failed.error, VersionMismatch) and failed.op is guard):
+                if not (
+                    isinstance(failed.error, VersionMismatch) and failed.op is not None and failed.op.role == "guard"
+                ):
                     raise failed.error from None
-                if failed.retried:  # resent after a lost answer: did the first one commit?
+                if failed.retried:  # sent again after a lost answer: did an earlier attempt commit?
                     now = await self._read(pk, rk)
                     if _doc_from(now) == doc and _terms_from(now) == index:
                         return _stored(resource_type, now, _etag(now))
                 if if_version is not None:
                     raise failed.error from None
                 continue
-            return _stored(resource_type, entity, results[0]["etag"])
+            return _stored(resource_type, ops[0].entity, results[0]["etag"])
         raise StoreUnavailable(f"{resource_type} {id} kept changing; try again")
 
+    def _replacement(
+        self,
+        tenant: str,
+        pk: str,
+        resource_type: ResourceKind,
+        id: str,
+        doc: dict[str, Any],
+        index: IndexTerms,
+        current: Any,
+        index_ops: list[_Op],
+        event: EventIntent | None,
+    ) -> _Build:
+        """The builder of a replace's transaction over ``current``: the guarded REPLACE of the
+        entity, the index rows moved and, when ``event`` resolves to a type, the event."""
+        flags = _live_flags(current)
+        kind = event.resolve(lambda: _doc_from(current)) if event is not None else None
+        kept_stamp = current.get("eventStamp")
+        event_id = new_event_id()  # the same for every stamp: only one of them can commit (ETag guard)
+
+        def build(stamp: int) -> list[_Op]:
+            now = stamp_time(stamp)
+            entity = _resource_entity(
+                pk,
+                resource_type,
+                id,
+                doc,
+                index,
+                current["created"],
+                now,
+                flags,
+                f"{stamp:016d}" if kind else kept_stamp,
+            )
+            ops = [_Op("update", entity, {"mode": UpdateMode.REPLACE, **_guarded(_etag(current))}, "guard"), *index_ops]
+            if event is not None and kind is not None:
+                after = StoredResource(
+                    resource_type, id, copy.deepcopy(doc), current["created"], now, "", _groups(entity)
+                )
+                ops.append(self._event_op(tenant, pk, event, kind, event_id, stamp, after))
+            return ops
+
+        return build
+
     @_budgeted
-    async def delete(self, tenant: str, resource_type: ResourceKind, id: str, *, if_version: str | None = None) -> None:
-        """RFC 7644 §3.6 and rule 8: the resource, its index rows and every membership naming it.
+    async def delete(
+        self,
+        tenant: str,
+        resource_type: ResourceKind,
+        id: str,
+        *,
+        if_version: str | None = None,
+        event: EventIntent | None = None,
+    ) -> None:
+        """RFC 7644 §3.6 and rule 8: the resource, its index rows and every membership naming it,
+        and the event (rendered from the resource as read) in the final transaction.
 
         A user in a few groups: point read + one transaction guarded by the user's ETag (which
         every membership merge changes, so a concurrent add makes the delete retry and clean
@@ -388,7 +441,7 @@ class TableStore(_DirectoryMembers, DirectoryStore):
             if expected is not None and expected != _version(_etag(current)):
                 raise VersionMismatch(id)
             try:
-                await self._delete_once(pk, resource_type, id, current)
+                await self._delete_once(tenant, pk, resource_type, id, current, event)
                 return
             except _OpFailed as failed:
                 if failed.committed or failed.retried:
@@ -410,9 +463,17 @@ class TableStore(_DirectoryMembers, DirectoryStore):
                 raise failed.error from None
         raise StoreUnavailable(f"{resource_type} {id} kept changing; try again")
 
-    async def _delete_once(self, pk: str, resource_type: ResourceKind, id: str, current: Any) -> None:
+    async def _delete_once(
+        self,
+        tenant: str,
+        pk: str,
+        resource_type: ResourceKind,
+        id: str,
+        current: Any,
+        event: EventIntent | None,
+    ) -> None:
         rk = keys.resource_key(resource_type, id)
-        now = utc_now()
+        now = self._now()
         units: list[tuple[str | None, list[_Op]]] = [
             (keys.group_flag(group_id), _parent_ops(pk, group_id, id, now)) for group_id in _groups(current)
         ]
@@ -421,20 +482,29 @@ class TableStore(_DirectoryMembers, DirectoryStore):
             units += [(None, _unlink_ops(pk, id, flag, m, now)) for m in await self._members(pk, id)]
         terms = _terms_from(current)
         etag, committed = _etag(current), False
+        kind = event.resolve(lambda: _doc_from(current)) if event is not None else None
+        last_state = dataclasses.replace(_stored(resource_type, current, ""), version="")
+        event_id = new_event_id()
         try:
             while len(_index_ops(pk, resource_type, id, _NO_TERMS, terms)) > FINAL_INDEX_OPS and terms.multi:
                 etag, terms = await self._shed(pk, resource_type, id, etag, terms, _NO_TERMS)
                 committed = True
             index_ops = _index_ops(pk, resource_type, id, _NO_TERMS, terms)
-            fit = max(0, (MAX_TRANSACTION_OPS - 1 - len(index_ops)) // 2)
+            fit = max(0, (MAX_TRANSACTION_OPS - EVENT_OPS - 1 - len(index_ops)) // 2)
             split = max(0, len(units) - fit)
             for batch in _batches(units[:split], MEMBERS_PER_TRANSACTION):
                 own_flags = {flag: False for flag, _ in batch if flag}
                 guard = _merge(_row(pk, rk, lastModified=now, **own_flags), "guard", etag=etag)
                 results = await self._submit([guard, *(op for _, ops in batch for op in ops)])
                 etag, committed = results[0]["etag"], True
-            final = _delete(pk, rk, "guard", etag=etag)
-            await self._submit([final, *index_ops, *(op for _, ops in units[split:] for op in ops)])
+            final = [_delete(pk, rk, "guard", etag=etag), *index_ops, *(op for _, ops in units[split:] for op in ops)]
+
+            def build(stamp: int) -> list[_Op]:
+                if event is None or kind is None:
+                    return final
+                return [*final, self._event_op(tenant, pk, event, kind, event_id, stamp, last_state)]
+
+            await self._commit(build, _event_floor(current))
         except _OpFailed as failed:
             failed.committed = committed
             raise
