@@ -273,10 +273,10 @@ class TableStore(_DirectoryMembers, _DirectoryEvents, _DirectoryCommits, Directo
     ) -> Mapping[str, Any]:
         """The stored ``entity`` if an earlier attempt of its create (stamped with one of
         ``stamps``) committed it, else ``error``."""
-        stored = await self._read_or_none(pk, entity["RowKey"])
+        stored: Mapping[str, Any] | None = await self._read_or_none(pk, entity["RowKey"])
         if stored is None or stored.get("created") not in stamps or _doc_from(stored) != _doc_from(entity):
             raise error
-        return stored  # type: ignore[no-any-return]
+        return stored
 
     async def _add_rest(
         self, tenant: str, pk: str, group_id: str, rest: Sequence[Member], undo: EventIntent | None
