@@ -35,6 +35,8 @@ STORE_IMPLEMENTATIONS = {
     "scim.store.tables",
     "scim.store.tenant_registry",
     "scim.store.transactions",
+    "scim.store.webhooks_memory",
+    "scim.store.webhooks_tables",
 }
 
 

@@ -9,6 +9,8 @@
     python -m scim.admin notify run-now NAME
     python -m scim.admin app-key create NAME [--json] | app-key list [--json] | app-key revoke NAME [--yes]
     python -m scim.admin events TENANT [--after CURSOR] [--limit N] [--follow] [--json]
+    python -m scim.admin webhook add URL [--tenant T ...] [--events TYPE,...] [--json] | webhook list [--json]
+    python -m scim.admin webhook remove ID [--yes] | webhook rotate-secret ID [--json]
 
 ``tenant delete`` cannot be undone: on a terminal it asks you to type the tenant name;
 ``--yes`` skips that (scripts); without a terminal and without ``--yes`` it refuses. It revokes
@@ -37,7 +39,7 @@ import sys
 
 from azure.core.exceptions import AzureError
 
-from scim.admin import app_keys, core, events
+from scim.admin import app_keys, core, events, webhooks
 from scim.admin.terminal import printable
 from scim.app_keys import AppKeyExists, AppKeyNotFound
 from scim.provisioning_log import LogEntry, parse_since
@@ -52,11 +54,13 @@ from scim.tenants import (
     TokenConflict,
     validate_tenant_name,
 )
+from scim.webhooks import WebhookNotFound
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m scim.admin", description="Manage SCIM tenants, tokens, digests, logs and application keys."
+        prog="python -m scim.admin",
+        description="Manage SCIM tenants, tokens, digests, logs, application keys and webhooks.",
     )
     groups = parser.add_subparsers(dest="group", required=True)
     tenant = groups.add_parser("tenant", help="create, update, list or delete tenants").add_subparsers(
@@ -101,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     run_now.add_argument("name")
     app_keys.add_commands(groups)
     events.add_commands(groups)
+    webhooks.add_commands(groups)
     return parser
 
 
@@ -155,6 +160,8 @@ async def _run(args: argparse.Namespace) -> int:
         return await app_keys.run(args, app_keys.open_registry(settings), settings.public_base_url)
     if args.group == events.GROUP:
         return await events.run(args, settings)
+    if args.group == webhooks.GROUP:
+        return await webhooks.run(args, webhooks.open_registry(settings), in_azure=webhooks.azure_policy(settings))
     if args.group == "tenant" and args.action == "create":
         credentials = await core.create_tenant(settings, args.name, notify=args.notify)
         print(credentials.to_json() if args.json else credentials.lines())
@@ -214,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.group == app_keys.GROUP and (refused := app_keys.precheck(args)) is not None:
             print(f"error: {refused}", file=sys.stderr)
             return 1
+        if args.group == webhooks.GROUP and (refused := webhooks.precheck(args)) is not None:
+            print(f"error: {refused}", file=sys.stderr)
+            return 1
         if args.group == events.GROUP:
             validate_tenant_name(args.name)
             signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even from a background job
@@ -231,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except core.DeleteInterrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
-    except (AppKeyExists, AppKeyNotFound) as exc:
+    except (AppKeyExists, AppKeyNotFound, WebhookNotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except TenantExists:
         print(f"error: tenant {args.name!r} already exists", file=sys.stderr)
