@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import dataset as D
+from . import feed_backlog as FB
 from . import multitenant as MT
 from .client import Client, Recorder, percentile, summarize
 from .processes import (
@@ -65,7 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--big-group", type=int, default=5000, help="size of the big group of the probe (0: no probe)")
     p.add_argument("--probe-sizes", help="comma-separated group sizes of the probe (default 100,5000[,--big-group])")
     p.add_argument("--probe-iterations", type=int, default=60)
-    p.add_argument("--seed-concurrency", type=int, default=8, help="concurrency of the probe's seeding")
+    p.add_argument(
+        "--seed-concurrency",
+        type=int,
+        default=8,
+        help="concurrency of the probe's seeding (and transactions in flight when seeding --feed-backlog)",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the read-back check")
     p.add_argument(
         "--seed-direct",
@@ -100,11 +106,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-token", default="", help="bearer token of a --peer URL")
     p.add_argument("--rounds", type=int, default=2, help="side-by-side rounds per server (alternating order)")
     p.add_argument("--no-replay", action="store_true", help="only the probe (and side-by-side) ")
+    p.add_argument(
+        "--feed-backlog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed N change events of one tenant and catch them up through the events feed over HTTP, "
+        "limit=1000 a page (bench/feed_backlog.py); skips the replay and the probe (default 0: off)",
+    )
     p.add_argument("--compare", help="a previous results JSON: print lookup p99 ratios against it")
     p.add_argument("--out", help="results JSON path (default bench/results/<timestamp>.json)")
     args = p.parse_args(argv)
     if args.tenants < 1:
         p.error("--tenants must be 1 or more")
+    if args.feed_backlog < 0:
+        p.error("--feed-backlog must be 0 (off) or more")
     return args
 
 
@@ -218,7 +234,9 @@ async def main_async(args: argparse.Namespace) -> int:
     out_path = Path(args.out) if args.out else RESULTS / f"{stamp}.json"
     results: dict[str, Any] = {"timestamp": stamp, "args": vars(args), "machine": machine()}
     targets: list[dict[str, Any]] = []
-    if args.tenants > 1:
+    if args.feed_backlog:
+        print(f"bench: a feed backlog of {args.feed_backlog} events (no replay), seed {args.seed}", flush=True)
+    elif args.tenants > 1:
         print(
             f"bench: {args.tenants} tenants at once, each {args.users} users, {args.groups} groups, concurrency "
             f"{args.concurrency}; seed {args.seed}",
@@ -263,10 +281,14 @@ async def main_async(args: argparse.Namespace) -> int:
             "managers_set": sum(1 for u in ds.users if u.manager is not None),
         }
         main_replay: Replay | None = None
+        replay = not args.no_replay and not args.feed_backlog
 
-        if not args.no_replay and args.tenants > 1:
+        if args.feed_backlog:
+            results["feed"] = await FB.run(service, azurite, args)
+            print(FB.format_report(results["feed"]), flush=True)
+        if replay and args.tenants > 1:
             await replay_tenants(service, azurite, args, results, out_path)
-        elif not args.no_replay:
+        elif replay:
             url, token = await new_tenant(service, "bench-main")
             # warm-up: tables exist, pools open (not measured)
             warm = Recorder()
@@ -612,7 +634,7 @@ def _self_cpu() -> float:
 def _probe_sizes(args: argparse.Namespace) -> list[int]:
     if args.probe_sizes:
         return sorted({int(s) for s in args.probe_sizes.split(",") if s.strip()})
-    if args.big_group <= 0 or args.tenants > 1:
+    if args.big_group <= 0 or args.tenants > 1 or args.feed_backlog:
         return []
     return sorted({100, 5000, args.big_group} if args.big_group > 5000 else {100, args.big_group})
 
@@ -769,7 +791,7 @@ def evaluate(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str
                 worst = max(r["seconds"] for r in runs)
                 t.append(check(f"GET group of {size} with members < 10 s", worst < 10, f"max {worst} s"))
     hwm = (results.get("service") or {}).get("final_status_kb", {}).get("VmHWM")
-    if hwm:
+    if hwm and not args.feed_backlog:  # a target of the users tiers
         t.append(
             check(
                 "service peak RSS < 300 MB (target at 100k users)",
@@ -779,6 +801,8 @@ def evaluate(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str
         )
     if results.get("tenants"):
         t.extend(MT.targets(results["tenants"]))
+    if args.feed_backlog:
+        t.extend(FB.targets(results.get("feed") or {"error": results.get("error", "not run")}))
     imp = results.get("import", {}).get("function_app_cumulative_ms")
     if imp is not None:
         t.append(check("import function_app < 0.5 s", imp < 500, f"{imp} ms"))

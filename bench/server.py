@@ -16,6 +16,11 @@ only the bench sees:
   ``X-Bench-Storage: <directory>,<tenants>`` (the calls made before the response was
   sent); the provisioning log is written in the background after the response (a tenant's
   entries of 0.25 s in one transaction) and counted in the totals only (``/_bench/stats``).
+  ``X-Bench-Storage-Detail`` adds a finer count of the same calls, ``name=count`` pairs:
+  ``directory_queries`` (GETs of the directory's entity set, a query page each),
+  ``directory_continuations`` (those that follow a continuation token) and ``app_keys``
+  (point reads of the application keys' partition of the tenants table), for the feed's
+  backlog benchmark (:mod:`bench.feed_backlog`).
 - **``GET /_bench/stats``**: totals per table, requests, and this process's ``VmHWM``
   (peak RSS) and ``VmRSS`` from ``/proc/self/status``.
 
@@ -35,9 +40,11 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parent.parent
 _current: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar("bench_storage", default=None)
+APP_KEY_PARTITION = "appkey"  # scim.store.app_keys_tables.APP_KEY_PARTITION (tests/test_bench_feed_backlog.py)
 TOTALS: dict[str, int] = {"directory": 0, "tenants": 0, "log": 0, "other": 0, "requests": 0}
 
 
@@ -79,6 +86,21 @@ def _classify(request: Any, prefix: str) -> str:
     return "other"
 
 
+def _details(request: Any, kind: str) -> list[str]:
+    """The finer kinds of a call (``X-Bench-Storage-Detail``), beside its table's ``kind``."""
+    http = request.http_request
+    path, _, query = http.url.partition("?")
+    resource = unquote(path.rsplit("/", 1)[-1])
+    out = []
+    if kind == "directory" and http.method == "GET" and resource.endswith("()"):
+        out.append("directory_queries")
+        if "NextPartitionKey=" in query or "NextRowKey=" in query:
+            out.append("directory_continuations")
+    if kind == "tenants" and f"PartitionKey='{APP_KEY_PARTITION}'" in resource:
+        out.append("app_keys")
+    return out
+
+
 class AttributingCounter:
     """azure-core policy (``on_request`` only, as :mod:`scim.store.roundtrips` calls it)."""
 
@@ -91,6 +113,8 @@ class AttributingCounter:
         record = _current.get()
         if record is not None:
             record[kind] = record.get(kind, 0) + 1
+            for detail in _details(request, kind):
+                record[detail] = record.get(detail, 0) + 1
 
 
 def _middleware():  # type: ignore[no-untyped-def]
@@ -109,6 +133,7 @@ def _middleware():  # type: ignore[no-untyped-def]
         finally:
             _current.reset(token)
         response.headers["X-Bench-Storage"] = f"{record['directory']},{record['tenants']}"
+        response.headers["X-Bench-Storage-Detail"] = ",".join(f"{k}={v}" for k, v in sorted(record.items()))
         return response
 
     return count_storage
