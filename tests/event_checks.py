@@ -45,7 +45,12 @@ async def raw_events(connection_string: str, prefix: str, tenant: str) -> list[S
     events = []
     for row in sorted(rows, key=lambda r: r["RowKey"]):
         parts = sorted((int(k[3:]), v) for k, v in row.items() if k.startswith("doc") and k[3:].isdigit())
-        events.append(StoredEvent(keys.event_position(row["RowKey"]), json.loads("".join(v for _, v in parts))))
+        value = json.loads("".join(v for _, v in parts))
+        if isinstance(value, list):  # the events of one member PATCH transaction
+            positions = keys.row_event_positions(row["RowKey"], len(value))
+            events += [StoredEvent(p, e) for p, e in zip(positions, value, strict=True)]
+        else:
+            events.append(StoredEvent(keys.event_position(row["RowKey"]), value))
     return events
 
 
@@ -59,13 +64,86 @@ async def all_events(store: DirectoryStore, tenant: str) -> list[StoredEvent]:
     return found
 
 
+def is_membership(event: dict[str, Any]) -> bool:
+    return event.get("type") in MEMBERSHIP_TYPES
+
+
+def subject(event: dict[str, Any]) -> str:
+    """The id of the resource an event is about (a membership event's: its group)."""
+    data = event["data"]
+    return str(data["group"]["id"] if is_membership(event) else data["object"]["id"])
+
+
 def by_resource(events: list[StoredEvent]) -> dict[tuple[str, str], list[StoredEvent]]:
-    """Events per (``User``/``Group``, id), in feed order."""
+    """Events per (``User``/``Group``, id), in feed order (membership events with their group)."""
     grouped: dict[tuple[str, str], list[StoredEvent]] = defaultdict(list)
     for stored in events:
         kind = "User" if stored.event["type"].startswith("user.") else "Group"
-        grouped[(kind, stored.event["data"]["object"]["id"])].append(stored)
+        grouped[(kind, subject(stored.event))].append(stored)
     return grouped
+
+
+def by_membership(events: list[StoredEvent]) -> dict[tuple[str, str], list[str]]:
+    """The types of the membership events per (group id, member id), in feed order."""
+    return {pair: [kind for kind, _ in found] for pair, found in _pairs(events).items()}
+
+
+def _pairs(events: list[StoredEvent]) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    grouped: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    for stored in events:
+        if is_membership(stored.event):
+            data = stored.event["data"]
+            pair = (data["group"]["id"], data["member"]["id"])
+            grouped[pair].append((stored.event["type"], int(stored.position[:16])))
+    return grouped
+
+
+def _in_commit_order(found: list[tuple[str, int]], window: int) -> tuple[list[str] | None, int]:
+    """A pair's events (type, stamp) in feed order, put in an order that alternates from an add
+    by swapping only events stamped less than ``window`` µs apart (transactions of the pair in
+    flight at once: the one stamped later may commit first); None if there is none. Also the
+    number of events moved."""
+    pending, ordered, moved = list(found), [], 0
+    while pending:
+        wanted = (ADDED, REMOVED)[len(ordered) % 2]
+        index = next(
+            (i for i, (kind, stamp) in enumerate(pending) if kind == wanted and stamp - pending[0][1] < window), None
+        )
+        if pending[0][0] == wanted:
+            index = 0
+        if index is None:
+            return None, moved
+        moved += index > 0
+        ordered.append(pending.pop(index)[0])
+    return ordered, moved
+
+
+def membership_violations(directory: Directory, events: list[StoredEvent], window: int = 0) -> list[str]:
+    """Per (group, member) whose memberships all came from member PATCHes: in feed order the
+    events alternate ``member_added``/``member_removed`` from an add (two of them stamped less
+    than ``window`` µs apart may be swapped: see :func:`_in_commit_order`), and the last one
+    agrees with the final membership while the group and the member are alive (a deleted one
+    ends the membership without an event)."""
+    problems: list[str] = []
+    types = {stored.event["data"]["member"]["id"]: stored.event["data"]["member"]["type"] for stored in events
+             if is_membership(stored.event)}  # fmt: skip
+    for (group, member), found in _pairs(events).items():
+        ordered, _ = _in_commit_order(found, window)
+        if ordered is None:
+            problems.append(f"group {group} member {member}: events {found}")
+            continue
+        alive = ("Group", group) in directory.resources and (types[member], member) in directory.resources
+        if alive and ((group, member) in directory.memberships) != (ordered[-1] == ADDED):
+            problems.append(
+                f"group {group} member {member}: last event {ordered[-1]}, member now: "
+                f"{(group, member) in directory.memberships}"
+            )
+    return problems
+
+
+def reordered_memberships(events: list[StoredEvent], window: int) -> int:
+    """How many membership events :func:`membership_violations` had to move (see there)."""
+    return sum(_in_commit_order(found, window)[1] for found in _pairs(events).values())
 
 
 def event_violations(directory: Directory, events: list[StoredEvent], tenant: str | None = None) -> list[str]:
@@ -84,9 +162,12 @@ def event_violations(directory: Directory, events: list[StoredEvent], tenant: st
     ids = Counter(e.event.get("id") for e in events)
     problems += [f"event id {i} appears {n} times" for i, n in ids.items() if n > 1]
     for stored in events:
-        event, event_id = stored.event, stored.position.partition("|")[2]
-        if not EVENT_ID.match(str(event.get("id"))) or event_id != event.get("id"):
+        event, parts = stored.event, stored.position.split("|")
+        in_row = len(parts) == 3 and bool(EVENT_ID.match(parts[1])) and bool(re.fullmatch(r"\d{3}", parts[2]))
+        if not EVENT_ID.match(str(event.get("id"))) or not (in_row or parts[1:] == [event.get("id")]):
             problems.append(f"event at {stored.position}: bad id {event.get('id')!r}")
+        if in_row != is_membership(event):
+            problems.append(f"event at {stored.position}: a {event.get('type')} at this position")
         if tenant is not None and event.get("tenant") != tenant:
             problems.append(f"event {event.get('id')}: tenant {event.get('tenant')!r}")
         if not TIME.match(str(event.get("time"))):
@@ -102,16 +183,20 @@ def event_violations(directory: Directory, events: list[StoredEvent], tenant: st
             problems.append(f"{rtype} {rid}: created is not first: {types}")
         if f"{noun}.deleted" in types and types[-1] != f"{noun}.deleted":
             problems.append(f"{rtype} {rid}: deleted is not last: {types}")
-        times = [e.event["time"] for e in mine]
+        times = [e.event["time"] for e in mine if not is_membership(e.event)]
         if any(a >= b for a, b in itertools.pairwise(times)):
             problems.append(f"{rtype} {rid}: commit times not increasing in feed order: {times}")
+        every = [e.event["time"] for e in mine]  # a transaction's membership events share their time
+        if any(a > b for a, b in itertools.pairwise(every)):
+            problems.append(f"{rtype} {rid}: commit times going back in feed order: {every}")
         live = (rtype, rid) in directory.resources
         if live and types[-1] == f"{noun}.deleted":
             problems.append(f"{rtype} {rid}: deleted, but its row is there")
         if not live and types[-1] != f"{noun}.deleted":
             problems.append(f"{rtype} {rid}: gone, without a deleted event: {types}")
-        if live:
-            doc, obj = directory.doc(rtype, rid), mine[-1].event["data"]["object"]
+        objects = [e.event["data"]["object"] for e in mine if not is_membership(e.event)]
+        if live and objects:
+            doc, obj = directory.doc(rtype, rid), objects[-1]
             differs = [a for a in _IDENTITY if doc.get(a) != obj.get(a)]
             if differs:
                 problems.append(f"{rtype} {rid}: last event {types[-1]} shows other {differs} than the row")
@@ -127,12 +212,15 @@ def _created_by_service(directory: Directory, key: tuple[str, str]) -> bool:
     return "eventStamp" in directory.resources[key]
 
 
+ADDED, REMOVED = "group.member_added", "group.member_removed"
+MEMBERSHIP_TYPES = {ADDED, REMOVED}
 _TYPES = {f"{noun}.{verb}" for noun in ("user", "group") for verb in ("created", "updated", "deleted")} | {
     "user.deactivated",
     "user.reactivated",
+    *MEMBERSHIP_TYPES,
 }
 
 
 def since(events: list[StoredEvent], ids: set[str]) -> list[dict[str, Any]]:
     """The events (documents) about the resources ``ids``, in feed order."""
-    return [e.event for e in events if e.event["data"]["object"]["id"] in ids]
+    return [e.event for e in events if subject(e.event) in ids]

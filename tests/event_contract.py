@@ -8,6 +8,7 @@ which the clock tests replace by one whose wall clock is behind, as another inst
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import uuid
@@ -15,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from scim.core import events
 from scim.store.base import (
     DirectoryStore,
     EventIntent,
     IndexTerms,
     Member,
+    MembershipEventIntent,
     ResourceNotFound,
     StoredEvent,
     StoredResource,
@@ -283,3 +286,137 @@ class EventContract:
         kinds = [e.event["type"] for e in await all_events(store, tenant)]
         assert kinds == ["user.created", *["user.updated"] * 6, "user.deleted"]
         assert await store.lookup(tenant, "User", "emails.value", "c1@contoso.com") == []
+
+
+def _row(stored: StoredEvent) -> str:
+    """The row part of a position (``{stamp}|{row id}``)."""
+    return stored.position.rsplit("|", 1)[0]
+
+
+@pytest.mark.asyncio
+class MembershipEventContract:
+    """Rule 10 for member PATCHes: one event per member that really joined or left, committed
+    with the change, a transaction's events in one row (``docs/events.md``, "Membership events")."""
+
+    async def _setup(self, store: DirectoryStore, tenant: str, n: int) -> tuple[StoredResource, list[StoredResource]]:
+        group = await store.create(tenant, "Group", {"displayName": "Team"}, group_terms("Team"))
+        people = list(
+            await asyncio.gather(
+                *(store.create(tenant, "User", {"userName": f"m{i}@x"}, user_terms(f"m{i}@x")) for i in range(n))
+            )
+        )
+        return group, people
+
+    @staticmethod
+    def _intent(group: StoredResource, people: list[StoredResource]) -> MembershipEventIntent:
+        names: dict[tuple[str, str], str | None] = {(p.resource_type, p.id): p.doc.get("userName") for p in people}
+        names.update({(p.resource_type, p.id): p.doc.get("displayName") for p in people if p.resource_type == "Group"})
+        return events.membership(group.id, "Team", names, group.last_modified)
+
+    async def test_added_members_give_one_event_each_in_one_row(self, store: DirectoryStore, tenant: str) -> None:
+        group, people = await self._setup(store, tenant, 3)
+        before = wall_us()
+        await store.add_members(tenant, group.id, [Member(p.id) for p in people], event=self._intent(group, people))
+        found = await all_events(store, tenant)
+        assert [e.event["type"] for e in found] == ["group.member_added"] * 3
+        assert len({_row(e) for e in found}) == 1, "one transaction, one row"
+        assert [e.position.rsplit("|", 1)[1] for e in found] == ["000", "001", "002"]
+        assert len({e.event["id"] for e in found}) == 3 and all(EVENT_ID.match(e.event["id"]) for e in found)
+        assert {e.event["time"] for e in found} == {stamp_time(_stamp(found[0]))} and _stamp(found[0]) >= before
+        assert [e.event["data"] for e in found] == [
+            {"group": {"id": group.id, "displayName": "Team"}, "member": {"id": p.id, "type": "User", "userName": f"m{i}@x"}}
+            for i, p in enumerate(people)
+        ]  # fmt: skip
+        assert all(e.event["tenant"] == tenant for e in found)
+        assert {m.value for m in (await store.get(tenant, "Group", group.id, members=True)).members or ()} == {
+            p.id for p in people
+        }
+
+    async def test_re_adds_and_removals_of_non_members_change_nothing(self, store: DirectoryStore, tenant: str) -> None:
+        group, people = await self._setup(store, tenant, 4)
+        intent = self._intent(group, people)
+        await store.add_members(tenant, group.id, [Member(p.id, display="first") for p in people[:2]], event=intent)
+        baseline = await all_events(store, tenant)
+        state = await store.get(tenant, "Group", group.id, members=True)
+        users = [await store.get(tenant, "User", p.id) for p in people[:2]]
+        await store.add_members(tenant, group.id, [Member(p.id, display="again") for p in people[:2]], event=intent)
+        await store.remove_members(tenant, group.id, [people[2].id, people[3].id, str(uuid.uuid4())], event=intent)
+        assert await all_events(store, tenant) == baseline
+        after = await store.get(tenant, "Group", group.id, members=True)
+        assert after == state and [m.display for m in after.members or ()] == ["first", "first"]
+        assert [await store.get(tenant, "User", p.id) for p in people[:2]] == users
+
+    async def test_a_mixed_batch_gives_events_for_the_real_changes_only(
+        self, store: DirectoryStore, tenant: str
+    ) -> None:
+        group, people = await self._setup(store, tenant, 6)
+        intent = self._intent(group, people)
+        await store.add_members(tenant, group.id, [Member(p.id) for p in people[:3]], event=intent)
+        await store.add_members(tenant, group.id, [Member(p.id) for p in people], event=intent)  # 3 old, 3 new
+        ids = [people[0].id, people[4].id, str(uuid.uuid4()), "not/an?id"]
+        await store.remove_members(tenant, group.id, ids, event=intent)  # 2 members, 2 not
+        found = await all_events(store, tenant)
+        got = [(e.event["type"].rsplit("_", 1)[1], e.event["data"]["member"]["id"]) for e in found]
+        assert got == [("added", p.id) for p in people] + [("removed", people[0].id), ("removed", people[4].id)]
+        assert len({_row(e) for e in found}) == 3
+        members = (await store.get(tenant, "Group", group.id, members=True)).members or ()
+        assert {m.value for m in members} == {p.id for p in people} - {people[0].id, people[4].id}
+
+    async def test_a_hundred_members_give_a_hundred_events_in_three_transactions(
+        self, store: DirectoryStore, tenant: str
+    ) -> None:
+        group, people = await self._setup(store, tenant, 100)
+        intent = self._intent(group, people)
+        await store.add_members(tenant, group.id, [Member(p.id) for p in people], event=intent)
+        found = await all_events(store, tenant)
+        assert len(found) == 100 and len({e.event["id"] for e in found}) == 100
+        assert sorted(len(list(rows)) for _, rows in itertools.groupby(found, _row)) == [2, 49, 49]
+        assert {e.event["data"]["member"]["id"] for e in found} == {p.id for p in people}
+        await store.remove_members(tenant, group.id, [p.id for p in people], event=intent)
+        removed = (await all_events(store, tenant))[100:]
+        assert [e.event["type"] for e in removed] == ["group.member_removed"] * 100
+        assert len({_row(e) for e in removed}) == 3
+
+    async def test_groups_as_members_are_named_as_groups(self, store: DirectoryStore, tenant: str) -> None:
+        group, people = await self._setup(store, tenant, 1)
+        child = await store.create(tenant, "Group", {"displayName": "Child"}, group_terms("Child"))
+        intent = self._intent(group, [*people, child])
+        await store.add_members(tenant, group.id, [Member(child.id, "Group")], event=intent)
+        other = await store.create(tenant, "Group", {"displayName": "Other"}, group_terms("Other"))
+        with pytest.raises(UnknownMembers):  # a group sent as a user: refused, nothing written
+            await store.add_members(tenant, group.id, [Member(people[0].id), Member(other.id)], event=intent)
+        await store.remove_members(tenant, group.id, [child.id], event=intent)  # tried as a user, then a group
+        found = await all_events(store, tenant)
+        member = {"id": child.id, "type": "Group", "displayName": "Child"}
+        assert [(e.event["type"], e.event["data"]["member"]) for e in found] == [
+            ("group.member_added", member),
+            ("group.member_removed", member),
+        ]
+
+    async def test_paging_resumes_inside_a_row_without_skipping_or_repeating(
+        self, store: DirectoryStore, tenant: str
+    ) -> None:
+        group, people = await self._setup(store, tenant, 60)
+        intent = self._intent(group, people)
+        await _user(store, tenant, "first@example.com")
+        await store.add_members(tenant, group.id, [Member(p.id) for p in people[:5]], event=intent)
+        await _user(store, tenant, "middle@example.com")
+        await store.add_members(tenant, group.id, [Member(p.id) for p in people[5:]], event=intent)  # 49 + 6
+        await _user(store, tenant, "last@example.com")
+        everything = await all_events(store, tenant)
+        assert len(everything) == 63
+        assert [e.position for e in everything] == sorted({e.position for e in everything})
+        for limit in (1, 2, 3, 7, 48, 50):
+            pages, after = [], None
+            while page := await store.read_events(tenant, after=after, before=FAR, limit=limit):
+                assert len(page) <= limit
+                pages += page
+                after = page[-1].position
+            assert pages == everything, limit
+        inside = everything[3]  # the third event of the first member row
+        assert await store.read_events(tenant, after=inside.position, before=FAR, limit=2) == everything[4:6]
+        horizon = _stamp(everything[-1])  # before the last user's event: the rows only
+        rest = await store.read_events(tenant, after=everything[10].position, before=horizon, limit=1000)
+        assert rest == everything[11:-1]
+        end_of_row = everything[5]  # the last event of the first member row
+        assert await store.read_events(tenant, after=end_of_row.position, before=FAR, limit=1) == [everything[6]]

@@ -3,22 +3,26 @@
 Every change a request commits to a user or group gives exactly one event, of the type
 :mod:`scim.core.events` documents, whose ``data.object`` is what GET returns after it (without
 ``meta.version``; without ``members`` for a group); an unchanged re-send gives none, a failed
-request gives none, and a member-only group PATCH gives none in this slice. The events are read
-through the store (``read_events``), as the feed will.
+request gives none. A member PATCH gives one ``group.member_added``/``removed`` per member that
+joined or left, named from the service's name cache or, when it has not seen them, from reads.
+The events are read through the store (``read_events``), as the feed does.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from scim.core.names import MAX_AGE, NameCache
+from scim.core.service import ScimRequest, ScimService
 from scim.functions.runtime import Runtime
 from scim.store.base import StoredEvent
 from tests.event_checks import EVENT_ID, FAR
 from tests.functions_client import FunctionsClient
-from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, new_user
+from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, create_group, create_user, new_user
 from tests.payloads import payload
 
 
@@ -116,34 +120,51 @@ async def test_a_user_s_changes_give_one_event_each(client: FunctionsClient, run
     assert await feed.new() == []
 
 
-async def test_a_group_s_changes_give_one_event_each_members_none(client: FunctionsClient, runtime: Runtime) -> None:
+def _member_event(kind: str, group: tuple[str, str], user: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(type, data) of a membership event of ``user`` in ``group`` ((id, displayName))."""
+    member = {"id": user["id"], "type": "User", "userName": user["userName"]}
+    return f"group.member_{kind}", {"group": {"id": group[0], "displayName": group[1]}, "member": member}
+
+
+async def _members(feed: Feed) -> list[tuple[str, dict[str, Any]]]:
+    found = await feed.new()
+    for event in found:
+        assert EVENT_ID.match(event["id"]) and event["tenant"] == feed.tenant
+    return [(e["type"], e["data"]) for e in found]
+
+
+async def test_a_group_s_changes_give_one_event_each(client: FunctionsClient, runtime: Runtime) -> None:
     feed = Feed(runtime, client.tenant)
-    people = [(await client.post("/Users", new_user())).json["id"] for _ in range(2)]
+    people = [(await client.post("/Users", new_user())).json for _ in range(2)]
     await feed.new()
     body = payload("entra-post-group.json")
     body["displayName"] = f"group-{uuid.uuid4().hex[:8]}"
-    body["members"] = [{"value": people[0]}]
+    body["members"] = [{"value": people[0]["id"]}]
     created = await client.post("/Groups", body)
     assert created.status == 201, created.body
-    path = f"/Groups/{created.json['id']}"
+    gid, path = created.json["id"], f"/Groups/{created.json['id']}"
     event = await _one(feed, "group.created", await _get(client, path, excludedAttributes="members"))
     assert "members" not in event["data"]["object"]
 
-    add = _patch({"op": "Add", "path": "members", "value": [{"value": people[1]}]})
+    add = _patch({"op": "Add", "path": "members", "value": [{"value": people[1]["id"]}]})
     assert (await client.patch(path, add)).status == 204
-    assert await feed.new() == []  # membership events come in a later slice
-    remove = _patch({"op": "Remove", "path": "members", "value": [{"value": people[1]}]})
+    assert await _members(feed) == [_member_event("added", (gid, body["displayName"]), people[1])]
+    remove = _patch({"op": "Remove", "path": "members", "value": [{"value": people[1]["id"]}]})
     assert (await client.patch(path, remove)).status == 204
-    assert await feed.new() == []
+    assert await _members(feed) == [_member_event("removed", (gid, body["displayName"]), people[1])]
 
     rename = payload("entra-patch-group-rename-default.json")
-    rename["Operations"].append({"op": "Add", "path": "members", "value": [{"value": people[1]}]})
+    rename["Operations"].append({"op": "Add", "path": "members", "value": [{"value": people[1]["id"]}]})
     assert (await client.patch(path, rename)).status == 204
-    event = await _one(feed, "group.updated", None)
+    both = await feed.new()
+    assert [e["type"] for e in both] == ["group.updated", "group.member_added"]
+    event, added = both
     current = _without_version(await _get(client, path, excludedAttributes="members"))
     # the rename's commit; the member added after it moved lastModified again
     assert event["data"]["object"]["meta"].pop("lastModified") == event["time"] <= current["meta"].pop("lastModified")
     assert event["data"]["object"] == current
+    assert added["data"] == _member_event("added", (gid, "Sales EMEA"), people[1])[1]  # the new name
+    assert added["time"] >= event["time"]
     assert (await client.patch(path, rename)).status == 204  # again: neither name nor members change
     assert await feed.new() == []
 
@@ -158,6 +179,67 @@ async def test_a_group_s_changes_give_one_event_each_members_none(client: Functi
     deleted = await _one(feed, "group.deleted", None)
     assert deleted["data"]["object"] == _without_version(last)
     assert [e["type"] for e in await feed.new()] == []  # its members' groups changed: no event
+
+
+async def test_entra_s_member_patches_give_one_event_per_member(client: FunctionsClient, runtime: Runtime) -> None:
+    """docs/ENTRA.md §3: both shapes of add and remove; a re-send (a re-added member, a removed
+    non-member) gives none; deleting a user that is a member gives ``user.deleted`` only."""
+    feed = Feed(runtime, client.tenant)
+    people = [await create_user(client) for _ in range(3)]
+    group = await create_group(client)
+    named = (group["id"], group["displayName"])
+    path = f"/Groups/{group['id']}"
+    await feed.new()
+    for shape, person in (("default", people[0]), ("aadoptscim062020", people[1])):
+        body = payload(f"entra-patch-add-member-{shape}.json", USER_ID=person["id"])
+        assert (await client.patch(path, body)).status == 204
+        assert await _members(feed) == [_member_event("added", named, person)]
+        assert (await client.patch(path, body)).status == 204  # Entra sends it again
+        assert await feed.new() == []
+    for shape, person in (("default", people[0]), ("aadoptscim062020", people[1])):
+        body = payload(f"entra-patch-remove-member-{shape}.json", USER_ID=person["id"])
+        assert (await client.patch(path, body)).status == 204
+        assert await _members(feed) == [_member_event("removed", named, person)]
+        assert (await client.patch(path, body)).status == 204
+        assert await feed.new() == []
+    many = _patch({"op": "Add", "path": "members", "value": [{"value": p["id"]} for p in people]})
+    assert (await client.patch(path, many)).status == 204
+    assert await _members(feed) == [_member_event("added", named, p) for p in people]
+    assert (await client.delete(f"/Users/{people[2]['id']}")).status == 204
+    assert [e["type"] for e in await feed.new()] == ["user.deleted"]
+    assert (await client.delete(path)).status == 204
+    assert [e["type"] for e in await feed.new()] == ["group.deleted"]
+
+
+async def test_member_names_are_read_when_the_service_has_not_seen_them(
+    client: FunctionsClient, runtime: Runtime
+) -> None:
+    """Another instance created the group and the user (this one's name cache is empty): the
+    names are read before the write. A rename through another instance shows in this one's
+    events once its remembered name has aged out (``scim.core.names.MAX_AGE``)."""
+    feed = Feed(runtime, client.tenant)
+    user, group = await create_user(client), await create_group(client)
+    now = [0.0]
+    runtime.service.names = runtime.service.listing.names = NameCache(clock=lambda: now[0])
+    body = payload("entra-patch-add-member-default.json", USER_ID=user["id"])
+    assert (await client.patch(f"/Groups/{group['id']}", body)).status == 204
+    await feed.new()
+    assert feed.seen[-1].event["data"] == _member_event("added", (group["id"], group["displayName"]), user)[1]
+
+    other = ScimService(runtime.store)  # another instance renames the user
+    renamed = await other.handle(
+        ScimRequest("PATCH", client.tenant, f"/Users/{user['id']}", "http://x",
+                    body=json.dumps(_patch({"op": "Replace", "path": "userName", "value": "new@contoso.com"})).encode())
+    )  # fmt: skip
+    assert renamed.status == 200
+    remove = payload("entra-patch-remove-member-default.json", USER_ID=user["id"])
+    assert (await client.patch(f"/Groups/{group['id']}", remove)).status == 204
+    found = await feed.new()
+    assert [e["type"] for e in found] == ["user.updated", "group.member_removed"]
+    assert found[1]["data"]["member"]["userName"] == user["userName"]  # the name this instance remembers
+    now[0] += MAX_AGE + 1
+    assert (await client.patch(f"/Groups/{group['id']}", body)).status == 204
+    assert [e["data"]["member"]["userName"] for e in await feed.new()] == ["new@contoso.com"]
 
 
 async def test_a_user_s_event_shows_its_groups_as_get_does(client: FunctionsClient, runtime: Runtime) -> None:

@@ -4,7 +4,7 @@ together or not at all", "no skip": an event commits within the feed's horizon o
 1. **The connection cut at each step** of a create, patch and delete of users and groups, by the
    TCP proxy in front of Azurite (``tests/tcp_proxy.py``): the transaction's request lost (mode
    ``cut``: storage never sees it) or its answer lost (``drop``: storage committed it), once or
-   every time. Afterwards the change and its event are both there or both absent, never two
+   every time; member PATCHes (one member added, one removed) included. Afterwards the change and its event are both there or both absent, never two
    events for one change, and a request the service answered with success has its one event.
 2. **The send deadline**: a transaction held back before it is sent, longer than
    :data:`~scim.store.event_timing.MAX_SEND_DELAY` after its stamp (held before the pipeline,
@@ -35,9 +35,10 @@ from scim.store.base import IndexTerms
 from scim.store.event_policy import TICKET_OPTION, EventSendPolicy
 from scim.store.event_timing import SendTicket, StaleStamp
 from scim.store.tables import TableStore
-from tests.event_checks import event_violations, raw_events
+from tests.event_checks import event_violations, membership_violations, raw_events, subject
 from tests.functions_client import FunctionsClient, Response
 from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, raw_directory, violations
+from tests.payloads import payload
 from tests.scim_fixtures import azurite_settings
 from tests.tcp_proxy import TcpProxy
 
@@ -93,17 +94,32 @@ STEPS: list[Step] = [
     ("POST /Groups", "none", lambda c, r: c.post("/Groups", r["group"]), 201, "group.created"),
     ("PATCH displayName", "group", lambda c, r: c.patch(f"/Groups/{r['id']}", _patch("displayName", r["new"])), 204, "group.updated"),
     ("DELETE /Groups", "group", lambda c, r: c.delete(f"/Groups/{r['id']}"), 204, "group.deleted"),
+    ("PATCH add member", "membership", lambda c, r: c.patch(f"/Groups/{r['id']}", _member("add", r["user"])), 204, "group.member_added"),
+    ("PATCH remove member", "member", lambda c, r: c.patch(f"/Groups/{r['id']}", _member("remove", r["user"])), 204, "group.member_removed"),
 ]  # fmt: skip
+
+
+def _member(op: str, user_id: str) -> dict[str, Any]:
+    return payload(f"entra-patch-{op}-member-default.json", USER_ID=user_id)
 
 
 async def _prepare(client: FunctionsClient, kind: str) -> dict[str, Any]:
     state: dict[str, Any] = {"body": _user(), "group": _group(), "new": f"n-{uuid.uuid4().hex[:10]}@contoso.com"}
+    if kind in ("membership", "member"):  # a group and a user (a member of it already, or not)
+        user = await client.post("/Users", state["body"])
+        assert user.status == 201, user.body
+        state["user"] = user.json["id"]
+        kind, add = "group", kind == "member"
+    else:
+        add = False
     if kind != "none":
         created = await client.post(
             "/Users" if kind == "user" else "/Groups", state["body" if kind == "user" else "group"]
         )
         assert created.status == 201, created.body
         state["id"] = created.json["id"]
+    if add:
+        assert (await client.patch(f"/Groups/{state['id']}", _member("add", state["user"]))).status == 204
     return state
 
 
@@ -115,7 +131,7 @@ def _resource_id(state: dict[str, Any], response: Response, events: list[Any], k
         return str(response.json["id"])
     field = "userName" if kind.startswith("user") else "displayName"
     wanted = state["body"]["userName"] if field == "userName" else state["group"]["displayName"]
-    named = [e.event["data"]["object"]["id"] for e in events if e.event["data"]["object"].get(field) == wanted]
+    named = [subject(e.event) for e in events if e.event["data"]["object"].get(field) == wanted]
     return named[0] if named else None
 
 
@@ -138,10 +154,15 @@ async def test_a_lost_request_or_answer_never_splits_a_change_from_its_event(
         proxy.set_mode("pass")
         directory = await raw_directory(azurite, table_prefix, client.tenant)
         events = await raw_events(azurite, table_prefix, client.tenant)
-        problems += [f"{name}: {p}" for p in violations(directory) + event_violations(directory, events, client.tenant)]
+        problems += [
+            f"{name}: {p}"
+            for p in violations(directory)
+            + event_violations(directory, events, client.tenant)
+            + membership_violations(directory, events)
+        ]
         new = [e for e in events if e.event["id"] not in before]
         resource = _resource_id(state, response, new, event)
-        mine = [e.event["type"] for e in new if e.event["data"]["object"]["id"] == resource]
+        mine = [e.event["type"] for e in new if subject(e.event) == resource]
         if hits < 1:
             problems.append(f"{name}: the fault was not reached")
         if response.status == status:

@@ -244,3 +244,26 @@ async def test_a_prefix_lookup_costs_pages_of_rows_not_a_read_per_match(counted)
         "GET /Users?filter=userName eq (300 users)",
     )
     assert response.status == 200 and response.json["totalResults"] == 1 and trips == 2, trips
+
+
+async def test_a_member_patch_with_a_cold_name_cache_reads_the_names_first(counted):
+    """Membership events name the group and the member (docs/events.md, "Membership events"):
+    with names the instance has not seen (another instance created them), the group and the
+    user are read first, concurrently: 2 reads + the transaction, one more round trip of latency."""
+    from scim.core.names import NameCache
+
+    client, counter, runtime = counted
+    user, group = await create_user(client), await create_group(client)
+    runtime.service.names = runtime.service.listing.names = NameCache()
+    trips, response = await measure(
+        counter,
+        client.patch(f"/Groups/{group['id']}", payload("entra-patch-add-member-default.json", USER_ID=user["id"])),
+        "PATCH /Groups/{id} add 1 member (cold name cache)",
+    )
+    assert response.status == 204 and trips == 3, trips
+    trips, response = await measure(
+        counter,
+        client.patch(f"/Groups/{group['id']}", payload("entra-patch-remove-member-default.json", USER_ID=user["id"])),
+        "PATCH /Groups/{id} remove 1 member (names now known)",
+    )
+    assert response.status == 204 and trips == 1, trips

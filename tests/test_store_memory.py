@@ -8,11 +8,11 @@ import secrets
 import pytest
 
 from scim.store.memory import MemoryStore, MemoryTenantRegistry
-from tests.event_contract import EventContract
+from tests.event_contract import EventContract, MembershipEventContract
 from tests.store_contract import DirectoryStoreContract, TenantRegistryContract
 
 
-class TestMemoryStore(DirectoryStoreContract, EventContract):
+class TestMemoryStore(DirectoryStoreContract, EventContract, MembershipEventContract):
     @pytest.fixture
     def store(self) -> MemoryStore:
         return MemoryStore()

@@ -42,7 +42,7 @@ from scim.store.operations import _Op, _OpFailed
 from scim.store.roundtrips import RoundTripCounter
 from scim.store.tables import TableStore
 from scim.store.tenant_registry import TableTenantRegistry
-from tests.event_contract import EventContract
+from tests.event_contract import EventContract, MembershipEventContract
 from tests.store_contract import (
     AWKWARD_KEYS,
     DirectoryStoreContract,
@@ -103,7 +103,7 @@ async def counted(azurite: str, store_prefix: str) -> AsyncIterator[tuple[TableS
     await table_store.close()
 
 
-class TestTableStore(DirectoryStoreContract, EventContract):
+class TestTableStore(DirectoryStoreContract, EventContract, MembershipEventContract):
     # Azurite does not enforce Table Storage's 252-property limit, and the store learns that a
     # member is in too many groups only from the service refusing the flag merge (reading the
     # member first would cost a round trip on every member PATCH): see test_too_many_groups.

@@ -16,8 +16,7 @@ store in the same atomic write as the change (rule 10 of :mod:`scim.store.base`,
 after the change (RFC 7643 §3: ``schemas``, ``id``, the attributes, a user's ``groups``,
 ``meta``), except that a group's ``members`` are left out, and ``meta.version`` too: the version
 is the storage's ETag of the write, unknown until it has committed. For ``*.deleted`` it is the
-resource's last state. Types (this slice; ``group.member_added``/``group.member_removed`` come
-later):
+resource's last state. Types:
 
 - ``user.created``, ``group.created``: a POST;
 - ``user.updated``, ``group.updated``: a PUT or PATCH that changed the resource's attributes
@@ -26,7 +25,17 @@ later):
   false / false to true (instead of ``user.updated``, whatever else it changed); a user
   without ``active`` counts as active;
 - ``user.deleted``, ``group.deleted``: a DELETE; it is the only event of the deletion, the
-  memberships of the deleted resource end with it.
+  memberships of the deleted resource end with it;
+- ``group.member_added`` / ``group.member_removed``: one per member that joined or left a group
+  (a PATCH adding 100 members gives 100; a re-added member or a removed non-member gives none).
+  Instead of ``data.object`` they carry::
+
+      "data": {"group": {"id": "...", "displayName": "Sales"},
+               "member": {"id": "...", "type": "User", "userName": "bjensen@contoso.com"}}
+
+  (a member that is a group has ``type: "Group"`` and its ``displayName``). The names are those
+  the service knew when it committed the change (``docs/events.md``: possibly up to
+  :data:`scim.core.names.MAX_AGE` old after a rename through another instance).
 
 A request that changes nothing (Entra sending the same PATCH or PUT again) gives no event.
 Everything here is pure (no I/O).
@@ -41,7 +50,7 @@ from typing import Any
 
 from scim.core.resource import render
 from scim.core.schema import USER, ResourceType
-from scim.store.base import EventIntent, StoredResource
+from scim.store.base import EventIntent, Member, MembershipEventIntent, StoredResource
 
 __all__ = [
     "EVENT_TYPES",
@@ -50,10 +59,13 @@ __all__ = [
     "deleted",
     "event_document",
     "event_object",
+    "membership",
+    "membership_document",
     "new_event_id",
     "patched",
     "replaced",
     "slim",
+    "slim_membership",
 ]
 
 USER_CREATED = "user.created"
@@ -64,6 +76,9 @@ USER_DELETED = "user.deleted"
 GROUP_CREATED = "group.created"
 GROUP_UPDATED = "group.updated"
 GROUP_DELETED = "group.deleted"
+GROUP_MEMBER_ADDED = "group.member_added"
+GROUP_MEMBER_REMOVED = "group.member_removed"
+MEMBERSHIP_TYPES = frozenset({GROUP_MEMBER_ADDED, GROUP_MEMBER_REMOVED})
 EVENT_TYPES = frozenset(
     {
         USER_CREATED,
@@ -74,9 +89,11 @@ EVENT_TYPES = frozenset(
         GROUP_CREATED,
         GROUP_UPDATED,
         GROUP_DELETED,
+        GROUP_MEMBER_ADDED,
+        GROUP_MEMBER_REMOVED,
     }
 )
-"""The event types of this slice (issue 12, "Events")."""
+"""The event types (issue 12, "Events")."""
 
 _SLIM_KEYS = ("schemas", "id", "externalId", "userName", "displayName", "active", "meta")
 
@@ -93,6 +110,43 @@ def new_event_id() -> str:
 def event_document(*, id: str, type: str, tenant: str, time: str, obj: dict[str, Any]) -> dict[str, Any]:
     """The event as the feed gives it (see the module docstring)."""
     return {"id": id, "type": type, "tenant": tenant, "time": time, "data": {"object": obj}}
+
+
+def membership_document(*, id: str, type: str, tenant: str, time: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A membership event as the feed gives it: ``data`` is ``{"group": ..., "member": ...}``."""
+    return {"id": id, "type": type, "tenant": tenant, "time": time, "data": dict(data)}
+
+
+def slim_membership(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A membership event without the names (``data.group``/``data.member`` keep ``id`` and
+    ``type``) and with ``data.truncated: true``: what the store commits when a transaction's
+    events with their names would not fit one storage entity (names near their size limits)."""
+    data = event["data"]
+    group = {"id": data["group"]["id"]}
+    member = {key: data["member"][key] for key in ("id", "type")}
+    return {**event, "data": {"group": group, "member": member, "truncated": True}}
+
+
+def membership(
+    group_id: str,
+    group_name: str | None,
+    names: Mapping[tuple[str, str], str | None],
+    last_modified: str | None = None,
+) -> MembershipEventIntent:
+    """The intent of a member PATCH of group ``group_id`` (``displayName`` ``group_name``):
+    ``names`` maps (``User``/``Group``, id) to the member's ``userName``/``displayName``;
+    ``last_modified``: the group's ``lastModified`` the caller last saw (a floor of the stamps)."""
+    group: dict[str, Any] = {"id": group_id, "displayName": group_name}
+    known = dict(names)
+
+    def data(member: Member) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": member.value, "type": member.type}
+        name = known.get((member.type, member.value))
+        if name is not None:
+            body["userName" if member.type == "User" else "displayName"] = name
+        return {"group": dict(group), "member": body}
+
+    return MembershipEventIntent(data, last_modified)
 
 
 def slim(event: Mapping[str, Any]) -> dict[str, Any]:

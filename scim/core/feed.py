@@ -16,8 +16,10 @@ therefore about 15 s behind the commits.
 **The cursor** is opaque to consumers: URL-safe base64 (no padding) of a small JSON object,
 ``{"v": 1, "t": tenant, "p": position}``. ``v`` is the format's version; ``t`` the tenant whose
 feed it continues (a cursor of another tenant is refused: mixing them would skip events);
-``p`` a feed position, ``{stamp:016d}|{event id}`` (the last event served) or ``{stamp:016d}``
-alone (a horizon: every event stamped before it has been served). ``next`` is always present:
+``p`` a feed position, ``{stamp:016d}|{event id}`` or ``{stamp:016d}|{row id}|{index:03d}`` (the
+last event served; the second for the events of a member PATCH, stored together in one row, so
+that a page may end inside a row and the next one resume there), or ``{stamp:016d}`` alone (a
+horizon: every event stamped before it has been served). ``next`` is always present:
 
 - after a page with events, the position of its last event;
 - after an empty page, the later of the incoming position and the horizon the page was read
@@ -75,7 +77,7 @@ CURSOR_VERSION = 1
 
 _DAY_US = 86_400 * 1_000_000
 _MAX_CURSOR = 1024  # characters; a cursor is about 120
-_POSITION = re.compile(r"\d{16}(?:\|[!-{}~]{1,256})?")  # {stamp:016d}, then |{event id} (no '|', no space)
+_POSITION = re.compile(r"\d{16}(?:\|[!-{}~]{1,256}(?:\|\d{3})?)?")  # {stamp:016d}[|{id}[|{index:03d}]]
 _LIMIT = re.compile(r"[0-9]{1,7}")
 
 

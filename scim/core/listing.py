@@ -26,6 +26,7 @@ from scim.core.cursor import decode_cursor, encode_cursor
 from scim.core.errors import InvalidCursor, InvalidSyntax, InvalidValue, ServiceUnavailable, TooMany
 from scim.core.filtering import matches_async, parse_filter, sort_key
 from scim.core.lookup import IndexPlan, plan_lookup
+from scim.core.names import NameCache
 from scim.core.projection import Projection, parse_projection
 from scim.core.resource import render
 from scim.core.schema import GROUP, USER, ResourceType
@@ -78,9 +79,10 @@ def projection_for(rtype: ResourceType, params: Mapping[str, Any]) -> Projection
 class Listing:
     """Lists and searches one store's resources (RFC 7644 §3.4.2, §3.4.3; RFC 9865)."""
 
-    def __init__(self, store: DirectoryStore, limits: Limits) -> None:
+    def __init__(self, store: DirectoryStore, limits: Limits, names: NameCache | None = None) -> None:
         self.store = store
         self.limits = limits
+        self.names = names  # remembers the names of the resources a query returns (scim.core.names)
 
     async def query(self, tenant: str, base_url: str, rtype: ResourceType, params: Mapping[str, Any]) -> dict[str, Any]:
         """Query resources (RFC 7644 §3.4.2): filter, sort, paginate; an empty list on no match.
@@ -146,7 +148,7 @@ class Listing:
         body: dict[str, Any] = {
             "schemas": [LIST_RESPONSE_URN],
             "itemsPerPage": len(window),
-            "Resources": await _projected(base_url, rtype, projection, window, meter),
+            "Resources": await self._projected(tenant, base_url, rtype, projection, window, meter),
         }
         if resume is not None:
             body["nextCursor"] = encode_cursor(resume)
@@ -230,7 +232,21 @@ class Listing:
             window = [c for _, c in keyed[start - 1 : start - 1 + count]]
         if want_members and not filter_needs_members:
             window = await self._with_members(tenant, rtype, window)
-        return total, await _projected(base_url, rtype, projection, window, meter)
+        return total, await self._projected(tenant, base_url, rtype, projection, window, meter)
+
+    async def _projected(
+        self,
+        tenant: str,
+        base_url: str,
+        rtype: ResourceType,
+        projection: Projection,
+        window: list[StoredResource],
+        meter: WorkMeter,
+    ) -> list[dict[str, Any]]:
+        """The page's resources rendered and projected; their names remembered."""
+        if self.names is not None:
+            self.names.note_all(tenant, window)
+        return await _projected(base_url, rtype, projection, window, meter)
 
     async def _scan_window(
         self, tenant: str, rtype: ResourceType, start: int, count: int, meter: WorkMeter

@@ -26,6 +26,7 @@ from scim.core.errors import NotFound, PreconditionFailed, ServiceUnavailable
 from scim.core.filtering import item_matches
 from scim.core.jsonbody import parse_json
 from scim.core.listing import LIST_PARAMETERS, LIST_RESPONSE_URN, Limits, Listing, projection_for, search_params
+from scim.core.names import NameCache, resolve
 from scim.core.patching import MAX_OPERATIONS, MemberChange, apply_patch_async, parse_patch_request
 from scim.core.projection import Projection
 from scim.core.resource import index_terms, parse_resource, render
@@ -35,6 +36,8 @@ from scim.core.work import WorkMeter
 from scim.store.base import (
     DirectoryStore,
     Member,
+    MembershipEventIntent,
+    ResourceKind,
     ResourceNotFound,
     StoredResource,
     StoreError,
@@ -105,9 +108,11 @@ _Handler = Callable[["ScimRequest", routing.Target], Awaitable[ScimResponse]]
 class ScimService:
     """Answers SCIM requests for any tenant from one store (RFC 7644 §3)."""
 
-    def __init__(self, store: DirectoryStore, limits: Limits | None = None) -> None:
+    def __init__(self, store: DirectoryStore, limits: Limits | None = None, names: NameCache | None = None) -> None:
         self.store = store
-        self.listing = Listing(store, limits or Limits())
+        self.names = names or NameCache()
+        """The names of the resources this service has seen, for membership events (:mod:`scim.core.names`)."""
+        self.listing = Listing(store, limits or Limits(), self.names)
         self._handlers: dict[routing.Handler, _Handler] = {
             "list": self._list,
             "search": self._search,
@@ -221,6 +226,7 @@ class ScimService:
         stored = await store_call(
             self.store.get(request.tenant, rtype.name, resource_id, members=want_members), rtype, resource_id
         )
+        self.names.note(request.tenant, stored)
         headers = self._etag_headers(stored)
         if_none_match = request.headers.get("if-none-match")
         if if_none_match and _opaque(if_none_match) == _opaque(stored.version):
@@ -257,6 +263,7 @@ class ScimService:
                 stored = await self.store.create(
                     tenant, rtype.name, doc, index_terms(rtype, doc), candidates, event=event
                 )
+                self.names.note(tenant, stored)
                 return stored, candidates
             except UnknownMembers as exc:
                 candidates = _without_unknown(candidates, exc.ids)
@@ -291,6 +298,7 @@ class ScimService:
             rtype,
             resource_id,
         )
+        self.names.note(request.tenant, stored)
         if rtype is GROUP and parsed.members is not None:
             await self._apply_member_changes(request.tenant, resource_id, [MemberChange("replace", parsed.members)])
         projection = self._projection(request, rtype)
@@ -310,7 +318,8 @@ class ScimService:
 
         A PATCH whose result equals the current document writes nothing (so an Entra re-send
         gives no event); one that changes it commits the event :func:`scim.core.events.patched`
-        classifies. Member changes are not events in this slice."""
+        classifies. Member changes give one event per member that joined or left the group
+        (:meth:`_apply_member_changes`), after the group's own event."""
         rtype, resource_id = _rtype(target), target.resource_id
         operations = parse_patch_request(request.json())
         if_match = self._if_match(request)
@@ -336,6 +345,7 @@ class ScimService:
                         if_version=current.version,
                         event=events.patched(rtype, request.base_url, current.doc, result.doc),
                     )
+                    self.names.note(request.tenant, stored)
                 except VersionMismatch:
                     if if_match is not None:
                         raise PreconditionFailed(
@@ -379,27 +389,30 @@ class ScimService:
         if rtype is GROUP and if_match is None and member_only is not None:
             return None
         current = await store_call(self.store.get(request.tenant, rtype.name, resource_id), rtype, resource_id)
+        self.names.note(request.tenant, current)
         self._check_if_match(if_match, current)
         return current
 
     async def _apply_member_changes(
         self, tenant: str, group_id: str, changes: list[MemberChange], meter: WorkMeter | None = None
     ) -> None:
-        """Apply member changes in order, each as commuting store operations (no list rewrite)."""
+        """Apply member changes in order, each as commuting store operations (no list rewrite),
+        each with its membership events (:meth:`_membership_event` names them)."""
         for change in changes:
             if change.kind == "add":
                 await self._add_members(tenant, group_id, _dedupe(change.members))
             elif change.kind == "remove":
                 ids = list(dict.fromkeys(m.value for m in change.members))
-                await store_call(self.store.remove_members(tenant, group_id, ids), GROUP, group_id)
+                await self._remove_members(tenant, group_id, ids)
             else:
                 group = await store_call(self.store.get(tenant, "Group", group_id, members=True), GROUP, group_id)
+                self.names.note(tenant, group)
                 existing = list(group.members or ())
                 if change.kind == "replace":
                     wanted = {m.value for m in change.members}
                     doomed = [m.value for m in existing if m.value not in wanted]
                     current_ids = {m.value for m in existing}
-                    await store_call(self.store.remove_members(tenant, group_id, doomed), GROUP, group_id)
+                    await self._remove_members(tenant, group_id, doomed)
                     await self._add_members(
                         tenant, group_id, [m for m in _dedupe(change.members) if m.value not in current_ids]
                     )
@@ -415,7 +428,26 @@ class ScimService:
                         ):
                             doomed.append(m.value)
                         await meter.checkpoint()
-                    await store_call(self.store.remove_members(tenant, group_id, doomed), GROUP, group_id)
+                    await self._remove_members(tenant, group_id, doomed)
+
+    async def _membership_event(
+        self, tenant: str, group_id: str, members: list[Member]
+    ) -> tuple[MembershipEventIntent, dict[str, ResourceKind]]:
+        """The intent of a member change, and the type of each member found: the group's and the
+        members' names from the service's name cache, the missing ones read first, concurrently
+        (:func:`scim.core.names.resolve`). 404 if the group does not exist."""
+        group, names = await store_call(resolve(self.names, self.store, tenant, group_id, members), GROUP, group_id)
+        if group is None:
+            raise NotFound(f"Group {group_id:.100} not found.")
+        kinds: dict[str, ResourceKind] = {
+            member_id: "Group" if kind == "Group" else "User" for kind, member_id in names
+        }
+        return events.membership(group_id, group.name, names, group.last_modified), kinds
+
+    async def _remove_members(self, tenant: str, group_id: str, ids: list[str]) -> None:
+        """Remove members, with a ``group.member_removed`` event per member that was in the group."""
+        event = (await self._membership_event(tenant, group_id, [Member(i) for i in ids]))[0] if ids else None
+        await store_call(self.store.remove_members(tenant, group_id, ids, event=event), GROUP, group_id)
 
     async def _add_members(self, tenant: str, group_id: str, members: list[Member]) -> None:
         """Add members; ids that name no user or group of the tenant are ignored (logged, not stored).
@@ -425,15 +457,21 @@ class ScimService:
         and its conformance collection expect (204), rather than failing the whole PATCH; no
         membership of a missing resource is ever stored.
         """
-        candidates = members
+        if not members:
+            return
+        event, kinds = await self._membership_event(tenant, group_id, members)
+        # A member sent without type that names a group is sent as one (no failed attempt); one
+        # of a known type that the store does not find was deleted meanwhile: dropped at once.
+        candidates = [Member(m.value, kinds.get(m.value, m.type), m.display) for m in members]
         for _ in range(3):
             if not candidates:
                 return
             try:
-                await self.store.add_members(tenant, group_id, candidates)
+                await self.store.add_members(tenant, group_id, candidates, event=event)
                 return
             except UnknownMembers as exc:
-                candidates = _without_unknown(candidates, exc.ids)
+                gone = set(exc.ids) & set(kinds)
+                candidates = _without_unknown([m for m in candidates if m.value not in gone], exc.ids)
             except StoreError as exc:
                 await store_call(_raise(exc), GROUP, group_id)
         raise ServiceUnavailable()
@@ -453,6 +491,7 @@ class ScimService:
             rtype,
             resource_id,
         )
+        self.names.forget(request.tenant, rtype.name, resource_id)
         return ScimResponse(204)
 
 

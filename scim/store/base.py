@@ -29,7 +29,8 @@ Rules of the contract
    :class:`VersionMismatch` and change nothing.
 7. **Memberships commute.** ``add_members`` and ``remove_members`` never read-modify-write
    a member list: concurrent calls on one group all take effect. Adding an existing
-   member or removing an absent one is a no-op, not an error. Their cost does not
+   member or removing an absent one is a no-op, not an error: it changes nothing (not the
+   ``display`` stored with the member, not the group's version). Their cost does not
    depend on the size of the group. A member id that is not a live resource of the
    tenant raises :class:`UnknownMembers` (listing the ids) and, for the members in
    the same storage transaction, nothing is written.
@@ -46,7 +47,11 @@ Rules of the contract
     epoch), never earlier than 1 ms after the resource's previous change it knows of, so the
     events of one resource sort in the order of its commits. :meth:`DirectoryStore.read_events`
     reads them back in that order (by ``position``), :meth:`DirectoryStore.purge_events` drops
-    old ones, and ``delete_tenant`` removes them with the rest.
+    old ones, and ``delete_tenant`` removes them with the rest. ``add_members`` and
+    ``remove_members`` take an optional :class:`MembershipEventIntent`: one event per member
+    that really joined or left the group (a re-added member or a non-member removed gives
+    none), committed with that membership change; the events of one storage transaction share
+    one stamp and are read back as consecutive positions.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ __all__ = [
     "EventIntent",
     "IndexTerms",
     "Member",
+    "MembershipEventIntent",
     "Page",
     "ResourceExists",
     "ResourceKind",
@@ -151,9 +157,27 @@ class EventIntent:
 
 
 @dataclass(frozen=True)
+class MembershipEventIntent:
+    """The events of a member PATCH (``group.member_added`` / ``group.member_removed``, rule 10;
+    schema in :mod:`scim.core.events`): one per member whose membership the store really changes.
+
+    ``data``: the event's ``data`` (``{"group": {...}, "member": {...}}``) for a member, given as
+    the store commits it (its ``type`` is the one the store found: a member sent as a user may be
+    a group). The names in it come from the caller (a member PATCH reads neither the group nor
+    its members). ``not_before``: the group's ``lastModified`` the caller last saw, if any; the
+    events are stamped at least 1 ms after it (the group's order, ``docs/events.md``).
+    """
+
+    data: Callable[[Member], dict[str, Any]]
+    not_before: str | None = None
+
+
+@dataclass(frozen=True)
 class StoredEvent:
-    """One committed event as the store reads it back: ``position`` is ``{stamp:016d}|{id}``
-    (``stamp``: the commit time in microseconds since the epoch), the order of the feed."""
+    """One committed event as the store reads it back, in feed order by ``position``:
+    ``{stamp:016d}|{id}`` for an event stored alone (``stamp``: the commit time in microseconds
+    since the epoch), ``{stamp:016d}|{row id}|{index:03d}`` for the events of a member PATCH's
+    transaction, stored together in one row (``docs/events.md``)."""
 
     position: str
     event: dict[str, Any]
@@ -323,12 +347,28 @@ class DirectoryStore(abc.ABC):
         """Up to ``limit`` resources after ``cursor``, in a stable order (members not included)."""
 
     @abc.abstractmethod
-    async def add_members(self, tenant: str, group_id: str, members: Sequence[Member]) -> None:
-        """Add members to a group. Raises ResourceNotFound (group), UnknownMembers."""
+    async def add_members(
+        self,
+        tenant: str,
+        group_id: str,
+        members: Sequence[Member],
+        *,
+        event: MembershipEventIntent | None = None,
+    ) -> None:
+        """Add members to a group, with a ``group.member_added`` event per member that was not in
+        it yet (rule 10). Raises ResourceNotFound (group), UnknownMembers."""
 
     @abc.abstractmethod
-    async def remove_members(self, tenant: str, group_id: str, member_ids: Sequence[str]) -> None:
-        """Remove members from a group; absent ones are ignored. Raises ResourceNotFound (group)."""
+    async def remove_members(
+        self,
+        tenant: str,
+        group_id: str,
+        member_ids: Sequence[str],
+        *,
+        event: MembershipEventIntent | None = None,
+    ) -> None:
+        """Remove members from a group, with a ``group.member_removed`` event per member that was
+        in it; absent ones are ignored. Raises ResourceNotFound (group)."""
 
     @abc.abstractmethod
     async def read_events(self, tenant: str, *, after: str | None, before: int, limit: int) -> list[StoredEvent]:

@@ -2,8 +2,9 @@
 
 :class:`_DirectoryEvents` is the event half of :class:`scim.store.tables.TableStore`; the rows are
 written by its writes, in the same transaction as the change they describe. Feed order is RowKey
-order: the stamp (commit time in microseconds, fixed width), then the event id. Reading a page is
-one range query (learn.microsoft.com, "Querying tables and entities": at most 1,000 entities a
+order: the stamp (commit time in microseconds, fixed width), then the event id (or the row id of
+a member PATCH transaction's row, which holds its events as a list, in their order). Reading a
+page is one range query (learn.microsoft.com, "Querying tables and entities": at most 1,000 entities a
 page), whatever the position, so a page costs O(page).
 """
 
@@ -18,7 +19,7 @@ from scim.store import keys
 from scim.store.azure_client import _TIMEOUT, _budgeted, _io, _TableOwner
 from scim.store.base import StoredEvent, StoreUnavailable
 from scim.store.directory_reads import _FILTER_AFTER, _FILTER_RANGE, MAX_PAGE, _first_rows
-from scim.store.entities import _doc_from
+from scim.store.entities import _json_from
 from scim.store.operations import MAX_ATTEMPTS, MAX_TRANSACTION_OPS, _batches
 
 
@@ -31,20 +32,23 @@ class _DirectoryEvents(_TableOwner):
 
     @_budgeted
     async def read_events(self, tenant: str, *, after: str | None, before: int, limit: int) -> list[StoredEvent]:
-        """One range query: ``e|{after}`` < RowKey < ``e|{before:016d}``, ``limit`` a page."""
+        """One range query: from the row of ``after`` (:func:`scim.store.keys.event_row_after`)
+        to ``e|{before:016d}``, ``limit`` rows a page (one more when ``after`` is inside a row,
+        whose rest may be empty), expanded into their events (:func:`_expand`)."""
         if limit < 1:
             raise ValueError("limit must be positive")
         await self._ready()
-        lo = keys.EVENT_PREFIX + (after or "")
+        lo, inclusive = keys.event_row_after(after or "")
         hi = keys.event_bound(before)
         if lo >= hi:
             return []
         params = {"pk": keys.partition_key(tenant), "lo": lo, "hi": hi}
+        rows_wanted = min(limit + 1 if inclusive else limit, MAX_PAGE)
         pager: Any = self._table.query_entities(
-            _FILTER_AFTER, parameters=params, results_per_page=min(limit, MAX_PAGE), **_TIMEOUT
+            _FILTER_RANGE if inclusive else _FILTER_AFTER, parameters=params, results_per_page=rows_wanted, **_TIMEOUT
         ).by_page()
         rows: list[Mapping[str, Any]] = await _io(lambda: _first_rows(pager))
-        return [StoredEvent(keys.event_position(row["RowKey"]), _doc_from(row)) for row in rows[:limit]]
+        return _expand(rows, after)[:limit]
 
     async def purge_events(self, tenant: str, *, older_than: int) -> int:
         """Pages of 1,000 event RowKeys stamped before ``older_than``, each deleted by concurrent
@@ -72,3 +76,18 @@ class _DirectoryEvents(_TableOwner):
             deleted += done
             stalls = 0 if done else stalls + 1
         raise StoreUnavailable(f"events of tenant {tenant} kept changing while being purged")
+
+
+def _expand(rows: Sequence[Mapping[str, Any]], after: str | None) -> list[StoredEvent]:
+    """The events of event rows, in feed order, after ``after``: a row holds one event (its
+    position is the RowKey without ``e|``) or the list of a member PATCH transaction's events
+    (positions ``…|{index:03d}``, :func:`scim.store.keys.row_event_positions`)."""
+    events: list[StoredEvent] = []
+    for row in rows:
+        value = _json_from(row)
+        if isinstance(value, list):
+            positions = keys.row_event_positions(row["RowKey"], len(value))
+            events += [StoredEvent(p, e) for p, e in zip(positions, value, strict=True) if after is None or p > after]
+        else:
+            events.append(StoredEvent(keys.event_position(row["RowKey"]), value))
+    return events

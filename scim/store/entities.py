@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from scim.core.events import slim
+from scim.core.events import slim, slim_membership
 from scim.store import MAX_GROUPS_PER_RESOURCE, keys
 from scim.store.base import EntityTooLarge, IndexTerms, Member, ResourceKind, StoredResource
 from scim.store.event_timing import floor_after
@@ -50,7 +50,7 @@ def _chunks_utf16(text: str, units: int) -> list[str]:
     return pieces
 
 
-def _dump_doc(doc: Mapping[str, Any]) -> str:
+def _dump_doc(doc: Mapping[str, Any] | list[Any]) -> str:
     text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     try:
         text.encode("utf-8")
@@ -59,16 +59,21 @@ def _dump_doc(doc: Mapping[str, Any]) -> str:
     return text
 
 
-def _doc_properties(doc: Mapping[str, Any]) -> dict[str, str]:
+def _doc_properties(doc: Mapping[str, Any] | list[Any]) -> dict[str, str]:
     """``doc0..docN``: the JSON document in chunks that fit one string property."""
     return {f"doc{i}": chunk for i, chunk in enumerate(_chunks_utf16(_dump_doc(doc), CHUNK_UNITS))}
 
 
-def _doc_from(entity: Mapping[str, Any]) -> dict[str, Any]:
+def _json_from(entity: Mapping[str, Any]) -> Any:
+    """The JSON value held in ``doc0..docN`` (a document, an event, or a list of events)."""
     parts = sorted(
         (int(name[3:]), value) for name, value in entity.items() if name.startswith("doc") and name[3:].isdigit()
     )
-    doc: dict[str, Any] = json.loads("".join(value for _, value in parts))
+    return json.loads("".join(value for _, value in parts))
+
+
+def _doc_from(entity: Mapping[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = _json_from(entity)
     return doc
 
 
@@ -168,6 +173,19 @@ def _event_entity(pk: str, stamp: int, event: Mapping[str, Any]) -> dict[str, An
     entity.update(_doc_properties(event))
     if len(entity) > MAX_PROPERTIES or _entity_bytes(entity) > MAX_ENTITY_BYTES:
         entity = {"PartitionKey": pk, "RowKey": entity["RowKey"], **_doc_properties(slim(event))}
+    return entity
+
+
+def _events_entity(pk: str, stamp: int, row_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``e|{stamp:016d}|{row id}`` entity of the events of one member PATCH transaction (up
+    to 49): their JSON list in ``doc0..docN``. About 400 bytes an event, 20 KB for 49; if long
+    names make them too large for one entity, they are committed without the names
+    (:func:`scim.core.events.slim_membership`)."""
+    entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": keys.event_key(stamp, row_id)}
+    entity.update(_doc_properties(events))
+    if len(entity) > MAX_PROPERTIES or _entity_bytes(entity) > MAX_ENTITY_BYTES:
+        slimmed = [slim_membership(event) for event in events]
+        entity = {"PartitionKey": pk, "RowKey": entity["RowKey"], **_doc_properties(slimmed)}
     return entity
 
 

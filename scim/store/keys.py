@@ -30,6 +30,7 @@ __all__ = [
     "event_bound",
     "event_key",
     "event_position",
+    "event_row_after",
     "event_stamp",
     "flag_group_id",
     "group_flag",
@@ -42,6 +43,7 @@ __all__ = [
     "prefix_range",
     "resource_key",
     "resource_prefix",
+    "row_event_positions",
     "unique_key",
 ]
 
@@ -164,6 +166,25 @@ def event_position(row_key: str) -> str:
     if not row_key.startswith(EVENT_PREFIX):
         raise ValueError(f"{row_key!r} is not an event row")
     return row_key[len(EVENT_PREFIX) :]
+
+
+def row_event_positions(row_key: str, count: int) -> list[str]:
+    """The positions of the ``count`` events stored together in one row (a member PATCH's
+    transaction): ``{stamp:016d}|{row id}|{index:03d}``. They sort after every position of an
+    earlier row and before every position of a later one (row ids have one length), and a
+    position inside a row can resume a page (``docs/events.md``)."""
+    base = event_position(row_key)
+    return [f"{base}{SEPARATOR}{index:03d}" for index in range(count)]
+
+
+def event_row_after(position: str) -> tuple[str, bool]:
+    """Where a read after ``position`` starts: ``(lo, inclusive)``. A position inside a row
+    (``…|{index:03d}``) starts at its row, included (its later events are still to come); any
+    other position (``{stamp}|{id}``, or a horizon ``{stamp}``) after its row, excluded."""
+    parts = position.split(SEPARATOR)
+    if len(parts) == 3:
+        return EVENT_PREFIX + SEPARATOR.join(parts[:2]), True
+    return EVENT_PREFIX + position, False
 
 
 def event_stamp(row_key: str) -> int:

@@ -8,7 +8,8 @@ call that raises has changed nothing. The one exception is
 :meth:`MemoryTenantRegistry.set_token`, which yields between reading and writing, as a Table
 write does, so that concurrent token changes conflict as they do on Tables.
 
-Events (rule 10) are kept per tenant as JSON text by position (``{stamp:016d}|{id}``), stamped by
+Events (rule 10) are kept per tenant as JSON text by position (``{stamp:016d}|{id}``, or
+``{stamp:016d}|{row id}|{index:03d}`` for membership events, in rows of 49), stamped by
 the same :class:`~scim.store.event_timing.EventClock` rules as the Table store's, and written
 by the same synchronous step as their change, after everything that may raise (the event's
 ``render`` included).
@@ -26,13 +27,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scim.core.events import event_document, new_event_id
+from scim.core.events import (
+    GROUP_MEMBER_ADDED,
+    GROUP_MEMBER_REMOVED,
+    event_document,
+    membership_document,
+    new_event_id,
+)
 from scim.store import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, keys, new_id, utc_now
 from scim.store.base import (
     DirectoryStore,
     EventIntent,
     IndexTerms,
     Member,
+    MembershipEventIntent,
     Page,
     ResourceKind,
     ResourceNotFound,
@@ -60,6 +68,9 @@ from scim.tenants import (
 )
 
 __all__ = ["MemoryStore", "MemoryTenantRegistry"]
+
+MEMBERS_PER_ROW = 49
+"""Membership events per event row: as many as a Table store's member transaction holds."""
 
 _Key = tuple[ResourceKind, str]
 _IndexKey = tuple[ResourceKind, str, str]
@@ -216,8 +227,7 @@ class MemoryStore(DirectoryStore):
         changed = False
         for member, record in zip(members, records, strict=True):
             if member.value in group.members:
-                group.members[member.value] = member  # a display sent again replaces the old one
-                continue
+                continue  # a re-add changes nothing (rule 7), not even the display
             group.members[member.value] = member
             record.groups.add(group.id)
             self._touch(record, now)
@@ -391,32 +401,67 @@ class MemoryStore(DirectoryStore):
         resources = [t.records[(resource_type, i)].snapshot() for i in chunk]
         return Page(resources, chunk[-1] if len(ids) > limit else None)
 
-    async def add_members(self, tenant: str, group_id: str, members: Sequence[Member]) -> None:
-        """Add members (RFC 7644 §3.5.2.1 ``add`` on ``members``); all or nothing."""
+    def _membership_events(
+        self, tenant: str, group: _Record, kind: str, members: Sequence[Member], event: MembershipEventIntent | None
+    ) -> list[tuple[str, str]]:
+        """(position, JSON) of the events of ``members`` joining or leaving ``group``, in rows of
+        49 as the Table store's transactions hold them, each row with its own stamp after the
+        group's previous change; computed before anything changes."""
+        if event is None:
+            return []
+        committed: list[tuple[str, str]] = []
+        for start in range(0, len(members), MEMBERS_PER_ROW):
+            chunk = members[start : start + MEMBERS_PER_ROW]
+            floor = floor_after(group.last_modified, group.event_stamp, event.not_before)
+            stamp = self._clock.stamp(floor)
+            documents = [
+                membership_document(
+                    id=new_event_id(), type=kind, tenant=tenant, time=stamp_time(stamp), data=event.data(m)
+                )
+                for m in chunk
+            ]
+            positions = keys.row_event_positions(keys.event_key(stamp, new_event_id()), len(documents))
+            committed += [(p, json.dumps(d)) for p, d in zip(positions, documents, strict=True)]
+            group.event_stamp = max(group.event_stamp, stamp)
+        return committed
+
+    async def add_members(
+        self, tenant: str, group_id: str, members: Sequence[Member], *, event: MembershipEventIntent | None = None
+    ) -> None:
+        """Add members (RFC 7644 §3.5.2.1 ``add`` on ``members``); all or nothing; a
+        ``group.member_added`` event per member that was not in the group."""
         t = self._tenant(tenant)
         group = self._record(tenant, "Group", group_id)
         wanted = dedupe_members(members)
         records = self._check_members(t, group_id, wanted)
+        joining = [m for m in wanted if m.value not in group.members]
+        committed = self._membership_events(tenant, group, GROUP_MEMBER_ADDED, joining, event)
         now = self._now()
         if self._link(group, wanted, records, now):
             self._touch(group, now)
+        for row in committed:
+            self._append(t, row)
 
-    async def remove_members(self, tenant: str, group_id: str, member_ids: Sequence[str]) -> None:
-        """Remove members (RFC 7644 §3.5.2.2 ``remove`` on ``members``); absent ids are ignored."""
+    async def remove_members(
+        self, tenant: str, group_id: str, member_ids: Sequence[str], *, event: MembershipEventIntent | None = None
+    ) -> None:
+        """Remove members (RFC 7644 §3.5.2.2 ``remove`` on ``members``); absent ids are ignored;
+        a ``group.member_removed`` event per member that was in the group."""
         t = self._tenant(tenant)
         group = self._record(tenant, "Group", group_id)
+        leaving = [group.members[i] for i in dict.fromkeys(member_ids) if i in group.members]
+        committed = self._membership_events(tenant, group, GROUP_MEMBER_REMOVED, leaving, event)
+        if not leaving:
+            return
         now = self._now()
-        changed = False
-        for member_id in dict.fromkeys(member_ids):
-            member = group.members.pop(member_id, None)
-            if member is None:
-                continue
+        for member in leaving:
+            del group.members[member.value]
             record = t.records[(member.type, member.value)]
             record.groups.discard(group_id)
             self._touch(record, now)
-            changed = True
-        if changed:
-            self._touch(group, now)
+        self._touch(group, now)
+        for row in committed:
+            self._append(t, row)
 
     async def read_events(self, tenant: str, *, after: str | None, before: int, limit: int) -> list[StoredEvent]:
         """Events after ``after``, stamped before ``before``, at most ``limit``, in feed order."""

@@ -105,12 +105,13 @@ def _index_ops(
 
 
 def _link_ops(pk: str, group_id: str, flag: str, member: Member, now: str) -> list[_Op]:
-    """Add one membership: upsert ``m|{g}|{m}``, merge ``m_{g}=true`` onto the member."""
+    """Add one membership: insert ``m|{g}|{m}`` (409 if the member is in the group already: a
+    re-add, which changes nothing), merge ``m_{g}=true`` onto the member."""
     extra = {"display": member.display} if member.display else {}
     row = _row(pk, keys.membership_key(group_id, member.value), type=member.type, **extra)
     flag_row = _row(pk, keys.resource_key(member.type, member.value), lastModified=now, **{flag: True})
     return [
-        _Op("upsert", row, {"mode": UpdateMode.REPLACE}, "membership", member.value),
+        _Op("create", row, role="membership", subject=member.value),
         _merge(flag_row, "member", member.value),
     ]
 
