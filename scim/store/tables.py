@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import dataclasses
 import functools
 from collections import OrderedDict
@@ -248,7 +247,8 @@ class TableStore(_DirectoryMembers, _DirectoryEvents, _DirectoryCommits, Directo
             ops = [_Op("create", entity, role="resource"), *index_ops]
             ops += [op for m in wanted[:room] for op in _link_ops(pk, id, flag, m, now)]
             if event is not None and kind is not None:
-                after = StoredResource(resource_type, id, copy.deepcopy(doc), now, now, "")
+                # No copy of ``doc``: _event_op serialises what render returns before anything else runs.
+                after = StoredResource(resource_type, id, doc, now, now, "")
                 ops.append(self._event_op(tenant, pk, event, kind, event_id, stamp, after))
             return ops
 
@@ -406,9 +406,8 @@ class TableStore(_DirectoryMembers, _DirectoryEvents, _DirectoryCommits, Directo
             )
             ops = [_Op("update", entity, {"mode": UpdateMode.REPLACE, **_guarded(_etag(current))}, "guard"), *index_ops]
             if event is not None and kind is not None:
-                after = StoredResource(
-                    resource_type, id, copy.deepcopy(doc), current["created"], now, "", _groups(entity)
-                )
+                # No copy of ``doc``: _event_op serialises what render returns before anything else runs.
+                after = StoredResource(resource_type, id, doc, current["created"], now, "", _groups(entity))
                 ops.append(self._event_op(tenant, pk, event, kind, event_id, stamp, after))
             return ops
 
