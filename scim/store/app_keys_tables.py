@@ -17,7 +17,6 @@ operation), as :mod:`scim.store.tenant_registry` does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
@@ -35,17 +34,13 @@ from scim.app_keys import (
     validate_key_name,
 )
 from scim.store import utc_now
-from scim.store.azure_client import _TIMEOUT, _budgeted, _io, _TableOwner, resend_if_lost, service_client
+from scim.store.azure_client import _TIMEOUT, _budgeted, _io, _TenantsTableOwner, resend_if_lost
 from scim.store.base import ResourceNotFound, StoreUnavailable, VersionMismatch
 from scim.store.transactions import submit_transaction
 from scim.tenants import hash_token
 
 if TYPE_CHECKING:
-    from azure.core.credentials_async import AsyncTokenCredential
-    from azure.core.pipeline.policies import SansIOHTTPPolicy
-    from azure.data.tables.aio import TableServiceClient
-
-    from scim.settings import Settings
+    pass
 
 __all__ = ["APP_KEY_PARTITION", "TableAppKeyRegistry"]
 
@@ -68,29 +63,8 @@ def _is_key_name(name: str) -> bool:
     return True
 
 
-class TableAppKeyRegistry(_TableOwner, AppKeyRegistry):
+class TableAppKeyRegistry(_TenantsTableOwner, AppKeyRegistry):
     """Application keys in ``{prefix}tenants`` under PartitionKey ``appkey`` (module docstring)."""
-
-    def __init__(
-        self,
-        service: TableServiceClient,
-        prefix: str = "scim",
-        *,
-        owns_client: bool = False,
-        credential: AsyncTokenCredential | None = None,
-    ) -> None:
-        super().__init__(service, f"{prefix}tenants", owns_client=owns_client, credential=credential)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        per_call_policies: Sequence[SansIOHTTPPolicy[Any, Any]] | None = None,
-    ) -> TableAppKeyRegistry:
-        """A registry on its own service client (the admin CLI; the app shares its runtime's client)."""
-        service, credential = service_client(settings, per_call_policies=per_call_policies)
-        return cls(service, settings.table_prefix, owns_client=True, credential=credential)
 
     async def _read(self, row_key: str, select: list[str]) -> Any:
         """The row (with its ETag in ``metadata``), or None."""

@@ -24,7 +24,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -260,3 +260,29 @@ class _TableOwner:
             await self._service.close()
             if self._credential is not None:
                 await self._credential.close()
+
+
+class _TenantsTableOwner(_TableOwner):
+    """A record kind of the ``{prefix}tenants`` table (tenants, application keys, webhook
+    endpoints: ``docs/table-layout.md``, "Tables"), on a shared service client or its own."""
+
+    def __init__(
+        self,
+        service: TableServiceClient,
+        prefix: str = "scim",
+        *,
+        owns_client: bool = False,
+        credential: AsyncTokenCredential | None = None,
+    ) -> None:
+        super().__init__(service, f"{prefix}tenants", owns_client=owns_client, credential=credential)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        per_call_policies: Sequence[SansIOHTTPPolicy[Any, Any]] | None = None,
+    ) -> Self:
+        """One on its own service client (the admin CLI; the app shares its runtime's client)."""
+        service, credential = service_client(settings, per_call_policies=per_call_policies)
+        return cls(service, settings.table_prefix, owns_client=True, credential=credential)

@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableServiceClient
 
 from scim.store import utc_now
-from scim.store.azure_client import _FILTER_PARTITION, _TIMEOUT, _io, _TableOwner, resend_if_lost, service_client
+from scim.store.azure_client import _FILTER_PARTITION, _TIMEOUT, _io, _TenantsTableOwner, resend_if_lost
 from scim.store.base import ResourceNotFound, StoreUnavailable, VersionMismatch
 from scim.store.entities import _etag
 from scim.store.operations import MAX_ATTEMPTS, _guarded, _row
@@ -39,43 +38,19 @@ from scim.tenants import (
 )
 
 if TYPE_CHECKING:
-    from azure.core.credentials_async import AsyncTokenCredential
-    from azure.core.pipeline.policies import SansIOHTTPPolicy
-
-    from scim.settings import Settings
+    pass
 
 __all__ = ["TableTenantRegistry"]
 
 _TENANT_PARTITION = "tenant"
 
 
-class TableTenantRegistry(_TableOwner, TenantRegistry):
+class TableTenantRegistry(_TenantsTableOwner, TenantRegistry):
     """Tenants in the ``{prefix}tenants`` table: PartitionKey ``tenant``, RowKey the name,
     properties ``tokenHash`` (SHA-256 hex), ``created``, ``notifyTo``/``notifyEnabled`` and,
     once ``tenant delete`` has begun, ``state`` = ``deleting`` (and no ``tokenHash``; a row
     without ``state`` is active). Every change after the insert is an update guarded by the
     ETag of the row it read (If-Match; 412 when the row changed in between)."""
-
-    def __init__(
-        self,
-        service: TableServiceClient,
-        prefix: str = "scim",
-        *,
-        owns_client: bool = False,
-        credential: AsyncTokenCredential | None = None,
-    ) -> None:
-        super().__init__(service, f"{prefix}tenants", owns_client=owns_client, credential=credential)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        per_call_policies: Sequence[SansIOHTTPPolicy[Any, Any]] | None = None,
-    ) -> TableTenantRegistry:
-        """A registry on its own service client (prefer :meth:`TableStore.tenant_registry` to share one)."""
-        service, credential = service_client(settings, per_call_policies=per_call_policies)
-        return cls(service, settings.table_prefix, owns_client=True, credential=credential)
 
     async def create(self, name: str, token: str | None = None) -> str:
         """Insert the tenant row (atomic: an existing row makes the insert fail -> TenantExists)."""

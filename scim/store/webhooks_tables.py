@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import UpdateMode
 
 from scim.core.webhook_messages import new_secret
-from scim.store.azure_client import _TIMEOUT, _budgeted, _io, _TableOwner, resend_if_lost, service_client
+from scim.store.azure_client import _TIMEOUT, _budgeted, _io, _TenantsTableOwner, resend_if_lost
 from scim.store.base import ResourceNotFound, StoreUnavailable, VersionMismatch
 from scim.webhooks import (
     DISABLED,
@@ -58,11 +58,7 @@ from scim.webhooks import (
 )
 
 if TYPE_CHECKING:
-    from azure.core.credentials_async import AsyncTokenCredential
-    from azure.core.pipeline.policies import SansIOHTTPPolicy
-    from azure.data.tables.aio import TableServiceClient
-
-    from scim.settings import Settings
+    pass
 
 __all__ = ["WEBHOOK_PARTITION", "TableWebhookRegistry"]
 
@@ -118,29 +114,8 @@ def _endpoint(row: Any) -> WebhookEndpoint:
     )
 
 
-class TableWebhookRegistry(_TableOwner, WebhookRegistry):
+class TableWebhookRegistry(_TenantsTableOwner, WebhookRegistry):
     """Webhook endpoints in ``{prefix}tenants`` under PartitionKey ``webhook`` (module docstring)."""
-
-    def __init__(
-        self,
-        service: TableServiceClient,
-        prefix: str = "scim",
-        *,
-        owns_client: bool = False,
-        credential: AsyncTokenCredential | None = None,
-    ) -> None:
-        super().__init__(service, f"{prefix}tenants", owns_client=owns_client, credential=credential)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        per_call_policies: Sequence[SansIOHTTPPolicy[Any, Any]] | None = None,
-    ) -> TableWebhookRegistry:
-        """A registry on its own service client (the admin CLI; the app shares its runtime's client)."""
-        service, credential = service_client(settings, per_call_policies=per_call_policies)
-        return cls(service, settings.table_prefix, owns_client=True, credential=credential)
 
     async def _read(self, endpoint_id: str) -> Any:
         """The row (with its ETag in ``metadata``); WebhookNotFound if there is none."""
