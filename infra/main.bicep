@@ -54,7 +54,7 @@ param alwaysReady bool = false
 
 @minLength(1)
 @maxLength(40)
-@description('SCIM_TABLE_PREFIX: table names are <prefix>directory, <prefix>tenants and <prefix>log. Letters and digits only, starting with a letter.')
+@description('SCIM_TABLE_PREFIX: table names are <prefix>directory, <prefix>tenants, <prefix>log and <prefix>deliveries. Letters and digits only, starting with a letter.')
 param tablePrefix string = 'scim'
 
 @minValue(1024)
@@ -100,13 +100,15 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
-// Every table the app opens (scim/store/tables.py, scim/provisioning_log.py; the digest state
-// in scim/notify/state.py lives in the tenants table). storage.bicep creates them and
+// Every table the app opens (scim/store/tables.py, scim/provisioning_log/tables.py, and
+// scim/store/delivery_state_tables.py: webhook delivery's leases, cursors and lanes; the digest
+// state in scim/notify/state.py lives in the tenants table). storage.bicep creates them and
 // rbac.bicep grants table data access on each of them, nothing wider.
 var tableNames = [
   '${tablePrefix}directory'
   '${tablePrefix}tenants'
   '${tablePrefix}log'
+  '${tablePrefix}deliveries'
 ]
 // Log Analytics keeps logs as long as the provisioning log keeps entries, within the
 // workspace's 30 to 730 days ("Manage data retention in a Log Analytics workspace").

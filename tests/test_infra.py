@@ -623,7 +623,12 @@ def test_storage_is_entra_only() -> None:
 
 def test_the_tables_are_created_up_front() -> None:
     names = bicep("main.bicep")["variables"]["tableNames"]["value"]
-    assert names == ["${tablePrefix}directory", "${tablePrefix}tenants", "${tablePrefix}log"]
+    assert names == [
+        "${tablePrefix}directory",
+        "${tablePrefix}tenants",
+        "${tablePrefix}log",
+        "${tablePrefix}deliveries",
+    ]
     tables = of_type("storage.bicep", "Microsoft.Storage/storageAccounts/tableServices/tables")
     assert [t["config"]["loop_type"]["detail"]["array_name"] for t in tables.values()] == ["tableNames"]
 
@@ -954,7 +959,7 @@ def test_bicep_declares_exactly_the_tables_the_app_uses() -> None:
     declared = bicep("main.bicep")["variables"]["tableNames"]["value"]
     assert all(name.startswith("${tablePrefix}") for name in declared), declared
     used = tables_used_by_code()
-    assert {"directory", "tenants", "log"} <= used, used  # the scanner still finds them
+    assert {"directory", "tenants", "log", "deliveries"} <= used, used  # the scanner still finds them
     assert {name.removeprefix("${tablePrefix}") for name in declared} == used
 
 

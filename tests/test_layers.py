@@ -22,6 +22,8 @@ STORE_IMPLEMENTATIONS = {
     "scim.store.app_keys_memory",
     "scim.store.app_keys_tables",
     "scim.store.azure_client",
+    "scim.store.delivery_state_memory",
+    "scim.store.delivery_state_tables",
     "scim.store.azure_errors",
     "scim.store.directory_commits",
     "scim.store.directory_events",
