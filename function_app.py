@@ -1,8 +1,9 @@
 """Azure Functions entry point (Python v2 programming model).
 
 It stays thin: the SCIM HTTP endpoint lives in :mod:`scim.functions.http_adapter`, the change
-events feed in :mod:`scim.functions.events_adapter` and the failure digest and retention timer in
-:mod:`scim.functions.timer_adapter`, each as a blueprint. The settings are checked here,
+events feed in :mod:`scim.functions.events_adapter`, the failure digest and retention timer in
+:mod:`scim.functions.timer_adapter` and the webhook delivery timer in
+:mod:`scim.functions.delivery_adapter`, each as a blueprint. The settings are checked here,
 so that a setting the app cannot use (or, in Azure, no table storage at all) stops the host at
 start-up with an error naming it, rather than failing every request later.
 Importing this module must stay cheap (cold starts): heavy modules load on first use.
@@ -10,6 +11,7 @@ Importing this module must stay cheap (cold starts): heavy modules load on first
 
 import azure.functions as func
 
+from scim.functions.delivery_adapter import bp as webhook_timer
 from scim.functions.events_adapter import bp as events_http
 from scim.functions.http_adapter import bp as scim_http
 from scim.functions.timer_adapter import bp as notify_timer
@@ -21,3 +23,4 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(scim_http)
 app.register_functions(events_http)
 app.register_functions(notify_timer)
+app.register_functions(webhook_timer)

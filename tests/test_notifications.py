@@ -330,3 +330,51 @@ async def test_run_now_right_after_a_failure_says_how_many_wait(mail_runtime, sm
     result = await core.notify_now(mail_runtime.settings, client.tenant)
     assert result.outcome == "nothing" and mailbox.to("now@a.example") == []
     assert result.reason.startswith("1 failure(s) of the last 5 s wait for the next run"), result.reason
+
+
+def _text(message) -> str:  # type: ignore[no-untyped-def]
+    part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    return part.get_payload(decode=True).decode()
+
+
+async def test_a_failing_webhook_endpoint_is_in_the_tenants_digest_once_per_new_failure(
+    mail_runtime, smtp, monkeypatch
+):
+    """Issue 12, on Azure Tables: the timer's digest reports a failing endpoint of the tenant (not
+    to a tenant it does not serve), not again without a new failure; a disabled one once; and
+    ``notify run-now`` reads the registry too."""
+    from scim.admin import core
+
+    mailbox, _ = smtp
+    served = await tenant(mail_runtime, ("hooks@a.example",))
+    await tenant(mail_runtime, ("hooks@b.example",))  # served by no endpoint of this test
+    hooks = mail_runtime.webhooks
+    endpoint_id, secret = await hooks.add("https://hooks.example.com/scim?code=fn-key-5ecret", [served.tenant])
+    try:
+        await hooks.record_failure(endpoint_id, "HTTP 503 from the receiver")
+        await asyncio.sleep(0.01)
+        await run_timer(mail_runtime)
+        [digest] = mailbox.to("hooks@a.example")
+        text = _text(digest)
+        assert digest["Subject"] == f"SCIM webhooks: 1 endpoint failing for tenant {served.tenant}"
+        assert endpoint_id in text and "https://hooks.example.com/scim?…" in text, text
+        assert "HTTP 503 from the receiver" in text and "python -m scim.admin webhook list" in text
+        assert "fn-key-5ecret" not in digest.as_string() and secret not in digest.as_string()
+        assert all(endpoint_id not in m.as_string() for m in mailbox.to("hooks@b.example"))
+
+        await run_timer(mail_runtime)
+        assert len(mailbox.to("hooks@a.example")) == 1, "still failing, nothing new: no second digest"
+
+        await hooks.disable(endpoint_id, "the receiver answered 410 Gone")
+        await asyncio.sleep(0.01)
+        monkeypatch.setattr(core, "NOTIFY_NOW_LAG", timedelta(0))
+        result = await core.notify_now(mail_runtime.settings, served.tenant)
+        assert result.outcome == "sent" and result.webhooks == 1, result
+        disabled = mailbox.to("hooks@a.example")[1]
+        assert disabled["Subject"] == f"SCIM webhooks: 1 endpoint disabled for tenant {served.tenant}"
+        assert "the receiver answered 410 Gone" in _text(disabled) and "webhook enable ID" in _text(disabled)
+        await run_timer(mail_runtime)
+        assert len(mailbox.to("hooks@a.example")) == 2
+        assert all(endpoint_id not in m.as_string() for m in mailbox.to("hooks@b.example"))
+    finally:
+        await hooks.remove(endpoint_id)

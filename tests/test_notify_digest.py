@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import time
 
-from scim.notify.digest import DETAIL_LIMIT, Digest, Failure, build_digest
+from scim.notify.digest import DETAIL_LIMIT, MAX_WEBHOOK_ROWS, Digest, Failure, build_digest, shown_url
+from scim.webhooks import DISABLED, WebhookEndpoint
 
 WINDOW = {"window_start": "2026-11-26T10:00:00Z", "window_end": "2026-11-26T10:10:00Z"}
 
@@ -207,3 +208,107 @@ def test_burst_of_10000_failures_stays_bounded() -> None:
     assert "10,000 failures of 12,000 requests" in d.text
     assert "and 9,980 more" in d.text
     assert elapsed < 5, f"digest of 10,000 failures took {elapsed:.2f} s"
+
+
+# ---- webhook endpoints failing or disabled (issue 12) -------------------------------------------
+
+
+def _endpoint(n: int, url: str = "https://hooks.example.com/scim", **fields: str) -> WebhookEndpoint:
+    defaults = {
+        "failing_since": "2026-11-26T09:40:00.000Z",
+        "last_error": "HTTP 503 Service Unavailable",
+        "last_error_at": "2026-11-26T10:05:00.000Z",
+    }
+    return WebhookEndpoint(
+        id=f"ep_{n:032x}",
+        url=url,
+        tenants=None,
+        events=None,
+        created="2026-11-20T00:00:00.000Z",
+        secret="whsec-signing-secret",
+        previous_secret="whsec-previous-secret",
+        **{**defaults, **fields},  # type: ignore[arg-type]
+    )
+
+
+def _gone(n: int) -> WebhookEndpoint:
+    return _endpoint(
+        n,
+        "https://old.example.net/hook",
+        state=DISABLED,
+        disabled_reason="the receiver answered 410 Gone",
+        disabled_at="2026-11-26T10:06:00.000Z",
+        last_error="HTTP 410 Gone",
+        last_error_at="2026-11-26T10:06:00.000Z",
+    )
+
+
+def test_webhook_endpoints_alone_make_a_digest_with_what_to_do() -> None:
+    failing = _endpoint(1, "https://hooks.example.com/scim?code=fn-key-5ecret")
+    d = _digest([], total=0, webhooks=[failing, _gone(2)], events_retention_days=30)
+    assert d.failures == 0 and d.webhooks == 2 and not d.alert
+    assert d.subject == "SCIM webhooks: 1 endpoint disabled, 1 endpoint failing for tenant contoso"
+    assert d.text.startswith("SCIM webhook endpoints failing or disabled for tenant contoso\n")
+    assert "By operation and status" not in d.text and "Entra admin center" not in d.text
+    section = _section(d.text, "Webhook endpoints failing or disabled").splitlines()
+    assert section == [
+        f"  - ep_{2:032x} https://old.example.net/hook",  # disabled ones first
+        "    DISABLED 2026-11-26T10:06:00.000Z: the receiver answered 410 Gone",
+        "    failing since 2026-11-26T09:40:00.000Z",
+        "    last error 2026-11-26T10:06:00.000Z: HTTP 410 Gone",
+        f"  - ep_{1:032x} https://hooks.example.com/scim?…",
+        "    failing since 2026-11-26T09:40:00.000Z",
+        "    last error 2026-11-26T10:05:00.000Z: HTTP 503 Service Unavailable",
+    ]
+    advice = _section(d.text, "What to do")
+    assert "`python -m scim.admin webhook list`" in advice and "fix the receiver" in advice.lower()
+    assert "`python -m scim.admin webhook enable ID`" in advice and "resumes where it stopped" in advice
+    assert "30 days (EVENTS_RETENTION_DAYS)" in advice
+    assert "<h3>Webhook endpoints failing or disabled</h3>" in d.html and f"ep_{2:032x}" in d.html
+    for secret in ("fn-key-5ecret", "whsec-signing-secret", "whsec-previous-secret"):
+        assert secret not in d.text and secret not in d.html and secret not in d.subject
+
+
+def test_a_failing_endpoint_without_a_disabled_one_gets_no_enable_advice() -> None:
+    d = _digest([], total=0, webhooks=[_endpoint(1)])
+    assert d.subject == "SCIM webhooks: 1 endpoint failing for tenant contoso"
+    assert "webhook list" in d.text and "webhook enable" not in d.text
+
+
+def test_webhooks_join_the_provisioning_digest() -> None:
+    d = _digest(_failures(), webhooks=[_gone(1)])
+    assert d.subject == "SCIM provisioning: 6 failures for tenant contoso; webhooks: 1 endpoint disabled"
+    assert d.text.startswith("SCIM provisioning failures for tenant contoso\n")
+    assert "By operation and status" in d.text and "Webhook endpoints failing or disabled" in d.text
+    advice = _section(d.text, "What to do")
+    assert "Entra admin center" in advice and "webhook enable ID" in advice
+
+
+def test_webhook_data_is_cleaned_and_escaped() -> None:
+    hostile = '<script>alert("x")</script>'
+    endpoint = _endpoint(
+        1,
+        f"https://hooks.example.com/{hostile}",
+        state=DISABLED,
+        disabled_reason=f"gone {hostile}\r\nBcc: victim@example.com",
+        disabled_at="2026-11-26T10:06:00.000Z",
+        last_error=f"HTTP 500 {hostile}\n" + "e" * 5000,
+    )
+    d = _digest([], total=0, webhooks=[endpoint])
+    assert "<script" not in d.html and "&lt;script&gt;" in d.html
+    assert 'gone <script>alert("x")</script> Bcc: victim@example.com' in d.text  # one line
+    assert "e" * DETAIL_LIMIT not in d.text and "e" * 10 + "…" in d.text
+
+
+def test_webhook_endpoints_are_capped() -> None:
+    d = _digest([], total=0, webhooks=[_endpoint(n) for n in range(MAX_WEBHOOK_ROWS + 5)])
+    assert d.webhooks == MAX_WEBHOOK_ROWS + 5
+    assert d.subject == f"SCIM webhooks: {MAX_WEBHOOK_ROWS + 5} endpoints failing for tenant contoso"
+    assert d.text.count("    failing since ") == MAX_WEBHOOK_ROWS and "  and 5 more" in d.text
+
+
+def test_shown_url_hides_the_query_and_user_info() -> None:
+    assert shown_url("https://h.example.com:8443/a/b?code=k&x=1") == "https://h.example.com:8443/a/b?…"
+    assert shown_url("https://user:pw@h.example.com/p") == "https://h.example.com/p"
+    assert shown_url("http://[::1]:8080/hook") == "http://[::1]:8080/hook"
+    assert shown_url("http://[::1") == "(an unparsable URL)"

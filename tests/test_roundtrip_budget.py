@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 import pytest
 
@@ -37,10 +38,14 @@ class TableCounter(RoundTripCounter):
         self.log_table = log_table
         self.auth = 0
         self.log = 0
+        self.registry = 0
 
     def on_request(self, request) -> None:  # type: ignore[no-untyped-def]
-        resource = request.http_request.url.split("?")[0].rsplit("/", 1)[-1]
-        if "tenants" in resource:
+        url = request.http_request.url
+        resource = url.split("?")[0].rsplit("/", 1)[-1]
+        if "tenants" in resource and "webhook" in unquote(url):
+            self.registry += 1  # the delivery engine's list of endpoints: cached, not per request
+        elif "tenants" in resource:
             self.auth += 1
         elif resource.startswith(self.log_table) or (
             resource == "$batch" and self.log_table.encode() in _body(request)
@@ -53,6 +58,7 @@ class TableCounter(RoundTripCounter):
         super().reset()
         self.auth = 0
         self.log = 0
+        self.registry = 0
 
 
 @pytest.fixture

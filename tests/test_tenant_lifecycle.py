@@ -555,3 +555,22 @@ async def test_scim_admin_log_prints_hostile_values_escaped(
     assert _terminal_safe(as_json.stdout.rstrip("\n")), repr(as_json.stdout)
     (entry,) = json.loads(as_json.stdout)["entries"]
     assert entry["detail"] == HOSTILE.detail and entry["subject"] == HOSTILE.subject
+
+
+async def test_deleting_a_tenant_removes_its_webhook_delivery_state(settings: Settings) -> None:
+    """The cursors and waiting events of webhook delivery (``{prefix}deliveries``) go with the tenant."""
+    name = _name("hooks")
+    await core.create_tenant(settings, name)
+    runtime = build_runtime(settings)
+    try:
+        await runtime.deliveries.rewind(name, "ep_" + "0" * 32, f"{0:016d}|")
+        assert (await runtime.deliveries.load(name)).cursors
+    finally:
+        await runtime.close()
+    await core.delete_tenant(settings, name)
+    runtime = build_runtime(settings)
+    try:
+        state = await runtime.deliveries.load(name)
+        assert not state.cursors and not state.lanes
+    finally:
+        await runtime.close()

@@ -47,7 +47,7 @@ async def test_add_prints_the_secret_once_and_list_never(capsys: pytest.CaptureF
     assert ID_SHAPE.match(endpoint_id) and SECRET_SHAPE.match(secret), out
     assert (await hooks.get(endpoint_id)).secret == secret
     assert "shown once" in err and "from standardwebhooks import Webhook" in err and ".verify(" in err
-    assert "delivery is not built yet" in err
+    assert "Events committed from now on are delivered" in err
 
     assert (
         await _run(

@@ -11,6 +11,8 @@
     python -m scim.admin events TENANT [--after CURSOR] [--limit N] [--follow] [--json]
     python -m scim.admin webhook add URL [--tenant T ...] [--events TYPE,...] [--json] | webhook list [--json]
     python -m scim.admin webhook remove ID [--yes] | webhook rotate-secret ID [--json]
+    python -m scim.admin webhook replay ID --since TIME [--tenant T ...] [--json]
+    python -m scim.admin webhook enable ID | webhook disable ID
 
 ``tenant delete`` cannot be undone: on a terminal it asks you to type the tenant name;
 ``--yes`` skips that (scripts); without a terminal and without ``--yes`` it refuses. It revokes
@@ -27,6 +29,10 @@ them as JSON does.
 
 ``events`` prints a tenant's change events feed (:mod:`scim.admin.events`); with ``--follow`` it
 runs until Ctrl-C, which exits 0.
+
+``webhook`` manages the webhook endpoints and their delivery (:mod:`scim.admin.webhooks`):
+``list`` shows each one's state, last success and error, and backlog; ``replay`` delivers again
+the events committed since a time; ``disable`` and ``enable`` stop and resume deliveries.
 """
 
 from __future__ import annotations
@@ -161,7 +167,8 @@ async def _run(args: argparse.Namespace) -> int:
     if args.group == events.GROUP:
         return await events.run(args, settings)
     if args.group == webhooks.GROUP:
-        return await webhooks.run(args, webhooks.open_registry(settings), in_azure=webhooks.azure_policy(settings))
+        hooks, stores = webhooks.open_stores(settings)  # one Table client: registry, tenants, feeds, delivery
+        return await webhooks.run(args, hooks, in_azure=webhooks.azure_policy(settings), stores=stores)
     if args.group == "tenant" and args.action == "create":
         credentials = await core.create_tenant(settings, args.name, notify=args.notify)
         print(credentials.to_json() if args.json else credentials.lines())

@@ -139,17 +139,28 @@ def _log_table(runtime: Runtime, settings: Settings) -> Any:
 
 
 async def _data_left(runtime: Runtime, settings: Settings, name: str) -> list[str]:
-    """What data of a tenant named ``name`` is stored (three cheap reads, in parallel)."""
-    directory, log, digest = await asyncio.gather(
+    """What data of a tenant named ``name`` is stored (four cheap reads, in parallel)."""
+    directory, log, digest, deliveries = await asyncio.gather(
         _has_rows(_directory_table(runtime, settings), keys.partition_key(name)),
         _has_rows(_log_table(runtime, settings), name),
         runtime.states.exists(name),
+        _has_deliveries(runtime, name),
     )
     return [
         what
-        for what, there in (("users and groups", directory), ("provisioning log", log), ("digest state", digest))
+        for what, there in (
+            ("users and groups", directory),
+            ("provisioning log", log),
+            ("digest state", digest),
+            ("webhook delivery state", deliveries),
+        )
         if there
     ]
+
+
+async def _has_deliveries(runtime: Runtime, name: str) -> bool:
+    state = await runtime.deliveries.load(name)
+    return bool(state.cursors or state.lanes or state.lease_owner)
 
 
 async def _create_fresh(runtime: Runtime, settings: Settings, name: str, token: str | None) -> str:
@@ -236,7 +247,14 @@ async def notify_now(settings: Settings, name: str) -> RunResult:
     from scim.notify.notifier import notifier_for
 
     runtime = await _with_runtime(settings)
-    notifier = notifier_for(runtime.settings, runtime.tenants, runtime.log, states=runtime.states, lag=NOTIFY_NOW_LAG)
+    notifier = notifier_for(
+        runtime.settings,
+        runtime.tenants,
+        runtime.log,
+        states=runtime.states,
+        lag=NOTIFY_NOW_LAG,
+        webhooks=runtime.webhooks,
+    )
     try:
         now = datetime.now(UTC)
         result = await notifier.run_tenant(await runtime.tenants.info(name), now)
@@ -348,10 +366,12 @@ async def _purge_partition(table: Any, partition: str) -> None:
 
 
 async def _purge(runtime: Runtime, settings: Settings, name: str) -> None:
-    """The tenant's directory partition, provisioning log and digest state, in that order."""
+    """The tenant's directory partition, provisioning log, digest state and webhook delivery
+    state, in that order."""
     await runtime.store.delete_tenant(name)
     await _purge_partition(_log_table(runtime, settings), name)
     await runtime.states.forget(name)
+    await runtime.deliveries.forget(name)
 
 
 async def delete_tenant(settings: Settings, name: str) -> bool:

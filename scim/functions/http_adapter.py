@@ -41,6 +41,7 @@ logger = logging.getLogger("scim.http")
 
 SCIM_CONTENT_TYPE = "application/scim+json"
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _NO_HASH = "0" * 64  # compared against when there is no tenant: no SHA-256 hex digest is all zeros
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions declares no types for it
@@ -121,6 +122,8 @@ async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
     if context.runtime is not None and context.authenticated:
         entry = _log_entry(req, context.request, response, correlation_id, elapsed_ms)
         context.runtime.log_writer.submit(tenant, entry)
+        if req.method in _WRITES:
+            context.runtime.delivery().poke(tenant)  # its events, if any, to the webhooks now
     elif context.runtime is not None and context.tenant_exists:
         # Unauthenticated: no per-request entry (its path and body are the caller's), only a
         # count per minute, written in the background (see LogWriter.count_unauthenticated).

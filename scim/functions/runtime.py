@@ -20,16 +20,20 @@ from scim.store.base import DirectoryStore
 from scim.tenants import TenantRegistry
 
 if TYPE_CHECKING:
+    from scim.delivery import DeliveryEngine
+    from scim.delivery_state import DeliveryStateStore
     from scim.settings import Settings  # pydantic-settings: imported on first use (get_runtime), not at cold start
+    from scim.webhooks import WebhookRegistry
 
 __all__ = ["Runtime", "build_memory_runtime", "build_runtime", "get_runtime", "reset_runtime", "use_runtime"]
 
 
 @dataclass
 class Runtime:
-    """What handling a request and the digest timer need: settings, the SCIM service (with its
-    store), the tenants, the provisioning log (and its writer), the digest state and the
-    application keys (the events feed's credential)."""
+    """What handling a request and the timers need: settings, the SCIM service (with its
+    store), the tenants, the provisioning log (and its writer), the digest state, the
+    application keys (the events feed's credential), the webhook endpoints and the state of
+    their delivery (:meth:`delivery` is the process's delivery engine)."""
 
     settings: Settings
     service: ScimService
@@ -38,19 +42,49 @@ class Runtime:
     log_writer: LogWriter
     states: NotifyStateStore
     app_keys: AppKeyRegistry
+    webhooks: WebhookRegistry
+    deliveries: DeliveryStateStore
     table_service: Any = None
     """The Table service client the runtime's tables share (None in memory): the admin CLI reads
     and purges tables' partitions with it."""
+
+    _delivery: DeliveryEngine | None = None
 
     @property
     def store(self) -> DirectoryStore:
         return self.service.store
 
+    def delivery(self) -> DeliveryEngine:
+        """The process's webhook delivery engine (:mod:`scim.delivery`), made on first use."""
+        if self._delivery is None:
+            from scim.delivery import DeliveryEngine
+            from scim.notify.webhook_alerts import alert_disabled_endpoint
+            from scim.webhook_sender import shared_sender
+
+            sender = shared_sender(in_azure=self.settings.in_azure)
+
+            async def on_disabled(endpoint: Any, tenant: str, reason: str) -> None:
+                await alert_disabled_endpoint(self, endpoint, tenant, reason)
+
+            self._delivery = DeliveryEngine(
+                self.store,
+                self.webhooks,
+                self.deliveries,
+                sender.send,
+                settle_seconds=self.settings.events_settle_seconds,
+                on_disabled=on_disabled,
+            )
+        return self._delivery
+
     async def close(self) -> None:
+        if self._delivery is not None:
+            await self._delivery.close()
         await self.log_writer.drain()
         await self.service.store.close()
         await self.tenants.close()
         await self.app_keys.close()
+        await self.webhooks.close()
+        await self.deliveries.close()
 
 
 _runtime: Runtime | None = None
@@ -67,7 +101,9 @@ def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None
     from scim.notify.state_tables import TableNotifyStateStore
     from scim.provisioning_log.tables import TableProvisioningLog
     from scim.store.app_keys_tables import TableAppKeyRegistry
+    from scim.store.delivery_state_tables import TableDeliveryStateStore
     from scim.store.tables import TableStore
+    from scim.store.webhooks_tables import TableWebhookRegistry
 
     store = TableStore.from_settings(settings, per_call_policies=per_call_policies)
     log = TableProvisioningLog(store.service_client, settings.table_prefix)
@@ -82,6 +118,8 @@ def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None
         LogWriter(log),
         states,
         app_keys,
+        TableWebhookRegistry(store.service_client, settings.table_prefix),
+        TableDeliveryStateStore(store.service_client, settings.table_prefix),
         table_service=store.service_client,
     )
 
@@ -92,7 +130,9 @@ def build_memory_runtime(settings: Settings) -> Runtime:
     from scim.notify.state_memory import MemoryNotifyStateStore
     from scim.provisioning_log.memory import MemoryProvisioningLog
     from scim.store.app_keys_memory import MemoryAppKeyRegistry
+    from scim.store.delivery_state_memory import MemoryDeliveryStateStore
     from scim.store.memory import MemoryStore, MemoryTenantRegistry
+    from scim.store.webhooks_memory import MemoryWebhookRegistry
 
     log = MemoryProvisioningLog()
     service = ScimService(MemoryStore(), Limits(max_body_bytes=settings.max_body_bytes))
@@ -104,6 +144,8 @@ def build_memory_runtime(settings: Settings) -> Runtime:
         LogWriter(log),
         MemoryNotifyStateStore(),
         MemoryAppKeyRegistry(),
+        MemoryWebhookRegistry(),
+        MemoryDeliveryStateStore(),
     )
 
 

@@ -30,10 +30,13 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions declar
 
 
 def build_notifier(runtime: Runtime, *, lag: timedelta | None = None) -> Notifier:
-    """A :class:`~scim.notify.notifier.Notifier` on the runtime's tables and the configured sender."""
+    """A :class:`~scim.notify.notifier.Notifier` on the runtime's tables (its digests report the
+    webhook endpoints failing or disabled) and the configured sender."""
     from scim.notify.notifier import notifier_for
 
-    return notifier_for(runtime.settings, runtime.tenants, runtime.log, states=runtime.states, lag=lag)
+    return notifier_for(
+        runtime.settings, runtime.tenants, runtime.log, states=runtime.states, lag=lag, webhooks=runtime.webhooks
+    )
 
 
 async def purge_events(runtime: Runtime, now: datetime | None = None) -> int:

@@ -15,9 +15,14 @@ It raises an alert on the signals Entra quarantines a job for (docs/ENTRA.md §6
   the caller (:mod:`scim.notify.notifier`) decides from the log that the tenant's requests
   went from succeeding to being refused (``credential_alert``), and rate-limits it.
 
-Every value that comes from data (tenant, operations, ids, subjects, details) is cleaned
-(control characters and line breaks collapsed, length capped) and HTML-escaped in the HTML
-part. Lists are capped, so a burst of 10,000 failures still yields a small email.
+It also lists the tenant's webhook endpoints (issue 12) that the caller found failing or
+disabled in the window (:func:`scim.notify.notifier.webhook_issues` picks them): their id, URL
+(:func:`shown_url`: without its query, which may carry a key), since when they fail, their last
+error or why they were disabled, and what to do. Such endpoints alone make a digest.
+
+Every value that comes from data (tenant, operations, ids, subjects, details, URLs, errors) is
+cleaned (control characters and line breaks collapsed, length capped) and HTML-escaped in the
+HTML part. Lists are capped, so a burst of 10,000 failures still yields a small email.
 """
 
 from __future__ import annotations
@@ -28,12 +33,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit
 
-__all__ = ["DETAIL_LIMIT", "Digest", "Failure", "build_digest"]
+from scim.webhooks import WebhookEndpoint
+
+__all__ = ["DETAIL_LIMIT", "Digest", "Failure", "build_digest", "clean_line", "shown_url"]
 
 DETAIL_LIMIT = 300  # characters of an error detail shown
 FIELD_LIMIT = 200  # characters of a tenant, operation, id, subject or scimType shown
 MAX_OPERATION_ROWS = 50  # rows of the "by operation and status" table
+MAX_WEBHOOK_ROWS = 20  # webhook endpoints listed
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class Digest:
     html: str
     alert: bool
     failures: int
+    webhooks: int = 0  # webhook endpoints reported (failing or disabled)
 
 
 # -- the summary: what both parts show, cleaned and capped ---------------------------------
@@ -89,6 +99,18 @@ class _Resource:
 
 
 @dataclass(frozen=True)
+class _WebhookRow:
+    id: str
+    url: str
+    disabled: bool
+    disabled_at: str | None
+    disabled_reason: str | None
+    failing_since: str | None
+    last_error_at: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class _Summary:
     tenant: str
     tenant_url: str | None
@@ -106,7 +128,17 @@ class _Summary:
     more_errors: int
     resources: tuple[_Resource, ...]
     more_resources: int
+    webhooks: tuple[_WebhookRow, ...]
+    more_webhooks: int
+    failing_webhooks: int
+    disabled_webhooks: int
     advice: tuple[str, ...]
+
+    @property
+    def provisioning(self) -> bool:
+        """Whether the provisioning part is shown: there is something to say about requests, or
+        nothing else to say."""
+        return bool(self.failures or self.unauthenticated or not (self.failing_webhooks or self.disabled_webhooks))
 
 
 def build_digest(
@@ -123,13 +155,18 @@ def build_digest(
     max_resources: int = 20,
     unauthenticated: int = 0,
     credential_alert: bool = False,
+    webhooks: Sequence[WebhookEndpoint] = (),
+    events_retention_days: int | None = None,
 ) -> Digest:
     """The digest of ``failures`` among ``total_requests`` requests of ``tenant`` in a window.
 
     ``total_requests`` counts every authenticated request of the window, failed or not; it
     is raised to ``len(failures)`` if smaller (a failure is a request). ``unauthenticated``
     counts the requests refused for a missing or wrong token (401) in the window;
-    ``credential_alert`` says they are evidence that Entra's own token fails.
+    ``credential_alert`` says they are evidence that Entra's own token fails. ``webhooks``:
+    the endpoints serving the tenant to report (failing, or disabled, in the window; their
+    secrets are never read); ``events_retention_days`` (``EVENTS_RETENTION_DAYS``) says how
+    long a disabled endpoint's events wait for it.
     """
     summary = _summarize(
         tenant,
@@ -144,6 +181,8 @@ def build_digest(
         max_resources=max_resources,
         unauthenticated=unauthenticated,
         credential_alert=credential_alert,
+        webhooks=webhooks,
+        events_retention_days=events_retention_days,
     )
     return Digest(
         subject=_subject(summary),
@@ -151,6 +190,7 @@ def build_digest(
         html=_render_html(summary),
         alert=bool(summary.alerts),
         failures=summary.failures,
+        webhooks=len(webhooks),
     )
 
 
@@ -168,12 +208,19 @@ def _summarize(
     max_resources: int,
     unauthenticated: int,
     credential_alert: bool,
+    webhooks: Sequence[WebhookEndpoint],
+    events_retention_days: int | None,
 ) -> _Summary:
     first, last = _first_and_last(f.time for f in failures)
     operations = _operation_rows(failures)
     errors = _error_groups(failures)
     resources = _resources(failures)
+    hooks = _webhook_rows(webhooks)
+    disabled = sum(1 for e in webhooks if not e.enabled)
     tenant = _clean(tenant, FIELD_LIMIT)
+    advice: tuple[str, ...] = ()
+    if failures or unauthenticated or not webhooks:
+        advice = _advice(tenant, {f.status for f in failures} | ({401} if credential_alert else set()))
     return _Summary(
         tenant=tenant,
         tenant_url=_clean(tenant_url, FIELD_LIMIT) if tenant_url else None,
@@ -191,7 +238,11 @@ def _summarize(
         more_errors=max(0, len(errors) - max_errors),
         resources=tuple(resources[:max_resources]),
         more_resources=max(0, len(resources) - max_resources),
-        advice=_advice(tenant, {f.status for f in failures} | ({401} if credential_alert else set())),
+        webhooks=tuple(hooks[:MAX_WEBHOOK_ROWS]),
+        more_webhooks=max(0, len(hooks) - MAX_WEBHOOK_ROWS),
+        failing_webhooks=len(webhooks) - disabled,
+        disabled_webhooks=disabled,
+        advice=advice + (_webhook_advice(bool(disabled), events_retention_days) if webhooks else ()),
     )
 
 
@@ -202,6 +253,32 @@ def _clean(value: object, limit: int) -> str:
         text = "".join(c if c.isprintable() else " " for c in text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+clean_line = _clean
+"""``clean_line(value, limit)``: ``value`` as one printable line of at most ``limit`` characters,
+as every value of the digest is shown (for the other emails of :mod:`scim.notify`)."""
+
+
+def shown_url(url: str) -> str:
+    """A webhook URL as an email shows it: scheme, host, port and path, cleaned and capped.
+
+    The query is replaced by ``?…``: it may carry a key (Azure Functions' ``?code=``, a
+    receiver's token), and an email travels far. User info is never shown (the registry refuses
+    it anyway), nor a fragment. ``python -m scim.admin webhook list`` shows the whole URL.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "(an unparsable URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    shown = f"{parts.scheme}://{host}{f':{port}' if port is not None else ''}{parts.path}"
+    if parts.query:
+        shown += "?…"
+    return _clean(shown, FIELD_LIMIT)
 
 
 def _first_and_last(times: Iterable[str]) -> tuple[str | None, str | None]:
@@ -290,6 +367,41 @@ def _resource_label(resource_type: str | None, name: str, subject: str | None) -
     return f"{label} ({_clean(subject, FIELD_LIMIT)})" if subject else label
 
 
+def _webhook_rows(endpoints: Sequence[WebhookEndpoint]) -> list[_WebhookRow]:
+    """The endpoints cleaned, the disabled ones first, then by the time they started failing."""
+    rows = [
+        _WebhookRow(
+            id=_clean(e.id, FIELD_LIMIT),
+            url=shown_url(e.url),
+            disabled=not e.enabled,
+            disabled_at=_clean(e.disabled_at, FIELD_LIMIT) if e.disabled_at else None,
+            disabled_reason=_clean(e.disabled_reason, DETAIL_LIMIT) if e.disabled_reason else None,
+            failing_since=_clean(e.failing_since, FIELD_LIMIT) if e.failing_since else None,
+            last_error_at=_clean(e.last_error_at, FIELD_LIMIT) if e.last_error_at else None,
+            last_error=_clean(e.last_error, DETAIL_LIMIT) if e.last_error else None,
+        )
+        for e in endpoints
+    ]
+    rows.sort(key=lambda r: (not r.disabled, r.disabled_at or "", r.failing_since or "", r.id))
+    return rows
+
+
+def _webhook_advice(disabled: bool, retention_days: int | None) -> tuple[str, ...]:
+    """What to do about failing or disabled webhook endpoints."""
+    kept = f" for {_plural(retention_days, 'day')} (EVENTS_RETENTION_DAYS)" if retention_days else ""
+    advice = [
+        "Webhook endpoints: `python -m scim.admin webhook list` shows each endpoint's state and last"
+        " error. Fix the receiver (it must answer 2xx): a failing endpoint is retried for about three"
+        " days, then disabled."
+    ]
+    if disabled:
+        advice.append(
+            "A disabled endpoint receives nothing until `python -m scim.admin webhook enable ID`"
+            f" (once the receiver works): it resumes where it stopped, as events are kept{kept}."
+        )
+    return tuple(advice)
+
+
 def _alerts(
     failures: Sequence[Failure], requests: int, ratio: float, min_requests: int, refused: int
 ) -> tuple[str, ...]:
@@ -355,9 +467,36 @@ def _advice(tenant: str, statuses: set[int]) -> tuple[str, ...]:
 
 def _subject(s: _Summary) -> str:
     prefix = "ALERT: " if s.alerts else ""
+    hooks = _webhook_counts(s)
+    if not s.provisioning:
+        return f"SCIM webhooks: {hooks} for tenant {s.tenant}"
+    more = f"; webhooks: {hooks}" if hooks else ""
     if not s.failures and s.unauthenticated:
-        return f"{prefix}SCIM provisioning: {_plural(s.unauthenticated, 'request')} refused (wrong or missing token) for tenant {s.tenant}"
-    return f"{prefix}SCIM provisioning: {_plural(s.failures, 'failure')} for tenant {s.tenant}"
+        return f"{prefix}SCIM provisioning: {_plural(s.unauthenticated, 'request')} refused (wrong or missing token) for tenant {s.tenant}{more}"
+    return f"{prefix}SCIM provisioning: {_plural(s.failures, 'failure')} for tenant {s.tenant}{more}"
+
+
+def _webhook_counts(s: _Summary) -> str:
+    """The webhook endpoints reported, e.g. ``1 endpoint disabled, 2 endpoints failing``; "" if none."""
+    counts = []
+    if s.disabled_webhooks:
+        counts.append(f"{_plural(s.disabled_webhooks, 'endpoint')} disabled")
+    if s.failing_webhooks:
+        counts.append(f"{_plural(s.failing_webhooks, 'endpoint')} failing")
+    return ", ".join(counts)
+
+
+def _webhook_state(w: _WebhookRow) -> str:
+    if w.disabled:
+        at = f" {w.disabled_at}" if w.disabled_at else ""
+        return f"DISABLED{at}: {w.disabled_reason or '(no reason given)'}"
+    return f"failing since {w.failing_since or 'unknown'}"
+
+
+def _webhook_error(w: _WebhookRow) -> str:
+    if not w.last_error and not w.last_error_at:
+        return "(none recorded)"
+    return f"{w.last_error_at or 'unknown time'}: {w.last_error or '(no detail)'}"
 
 
 def _more(n: int) -> str:
@@ -368,12 +507,35 @@ def _render_text(s: _Summary) -> str:
     lines: list[str] = [f"ALERT: {a}" for a in s.alerts]
     if lines:
         lines.append("")
-    lines.append(f"SCIM provisioning failures for tenant {s.tenant}")
+    lines.append(f"{_title(s)} for tenant {s.tenant}")
     if s.tenant_url:
         lines.append(f"Tenant URL: {s.tenant_url}")
-    lines += [
-        "",
-        f"Window:   {s.window_start} to {s.window_end}",
+    lines += ["", f"Window:   {s.window_start} to {s.window_end}"]
+    if s.provisioning:
+        lines += _provisioning_text(s)
+    if s.webhooks:
+        lines += ["", "Webhook endpoints failing or disabled"]
+        for w in s.webhooks:
+            lines.append(f"  - {w.id} {w.url}")
+            lines.append(f"    {_webhook_state(w)}")
+            if w.disabled and w.failing_since:
+                lines.append(f"    failing since {w.failing_since}")
+            lines.append(f"    last error {_webhook_error(w)}")
+        if s.more_webhooks:
+            lines.append(f"  {_more(s.more_webhooks)}")
+    lines += ["", "What to do"]
+    lines += [f"  - {a}" for a in s.advice]
+    return "\n".join(lines) + "\n"
+
+
+def _title(s: _Summary) -> str:
+    if s.provisioning:
+        return "SCIM provisioning failures"
+    return "SCIM webhook endpoints failing or disabled"
+
+
+def _provisioning_text(s: _Summary) -> list[str]:
+    lines = [
         f"Failures: first {s.first or 'unknown'}, last {s.last or 'unknown'}",
         f"Total:    {_totals(s)}",
     ]
@@ -395,9 +557,7 @@ def _render_text(s: _Summary) -> str:
         lines.append("  (none identified)")
     if s.more_resources:
         lines.append(f"  {_more(s.more_resources)}")
-    lines += ["", "What to do"]
-    lines += [f"  - {a}" for a in s.advice]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _totals(s: _Summary) -> str:
@@ -429,10 +589,27 @@ def _html_table(header: Sequence[str] | None, rows: Iterable[Sequence[object]]) 
 def _render_html(s: _Summary) -> str:
     parts = ['<!DOCTYPE html><html><body style="font-family:sans-serif">']
     parts += [f'<p style="color:#a4262c"><strong>ALERT:</strong> {_esc(a)}</p>' for a in s.alerts]
-    parts.append(f"<h2>SCIM provisioning failures for tenant {_esc(s.tenant)}</h2>")
+    parts.append(f"<h2>{_esc(_title(s))} for tenant {_esc(s.tenant)}</h2>")
     if s.tenant_url:
         parts.append(f"<p>Tenant URL: <code>{_esc(s.tenant_url)}</code></p>")
-    parts.append(
+    if s.provisioning:
+        parts += _provisioning_html(s)
+    else:
+        parts.append(_html_table(None, [("Window", f"{s.window_start} to {s.window_end}")]))
+    if s.webhooks:
+        parts.append("<h3>Webhook endpoints failing or disabled</h3>")
+        rows = [(w.id, w.url, _webhook_state(w), w.failing_since or "", _webhook_error(w)) for w in s.webhooks]
+        parts.append(_html_table(("Endpoint", "URL", "State", "Failing since", "Last error"), rows))
+        if s.more_webhooks:
+            parts.append(f"<p>{_more(s.more_webhooks)}</p>")
+    parts.append("<h3>What to do</h3>")
+    parts.append("<ul>" + "".join(f"<li>{_esc(a)}</li>" for a in s.advice) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _provisioning_html(s: _Summary) -> list[str]:
+    parts = [
         _html_table(
             None,
             [
@@ -442,7 +619,7 @@ def _render_html(s: _Summary) -> str:
                 *([("Refused", _refused(s))] if s.unauthenticated else []),
             ],
         )
-    )
+    ]
     parts.append("<h3>By operation and status</h3>")
     parts.append(
         _html_table(("Count", "Status", "Operation"), [(f"{r.count:,}", r.status, r.operation) for r in s.operations])
@@ -461,7 +638,4 @@ def _render_html(s: _Summary) -> str:
     parts.append(f"<ul>{items}</ul>" if items else "<p>(none identified)</p>")
     if s.more_resources:
         parts.append(f"<p>{_more(s.more_resources)}</p>")
-    parts.append("<h3>What to do</h3>")
-    parts.append("<ul>" + "".join(f"<li>{_esc(a)}</li>" for a in s.advice) + "</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return parts

@@ -7,17 +7,26 @@ For each tenant with notifications on, a run:
 2. reads the failures logged in ``[watermark, now - lag)``: the lag lets writes of requests
    still in flight land first, so no failure is stamped before the watermark after the
    query has passed it; and the count of requests refused for their token in that window;
-3. sends one digest (:func:`build_digest`) through the configured sender;
-4. moves the watermark to the end of the window only after a successful send, in the same
+3. reads the tenant's webhook endpoints to report (:func:`webhook_issues`: failing with an
+   error in the window, or disabled in the window), when the notifier has the registry;
+4. sends one digest (:func:`build_digest`) through the configured sender, if there is anything
+   to say (failures, a credential alert, or webhook endpoints);
+5. moves the watermark to the end of the window only after a successful send, in the same
    ETag-guarded write that releases the lease. A failed send releases the lease and leaves
    the watermark, so the next run retries with a larger window: delivery is at least once,
    and never twice in the normal path.
+
+The window also keeps the webhook section from repeating: a failing endpoint is reported when
+its last error falls in the window (it failed again since the last digest), a disabled one when
+it was disabled in the window. An endpoint failing for days (retries: 5 s, 5 min, 30 min ...)
+is so reported once per digest that follows a new failed attempt, not in every digest.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,8 +36,10 @@ from scim.notify.state import NotifyState, NotifyStateStore
 from scim.provisioning_log import LogEntry, ProvisioningLog, format_time, parse_time
 from scim.settings import Settings
 from scim.tenants import TenantInfo, TenantRegistry
+from scim.webhooks import WebhookEndpoint, WebhookRegistry
+from scim.webhooks import parse_time as parse_endpoint_time
 
-__all__ = ["Notifier", "RunResult"]
+__all__ = ["Notifier", "RunResult", "notifier_for", "webhook_issues"]
 
 logger = logging.getLogger("scim.notify")
 
@@ -43,12 +54,42 @@ CREDENTIAL_ALERT_INTERVAL = timedelta(hours=24)
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run did for one tenant: ``outcome`` is sent, nothing, skipped or failed."""
+    """What a run did for one tenant: ``outcome`` is sent, nothing, skipped or failed;
+    ``webhooks`` counts the webhook endpoints the digest reported."""
 
     tenant: str
     outcome: str
     failures: int = 0
     reason: str = ""
+    webhooks: int = 0
+
+
+def webhook_issues(
+    endpoints: Iterable[WebhookEndpoint], tenant: str, since: datetime | None, until: datetime
+) -> list[WebhookEndpoint]:
+    """The endpoints a digest of ``tenant`` for ``[since, until)`` reports: those serving the
+    tenant (``tenants`` None or naming it) that are enabled and failing with their last error
+    in the window (new failures since the previous digest), or were disabled in the window.
+    ``since`` None: from the beginning."""
+
+    def within(moment: str | None) -> bool:
+        if not moment:
+            return False
+        try:
+            at = parse_endpoint_time(moment)
+        except ValueError:
+            return False
+        return at.tzinfo is not None and (since is None or at >= since) and at < until
+
+    return [
+        e
+        for e in endpoints
+        if (e.tenants is None or tenant in e.tenants)
+        and (
+            (e.enabled and e.failing_since is not None and within(e.last_error_at))
+            or (not e.enabled and within(e.disabled_at))
+        )
+    ]
 
 
 def _failure(entry: LogEntry) -> Failure:
@@ -72,14 +113,22 @@ def notifier_for(
     *,
     states: NotifyStateStore,
     lag: timedelta | None = None,
+    webhooks: WebhookRegistry | None = None,
 ) -> Notifier:
     """A notifier on a runtime's tenants, log and digest state (Table Storage, or the memory
     doubles) and the sender the settings configure (ACS Email, SMTP or none); ``lag`` defaults
-    to :data:`DEFAULT_LAG`. Used by the timer and by ``notify run-now``."""
+    to :data:`DEFAULT_LAG`; ``webhooks``: the registry whose failing or disabled endpoints the
+    digests report (None: no webhook section). Used by the timer and by ``notify run-now``."""
     from scim.notify.mail import sender_from_settings
 
     return Notifier(
-        settings, tenants, log, states, sender_from_settings(settings), lag=DEFAULT_LAG if lag is None else lag
+        settings,
+        tenants,
+        log,
+        states,
+        sender_from_settings(settings),
+        lag=DEFAULT_LAG if lag is None else lag,
+        webhooks=webhooks,
     )
 
 
@@ -96,6 +145,7 @@ class Notifier:
         *,
         lag: timedelta = DEFAULT_LAG,
         lease: timedelta = DEFAULT_LEASE,
+        webhooks: WebhookRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.tenants = tenants
@@ -104,29 +154,50 @@ class Notifier:
         self.sender = sender
         self.lag = lag
         self.lease = lease
+        self.webhooks = webhooks
         self.owner = uuid.uuid4().hex
 
     async def run_all(self, now: datetime | None = None) -> list[RunResult]:
-        """One run over every tenant; a tenant's error never stops the others."""
+        """One run over every tenant; a tenant's error never stops the others. The webhook
+        registry is read once, by the first tenant that needs it (again by the next one if it
+        fails: that tenant's digest waits for the next run)."""
         now = now or datetime.now(UTC)
         results = []
+        read: list[list[WebhookEndpoint]] = []
+
+        async def endpoints() -> Sequence[WebhookEndpoint]:
+            if not read:
+                read.append(await self._endpoints())
+            return read[0]
+
         for info in await self.tenants.list():
             try:
-                results.append(await self.run_tenant(info, now))
+                results.append(await self._run_tenant(info, now, endpoints))
             except Exception as exc:  # noqa: BLE001 - reported, retried on the next run
                 logger.warning("failure digest for a tenant failed: %s", type(exc).__name__)
                 results.append(RunResult(info.name, "failed", reason=type(exc).__name__))
         return results
 
+    async def _endpoints(self) -> list[WebhookEndpoint]:
+        return await self.webhooks.list() if self.webhooks is not None else []
+
     async def run_tenant(self, info: TenantInfo, now: datetime | None = None) -> RunResult:
-        """Send the tenant's digest of failures since its watermark, if any."""
-        now = now or datetime.now(UTC)
+        """Send the tenant's digest of failures (and webhook endpoints failing or disabled)
+        since its watermark, if any."""
+        return await self._run_tenant(info, now or datetime.now(UTC), self._endpoints)
+
+    async def _run_tenant(
+        self, info: TenantInfo, now: datetime, endpoints: Callable[[], Awaitable[Sequence[WebhookEndpoint]]]
+    ) -> RunResult:
         if not info.notify_enabled or not info.notify:
             return RunResult(info.name, "skipped", reason="notifications are off for this tenant")
         if self.sender is None:
             return RunResult(
                 info.name, "skipped", reason="no email sender configured (ACS_EMAIL_ENDPOINT or SMTP_HOST)"
             )
+        # Read before the lease (a failed read then holds nothing), and after ``now``: every
+        # failure or disable recorded before the window's end is in what is read.
+        registered = await endpoints()
         state = await self.states.acquire(info.name, self.owner, now, self.lease)
         if state is None:
             return RunResult(info.name, "skipped", reason="another run holds this tenant's lease")
@@ -141,7 +212,8 @@ class Notifier:
         refused = await self.log.unauthenticated(info.name, since=since, until=until)
         total = await self.log.count(info.name, since=since, until=until) if entries or refused else 0
         credential_alert = bool(refused) and await self._entra_token_fails(info.name, state, since, until, total, now)
-        if not entries and not credential_alert:
+        hooks = webhook_issues(registered, info.name, since, until)
+        if not entries and not credential_alert and not hooks:
             await self.states.release(state, until)
             return RunResult(info.name, "nothing")
         digest = build_digest(
@@ -153,6 +225,8 @@ class Notifier:
             tenant_url=self.settings.tenant_url(info.name),
             unauthenticated=refused,
             credential_alert=credential_alert,
+            webhooks=hooks,
+            events_retention_days=self.settings.events_retention_days,
         )
         try:
             await self.sender.send(
@@ -165,10 +239,10 @@ class Notifier:
         except SendError as exc:
             await self.states.release(state, None)
             logger.warning("failure digest not sent, will retry on the next run: %s", exc)
-            return RunResult(info.name, "failed", len(entries), reason=str(exc))
+            return RunResult(info.name, "failed", len(entries), reason=str(exc), webhooks=len(hooks))
         if not await self.states.release(state, until, credential_alert_at=now if credential_alert else None):
             logger.warning("lost the digest lease after sending; the next run may repeat this digest")
-        return RunResult(info.name, "sent", len(entries))
+        return RunResult(info.name, "sent", len(entries), webhooks=len(hooks))
 
     async def _entra_token_fails(
         self, tenant: str, state: NotifyState, since: datetime | None, until: datetime, accepted: int, now: datetime

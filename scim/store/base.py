@@ -177,10 +177,17 @@ class StoredEvent:
     """One committed event as the store reads it back, in feed order by ``position``:
     ``{stamp:016d}|{id}`` for an event stored alone (``stamp``: the commit time in microseconds
     since the epoch), ``{stamp:016d}|{row id}|{index:03d}`` for the events of a member PATCH's
-    transaction, stored together in one row (``docs/events.md``)."""
+    transaction, stored together in one row (``docs/events.md``).
+
+    ``previous``: the millisecond (as a stamp) of the resource's change before this one, as the
+    write knew it (its ``lastModified``/``eventStamp``, or for a member PATCH the group's
+    ``lastModified`` the service last saw); 0 when there was none or it is unknown. The webhook
+    deliverer uses it to find an earlier event of the same resource that became visible late
+    (:mod:`scim.delivery`). The memory store, whose commits are visible at once, leaves it 0."""
 
     position: str
     event: dict[str, Any]
+    previous: int = 0
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from scim.store import keys
 from scim.store.azure_client import _TIMEOUT, SUBMIT_ATTEMPTS, _io, _remaining, _TableOwner
 from scim.store.azure_errors import store_error
 from scim.store.base import EventIntent, StoredResource, StoreUnavailable
-from scim.store.entities import _event_entity
+from scim.store.entities import MAX_ENTITY_BYTES, MAX_PROPERTIES, _entity_bytes, _event_entity
 from scim.store.event_policy import TICKET_OPTION
 from scim.store.event_timing import STAMP_ATTEMPTS, EventClock, SendTicket, StaleStamp, stamp_time
 from scim.store.operations import _Op, _OpFailed
@@ -114,6 +114,7 @@ class _DirectoryCommits(_TableOwner):
         sent = False
         for _ in range(STAMP_ATTEMPTS):
             ops = build(self._clock.stamp(not_before))
+            _mark_previous(ops, not_before)
             try:
                 return ops, await self._submit(ops)
             except StaleStamp as stale:
@@ -131,3 +132,20 @@ class _DirectoryCommits(_TableOwner):
             id=event_id, type=kind, tenant=tenant, time=stamp_time(stamp), obj=event.render(subject)
         )
         return _Op("create", _event_entity(pk, stamp, document), role="event")
+
+
+PREVIOUS = "prev"
+"""The event row's property holding :attr:`scim.store.base.StoredEvent.previous` (a digit string)."""
+
+
+def _mark_previous(ops: list[_Op], not_before: int) -> None:
+    """Record on the event row the millisecond of the resource's previous change: ``not_before``
+    is 1 ms after it (:func:`scim.store.event_timing.floor_after`). Left out when the row is at
+    the entity limits already (the deliverer then does without it)."""
+    if not_before <= 0:
+        return
+    for op in ops:
+        if op.role == "event":
+            op.entity[PREVIOUS] = str(not_before - 1000)
+            if len(op.entity) > MAX_PROPERTIES or _entity_bytes(op.entity) > MAX_ENTITY_BYTES:
+                del op.entity[PREVIOUS]

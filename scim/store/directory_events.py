@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from scim.store import keys
 from scim.store.azure_client import _TIMEOUT, _budgeted, _io, _TableOwner
 from scim.store.base import StoredEvent, StoreUnavailable
+from scim.store.directory_commits import PREVIOUS
 from scim.store.directory_reads import _FILTER_AFTER, _FILTER_RANGE, MAX_PAGE, _first_rows
 from scim.store.entities import _json_from
 from scim.store.operations import MAX_ATTEMPTS, MAX_TRANSACTION_OPS, _batches
@@ -85,9 +86,13 @@ def _expand(rows: Sequence[Mapping[str, Any]], after: str | None) -> list[Stored
     events: list[StoredEvent] = []
     for row in rows:
         value = _json_from(row)
+        previous = row.get(PREVIOUS)
+        before = int(previous) if isinstance(previous, str) and previous.isdigit() else 0
         if isinstance(value, list):
             positions = keys.row_event_positions(row["RowKey"], len(value))
-            events += [StoredEvent(p, e) for p, e in zip(positions, value, strict=True) if after is None or p > after]
+            events += [
+                StoredEvent(p, e, before) for p, e in zip(positions, value, strict=True) if after is None or p > after
+            ]
         else:
-            events.append(StoredEvent(keys.event_position(row["RowKey"]), value))
+            events.append(StoredEvent(keys.event_position(row["RowKey"]), value, before))
     return events
