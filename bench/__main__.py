@@ -22,6 +22,7 @@ from typing import Any
 from . import dataset as D
 from . import feed_backlog as FB
 from . import multitenant as MT
+from . import webhook_delivery as WD
 from .client import Client, Recorder, percentile, summarize
 from .processes import (
     ROOT,
@@ -114,6 +115,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seed N change events of one tenant and catch them up through the events feed over HTTP, "
         "limit=1000 a page (bench/feed_backlog.py); skips the replay and the probe (default 0: off)",
     )
+    p.add_argument(
+        "--webhook-delivery",
+        type=int,
+        default=0,
+        metavar="N",
+        help="webhook delivery to a local receiver (bench/webhook_delivery.py): N SCIM writes paced like Entra, "
+        "p50/p99 from each response to its event; then --webhook-burst; skips the replay and the probe (default 0: off)",
+    )
+    p.add_argument(
+        "--webhook-burst",
+        type=int,
+        default=3000,
+        metavar="M",
+        help="with --webhook-delivery: M user creations as fast as the clients go, delivered live, then M more "
+        "delivered as a backlog: events/s to one endpoint (default 3000; 0: latency only)",
+    )
     p.add_argument("--compare", help="a previous results JSON: print lookup p99 ratios against it")
     p.add_argument("--out", help="results JSON path (default bench/results/<timestamp>.json)")
     args = p.parse_args(argv)
@@ -121,6 +138,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--tenants must be 1 or more")
     if args.feed_backlog < 0:
         p.error("--feed-backlog must be 0 (off) or more")
+    if args.webhook_delivery < 0 or args.webhook_burst < 0:
+        p.error("--webhook-delivery and --webhook-burst must be 0 (off) or more")
+    if args.feed_backlog and args.webhook_delivery:
+        p.error("--feed-backlog and --webhook-delivery are separate runs")
     return args
 
 
@@ -236,6 +257,11 @@ async def main_async(args: argparse.Namespace) -> int:
     targets: list[dict[str, Any]] = []
     if args.feed_backlog:
         print(f"bench: a feed backlog of {args.feed_backlog} events (no replay), seed {args.seed}", flush=True)
+    elif args.webhook_delivery:
+        print(
+            f"bench: webhook delivery, {args.webhook_delivery} paced writes, bursts of {args.webhook_burst} (no replay)",
+            flush=True,
+        )
     elif args.tenants > 1:
         print(
             f"bench: {args.tenants} tenants at once, each {args.users} users, {args.groups} groups, concurrency "
@@ -281,11 +307,18 @@ async def main_async(args: argparse.Namespace) -> int:
             "managers_set": sum(1 for u in ds.users if u.manager is not None),
         }
         main_replay: Replay | None = None
-        replay = not args.no_replay and not args.feed_backlog
+        replay = not args.no_replay and not args.feed_backlog and not args.webhook_delivery
 
         if args.feed_backlog:
             results["feed"] = await FB.run(service, azurite, args)
             print(FB.format_report(results["feed"]), flush=True)
+        if args.webhook_delivery:
+            results["webhooks"] = await WD.run(service, azurite, args, _phase_profiler(args, service, out_path))
+            print(WD.format_report(results["webhooks"]), flush=True)
+            for name in ("burst_profile", "drain_profile"):
+                if name in results["webhooks"]:
+                    print(f"\nprofile of the service during the webhook {name.split('_')[0]}")
+                    print(format_profile(results["webhooks"][name]))
         if replay and args.tenants > 1:
             await replay_tenants(service, azurite, args, results, out_path)
         elif replay:
@@ -616,6 +649,26 @@ async def replay_tenants(
         print("\nprofile of the service during the replay\n" + format_profile(results["profile"]))
 
 
+def _phase_profiler(args: argparse.Namespace, service: ServiceProcess, out_path: Path) -> Any:
+    """With --profile: a function that starts py-spy on the service for a named phase; its
+    ``stop()`` returns the summary (bench/profile.py), the raw file next to the results."""
+    if not args.profile:
+        return None
+
+    class _Run:
+        def __init__(self, name: str) -> None:
+            self.output = out_path.with_name(f"{out_path.stem}-{name}-profile.txt")
+            self.profiler = Profiler(service.pid, self.output).start()
+
+        def stop(self) -> dict[str, Any]:
+            self.profiler.stop()
+            summary = analyze(self.output)
+            summary["file"] = str(self.output)
+            return summary
+
+    return _Run
+
+
 def _cpu_now(service: Any, azurite: Any) -> dict[str, float]:
     """CPU seconds used so far by the service, Azurite, this process and the whole machine."""
     return {
@@ -634,7 +687,7 @@ def _self_cpu() -> float:
 def _probe_sizes(args: argparse.Namespace) -> list[int]:
     if args.probe_sizes:
         return sorted({int(s) for s in args.probe_sizes.split(",") if s.strip()})
-    if args.big_group <= 0 or args.tenants > 1 or args.feed_backlog:
+    if args.big_group <= 0 or args.tenants > 1 or args.feed_backlog or args.webhook_delivery:
         return []
     return sorted({100, 5000, args.big_group} if args.big_group > 5000 else {100, args.big_group})
 
@@ -791,7 +844,7 @@ def evaluate(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str
                 worst = max(r["seconds"] for r in runs)
                 t.append(check(f"GET group of {size} with members < 10 s", worst < 10, f"max {worst} s"))
     hwm = (results.get("service") or {}).get("final_status_kb", {}).get("VmHWM")
-    if hwm and not args.feed_backlog:  # a target of the users tiers
+    if hwm and not args.feed_backlog and not args.webhook_delivery:  # a target of the users tiers
         t.append(
             check(
                 "service peak RSS < 300 MB (target at 100k users)",
@@ -803,6 +856,8 @@ def evaluate(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str
         t.extend(MT.targets(results["tenants"]))
     if args.feed_backlog:
         t.extend(FB.targets(results.get("feed") or {"error": results.get("error", "not run")}))
+    if args.webhook_delivery:
+        t.extend(WD.targets(results.get("webhooks") or {"error": results.get("error", "not run")}))
     imp = results.get("import", {}).get("function_app_cumulative_ms")
     if imp is not None:
         t.append(check("import function_app < 0.5 s", imp < 500, f"{imp} ms"))

@@ -35,11 +35,16 @@ storage): make run gives it the local set-up of :mod:`devtools.local_defaults` (
        Secret Token: ...
 
    and, on stderr right under them, what to do next: paste them into Entra or try a ``curl``,
-   watch the change events (``python -m scim.admin events dev --follow``), send a digest.
+   watch the change events (``python -m scim.admin events dev --follow``), push them to a
+   receiver of yours (``python -m scim.admin webhook add http://127.0.0.1:8080/hook --tenant
+   dev``; locally ``http://`` to this machine is allowed), send a digest.
 
 5. Serves the app: ``func start --port PORT`` if ``func`` is on PATH, else
-   :mod:`devtools.localhost`. ``PORT`` defaults to 7071. Ctrl-C stops the server and the Azurite
-   this started (by PID); a reused Azurite is left running.
+   :mod:`devtools.localhost`, which also runs the app's timers as the Functions host would: the
+   webhook delivery sweep every 10 s (events a write's own delivery left behind, retries that
+   are due) and the digest and retention timer at ``NOTIFY_SCHEDULE`` (every 10 minutes).
+   ``PORT`` defaults to 7071. Ctrl-C stops the server and the Azurite this started (by PID); a
+   reused Azurite is left running.
 """
 
 from __future__ import annotations
@@ -329,6 +334,10 @@ def _run_localhost(port: int) -> int:
     return 0
 
 
+WEBHOOK_EXAMPLE_URL = "http://127.0.0.1:8080/hook"
+"""The receiver the "next steps" suggest registering (one of the developer's; any local port)."""
+
+
 def _next_steps(url: str, name: str, settle_seconds: float = 15) -> str:
     """What to do with the two lines, printed (to stderr) right under them."""
     query = "filter=userName+eq+%22nobody%40contoso.com%22"
@@ -337,6 +346,8 @@ def _next_steps(url: str, name: str, settle_seconds: float = 15) -> str:
         '"Connecting Microsoft Entra ID"), or try it:\n'
         f"  curl -H \"Authorization: Bearer $TOKEN\" '{url}/Users?{query}'\n"
         f"Watch the change events ({settle_seconds:g} s behind): python -m scim.admin events {name} --follow\n"
+        "Push them to a receiver of yours (signed per Standard Webhooks; the secret is printed once): "
+        f"python -m scim.admin webhook add {WEBHOOK_EXAMPLE_URL} --tenant {name}\n"
         f"Failures are emailed to the SMTP sink here: python -m scim.admin notify run-now {name}. Ctrl-C stops."
     )
 

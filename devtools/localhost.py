@@ -2,11 +2,17 @@
 
 For ``make run``, black-box tests and the bench where Azure Functions Core Tools are not
 installed (where they are, ``func start`` serves the same app). It does what the Functions
-host does for this app's HTTP trigger, and no more:
+host does for this app's HTTP and timer triggers, and no more:
 
-- serves the ``httpTrigger`` functions of :meth:`azure.functions.FunctionApp.get_functions`
-  (other triggers, e.g. the timer, are not run), each at host.json's
-  ``extensions.http.routePrefix`` (default ``api``) joined to its route;
+- serves the ``httpTrigger`` functions of :meth:`azure.functions.FunctionApp.get_functions`,
+  each at host.json's ``extensions.http.routePrefix`` (default ``api``) joined to its route;
+- runs the ``timerTrigger`` functions whose schedule is a fixed interval (:func:`schedule_interval`:
+  an NCRONTAB such as ``*/10 * * * * *`` or ``0 */10 * * * *``, or a ``hh:mm:ss`` TimeSpan;
+  ``%NAME%`` is read from the environment), every interval from start-up (not aligned to the
+  clock), ``run_on_startup`` ones at once too; like the Functions host, a run never overlaps
+  the previous one (runs that fall due meanwhile are skipped). A timer that raises is logged and
+  runs again at its next time; a schedule this host cannot read is logged and not run. Timers are
+  cancelled when the host stops. Other triggers (queues, blobs, ...) are not run;
 - routes: literal segments (case-insensitive), ``{name}`` and a last ``{*name}``, which also
   matches an empty remainder (then absent from ``route_params``, as with the Functions host);
   literals are tried before parameters. Any other template (constraints, optional or ``**``
@@ -28,9 +34,12 @@ line per request at INFO: method, path, query parameter *names*, status, time, n
 query values, with control characters escaped.
 
 Run: ``python -m devtools.localhost [--host 127.0.0.1] [--port 7071] [--app function_app:app]
-[--root DIR] [--head-timeout 15] [--body-timeout 30]`` (``PORT`` overrides the default port).
+[--root DIR] [--head-timeout 15] [--body-timeout 30] [--no-timers] [--timer NAME=SECONDS ...]``
+(``PORT`` overrides the default port; ``--timer`` runs one timer at another interval).
 ``local.settings.json``'s ``Values`` are loaded into the environment without overriding it, as
-``func`` does.
+``func`` does. On shutdown (Ctrl-C, SIGTERM) the timers are cancelled, then the app's process-wide
+runtime, if one was built (:mod:`scim.functions.runtime`), is closed: its webhook deliverers stop
+and give their leases back.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import json
@@ -55,20 +65,26 @@ from typing import Any
 from urllib.parse import unquote
 
 import azure.functions as func
+import azure.functions.timer as func_timer
 from aiohttp import web
 from multidict import CIMultiDict
 
 __all__ = [
     "LocalFunctionsHost",
     "Route",
+    "Timer",
+    "UnknownTimer",
     "UnsupportedRoute",
+    "close_app_runtime",
     "compile_route",
     "host_body_limit",
     "http_routes",
     "load_app",
     "load_local_settings",
     "read_route_prefix",
+    "schedule_interval",
     "serve",
+    "timer_functions",
 ]
 
 log = logging.getLogger("devtools.localhost")
@@ -94,6 +110,10 @@ _SEGMENT = re.compile(r"\{(?P<star>\*?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}|[^{}]+
 
 class UnsupportedRoute(ValueError):
     """A route template this host does not serve (it is not the Functions host)."""
+
+
+class UnknownTimer(ValueError):
+    """A timer interval given for a function the app has no timer of, or not positive."""
 
 
 def compile_route(template: str, function_name: str = "?") -> tuple[re.Pattern[str], tuple[int, ...]]:
@@ -146,6 +166,25 @@ def _value(enum_or_str: Any) -> str:
     return str(getattr(enum_or_str, "value", enum_or_str))
 
 
+def _functions(app: func.FunctionApp) -> list[Any]:
+    """``app.get_functions()`` (which validates the app), callable more than once."""
+    # get_functions() records the names it saw and raises on a second call ("does not have a
+    # unique function name"); clear that record for our call and put it back after, so the same
+    # app can be served (or indexed by the real worker) again.
+    seen, app.functions_bindings = getattr(app, "functions_bindings", None), None
+    try:
+        return list(app.get_functions())
+    finally:
+        app.functions_bindings = seen
+
+
+def _wants_context(handler: Callable[..., Any]) -> bool:
+    try:
+        return "context" in inspect.signature(handler).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def http_routes(app: func.FunctionApp, route_prefix: str = DEFAULT_ROUTE_PREFIX) -> list[Route]:
     """The app's HTTP-triggered functions, in the order they are tried.
 
@@ -153,16 +192,8 @@ def http_routes(app: func.FunctionApp, route_prefix: str = DEFAULT_ROUTE_PREFIX)
     an ``httpTrigger``, its ``route`` (the function name when unset) under ``route_prefix``,
     ``methods``, the argument that receives the request and the user function.
     """
-    # get_functions() records the names it saw and raises on a second call ("does not have a
-    # unique function name"); clear that record for our call and put it back after, so the same
-    # app can be served (or indexed by the real worker) again.
-    seen, app.functions_bindings = getattr(app, "functions_bindings", None), None
-    try:
-        functions = app.get_functions()
-    finally:
-        app.functions_bindings = seen
     routes: list[Route] = []
-    for fn in functions:
+    for fn in _functions(app):
         trigger = fn.get_trigger()
         if trigger is None or trigger.get_binding_name() != "httpTrigger":
             continue
@@ -172,10 +203,7 @@ def http_routes(app: func.FunctionApp, route_prefix: str = DEFAULT_ROUTE_PREFIX)
         route = "/".join(p for p in (route_prefix.strip("/"), route) if p)
         regex, precedence = compile_route(route, name)
         methods = getattr(trigger, "methods", None)
-        try:
-            wants_context = "context" in inspect.signature(handler).parameters
-        except (TypeError, ValueError):
-            wants_context = False
+        wants_context = _wants_context(handler)
         routes.append(
             Route(
                 function_name=name,
@@ -190,6 +218,106 @@ def http_routes(app: func.FunctionApp, route_prefix: str = DEFAULT_ROUTE_PREFIX)
         )
     routes.sort(key=lambda r: r.precedence)  # stable: registration order among equals
     return routes
+
+
+# --------------------------------------------------------------------------------------
+# Timers
+# --------------------------------------------------------------------------------------
+
+_SETTING = re.compile(r"%([^%]+)%")
+_NUMBER = re.compile(r"\d+")
+_EVERY = re.compile(r"\*/(\d+)")
+_TIMESPAN = re.compile(r"(\d+):(\d{2}):(\d{2})")
+
+
+@dataclass(frozen=True)
+class Timer:
+    """One timer-triggered function as the host sees it."""
+
+    function_name: str
+    schedule: str  # as declared (``%NAME%`` not yet resolved)
+    interval: float | None  # seconds between runs; None: a schedule this host does not run
+    handler: Callable[..., Any]
+    trigger_arg: str
+    run_on_startup: bool = False
+    wants_context: bool = False
+
+
+def schedule_interval(schedule: str, environ: Mapping[str, str] | None = None) -> float | None:
+    """Seconds between the runs of a timer ``schedule``, when it is a fixed interval; else None.
+
+    ``%NAME%`` is first replaced by the setting ``NAME`` of ``environ`` (None when unset, as the
+    Functions host refuses to start then). Read: a ``hh:mm:ss`` TimeSpan, and the six-field
+    NCRONTABs (seconds first) that repeat at a fixed interval: ``*/N * * * * *`` (N seconds),
+    ``S */N * * * *`` (N minutes), ``S M */N * * *`` (N hours), ``S * * * * *`` (every minute),
+    ``S M * * * *`` (every hour) and ``S M H * * *`` (every day), where S, M and H are numbers.
+    """
+    environ = os.environ if environ is None else environ
+    missing = False
+
+    def setting(m: re.Match[str]) -> str:
+        nonlocal missing
+        value = environ.get(m[1])
+        missing = missing or not value
+        return value or ""
+
+    text = _SETTING.sub(setting, schedule).strip()
+    if missing or not text:
+        return None
+    span = _TIMESPAN.fullmatch(text)
+    if span:
+        seconds = int(span[1]) * 3600 + int(span[2]) * 60 + int(span[3])
+        return float(seconds) if seconds > 0 else None
+    fields = text.split()
+    if len(fields) != 6 or fields[3:] != ["*", "*", "*"]:
+        return None
+    sec, minute, hour = fields[:3]
+
+    def every(field: str) -> int | None:
+        m = _EVERY.fullmatch(field)
+        return int(m[1]) if m and int(m[1]) > 0 else None
+
+    def number(field: str) -> bool:
+        return _NUMBER.fullmatch(field) is not None
+
+    if every(sec) and minute == "*" and hour == "*":
+        return float(every(sec) or 0)
+    if not number(sec):
+        return None
+    if minute == "*" and hour == "*":
+        return 60.0
+    if every(minute) and hour == "*":
+        return 60.0 * (every(minute) or 0)
+    if not number(minute):
+        return None
+    if hour == "*":
+        return 3600.0
+    if every(hour):
+        return 3600.0 * (every(hour) or 0)
+    return 86400.0 if number(hour) else None
+
+
+def timer_functions(app: func.FunctionApp, environ: Mapping[str, str] | None = None) -> list[Timer]:
+    """The app's timer-triggered functions, with their interval (:func:`schedule_interval`)."""
+    timers: list[Timer] = []
+    for fn in _functions(app):
+        trigger = fn.get_trigger()
+        if trigger is None or trigger.get_binding_name() != "timerTrigger":
+            continue
+        handler = fn.get_user_function()
+        schedule = str(getattr(trigger, "schedule", "") or "")
+        timers.append(
+            Timer(
+                function_name=fn.get_function_name() or handler.__name__,
+                schedule=schedule,
+                interval=schedule_interval(schedule, environ),
+                handler=handler,
+                trigger_arg=trigger.name,
+                run_on_startup=bool(getattr(trigger, "run_on_startup", False)),
+                wants_context=_wants_context(handler),
+            )
+        )
+    return timers
 
 
 # --------------------------------------------------------------------------------------
@@ -316,16 +444,34 @@ class LocalFunctionsHost:
         max_body_bytes: int | None = None,
         head_timeout: float = DEFAULT_HEAD_TIMEOUT,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        timers: bool = True,
+        timer_intervals: Mapping[str, float] | None = None,
     ) -> None:
         """``max_body_bytes``: the host's body limit (default :func:`host_body_limit` of the
         environment); ``head_timeout``: seconds a connection gets to send a whole request line
         and headers, counted from connecting or from the end of the previous response (so it
-        also closes idle keep-alive connections); ``body_timeout``: seconds to send the body."""
+        also closes idle keep-alive connections); ``body_timeout``: seconds to send the body.
+        ``timers``: run the app's timer functions while serving (:func:`timer_functions`);
+        ``timer_intervals``: seconds between runs by function name, instead of the schedule's
+        (a name the app has no timer of is refused with :class:`UnknownTimer`)."""
         if head_timeout <= 0 or body_timeout <= 0:
             raise ValueError("head_timeout and body_timeout must be positive")
         self.root = Path(root)
         self.route_prefix = read_route_prefix(self.root) if route_prefix is None else route_prefix
         self.routes = http_routes(app, self.route_prefix)
+        self.timers = timer_functions(app) if timers else []
+        overrides = dict(timer_intervals or {})
+        unknown = sorted(set(overrides) - {t.function_name for t in self.timers})
+        if unknown or any(v <= 0 for v in overrides.values()):
+            names = ", ".join(t.function_name for t in self.timers) or "none"
+            raise UnknownTimer(
+                f"--timer: {', '.join(unknown) or 'intervals must be positive'} (the app's timer functions: {names})"
+            )
+        self.timers = [
+            dataclasses.replace(t, interval=overrides[t.function_name]) if t.function_name in overrides else t
+            for t in self.timers
+        ]
+        self._timer_tasks: list[asyncio.Task[None]] = []
         self.max_body_bytes = host_body_limit() if max_body_bytes is None else max_body_bytes
         self.head_timeout = float(head_timeout)
         self.body_timeout = float(body_timeout)
@@ -507,9 +653,16 @@ class LocalFunctionsHost:
         server = self._site._server  # the only way to learn an auto port
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
+        self._start_timers()
         return self.port
 
     async def stop(self) -> None:
+        """Cancel the timers (a run in progress too), then stop serving."""
+        tasks, self._timer_tasks = self._timer_tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -518,6 +671,56 @@ class LocalFunctionsHost:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _start_timers(self) -> None:
+        if self._timer_tasks:
+            return
+        for timer in self.timers:
+            if timer.interval is None:
+                log.warning(
+                    "timer %s: schedule %r is not a fixed interval this host can run (or names an unset "
+                    "setting): not run; serve the app with `func start` to run it",
+                    timer.function_name,
+                    timer.schedule,
+                )
+                continue
+            task = asyncio.create_task(self._timer_loop(timer, timer.interval), name=f"timer {timer.function_name}")
+            self._timer_tasks.append(task)
+
+    async def _timer_loop(self, timer: Timer, interval: float) -> None:
+        """Run ``timer`` every ``interval`` seconds until cancelled; never two runs at once."""
+        loop = asyncio.get_running_loop()
+        if timer.run_on_startup:
+            await self.run_timer(timer)
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            await self.run_timer(timer)
+            next_at += interval
+            now = loop.time()
+            if next_at <= now:  # the run overran: the occurrences it covered are skipped
+                next_at += ((now - next_at) // interval + 1) * interval
+
+    async def run_timer(self, timer: Timer) -> bool:
+        """One run of ``timer`` (its handler gets a ``TimerRequest``); False if it raised (logged)."""
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {timer.trigger_arg: func_timer.TimerRequest(past_due=False)}
+        if timer.wants_context:
+            kwargs["context"] = _Context(timer.function_name, str(self.root))
+        try:
+            if inspect.iscoroutinefunction(timer.handler):
+                await timer.handler(**kwargs)
+            else:
+                result = await asyncio.to_thread(timer.handler, **kwargs)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception:
+            log.exception("timer %s raised; it runs again at its next time", timer.function_name)
+            return False
+        log.debug("timer %s ran in %.1f ms", timer.function_name, (time.perf_counter() - started) * 1000)
+        return True
 
 
 async def serve(
@@ -528,13 +731,27 @@ async def serve(
     root: str | os.PathLike[str] = PROJECT_ROOT,
     head_timeout: float = DEFAULT_HEAD_TIMEOUT,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    timers: bool = True,
+    timer_intervals: Mapping[str, float] | None = None,
 ) -> None:
-    """Serve ``app`` until cancelled (Ctrl-C); :class:`UnsupportedRoute` before listening."""
-    local = LocalFunctionsHost(app, root=root, head_timeout=head_timeout, body_timeout=body_timeout)
+    """Serve ``app`` (and run its timers) until cancelled (Ctrl-C); :class:`UnsupportedRoute`
+    before listening. On the way out the timers are cancelled, then the app's runtime is closed
+    (:func:`close_app_runtime`)."""
+    local = LocalFunctionsHost(
+        app,
+        root=root,
+        head_timeout=head_timeout,
+        body_timeout=body_timeout,
+        timers=timers,
+        timer_intervals=timer_intervals,
+    )
     await local.start(host, port)
     for route in local.routes:
         methods = ",".join(sorted(route.methods)) if route.methods else "*"
         log.info("%s: [%s] http://%s:%s/%s", route.function_name, methods, host, local.port, route.template)
+    for timer in local.timers:
+        if timer.interval is not None:
+            log.info("%s: timer every %g s (schedule %r)", timer.function_name, timer.interval, timer.schedule)
     log.info("serving on http://%s:%s (route prefix %r)", host, local.port, local.route_prefix)
     log.info(
         "host limits: request body %s bytes, %.0f s to send a request head, %.0f s to send a body",
@@ -546,6 +763,34 @@ async def serve(
         await asyncio.Event().wait()
     finally:
         await local.stop()
+        await close_app_runtime()
+
+
+async def close_app_runtime() -> None:
+    """Close this project's process-wide runtime (:mod:`scim.functions.runtime`) if the app built
+    one: its webhook deliverers stop and give their leases back, its clients close. Nothing for an
+    app that has none; a failure is logged."""
+    module = sys.modules.get("scim.functions.runtime")
+    runtime = getattr(module, "_runtime", None) if module is not None else None
+    if runtime is None:
+        return
+    try:
+        await runtime.close()
+    except Exception:
+        log.exception("closing the app's runtime failed")
+    finally:
+        module.reset_runtime()  # type: ignore[union-attr]
+
+
+def _timer_interval(text: str) -> tuple[str, float]:
+    name, sep, seconds = text.partition("=")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = 0.0
+    if not sep or not name.strip() or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=SECONDS (seconds > 0), not {text!r}")
+    return name.strip(), value
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -573,6 +818,15 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_BODY_TIMEOUT,
         help=f"seconds to send a request body (default {DEFAULT_BODY_TIMEOUT:.0f})",
     )
+    parser.add_argument("--no-timers", action="store_true", help="do not run the app's timer functions")
+    parser.add_argument(
+        "--timer",
+        action="append",
+        type=_timer_interval,
+        default=[],
+        metavar="NAME=SECONDS",
+        help="run timer function NAME every SECONDS instead of at its schedule's interval (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -587,9 +841,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
-                serve(app, args.host, port, root=root, head_timeout=args.head_timeout, body_timeout=args.body_timeout)
+                serve(
+                    app,
+                    args.host,
+                    port,
+                    root=root,
+                    head_timeout=args.head_timeout,
+                    body_timeout=args.body_timeout,
+                    timers=not args.no_timers,
+                    timer_intervals=dict(args.timer),
+                )
             )
-    except UnsupportedRoute as refused:
+    except (UnsupportedRoute, UnknownTimer) as refused:
         parser.exit(2, f"devtools.localhost: {refused}\n")
     return 0
 

@@ -112,6 +112,16 @@ def test_make_run_prints_entra_fields_and_serves_them(azurite, table_prefix):
     assert "http_logging_policy" not in stderr and "Request URL" not in stderr, stderr[:2000]
     assert "Next: paste the Tenant URL and Secret Token into Entra" in stderr
     assert f"python -m scim.admin events {tenant} --follow" in stderr
+    # how to push the events to a receiver: a command that works as printed (then removed again)
+    hint = f"python -m scim.admin webhook add http://127.0.0.1:8080/hook --tenant {tenant}"
+    assert hint in stderr
+    added = admin(env, *hint.split()[3:], "--json")
+    assert added.returncode == 0, added.stderr
+    endpoint = json.loads(added.stdout)
+    assert endpoint["url"] == "http://127.0.0.1:8080/hook" and endpoint["secret"].startswith("whsec_")
+    assert admin(env, "webhook", "remove", endpoint["id"], "--yes").returncode == 0
+    # devtools.localhost runs the app's timers: the webhook delivery sweep every 10 s
+    assert "webhook_timer: timer every 10 s" in stderr
 
 
 def test_log_and_notify_run_now_as_an_operator_runs_them(azurite, table_prefix):
