@@ -143,8 +143,17 @@ async def test_a_group_s_changes_give_one_event_each(client: FunctionsClient, ru
     created = await client.post("/Groups", body)
     assert created.status == 201, created.body
     gid, path = created.json["id"], f"/Groups/{created.json['id']}"
-    event = await _one(feed, "group.created", await _get(client, path, excludedAttributes="members"))
+    assert [m["value"] for m in created.json["members"]] == [people[0]["id"]]
+    # a POST with members: group.created, then a member_added per member (as its member PATCH would)
+    first = await feed.new()
+    assert [e["type"] for e in first] == ["group.created", "group.member_added"]
+    event, joined = first
     assert "members" not in event["data"]["object"]
+    assert joined["data"] == _member_event("added", (gid, body["displayName"]), people[0])[1]
+    current = _without_version(await _get(client, path, excludedAttributes="members"))
+    assert event["data"]["object"]["meta"].pop("lastModified") == event["time"] <= current["meta"].pop("lastModified")
+    assert event["data"]["object"] == current
+    assert created.json["meta"]["version"] == (await _get(client, path))["meta"]["version"]  # the final version
 
     add = _patch({"op": "Add", "path": "members", "value": [{"value": people[1]["id"]}]})
     assert (await client.patch(path, add)).status == 204

@@ -14,6 +14,7 @@ the one choke point that turns it into a response (:func:`scim.functions.http_ad
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -255,8 +256,28 @@ class ScimService:
         self, tenant: str, rtype: ResourceType, doc: dict[str, Any], members: list[Member], base_url: str
     ) -> tuple[StoredResource, list[Member]]:
         """Create, keeping only the members that exist (see :meth:`_add_members`), with its
-        ``*.created`` event (:mod:`scim.core.events`)."""
+        ``*.created`` event (:mod:`scim.core.events`).
+
+        A group's members are added after its creation, as a member PATCH adds them, so that each
+        gets its ``group.member_added`` event (the events of a POST are those of a POST without
+        members followed by that PATCH); if adding them fails, the group is deleted again (with
+        ``group.deleted``), so the create happens entirely or not at all. When storage fails so
+        that the delete fails too, the group stays with the members added so far, and the
+        client's retry gets 409, finds it by ``displayName`` and PATCHes its members, as after a
+        lost response. Then the group is read once for its final version.
+        """
         candidates = _dedupe(members)
+        if rtype is GROUP and candidates:
+            group, _ = await self._create_with_member_types(tenant, rtype, doc, [], base_url)
+            try:
+                added = await self._add_members(tenant, group.id, candidates)
+            except Exception:
+                with contextlib.suppress(StoreError):
+                    await self.store.delete(tenant, "Group", group.id, event=events.deleted(rtype, base_url))
+                    self.names.forget(tenant, "Group", group.id)
+                raise
+            stored = await store_call(self.store.get(tenant, "Group", group.id), rtype, group.id)
+            return stored, added
         event = events.created(rtype, base_url)
         for _ in range(3):
             try:
@@ -449,8 +470,9 @@ class ScimService:
         event = (await self._membership_event(tenant, group_id, [Member(i) for i in ids]))[0] if ids else None
         await store_call(self.store.remove_members(tenant, group_id, ids, event=event), GROUP, group_id)
 
-    async def _add_members(self, tenant: str, group_id: str, members: list[Member]) -> None:
-        """Add members; ids that name no user or group of the tenant are ignored (logged, not stored).
+    async def _add_members(self, tenant: str, group_id: str, members: list[Member]) -> list[Member]:
+        """Add members and return those added (or there already); ids that name no user or group
+        of the tenant are ignored (logged, not stored).
 
         A member sent without ``type`` may be a group (RFC 7643 §4.2): unknown user ids are
         retried as groups. Ids that are neither are dropped, as Microsoft's reference service
@@ -458,17 +480,17 @@ class ScimService:
         membership of a missing resource is ever stored.
         """
         if not members:
-            return
+            return []
         event, kinds = await self._membership_event(tenant, group_id, members)
         # A member sent without type that names a group is sent as one (no failed attempt); one
         # of a known type that the store does not find was deleted meanwhile: dropped at once.
         candidates = [Member(m.value, kinds.get(m.value, m.type), m.display) for m in members]
         for _ in range(3):
             if not candidates:
-                return
+                return []
             try:
                 await self.store.add_members(tenant, group_id, candidates, event=event)
-                return
+                return candidates
             except UnknownMembers as exc:
                 gone = set(exc.ids) & set(kinds)
                 candidates = _without_unknown([m for m in candidates if m.value not in gone], exc.ids)

@@ -82,6 +82,10 @@ CLIENT_OPTIONS: Mapping[str, Any] = {
     "retry_status": 2,
     "retry_backoff_factor": 0.25,  # sleeps 0, then 0.5 s between attempts
     "retry_backoff_max": 2,
+    # No x-ms-client-request-id per request: azure-core makes it with uuid1 (a lock and a clock
+    # read), 2 % of the service's event loop in the Entra replay (docs/performance.md), and this
+    # app never correlates storage requests by it (storage's own x-ms-request-id remains).
+    "auto_request_id": False,
 }
 """azure-core options of the Table client (:func:`service_client`); callers' keywords win."""
 SUBMIT_ATTEMPTS = 2  # a transaction is sent at most this often when its request or response is lost
