@@ -72,6 +72,7 @@ __all__ = [
     "LEASE",
     "POLL_SECONDS",
     "RESCAN_SECONDS",
+    "SWEEP_SECONDS",
     "DeliveryEngine",
     "Schedule",
     "Sender",
@@ -95,6 +96,9 @@ ENDPOINTS_TTL = 5.0
 """Seconds the engine trusts its list of endpoints (added, removed, disabled ones show after it)."""
 SUCCESS_RECORD_SECONDS = 60.0
 """How often a working endpoint's ``last_success`` is written at most."""
+SWEEP_SECONDS = 50.0
+"""How long a timer's sweep delivers at most (the timer runs every 10 s; Functions stops a
+function after its timeout, minutes)."""
 CURSOR_SAVE_SECONDS = 1.0
 """How often a deliverer saves a moving cursor at most (and when it stops)."""
 _FAR = 3600 * 1_000_000
@@ -249,13 +253,13 @@ class DeliveryEngine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start(self, tenant: str, *, only_if_work: bool) -> None:
+    async def _start(self, tenant: str, *, only_if_work: bool, until: float | None = None) -> None:
         try:
             if tenant in self._pumps or not await self.endpoints_for(tenant):
                 return
             if only_if_work and not await self._has_work(tenant):
                 return
-            await self.run(tenant)
+            await self.run(tenant, until=until)
         except StoreError as exc:
             logger.warning("webhook delivery for a tenant stopped: storage failed (%s)", type(exc).__name__)
         except Exception:
@@ -283,26 +287,31 @@ class DeliveryEngine:
         events = await self.store.read_events(tenant, after=min(positions), before=_wall_us() + _FAR, limit=1)
         return bool(events)
 
-    async def sweep(self, tenants: Iterable[str]) -> None:
+    async def sweep(self, tenants: Iterable[str], *, within: float = SWEEP_SECONDS) -> None:
         """The timer's pass: deliver for every tenant of ``tenants`` with work and no deliverer
-        here, a few tenants at a time; returns when they are done (caught up, or waiting)."""
+        here, a few tenants at a time; returns when they are done (caught up, or waiting), or
+        soon after ``within`` seconds (its deliverers then stop where they are, saving their
+        progress: the next poke or sweep goes on), so that a timer run stays short."""
         if self.closed:
             return
         await self.endpoints(fresh=True)
         limit = asyncio.Semaphore(8)
+        until = time.monotonic() + within
 
         async def one(tenant: str) -> None:
             async with limit:
-                await self._start(tenant, only_if_work=True)
+                if time.monotonic() < until:
+                    await self._start(tenant, only_if_work=True, until=until)
 
         await asyncio.gather(*(one(t) for t in tenants))
 
-    async def run(self, tenant: str) -> bool:
-        """Deliver ``tenant``'s events until caught up; False if another deliverer holds the lease."""
+    async def run(self, tenant: str, *, until: float | None = None) -> bool:
+        """Deliver ``tenant``'s events until caught up (or until the monotonic time ``until``);
+        False if another deliverer holds the lease."""
         if tenant in self._pumps:
             self._pumps[tenant].wake.set()
             return True
-        pump = _Pump(self, tenant)
+        pump = _Pump(self, tenant, until)
         self._pumps[tenant] = pump  # before the first await: one deliverer per tenant per process
         try:
             lease = await self.state.acquire(tenant, self.owner, _now(), LEASE)
@@ -359,9 +368,10 @@ class DeliveryEngine:
 class _Pump:
     """One tenant's deliverer while it holds the lease (see the module docstring)."""
 
-    def __init__(self, engine: DeliveryEngine, tenant: str) -> None:
+    def __init__(self, engine: DeliveryEngine, tenant: str, until: float | None = None) -> None:
         self.engine = engine
         self.tenant = tenant
+        self.until = until
         self.lease = Lease(tenant, engine.owner, _now(), "")  # until acquired
         self.wake = asyncio.Event()
         self.streams: dict[str, _Stream] = {}
@@ -388,7 +398,7 @@ class _Pump:
                 await self._read(rescan)
                 await self._schedule()
                 await self._flush()
-                if await self._done():
+                if await self._done() or (self.until is not None and time.monotonic() > self.until):
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), engine.poll_seconds)

@@ -502,3 +502,20 @@ async def test_two_instances_competing_to_deliver_deliver_every_event_once_in_or
         use_runtime(None)
         await a.close()
         await b.close()
+
+
+async def test_a_timer_sweep_delivers_and_returns_within_its_bound(
+    runtime: Runtime, client: FunctionsClient, receiver: Receiver, sender: WebhookSender
+) -> None:
+    """A sweep's deliverer would follow the feed until its events settle (here 30 s); the
+    timer's run must end soon (``within``), having delivered, saved its progress and given the
+    lease back, so that the next run (or a poke) goes on."""
+    await engine_for(runtime, sender).close()  # the instance that commits does not deliver
+    await runtime.webhooks.add(receiver.url(), [client.tenant])
+    await client.post("/Users", {"userName": "swept@contoso.com"})
+    timer = engine_for(runtime, sender, settle_seconds=30)
+    started = time.monotonic()
+    await asyncio.wait_for(timer.sweep([client.tenant], within=0.5), 10)
+    assert time.monotonic() - started < 3
+    assert [d.event["type"] for d in receiver.got] == ["user.created"]
+    assert (await runtime.deliveries.load(client.tenant)).lease_owner is None
