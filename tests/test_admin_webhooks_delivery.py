@@ -93,13 +93,25 @@ async def make_events(store: DirectoryStore, tenant: str, count: int, *, at: int
     return [e for e in await all_events(store, tenant) if e.position not in known]
 
 
-async def delete_events(store: DirectoryStore, tenant: str, events: list[StoredEvent]) -> list[StoredEvent]:
-    """Delete the users of ``events`` (one ``user.deleted`` event each); returns those events."""
+async def delete_events(
+    store: DirectoryStore, tenant: str, events: list[StoredEvent], *, at: int | None = None
+) -> list[StoredEvent]:
+    """Delete the users of ``events`` (one ``user.deleted`` event each), stamped from ``at`` if
+    given (else 1 ms after each user's last change: between the later creates on a slow
+    machine); returns those events."""
     before = {e.position for e in await all_events(store, tenant)}
-    for stored in events:
-        await store.delete(
-            tenant, "User", stored.event["data"]["object"]["id"], event=EventIntent("user.deleted", lambda s: {})
-        )
+
+    async def delete() -> None:
+        for stored in events:
+            await store.delete(
+                tenant, "User", stored.event["data"]["object"]["id"], event=EventIntent("user.deleted", lambda s: {})
+            )
+
+    if at is None:
+        await delete()
+    else:
+        with clock_at(store, at):
+            await delete()
     return [e for e in await all_events(store, tenant) if e.position not in before]
 
 
@@ -146,7 +158,7 @@ async def test_the_backlog_counts_the_wanted_events_after_the_cursor(rt: Runtime
     only_created, _ = await rt.webhooks.add("https://b.example.com/", ["contoso"], ["user.created"])
     elsewhere, _ = await rt.webhooks.add("https://c.example.com/", ["nowhere", "fabrikam"])
     created = await make_events(rt.store, "contoso", 4, at=wall_us() + MINUTE)
-    deleted = await delete_events(rt.store, "contoso", created[:2])
+    deleted = await delete_events(rt.store, "contoso", created[:2], at=wall_us() + MINUTE + 30_000_000)
     await make_events(rt.store, "fabrikam", 2, at=wall_us() + 2 * MINUTE)
 
     # Without a cursor an endpoint starts at its registration: the older events are not for it.
