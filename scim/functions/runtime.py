@@ -78,7 +78,10 @@ class Runtime:
 
     async def close(self) -> None:
         if self._delivery is not None:
+            from scim.webhook_sender import close_shared_sender
+
             await self._delivery.close()
+            await close_shared_sender()  # the process's webhook connections
         await self.log_writer.drain()
         await self.service.store.close()
         await self.tenants.close()
