@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -352,6 +353,11 @@ class DeliveryEngine:
         self._success_recorded[endpoint.id] = time.monotonic()
         with contextlib.suppress(StoreError):
             await self.webhooks.record_success(endpoint.id)
+        # No longer failing, here too: else every delivery until the next read of the registry
+        # would write the success again (thousands a second when a backlog drains).
+        self._endpoints = [
+            dataclasses.replace(e, failing_since=None) if e.id == endpoint.id else e for e in self._endpoints
+        ]
 
     async def _disable(self, endpoint: WebhookEndpoint, tenant: str, reason: str) -> None:
         logger.warning("webhook endpoint %s disabled: %s", endpoint.id, reason)
@@ -582,6 +588,8 @@ class _Pump:
                     if stream.failing:
                         self._recovered(stream)
                     await self.engine._record_success(endpoint)
+                    if stream.endpoint.failing_since is not None:
+                        stream.endpoint = dataclasses.replace(stream.endpoint, failing_since=None)
                     continue
                 if outcome is Outcome.GONE:
                     await self._stop_endpoint(stream, lane, f"{result.error} (410 Gone: the receiver asked to stop)")

@@ -519,3 +519,37 @@ async def test_a_timer_sweep_delivers_and_returns_within_its_bound(
     assert time.monotonic() - started < 8  # not the 30 s its events take to settle
     assert [d.event["type"] for d in receiver.got] == ["user.created"]
     assert (await runtime.deliveries.load(client.tenant)).lease_owner is None
+
+
+async def test_a_recovered_endpoint_records_its_success_once_not_per_delivery(
+    runtime: Runtime, client: FunctionsClient, receiver: Receiver, sender: WebhookSender
+) -> None:
+    """After a failure, the first success clears the endpoint's ``failing_since``; the deliveries
+    after it must not each write the registry again (a draining backlog would write thousands)."""
+    engine = engine_for(runtime, sender)
+    endpoint_id, _ = await runtime.webhooks.add(receiver.url(), [client.tenant])
+    await engine.endpoints(fresh=True)
+    receiver.behaviour = 500
+    await client.post("/Users", {"userName": "first@contoso.com"})
+    await wait_for(lambda: len(receiver.got) >= 1)
+    for _ in range(100):  # the failure recorded on the endpoint
+        if (await runtime.webhooks.get(endpoint_id)).failing_since is not None:
+            break
+        await asyncio.sleep(0.02)
+    successes = 0
+    real = runtime.webhooks.record_success
+
+    async def counting(endpoint: str, when: Any = None) -> None:
+        nonlocal successes
+        successes += 1
+        await real(endpoint, when)
+
+    runtime.webhooks.record_success = counting  # type: ignore[method-assign]
+    await engine.endpoints(fresh=True)  # the cached endpoint is failing now
+    receiver.behaviour = 204
+    for i in range(20):
+        await client.post("/Users", {"userName": f"next{i}@contoso.com"})
+    await wait_for(lambda: len({d.webhook_id for d in receiver.got}) >= 21, within=15, sweeping=runtime)
+    await engine.idle()
+    assert (await runtime.webhooks.get(endpoint_id)).failing_since is None
+    assert 1 <= successes <= 3, successes  # the recovery (a few concurrent deliveries at most), not 21
