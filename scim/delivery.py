@@ -61,7 +61,7 @@ from scim.core.delivery_schedule import Outcome, next_attempt
 from scim.core.events import MEMBERSHIP_TYPES
 from scim.core.feed import position_stamp
 from scim.core.webhook_messages import build_message
-from scim.delivery_state import MAX_LANE_EVENTS, Cursor, DeliveryStateStore, Lane, Lease
+from scim.delivery_state import MAX_LANE_EVENTS, Cursor, DeliveryState, DeliveryStateStore, Lane, Lease
 from scim.store.base import DirectoryStore, StoredEvent, StoreError, VersionMismatch
 from scim.webhooks import WebhookEndpoint, WebhookRegistry, parse_time
 
@@ -184,6 +184,16 @@ class _Stream:
         return bool(self.outstanding) or self.in_flight > 0 or any(x.dirty for x in self.lanes.values())
 
 
+def _stream(endpoint: WebhookEndpoint, state: DeliveryState) -> _Stream:
+    """An endpoint's stream as stored: its cursor (or its registration) and its saved lanes."""
+    cursor = state.cursors.get(endpoint.id)
+    stream = _Stream(endpoint, cursor, cursor.position if cursor else initial_position(endpoint))
+    for lane in state.lanes:
+        if lane.endpoint == endpoint.id:
+            stream.add_saved(lane)
+    return stream
+
+
 class DeliveryEngine:
     """The process's deliverer (see the module docstring). ``send`` posts one message
     (:meth:`~scim.webhook_sender.WebhookSender.send`); ``settle_seconds`` is the feed's horizon
@@ -235,7 +245,7 @@ class DeliveryEngine:
 
     async def endpoints_for(self, tenant: str) -> list[WebhookEndpoint]:
         """The enabled endpoints that want some of ``tenant``'s events."""
-        return [e for e in await self.endpoints() if e.enabled and (e.tenants is None or tenant in e.tenants)]
+        return [e for e in await self.endpoints() if e.enabled and e.serves(tenant)]
 
     # ---- entry points -----------------------------------------------------------------------
 
@@ -422,16 +432,7 @@ class _Pump:
 
     async def _load(self) -> None:
         state = await self.engine.state.load(self.tenant)
-        endpoints = await self.engine.endpoints_for(self.tenant)
-        self.streams = {}
-        for endpoint in endpoints:
-            cursor = state.cursors.get(endpoint.id)
-            position = cursor.position if cursor else initial_position(endpoint)
-            self.streams[endpoint.id] = _Stream(endpoint, cursor, position)
-        for lane in state.lanes:
-            stream = self.streams.get(lane.endpoint)
-            if stream is not None:
-                stream.add_saved(lane)
+        self.streams = {e.id: _stream(e, state) for e in await self.engine.endpoints_for(self.tenant)}
         self.tail = None
         self.covered = ""
         self.rescanned_at = -1e9
@@ -449,12 +450,7 @@ class _Pump:
             for endpoint_id, endpoint in current.items():
                 if endpoint_id in self.streams:
                     continue
-                cursor = state.cursors.get(endpoint_id)
-                stream = _Stream(endpoint, cursor, cursor.position if cursor else initial_position(endpoint))
-                for lane in state.lanes:
-                    if lane.endpoint == endpoint_id:
-                        stream.add_saved(lane)
-                self.streams[endpoint_id] = stream
+                self.streams[endpoint_id] = _stream(endpoint, state)
                 self.tail = None  # read the new endpoint's events from its cursor
                 self.covered = ""
 
@@ -649,20 +645,20 @@ class _Pump:
             )
             return
         lane.lane.next_at = retry
-        lane.dirty = True
-        for other in stream.lanes.values():  # lanes not yet tried wait for the endpoint now
-            if other is not lane and other.lane.positions and not other.saved:
-                other.dirty = True
-        await self._flush()
+        await self._park(stream, lane)
 
     async def _stop_endpoint(self, stream: _Stream, lane: _Lane, reason: str) -> None:
+        await self._park(stream, lane)
+        stream.stopped = True
+        await self.engine._disable(stream.endpoint, self.tenant, reason)
+
+    async def _park(self, stream: _Stream, lane: _Lane) -> None:
+        """Save the failed ``lane`` and every lane of the endpoint not stored yet: they wait for it now."""
         lane.dirty = True
         for other in stream.lanes.values():
             if other.lane.positions and not other.saved:
                 other.dirty = True
         await self._flush()
-        stream.stopped = True
-        await self.engine._disable(stream.endpoint, self.tenant, reason)
 
     # ---- making progress durable ------------------------------------------------------------
 

@@ -101,10 +101,7 @@ class Backlog:
 def served_tenants(endpoint: WebhookEndpoint, tenants: Iterable[str]) -> list[str]:
     """Of the existing ``tenants``, those whose events ``endpoint`` is for (its ``tenants``
     filter; None: all), sorted."""
-    names = set(tenants)
-    if endpoint.tenants is not None:
-        names &= set(endpoint.tenants)
-    return sorted(names)
+    return sorted({name for name in tenants if endpoint.serves(name)})
 
 
 async def tenant_backlog(

@@ -191,7 +191,11 @@ class WebhookEndpoint:
     def wants(self, tenant: str, event_type: str) -> bool:
         """Whether an event of ``event_type`` in ``tenant`` is for this endpoint (its filters;
         the state is not considered)."""
-        return (self.tenants is None or tenant in self.tenants) and (self.events is None or event_type in self.events)
+        return self.serves(tenant) and (self.events is None or event_type in self.events)
+
+    def serves(self, tenant: str) -> bool:
+        """Whether the endpoint is for ``tenant``'s events (its tenant filter; None: every tenant)."""
+        return self.tenants is None or tenant in self.tenants
 
     def signing_secrets(self, now: datetime | None = None) -> list[str]:
         """The secrets a delivery at ``now`` is signed with: the current one, and the previous one

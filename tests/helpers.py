@@ -13,14 +13,16 @@ Fixtures shared by several test modules are in ``tests/scim_fixtures.py`` and ``
 
 from __future__ import annotations
 
+import contextlib
 import email
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,3 +246,20 @@ class Mailbox:
 
     def to(self, address: str) -> list[email.message.Message]:
         return [m for m in self.messages if address in m["X-Envelope-To"]]
+
+
+@contextlib.contextmanager
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    """An aiosmtpd server on 127.0.0.1 (a free port) delivering into a :class:`Mailbox`; stopped on exit."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()

@@ -4,13 +4,11 @@ point, the real timer function, Azurite, and a real SMTP server (aiosmtpd) start
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from devtools.azurite import AzuriteProcess
 from scim.functions.runtime import Runtime, build_runtime, use_runtime
@@ -19,24 +17,14 @@ from scim.notify import notifier as notifier_module
 from scim.provisioning_log import LogEntry, format_time
 from scim.provisioning_log import entries as log_entries
 from tests.functions_client import REGISTERED, FunctionsClient
-from tests.helpers import Mailbox, create_user, new_user
+from tests.helpers import Mailbox, create_user, new_user, smtp_server
 from tests.scim_fixtures import azurite_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[tuple[Mailbox, int]]:
-    mailbox = Mailbox()
-    port = _free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield mailbox, port
-    controller.stop()
+    with smtp_server() as server:
+        yield server
 
 
 @pytest.fixture

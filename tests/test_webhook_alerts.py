@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from scim.functions.runtime import Runtime, build_memory_runtime
 from scim.functions.timer_adapter import build_notifier
@@ -21,25 +19,15 @@ from scim.notify.mail import RecordingSender, SentEmail
 from scim.notify.notifier import Notifier, notifier_for
 from scim.settings import Settings
 from scim.webhooks import WebhookEndpoint
-from tests.helpers import MEMORY_SETTINGS, Mailbox, memory_runtime
+from tests.helpers import MEMORY_SETTINGS, Mailbox, memory_runtime, smtp_server
 
 QUERY_KEY = "fn-key-5ecret"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[tuple[Mailbox, int]]:
-    mailbox = Mailbox()
-    port = _free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield mailbox, port
-    controller.stop()
+    with smtp_server() as server:
+        yield server
 
 
 @pytest.fixture

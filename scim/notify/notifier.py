@@ -84,7 +84,7 @@ def webhook_issues(
     return [
         e
         for e in endpoints
-        if (e.tenants is None or tenant in e.tenants)
+        if e.serves(tenant)
         and (
             (e.enabled and e.failing_since is not None and within(e.last_error_at))
             or (not e.enabled and within(e.disabled_at))
