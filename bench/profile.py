@@ -34,7 +34,7 @@ CATEGORIES = (
 
 
 FOCUS = (
-    ("authentication: tenants.token_hash (1 read per request)", "token_hash"),
+    ("authentication: tenants.read_credentials (1 read per request)", "read_credentials"),
     ("provisioning log: LogWriter._flush (a tenant's entries of 0.25 s per write)", "LogWriter._flush"),
     ("entity-group transactions: TableStore._submit", "TableStore._submit"),
     ("  of which building the $batch body (transactions.encode_batch)", "encode_batch"),

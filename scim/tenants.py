@@ -26,8 +26,14 @@ import itertools
 import re
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from scim import credentials
+from scim.credentials import DEFAULT, AccessToken, Expiry, InvalidClient, OAuthClient, SecretToken, TenantCredentials
+from scim.store.base import ResourceNotFound, StoreUnavailable, VersionMismatch
 
 __all__ = [
     "ACTIVE",
@@ -53,6 +59,9 @@ _TENANT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # used with 
 ACTIVE = "active"
 DELETING = "deleting"
 """The states of a tenant record (:attr:`TenantInfo.state`)."""
+
+
+_T = TypeVar("_T")
 
 
 class TenantExists(Exception):
@@ -200,17 +209,31 @@ def token_matches(token: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_token(token), stored_hash)
 
 
+def _same_tokens(before: TenantCredentials, after: TenantCredentials) -> bool:
+    """Retry a token change only if nobody changed the tokens meanwhile (then something else
+    of the record changed: a last use, a client, an access token); else TokenConflict, so that
+    of two concurrent regenerations one fails instead of both printing a token."""
+    return before.token_ids() == after.token_ids()
+
+
 class TenantRegistry(abc.ABC):
-    """Where tenants and token hashes live. Implementations: memory and Azure Tables.
+    """Where tenants and their credentials live. Implementations: memory and Azure Tables.
 
     Every change of a record is guarded by the version of the record it read (Table ETags;
     a counter in memory), so a record marked deleting is never brought back to life by a
     concurrent token change, and of two concurrent token changes one fails.
+
+    The credentials (:mod:`scim.credentials`) are read with one point read
+    (:meth:`_load`) and written by one guarded write (:meth:`_store`); every change of them is
+    :meth:`_update_credentials`: read, compute the next value, write guarded by the version
+    read, and when another writer came in between, read again and either retry or refuse
+    (:class:`TokenConflict`), as the change asks.
     """
 
     @abc.abstractmethod
-    async def create(self, name: str, token: str | None = None) -> str:
-        """Create a tenant and return its token (``token`` or a new one).
+    async def create(self, name: str, token: str | None = None, expires: int | None = None) -> str:
+        """Create a tenant and return its token (``token`` or a new one), which expires after
+        ``expires`` seconds (None: never).
 
         Raises TenantExists if a record of that name exists, including one being deleted
         (:meth:`state` tells which). The token is used as given: callers that take it from an
@@ -218,17 +241,164 @@ class TenantRegistry(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def set_token(self, name: str, token: str | None = None) -> str:
-        """Replace the tenant's token (regeneration) and return the new one.
-
-        One guarded write of the record as read: raises TokenConflict if it changed in between
-        (nothing written), TenantDeleting if it is being deleted, TenantNotFound if absent.
-        """
+    async def _load(self, name: str) -> tuple[str, TenantCredentials] | None:
+        """One point read of the tenant record: its state and credentials (with the record's
+        version), or None when there is no record (or the name is not a tenant name)."""
 
     @abc.abstractmethod
-    async def token_hash(self, name: str) -> str | None:
-        """The stored hash of the tenant's token, or None if there is no such tenant or it is
-        being deleted (so it authenticates nobody and its requests are not logged)."""
+    async def _store(self, name: str, credentials: TenantCredentials, version: str) -> None:
+        """Write ``credentials`` onto the record if its version is still ``version``: raises
+        VersionMismatch if it changed, TenantNotFound if it is gone."""
+
+    async def read_credentials(self, name: str) -> TenantCredentials | None:
+        """The tenant's credentials (one point read), or None if there is no such tenant or it
+        is being deleted (so it authenticates nobody and its requests are not logged)."""
+        loaded = await self._load(name)
+        if loaded is None or loaded[0] == DELETING:
+            return None
+        return loaded[1]
+
+    async def _update_credentials(
+        self,
+        name: str,
+        change: Callable[[TenantCredentials], tuple[TenantCredentials, _T]],
+        *,
+        retry: Callable[[TenantCredentials, TenantCredentials], bool] = lambda _before, _after: True,
+    ) -> _T:
+        """Apply ``change`` to the tenant's credentials with a guarded write; return its result.
+
+        When the record changed between the read and the write: if it now holds what this call
+        wrote, the write went through (an answer lost and the request resent); else
+        ``retry(read, now)`` says whether to apply ``change`` again to the new value (True) or
+        to refuse with :class:`TokenConflict` (nothing written by this call). Raises
+        TenantNotFound, or TenantDeleting if the tenant is being deleted.
+        """
+        for _ in range(10):
+            loaded = await self._load(name)
+            if loaded is None:
+                raise TenantNotFound(name)
+            if loaded[0] == DELETING:
+                raise TenantDeleting(name)
+            current = loaded[1]
+            updated, result = change(current)
+            if updated.same_content(current):
+                return result
+            try:
+                await self._store(name, updated, current.version)
+                return result
+            except VersionMismatch:
+                again = await self._load(name)
+                if again is not None and again[0] != DELETING and again[1].same_content(updated):
+                    return result
+                if again is None:
+                    raise TenantNotFound(name) from None
+                if again[0] == DELETING:
+                    raise TenantDeleting(name) from None
+                if not retry(current, again[1]):
+                    raise TokenConflict(name) from None
+        raise StoreUnavailable(f"the credentials of tenant {name} kept changing")
+
+    async def set_token(self, name: str, token: str | None = None, expires: Expiry = DEFAULT) -> str:
+        """Replace every token of the tenant by one (regeneration) and return it; the others
+        fail on their next request. ``expires``: seconds (None: never; not given: the tenant's
+        default lifetime).
+
+        Raises TokenConflict if another change of the tenant's tokens came in between (nothing
+        written), TenantDeleting if it is being deleted, TenantNotFound if absent.
+        """
+        token = token or new_token()
+        now = datetime.now(UTC)
+        await self._update_credentials(
+            name, lambda c: credentials.regenerate(c, token, now, expires), retry=_same_tokens
+        )
+        return token
+
+    async def rotate_token(
+        self, name: str, overlap: int, expires: Expiry = DEFAULT, token: str | None = None
+    ) -> tuple[str, SecretToken]:
+        """Add a token; the others keep working ``overlap`` seconds more. Returns the token and
+        its record. Raises TooManyTokens, TokenConflict, TenantDeleting, TenantNotFound."""
+        token = token or new_token()
+        now = datetime.now(UTC)
+        issued = await self._update_credentials(
+            name, lambda c: credentials.rotate(c, token, now, overlap, expires), retry=_same_tokens
+        )
+        return token, issued
+
+    async def revoke_token(self, name: str, token_id: str) -> None:
+        """The token ``token_id`` fails from its next request on. Raises TokenNotFound."""
+        now = datetime.now(UTC)
+        await self._update_credentials(name, lambda c: (credentials.revoke(c, token_id, now), None))
+
+    async def list_tokens(self, name: str) -> tuple[SecretToken, ...]:
+        """The tenant's active tokens, oldest first. Raises TenantNotFound, TenantDeleting."""
+        return (await self._credentials_or_raise(name)).active_tokens(datetime.now(UTC))
+
+    async def set_token_lifetime(self, name: str, lifetime: int | None) -> None:
+        """The default lifetime (seconds; None: no expiry) of the tenant's new tokens."""
+        await self._update_credentials(name, lambda c: (credentials.set_lifetime(c, lifetime), None))
+
+    async def token_lifetime(self, name: str) -> int | None:
+        return (await self._credentials_or_raise(name)).lifetime
+
+    async def mark_warned(self, name: str, token_id: str, days: int) -> None:
+        """Record that the ``days``-day expiry warning of ``token_id`` was sent."""
+        await self._update_credentials(name, lambda c: (credentials.with_warning(c, token_id, days), None))
+
+    async def record_use(self, name: str, seen: TenantCredentials, token_id: str, now: datetime) -> bool:
+        """Set token ``token_id``'s last use to ``now`` with one write guarded by the version
+        ``seen`` was read at; False (nothing written) if the record changed since."""
+        try:
+            await self._store(name, credentials.with_use(seen, token_id, now), seen.version)
+        except (VersionMismatch, TenantNotFound, ResourceNotFound):
+            return False
+        return True
+
+    async def create_client(self, name: str) -> tuple[OAuthClient, str]:
+        """A new OAuth client of the tenant and its secret (shown once; stored as a hash)."""
+        now = datetime.now(UTC)
+
+        def add(c: TenantCredentials) -> tuple[TenantCredentials, tuple[OAuthClient, str]]:
+            updated, client, secret = credentials.add_client(c, now)
+            return updated, (client, secret)
+
+        return await self._update_credentials(name, add)
+
+    async def list_clients(self, name: str) -> tuple[OAuthClient, ...]:
+        return (await self._credentials_or_raise(name)).clients
+
+    async def revoke_client(self, name: str, client_id: str) -> None:
+        """Drop the client and its access tokens (they fail on their next request)."""
+        now = datetime.now(UTC)
+        await self._update_credentials(name, lambda c: (credentials.revoke_client(c, client_id, now), None))
+
+    async def issue_access_token(self, name: str, client_id: str, secret: str) -> tuple[str, AccessToken]:
+        """RFC 6749 §4.4: authenticate the client by its secret and issue an access token.
+
+        Raises InvalidClient (unknown tenant, tenant being deleted, unknown client or wrong
+        secret: the same answer after the same work, one read and one constant-time
+        comparison) or TooManyTokenRequests. Costs one read, and one guarded write when issued.
+        """
+        now = datetime.now(UTC)
+
+        def issue(c: TenantCredentials) -> tuple[TenantCredentials, tuple[str, AccessToken]]:
+            client = credentials.authenticate_client(c, client_id, secret)
+            updated, token, record = credentials.issue_access_token(c, client, now)
+            return updated, (token, record)
+
+        try:
+            return await self._update_credentials(name, issue)
+        except (TenantNotFound, TenantDeleting):
+            credentials.authenticate_client(None, client_id, secret)  # the same comparison as for a tenant
+            raise InvalidClient() from None
+
+    async def _credentials_or_raise(self, name: str) -> TenantCredentials:
+        loaded = await self._load(name)
+        if loaded is None:
+            raise TenantNotFound(name)
+        if loaded[0] == DELETING:
+            raise TenantDeleting(name)
+        return loaded[1]
 
     @abc.abstractmethod
     async def state(self, name: str) -> str | None:
@@ -263,16 +433,10 @@ class TenantRegistry(abc.ABC):
         raise TenantNotFound(name)
 
     async def authenticate(self, name: str, token: str) -> bool:
-        """Whether ``token`` is the current token of tenant ``name``.
-
-        The answer is the same (False) for an unknown tenant and a wrong token, and a hash is
-        compared in both cases, so a caller learns nothing about which tenants exist.
-        """
-        stored = await self.token_hash(name)
-        if stored is None:
-            token_matches(token, "0" * 64)
-            return False
-        return token_matches(token, stored)
+        """Whether ``token`` authenticates to tenant ``name`` now (a Secret Token or an access
+        token). The answer is the same (False) for an unknown tenant and a wrong token, after
+        the same work (:func:`scim.credentials.match`)."""
+        return credentials.match(await self.read_credentials(name), token, datetime.now(UTC)) is not None
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""

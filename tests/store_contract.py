@@ -596,9 +596,10 @@ class TenantRegistryContract:
         assert await registry.authenticate("contoso", token)
         assert not await registry.authenticate("contoso", token + "x")
         assert not await registry.authenticate("fabrikam", token)
-        assert await registry.token_hash("contoso") == hash_token(token)
-        assert await registry.token_hash("nobody") is None
-        assert await registry.token_hash("Not/Valid") is None
+        stored = await registry.read_credentials("contoso")
+        assert stored is not None and [t.hash for t in stored.tokens] == [hash_token(token)]
+        assert await registry.read_credentials("nobody") is None
+        assert await registry.read_credentials("Not/Valid") is None
         given = await registry.create("fabrikam", token="chosen-token")
         assert given == "chosen-token" and await registry.authenticate("fabrikam", "chosen-token")
 

@@ -8,6 +8,7 @@ import secrets
 import pytest
 
 from scim.store.memory import MemoryStore, MemoryTenantRegistry
+from tests.credentials_contract import TenantCredentialsContract
 from tests.event_contract import EventContract, MembershipEventContract
 from tests.store_contract import DirectoryStoreContract, TenantRegistryContract
 
@@ -22,7 +23,7 @@ class TestMemoryStore(DirectoryStoreContract, EventContract, MembershipEventCont
         return "t" + secrets.token_hex(6)
 
 
-class TestMemoryTenantRegistry(TenantRegistryContract):
+class TestMemoryTenantRegistry(TenantRegistryContract, TenantCredentialsContract):
     @pytest.fixture
     def registry(self) -> MemoryTenantRegistry:
         return MemoryTenantRegistry()

@@ -42,6 +42,7 @@ from scim.store.operations import _Op, _OpFailed
 from scim.store.roundtrips import RoundTripCounter
 from scim.store.tables import TableStore
 from scim.store.tenant_registry import TableTenantRegistry
+from tests.credentials_contract import TenantCredentialsContract
 from tests.event_contract import EventContract, MembershipEventContract
 from tests.store_contract import (
     AWKWARD_KEYS,
@@ -110,7 +111,7 @@ class TestTableStore(DirectoryStoreContract, EventContract, MembershipEventContr
     enforces_group_limit = False
 
 
-class TestTableTenantRegistry(TenantRegistryContract):
+class TestTableTenantRegistry(TenantRegistryContract, TenantCredentialsContract):
     @pytest_asyncio.fixture
     async def registry(self, azurite: str) -> AsyncIterator[TableTenantRegistry]:
         prefix = "rt" + secrets.token_hex(4)  # a fresh tenants table per test: list() sees only its own

@@ -208,7 +208,7 @@ async def test_an_interrupted_delete_revokes_at_once_blocks_the_name_and_a_secon
     runtime = build_runtime(settings)
     use_runtime(runtime)
     try:
-        assert await runtime.tenants.token_hash(name) is None
+        assert await runtime.tenants.read_credentials(name) is None
         assert not await runtime.tenants.authenticate(name, credentials.token)
         refused = await FunctionsClient(name, credentials.token).get("/Users")
         assert refused.status == 401
@@ -288,7 +288,7 @@ async def test_a_tenant_being_deleted_authenticates_nobody_and_cannot_be_changed
     token = await registry.create(name)
     await registry.set_notifications(name, ["ops@contoso.example"], True)
     await registry.begin_delete(name)  # type: ignore[attr-defined]
-    assert await registry.token_hash(name) is None
+    assert await registry.read_credentials(name) is None
     assert not await registry.authenticate(name, token)
     assert await registry.state(name) == "deleting"  # type: ignore[attr-defined]
     info = await registry.info(name)
@@ -300,7 +300,7 @@ async def test_a_tenant_being_deleted_authenticates_nobody_and_cannot_be_changed
     with pytest.raises(tenants_module.TenantDeleting):  # type: ignore[attr-defined]
         await registry.set_notifications(name, ["ops@contoso.example"], True)
     await registry.begin_delete(name)  # type: ignore[attr-defined]  # again: nothing changes
-    assert await registry.token_hash(name) is None
+    assert await registry.read_credentials(name) is None
     await registry.delete(name)
     assert await registry.state(name) is None  # type: ignore[attr-defined]
     with pytest.raises(TenantNotFound):
@@ -374,7 +374,7 @@ def test_tenant_names_must_match_whole() -> None:
 async def test_registries_refuse_a_name_with_a_trailing_newline(registry: TenantRegistry) -> None:
     with pytest.raises(InvalidTenantName):
         await registry.create("dev\n")
-    assert await registry.token_hash("dev\n") is None
+    assert await registry.read_credentials("dev\n") is None
     assert "dev\n" not in [t.name for t in await registry.list()]
 
 

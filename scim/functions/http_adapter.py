@@ -10,9 +10,11 @@ authenticated request is recorded in the provisioning log, in the background, wi
 ``X-Correlation-ID`` returned to the client; unauthenticated requests to an existing tenant
 are only counted, per minute, with no path and no body (anyone may send them).
 
-An unauthenticated request costs the same whatever its body and whether its tenant exists:
-one read of the tenant's token hash and one constant-time comparison, then 401; its body is
-never parsed. An authenticated request's body is parsed once, by the service; the provisioning
+A request authenticates with a Secret Token of the tenant or an OAuth access token issued to
+one of its clients (:mod:`scim.credentials`, :mod:`scim.functions.oauth_adapter`). An
+unauthenticated request costs the same whatever its body and whether its tenant exists: one
+read of the tenant's credentials and constant-time comparisons, then 401; its body is never
+parsed. An authenticated request's body is parsed once, by the service; the provisioning
 log takes a failed create's ``userName`` from that parse.
 """
 
@@ -30,10 +32,11 @@ import azure.functions as func
 
 from scim.core.errors import PayloadTooLarge, ScimError, ServiceUnavailable, Unauthorized
 from scim.core.service import ScimRequest, ScimResponse
+from scim.credentials import match
 from scim.functions.runtime import Runtime, get_runtime
 from scim.provisioning_log import LogEntry, format_time
 from scim.store.base import StoreUnavailable
-from scim.tenants import InvalidTenantName, token_matches, validate_tenant_name
+from scim.tenants import InvalidTenantName, validate_tenant_name
 
 __all__ = ["SCIM_CONTENT_TYPE", "bp", "error_response", "handle_http"]
 
@@ -42,7 +45,6 @@ logger = logging.getLogger("scim.http")
 SCIM_CONTENT_TYPE = "application/scim+json"
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_NO_HASH = "0" * 64  # compared against when there is no tenant: no SHA-256 hex digest is all zeros
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions declares no types for it
 
@@ -205,15 +207,19 @@ async def _handle(req: func.HttpRequest, tenant: str, context: _Context) -> Scim
         validate_tenant_name(tenant)
     except InvalidTenantName:
         raise Unauthorized() from None
-    # The same work for every unauthenticated request: one read of the tenant's hash, one
-    # constant-time comparison (against a dummy hash when there is no tenant or no token),
-    # and a 401 before the body is looked at, so neither the body nor the tenant's existence
-    # changes the answer or its cost (no tenant-existence oracle).
-    stored_hash = await runtime.tenants.token_hash(tenant)
-    context.tenant_exists = stored_hash is not None
-    matched = token_matches(token or "", stored_hash or _NO_HASH)
-    if token is None or stored_hash is None or not matched:
+    # The same work for every unauthenticated request: one read of the tenant's credentials,
+    # one SHA-256 of the presented token compared in constant time with every stored hash (a
+    # dummy when there is no tenant or no token), and a 401 before the body is looked at, so
+    # neither the body nor the tenant's existence changes the answer or its cost (no
+    # tenant-existence oracle). An expired, revoked or rotated-out token fails like a wrong one.
+    stored = await runtime.tenants.read_credentials(tenant)
+    context.tenant_exists = stored is not None
+    now = datetime.now(UTC)
+    found = match(stored, token or "", now)
+    if token is None or stored is None or found is None:
         raise Unauthorized()
+    if found.token is not None:
+        runtime.token_use().note(tenant, stored, found.token, now)  # at most one write an hour, in the background
     context.authenticated = True
     declared = headers.get("content-length")
     limit = runtime.settings.max_body_bytes

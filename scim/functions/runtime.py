@@ -18,6 +18,7 @@ from scim.notify.state import NotifyStateStore
 from scim.provisioning_log import LogWriter, ProvisioningLog
 from scim.store.base import DirectoryStore
 from scim.tenants import TenantRegistry
+from scim.token_use import TokenUseRecorder
 
 if TYPE_CHECKING:
     from scim.delivery import DeliveryEngine
@@ -49,6 +50,7 @@ class Runtime:
     and purges tables' partitions with it."""
 
     _delivery: DeliveryEngine | None = None
+    _token_use: TokenUseRecorder | None = None
 
     @property
     def store(self) -> DirectoryStore:
@@ -76,7 +78,15 @@ class Runtime:
             )
         return self._delivery
 
+    def token_use(self) -> TokenUseRecorder:
+        """The process's recorder of Secret Tokens' last use (:mod:`scim.token_use`)."""
+        if self._token_use is None:
+            self._token_use = TokenUseRecorder(self.tenants)
+        return self._token_use
+
     async def close(self) -> None:
+        if self._token_use is not None:
+            await self._token_use.drain()
         if self._delivery is not None:
             from scim.webhook_sender import close_shared_sender
 

@@ -5,8 +5,8 @@ runs to completion without awaiting anything, so under asyncio each call is atom
 concurrent creates of one ``userName`` see each other, concurrent member changes all take
 effect (RFC 7644 §3.5.2 PATCH of ``members``, as Entra sends it one member at a time), and a
 call that raises has changed nothing. The one exception is
-:meth:`MemoryTenantRegistry.set_token`, which yields between reading and writing, as a Table
-write does, so that concurrent token changes conflict as they do on Tables.
+:meth:`MemoryTenantRegistry._store` (every credentials change), which yields before writing, as a
+Table write does, so that concurrent token changes conflict as they do on Tables.
 
 Events (rule 10) are kept per tenant as JSON text by position (``{stamp:016d}|{id}``, or
 ``{stamp:016d}|{row id}|{index:03d}`` for membership events, in rows of 49), stamped by
@@ -25,6 +25,7 @@ import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from scim.core.events import (
@@ -34,6 +35,7 @@ from scim.core.events import (
     membership_document,
     new_event_id,
 )
+from scim.credentials import TenantCredentials, regenerate
 from scim.store import MAX_GROUPS_PER_RESOURCE, check_members_allowed, dedupe_members, keys, new_id, utc_now
 from scim.store.base import (
     DirectoryStore,
@@ -60,8 +62,6 @@ from scim.tenants import (
     TenantInfo,
     TenantNotFound,
     TenantRegistry,
-    TokenConflict,
-    hash_token,
     new_token,
     validate_recipients,
     validate_tenant_name,
@@ -494,7 +494,7 @@ class MemoryStore(DirectoryStore):
 class _TenantRecord:
     """One tenant record; ``version`` changes on every write (what a Table ETag is)."""
 
-    token_hash: str | None
+    credentials: TenantCredentials
     created: str
     version: int
     state: str = ACTIVE
@@ -503,9 +503,10 @@ class _TenantRecord:
 
 
 class MemoryTenantRegistry(TenantRegistry):
-    """Tenants and their token hashes in process memory, with the Table registry's behaviour:
-    every write gives the record a new version, and :meth:`set_token` writes only if the
-    version it read is unchanged (so two concurrent regenerations: one TokenConflict)."""
+    """Tenants and their credentials in process memory, with the Table registry's behaviour:
+    every write gives the record a new version, and a credentials write (:meth:`_store`)
+    yields first, as a Table write waits for storage, then writes only if the version it was
+    given is unchanged (so two concurrent regenerations: one TokenConflict)."""
 
     def __init__(self) -> None:
         self._tenants: dict[str, _TenantRecord] = {}
@@ -520,37 +521,31 @@ class MemoryTenantRegistry(TenantRegistry):
             raise TenantNotFound(name)
         return record
 
-    async def create(self, name: str, token: str | None = None) -> str:
+    async def create(self, name: str, token: str | None = None, expires: int | None = None) -> str:
         """Create a tenant; raises TenantExists (also while a tenant of that name is being deleted)."""
         validate_tenant_name(name)
         if name in self._tenants:
             raise TenantExists(name)
         token = token or new_token()
-        self._tenants[name] = _TenantRecord(hash_token(token), utc_now(), next(self._versions))
+        first, _ = regenerate(TenantCredentials(), token, datetime.now(UTC), expires)
+        self._tenants[name] = _TenantRecord(first, utc_now(), next(self._versions))
         return token
 
-    async def set_token(self, name: str, token: str | None = None) -> str:
-        """Replace the token (the old one fails on the next request): read, yield, guarded write.
-        Raises TenantNotFound, TenantDeleting, or TokenConflict if the record changed meanwhile."""
-        record = self._record(name)
-        if record.state == DELETING:
-            raise TenantDeleting(name)
-        seen = record.version
-        token = token or new_token()
-        await asyncio.sleep(0)  # where a Table write waits for storage
-        current = self._tenants.get(name)
-        if current is None:
-            raise TenantNotFound(name)
-        if current is not record or current.version != seen:
-            raise TokenConflict(name)
-        record.token_hash = hash_token(token)
-        self._changed(record)
-        return token
-
-    async def token_hash(self, name: str) -> str | None:
-        """The stored token hash, or None (no such tenant, or being deleted)."""
+    async def _load(self, name: str) -> tuple[str, TenantCredentials] | None:
         record = self._tenants.get(name)
-        return record.token_hash if record is not None and record.state != DELETING else None
+        if record is None:
+            return None
+        return record.state, dataclasses.replace(record.credentials, version=str(record.version))
+
+    async def _store(self, name: str, credentials: TenantCredentials, version: str) -> None:
+        await asyncio.sleep(0)  # where a Table write waits for storage
+        record = self._tenants.get(name)
+        if record is None:
+            raise TenantNotFound(name)
+        if str(record.version) != version:
+            raise VersionMismatch(name)
+        record.credentials = dataclasses.replace(credentials, version="")
+        self._changed(record)
 
     async def state(self, name: str) -> str | None:
         """``active``, ``deleting`` or None."""
@@ -562,7 +557,7 @@ class MemoryTenantRegistry(TenantRegistry):
         record = self._record(name)
         if record.state == DELETING:
             return
-        record.state, record.token_hash, record.notify_enabled = DELETING, None, False
+        record.state, record.credentials, record.notify_enabled = DELETING, TenantCredentials(), False
         self._changed(record)
 
     async def delete(self, name: str) -> None:

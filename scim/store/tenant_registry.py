@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import UpdateMode
 
+from scim.credentials import TenantCredentials, regenerate
 from scim.store import utc_now
 from scim.store.azure_client import _FILTER_PARTITION, _TIMEOUT, _io, _TenantsTableOwner, resend_if_lost
 from scim.store.base import ResourceNotFound, StoreUnavailable, VersionMismatch
@@ -30,19 +32,15 @@ from scim.tenants import (
     TenantInfo,
     TenantNotFound,
     TenantRegistry,
-    TokenConflict,
-    hash_token,
     new_token,
     validate_recipients,
     validate_tenant_name,
 )
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = ["TableTenantRegistry"]
 
 _TENANT_PARTITION = "tenant"
+_CREDENTIAL_COLUMNS = ["state", "created", "tokenHash", "tokens", "oauthClients", "accessTokens", "tokenLifetime"]
 
 
 class TableTenantRegistry(_TenantsTableOwner, TenantRegistry):
@@ -52,12 +50,13 @@ class TableTenantRegistry(_TenantsTableOwner, TenantRegistry):
     without ``state`` is active). Every change after the insert is an update guarded by the
     ETag of the row it read (If-Match; 412 when the row changed in between)."""
 
-    async def create(self, name: str, token: str | None = None) -> str:
+    async def create(self, name: str, token: str | None = None, expires: int | None = None) -> str:
         """Insert the tenant row (atomic: an existing row makes the insert fail -> TenantExists)."""
         validate_tenant_name(name)
         await self._ready()
         token = token or new_token()
-        entity = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token), created=utc_now())
+        first, _ = regenerate(TenantCredentials(), token, datetime.now(UTC), expires)
+        entity = _row(_TENANT_PARTITION, name, created=utc_now(), **first.to_properties())
 
         sent = 0
 
@@ -67,10 +66,10 @@ class TableTenantRegistry(_TenantsTableOwner, TenantRegistry):
             try:
                 await self._table.create_entity(entity, **_TIMEOUT)
             except ResourceExistsError:
-                # After a resend, the row may be our own earlier insert: its token hash says so.
+                # After a resend, the row may be our own earlier insert: its tokens say so.
                 if sent > 1:
-                    stored = await self._table.get_entity(_TENANT_PARTITION, name, select=["tokenHash"], **_TIMEOUT)
-                    if stored.get("tokenHash") == entity["tokenHash"]:
+                    stored = await self._table.get_entity(_TENANT_PARTITION, name, select=["tokens"], **_TIMEOUT)
+                    if stored.get("tokens") == entity["tokens"]:
                         return
                 raise TenantExists(name) from None
 
@@ -89,43 +88,25 @@ class TableTenantRegistry(_TenantsTableOwner, TenantRegistry):
         ResourceNotFound if it is gone."""
         await _io(lambda: self._table.update_entity(row, mode=mode, **_guarded(etag), **_TIMEOUT))
 
-    async def set_token(self, name: str, token: str | None = None) -> str:
-        """Read the row, then merge the new ``tokenHash`` guarded by the ETag read.
-
-        A 412 means another writer changed the row in between (a concurrent ``token regenerate``,
-        a delete beginning): TokenConflict, unless the stored hash is already ours (our own write,
-        resent by azure-core after a lost answer, had gone through). So the token returned is the
-        one that works.
-        """
+    async def _load(self, name: str) -> tuple[str, TenantCredentials] | None:
+        """One point read of the row's state and credential properties (and its ETag)."""
         if not _is_tenant_name(name):
-            raise TenantNotFound(name)
+            return None
         await self._ready()
-        current = await self._read_row(name, ["state"])
-        if current is None:
-            raise TenantNotFound(name)
-        if (current.get("state") or ACTIVE) == DELETING:
-            raise TenantDeleting(name)
-        token = token or new_token()
-        row = _row(_TENANT_PARTITION, name, tokenHash=hash_token(token))
+        entity = await self._read_row(name, _CREDENTIAL_COLUMNS)
+        if entity is None:
+            return None
+        return entity.get("state") or ACTIVE, TenantCredentials.from_properties(entity, _etag(entity))
+
+    async def _store(self, name: str, credentials: TenantCredentials, version: str) -> None:
+        """Merge the credential properties, guarded by the ETag ``version`` (412: VersionMismatch).
+        ``tokenHash``, the one token of rows written before tokens had ids, is emptied: the
+        ``tokens`` property holds it from then on."""
+        row = _row(_TENANT_PARTITION, name, tokenHash="", **credentials.to_properties())
         try:
-            await self._update_guarded(row, _etag(current))
+            await self._update_guarded(row, version)
         except ResourceNotFound:
             raise TenantNotFound(name) from None
-        except VersionMismatch:
-            if await self.token_hash(name) == row["tokenHash"]:
-                return token
-            raise TokenConflict(name) from None
-        return token
-
-    async def token_hash(self, name: str) -> str | None:
-        """One point read; None for an unknown (or impossible) name, or a tenant being deleted."""
-        if not _is_tenant_name(name):
-            return None
-        await self._ready()
-        entity = await self._read_row(name, ["tokenHash", "state"])
-        if entity is None or (entity.get("state") or ACTIVE) == DELETING:
-            return None
-        return entity.get("tokenHash") or None
 
     async def state(self, name: str) -> str | None:
         """``active``, ``deleting`` or None (one point read)."""
