@@ -94,7 +94,7 @@ class TokenConflict(Exception):
     ``token regenerate`` ran at the same time): nothing was written by this call."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"the token of tenant {name!r} was changed concurrently; run token regenerate again")
+        super().__init__(f"the tokens of tenant {name!r} were changed concurrently; run the command again")
         self.name = name
 
 

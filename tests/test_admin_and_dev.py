@@ -48,7 +48,7 @@ def test_admin_cli_manages_tenants_and_tokens(azurite, table_prefix):
     regenerated = admin(env, "token", "regenerate", name, "--json")
     assert regenerated.returncode == 0, regenerated.stderr
     data = json.loads(regenerated.stdout)
-    assert set(data) == {"tenant", "url", "token"} and data["tenant"] == name
+    assert set(data) == {"tenant", "url", "token", "token_id", "expires"} and data["tenant"] == name
     assert data["token"] != token_line.split(": ")[1]
 
     listed = json.loads(admin(env, "tenant", "list", "--json").stdout)

@@ -421,7 +421,7 @@ async def test_concurrent_token_changes_one_conflicts_and_the_token_returned_wor
     assert len(tokens) == 1, results
     conflict = next(r for r in results if not isinstance(r, str))
     assert isinstance(conflict, tenants_module.TokenConflict)  # type: ignore[attr-defined]
-    assert "run token regenerate again" in str(conflict)
+    assert "run the command again" in str(conflict)
     assert await registry.authenticate(name, tokens[0])
     assert await registry.set_token(name)  # one at a time: no conflict
 
@@ -455,7 +455,7 @@ def test_token_regenerate_reports_a_concurrent_change_and_prints_no_token(
     code = cli.main(["token", "regenerate", name])
     out, err = capsys.readouterr()
     assert code == 1, out
-    assert "the token was changed concurrently; run token regenerate again" in err
+    assert "the token was changed concurrently; run the command again" in err
     assert "Secret Token" not in out
     monkeypatch.undo()
 

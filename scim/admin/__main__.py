@@ -1,10 +1,12 @@
 """``python -m scim.admin``: manage tenants, Secret Tokens, failure digests and the provisioning log.
 
-    python -m scim.admin tenant create NAME [--notify ADDR ...] [--json]
-    python -m scim.admin tenant update NAME [--notify ADDR ...] [--notify-on | --notify-off]
+    python -m scim.admin tenant create NAME [--notify ADDR ...] [--expires 90d] [--token-expires 90d] [--json]
+    python -m scim.admin tenant update NAME [--notify ADDR ...] [--notify-on | --notify-off] [--token-expires 90d|never]
     python -m scim.admin tenant list [--json]
     python -m scim.admin tenant delete NAME [--yes]
-    python -m scim.admin token regenerate NAME [--json]
+    python -m scim.admin token regenerate NAME [--expires 90d|never] [--json]
+    python -m scim.admin token rotate NAME [--overlap 24h] [--expires 90d|never] [--json]
+    python -m scim.admin token list NAME [--json] | token revoke NAME ID
     python -m scim.admin log NAME [--failures] [--since 2h|2026-11-26T10:00:00Z] [--limit N] [--cursor C] [--json]
     python -m scim.admin notify run-now NAME
     python -m scim.admin app-key create NAME [--json] | app-key list [--json] | app-key revoke NAME [--yes]
@@ -20,8 +22,11 @@ the token first and removes the tenant's record last, so if it stops part way (i
 so), running it again finishes the job; meanwhile ``tenant list`` shows the tenant as
 ``deleting`` and ``tenant create`` refuses the name.
 
-``token regenerate`` prints a token only if it is the one stored: when another change came in
-between, it says so and exits 1 (run it again).
+``token regenerate`` and ``token rotate`` print a token only if it is the one stored: when
+another change of the tenant's tokens came in between, they say so and exit 1 (run it again).
+Tokens (:mod:`scim.admin.tokens`): ``regenerate`` makes every other token fail at once;
+``rotate`` keeps the others working for the overlap; ``revoke`` ends one at once; ``--expires``
+overrides the tenant's default lifetime (``tenant update --token-expires``).
 
 ``log`` prints control characters of logged values (which come from SCIM requests) as
 ``\\xNN`` / ``\\uNNNN`` escapes, so no logged text can drive the terminal; ``--json`` escapes
@@ -45,9 +50,11 @@ import sys
 
 from azure.core.exceptions import AzureError
 
-from scim.admin import app_keys, core, events, webhooks
+from scim.admin import app_keys, core, events, tokens, webhooks
 from scim.admin.terminal import printable
 from scim.app_keys import AppKeyExists, AppKeyNotFound
+from scim.credentials import format_duration
+from scim.functions.runtime import build_runtime
 from scim.provisioning_log import LogEntry, parse_since
 from scim.settings import Settings
 from scim.store.base import StoreError
@@ -77,7 +84,18 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--notify", action="append", default=[], metavar="ADDRESS", help="email failure digests here (repeatable)"
     )
-    create.add_argument("--json", action="store_true", help="print one JSON object (tenant, url, token)")
+    create.add_argument(
+        "--expires", type=tokens.expiry_argument, default=None, help="the first token stops working after this (90d)"
+    )
+    create.add_argument(
+        "--token-expires",
+        type=tokens.expiry_argument,
+        default=None,
+        help="the tenant's default lifetime of later tokens (90d; default: never)",
+    )
+    create.add_argument(
+        "--json", action="store_true", help="print one JSON object (tenant, url, token, token_id, expires)"
+    )
     update = tenant.add_parser("update", help="change a tenant's failure digest settings")
     update.add_argument("name")
     update.add_argument(
@@ -86,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     switch = update.add_mutually_exclusive_group()
     switch.add_argument("--notify-on", dest="enabled", action="store_const", const=True, help="send digests")
     switch.add_argument("--notify-off", dest="enabled", action="store_const", const=False, help="stop sending digests")
+    update.add_argument(
+        "--token-expires",
+        type=tokens.expiry_argument,
+        default=tokens.DEFAULT,
+        help="the default lifetime of the tenant's new tokens (90d, or never)",
+    )
     listing = tenant.add_parser("list", help="list tenants")
     listing.add_argument("--json", action="store_true")
     delete = tenant.add_parser(
@@ -93,12 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     delete.add_argument("name")
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (scripts)")
-    token = groups.add_parser("token", help="manage a tenant's Secret Token").add_subparsers(
-        dest="action", required=True
-    )
-    regenerate = token.add_parser("regenerate", help="issue a new token; the old one stops working at once")
-    regenerate.add_argument("name")
-    regenerate.add_argument("--json", action="store_true")
+    tokens.add_commands(groups)
     log = groups.add_parser("log", help="read a tenant's provisioning log, newest first")
     log.add_argument("name")
     log.add_argument("--failures", action="store_true", help="failed requests only")
@@ -169,16 +188,28 @@ async def _run(args: argparse.Namespace) -> int:
     if args.group == webhooks.GROUP:
         hooks, stores = webhooks.open_stores(settings)  # one Table client: registry, tenants, feeds, delivery
         return await webhooks.run(args, hooks, in_azure=webhooks.azure_policy(settings), stores=stores)
+    if args.group == tokens.GROUP:
+        runtime = build_runtime(settings)
+        try:
+            return await tokens.run(args, runtime.tenants, settings)
+        finally:
+            await runtime.close()
     if args.group == "tenant" and args.action == "create":
-        credentials = await core.create_tenant(settings, args.name, notify=args.notify)
+        credentials = await core.create_tenant(
+            settings, args.name, notify=args.notify, expires=args.expires, token_lifetime=args.token_expires
+        )
         print(credentials.to_json() if args.json else credentials.lines())
+        if not args.json and credentials.expires:
+            print(credentials.details(), file=sys.stderr)
     elif args.group == "tenant" and args.action == "update":
-        info = await core.update_notifications(settings, args.name, args.notify, args.enabled)
-        state = "on" if info.notify_enabled else "off"
-        print(f"Failure digests for {info.name}: {state}, to {', '.join(info.notify) or 'nobody'}.")
-    elif args.group == "token" and args.action == "regenerate":
-        credentials = await core.regenerate_token(settings, args.name)
-        print(credentials.to_json() if args.json else credentials.lines())
+        if args.token_expires is not tokens.DEFAULT:
+            await core.set_token_lifetime(settings, args.name, args.token_expires)
+            lifetime = "never" if args.token_expires is None else format_duration(args.token_expires)
+            print(f"New Secret Tokens of {args.name} expire after: {lifetime}.")
+        if args.notify is not None or args.enabled is not None or args.token_expires is tokens.DEFAULT:
+            info = await core.update_notifications(settings, args.name, args.notify, args.enabled)
+            state = "on" if info.notify_enabled else "off"
+            print(f"Failure digests for {info.name}: {state}, to {', '.join(info.notify) or 'nobody'}.")
     elif args.group == "tenant" and args.action == "list":
         tenants = await core.list_tenants(settings)
         if args.json:
@@ -243,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
     except TokenConflict:
         print(
-            "error: the token was changed concurrently; run token regenerate again (no token was issued)",
+            "error: the token was changed concurrently; run the command again (no token was issued)",
             file=sys.stderr,
         )
     except core.DeleteInterrupted as exc:

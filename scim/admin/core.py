@@ -27,6 +27,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
 
+from scim.credentials import DEFAULT, Expiry, SecretToken, format_epoch
 from scim.functions.runtime import Runtime, build_runtime
 from scim.notify.notifier import RunResult
 from scim.provisioning_log import LogPage
@@ -57,6 +58,7 @@ __all__ = [
     "notify_now",
     "read_log",
     "regenerate_token",
+    "set_token_lifetime",
     "update_notifications",
 ]
 
@@ -65,18 +67,38 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Credentials:
-    """What an admin pastes into Entra's provisioning tab."""
+    """What an admin pastes into Entra's provisioning tab, and which token it is."""
 
     tenant: str
     url: str
     token: str
+    token_id: str | None = None
+    expires: str | None = None
+    """When the token stops working (RFC 3339), or None: never."""
+
+    @classmethod
+    def issued(cls, tenant: str, url: str, token: str, record: SecretToken | None) -> Credentials:
+        return cls(tenant, url, token, record.id if record else None, format_epoch(record.ends) if record else None)
 
     def lines(self) -> str:
         """The two lines, labelled as Entra's portal labels its fields."""
         return f"Tenant URL: {self.url}\nSecret Token: {self.token}"
 
+    def details(self) -> str:
+        """The token's id and expiry, for the operator (``token list`` shows them again)."""
+        return f"Token id: {self.token_id or '?'}, expires: {self.expires or 'never'}"
+
     def to_json(self) -> str:
-        return json.dumps({"tenant": self.tenant, "url": self.url, "token": self.token})
+        """``tenant create``, ``token regenerate`` and ``token rotate`` print this with ``--json``."""
+        return json.dumps(
+            {
+                "tenant": self.tenant,
+                "url": self.url,
+                "token": self.token,
+                "token_id": self.token_id,
+                "expires": self.expires,
+            }
+        )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -163,7 +185,9 @@ async def _has_deliveries(runtime: Runtime, name: str) -> bool:
     return bool(state.cursors or state.lanes or state.lease_owner)
 
 
-async def _create_fresh(runtime: Runtime, settings: Settings, name: str, token: str | None) -> str:
+async def _create_fresh(
+    runtime: Runtime, settings: Settings, name: str, token: str | None, expires: int | None = None
+) -> str:
     """Create the tenant unless a record or data of that name exists: TenantExists for an active
     tenant; TenantDeleting for one being deleted or data left by an unfinished delete."""
     state = await runtime.tenants.state(name)
@@ -174,7 +198,7 @@ async def _create_fresh(runtime: Runtime, settings: Settings, name: str, token: 
     if await _data_left(runtime, settings, name):
         raise TenantDeleting(name)
     try:
-        return await runtime.tenants.create(name, token)
+        return await runtime.tenants.create(name, token, expires)
     except TenantExists:
         if await runtime.tenants.state(name) == DELETING:
             raise TenantDeleting(name) from None
@@ -182,9 +206,16 @@ async def _create_fresh(runtime: Runtime, settings: Settings, name: str, token: 
 
 
 async def create_tenant(
-    settings: Settings, name: str, token: str | None = None, notify: Sequence[str] = ()
+    settings: Settings,
+    name: str,
+    token: str | None = None,
+    notify: Sequence[str] = (),
+    expires: int | None = None,
+    token_lifetime: int | None = None,
 ) -> Credentials:
-    """Create a tenant (with failure digests to ``notify``, if given).
+    """Create a tenant (with failure digests to ``notify``, if given) and its first token, which
+    expires after ``expires`` seconds (None: never); ``token_lifetime`` is the tenant's default
+    lifetime of later tokens (None: they do not expire unless told).
 
     Raises TenantExists; TenantDeleting while a tenant of that name is being deleted or its data
     is still stored (``tenant delete NAME`` finishes the delete); WeakToken (a ValueError) for a
@@ -196,12 +227,15 @@ async def create_tenant(
     recipients = validate_recipients(notify)
     runtime = await _with_runtime(settings)
     try:
-        secret = await _create_fresh(runtime, settings, name, token)
+        secret = await _create_fresh(runtime, settings, name, token, expires)
         if recipients:
             await runtime.tenants.set_notifications(name, recipients, True)
+        if token_lifetime is not None:
+            await runtime.tenants.set_token_lifetime(name, token_lifetime)
+        record = next(iter(await runtime.tenants.list_tokens(name)), None)
     finally:
         await runtime.close()
-    return Credentials(name, settings.tenant_url(name), secret)
+    return Credentials.issued(name, settings.tenant_url(name), secret, record)
 
 
 async def update_notifications(
@@ -216,6 +250,15 @@ async def update_notifications(
             enabled = bool(recipients) if notify is not None else current.notify_enabled
         await runtime.tenants.set_notifications(name, recipients, enabled)
         return await runtime.tenants.info(name)
+    finally:
+        await runtime.close()
+
+
+async def set_token_lifetime(settings: Settings, name: str, lifetime: int | None) -> None:
+    """The tenant's default lifetime of new Secret Tokens (seconds; None: they do not expire)."""
+    runtime = await _with_runtime(settings)
+    try:
+        await runtime.tenants.set_token_lifetime(name, lifetime)
     finally:
         await runtime.close()
 
@@ -278,21 +321,24 @@ async def notify_now(settings: Settings, name: str) -> RunResult:
         await runtime.close()
 
 
-async def regenerate_token(settings: Settings, name: str, token: str | None = None) -> Credentials:
-    """Replace a tenant's token: the previous one fails on the next request (401).
+async def regenerate_token(
+    settings: Settings, name: str, token: str | None = None, expires: Expiry = DEFAULT
+) -> Credentials:
+    """Replace every token of the tenant by a new one: the others fail on their next request
+    (401). ``expires``: seconds (None: never; not given: the tenant's default lifetime).
 
     The write is guarded by the version of the record read: TokenConflict if another change came
     in between (nothing written; the token that works is the other one); TenantDeleting while the
     tenant is being deleted; WeakToken for a supplied ``token`` under 128 bits.
     """
-    if token is not None:
-        check_token_strength(token)
+    from scim.admin import tokens
+
     runtime = await _with_runtime(settings)
     try:
-        secret = await runtime.tenants.set_token(name, token)
+        secret, record = await tokens.regenerate(runtime.tenants, name, expires, token)
     finally:
         await runtime.close()
-    return Credentials(name, settings.tenant_url(name), secret)
+    return Credentials.issued(name, settings.tenant_url(name), secret, record)
 
 
 async def ensure_tenant(settings: Settings, name: str, token: str) -> Credentials:
@@ -309,7 +355,8 @@ async def ensure_tenant(settings: Settings, name: str, token: str) -> Credential
         try:
             await _create_fresh(runtime, settings, name, token)
         except TenantExists:
-            await runtime.tenants.set_token(name, token)
+            if not await runtime.tenants.authenticate(name, token):  # a second make run keeps the token's id
+                await runtime.tenants.set_token(name, token, expires=None)
     finally:
         await runtime.close()
     return Credentials(name, settings.tenant_url(name), token)
