@@ -40,6 +40,12 @@ Run: ``python -m devtools.localhost [--host 127.0.0.1] [--port 7071] [--app func
 ``func`` does. On shutdown (Ctrl-C, SIGTERM) the timers are cancelled, then the app's process-wide
 runtime, if one was built (:mod:`scim.functions.runtime`), is closed: its webhook deliverers stop
 and give their leases back.
+
+This module is the host (:class:`LocalFunctionsHost`: routing, the host's limits, serving) and its
+command line; the rest is by concern, its public names re-exported here: the routes
+(:mod:`devtools.localhost_routes`), request and response conversion (:mod:`devtools.localhost_http`),
+the timers (:mod:`devtools.localhost_timers`), configuration and limits (:mod:`devtools.localhost_config`).
+All of them log to the ``devtools.localhost`` logger.
 """
 
 from __future__ import annotations
@@ -48,28 +54,42 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import inspect
-import json
 import logging
 import os
-import re
 import signal
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import azure.functions as func
-import azure.functions.timer as func_timer
 from aiohttp import web
-from multidict import CIMultiDict
+
+from devtools.localhost_config import (
+    APP_MAX_BODY_BYTES,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEAD_TIMEOUT,
+    HOST_BODY_FACTOR,
+    PROJECT_ROOT,
+    host_body_limit,
+    load_app,
+    load_local_settings,
+    read_route_prefix,
+)
+from devtools.localhost_http import _Context, _safe_target, _to_web_response, http_request
+from devtools.localhost_routes import DEFAULT_ROUTE_PREFIX, Route, UnsupportedRoute, compile_route, http_routes
+from devtools.localhost_timers import Timer, TimerRunner, UnknownTimer, schedule_interval, timer_functions
 
 __all__ = [
+    "APP_MAX_BODY_BYTES",
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEAD_TIMEOUT",
+    "DEFAULT_ROUTE_PREFIX",
+    "HOST_BODY_FACTOR",
+    "PROJECT_ROOT",
     "LocalFunctionsHost",
     "Route",
     "Timer",
@@ -89,350 +109,10 @@ __all__ = [
 
 log = logging.getLogger("devtools.localhost")
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ROUTE_PREFIX = "api"
-APP_MAX_BODY_BYTES = 1024 * 1024  # SCIM_MAX_BODY_BYTES's default (scim.settings)
-HOST_BODY_FACTOR = 4  # the host's limit, when not set, is this many times the app's
-DEFAULT_HEAD_TIMEOUT = 15.0  # seconds to send a request line and headers
-DEFAULT_BODY_TIMEOUT = 30.0  # seconds to send a request body
 READ_CHUNK = 64 * 1024
-_HOP_BY_HOP = {"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade"}
-_NO_BODY_STATUSES = {204, 304}
 
-# one whole route segment: a literal, {name} or {*name}
-_SEGMENT = re.compile(r"\{(?P<star>\*?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}|[^{}]+")
 
-
-# --------------------------------------------------------------------------------------
-# Routes
-# --------------------------------------------------------------------------------------
-
-
-class UnsupportedRoute(ValueError):
-    """A route template this host does not serve (it is not the Functions host)."""
-
-
-class UnknownTimer(ValueError):
-    """A timer interval given for a function the app has no timer of, or not positive."""
-
-
-def compile_route(template: str, function_name: str = "?") -> tuple[re.Pattern[str], tuple[int, ...]]:
-    """The regex over the (still percent-encoded) path for ``template``, and its precedence.
-
-    Supported: literal segments, ``{name}`` and a last ``{*name}``; anything else raises
-    :class:`UnsupportedRoute`. Precedence, per segment: 0 literal, 1 parameter, 2 catch-all
-    (lower is tried first).
-    """
-    segments = template.strip("/").split("/") if template.strip("/") else []
-    regex, precedence, names = "", [], set()
-    for index, segment in enumerate(segments):
-        m = _SEGMENT.fullmatch(segment)
-        name = m["name"] if m else None
-        sep = "/" if index else ""
-        if m is None or (m["star"] and index < len(segments) - 1) or (name and name in names):
-            raise UnsupportedRoute(
-                f"function {function_name!r}: route {template!r} is not supported by devtools.localhost "
-                f"(segment {segment!r}): it serves literal segments, {{name}} and a last {{*name}} "
-                "only; change the route or serve the app with `func start`"
-            )
-        if name is None:
-            regex += sep + re.escape(segment)
-            precedence.append(0)
-        elif m["star"]:  # matches the empty remainder too ("scim/t" and "scim/t/")
-            regex += f"(?:{sep}(?P<{name}>.*))?"
-            precedence.append(2)
-        else:
-            regex += f"{sep}(?P<{name}>[^/]+)"
-            precedence.append(1)
-        names.add(name)
-    return re.compile(regex + "/?", re.IGNORECASE), tuple(precedence)
-
-
-@dataclass(frozen=True)
-class Route:
-    """One HTTP-triggered function as the host sees it."""
-
-    function_name: str
-    template: str  # full template, route prefix included, no leading slash
-    methods: frozenset[str] | None  # None: every method
-    handler: Callable[..., Any]
-    trigger_arg: str
-    regex: re.Pattern[str] = field(repr=False)
-    precedence: tuple[int, ...] = field(repr=False)
-    wants_context: bool = False
-
-
-def _value(enum_or_str: Any) -> str:
-    return str(getattr(enum_or_str, "value", enum_or_str))
-
-
-def _functions(app: func.FunctionApp) -> list[Any]:
-    """``app.get_functions()`` (which validates the app), callable more than once."""
-    # get_functions() records the names it saw and raises on a second call ("does not have a
-    # unique function name"); clear that record for our call and put it back after, so the same
-    # app can be served (or indexed by the real worker) again.
-    seen, app.functions_bindings = getattr(app, "functions_bindings", None), None
-    try:
-        return list(app.get_functions())
-    finally:
-        app.functions_bindings = seen
-
-
-def _wants_context(handler: Callable[..., Any]) -> bool:
-    try:
-        return "context" in inspect.signature(handler).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def http_routes(app: func.FunctionApp, route_prefix: str = DEFAULT_ROUTE_PREFIX) -> list[Route]:
-    """The app's HTTP-triggered functions, in the order they are tried.
-
-    From ``app.get_functions()`` (which validates the app): for each function whose trigger is
-    an ``httpTrigger``, its ``route`` (the function name when unset) under ``route_prefix``,
-    ``methods``, the argument that receives the request and the user function.
-    """
-    routes: list[Route] = []
-    for fn in _functions(app):
-        trigger = fn.get_trigger()
-        if trigger is None or trigger.get_binding_name() != "httpTrigger":
-            continue
-        handler = fn.get_user_function()
-        name = fn.get_function_name() or handler.__name__
-        route = str(getattr(trigger, "route", None) or name).strip("/")
-        route = "/".join(p for p in (route_prefix.strip("/"), route) if p)
-        regex, precedence = compile_route(route, name)
-        methods = getattr(trigger, "methods", None)
-        wants_context = _wants_context(handler)
-        routes.append(
-            Route(
-                function_name=name,
-                template=route,
-                methods=frozenset(_value(m).upper() for m in methods) if methods else None,
-                handler=handler,
-                trigger_arg=trigger.name,
-                regex=regex,
-                precedence=precedence,
-                wants_context=wants_context,
-            )
-        )
-    routes.sort(key=lambda r: r.precedence)  # stable: registration order among equals
-    return routes
-
-
-# --------------------------------------------------------------------------------------
-# Timers
-# --------------------------------------------------------------------------------------
-
-_SETTING = re.compile(r"%([^%]+)%")
-_NUMBER = re.compile(r"\d+")
-_EVERY = re.compile(r"\*/(\d+)")
-_TIMESPAN = re.compile(r"(\d+):(\d{2}):(\d{2})")
-
-
-@dataclass(frozen=True)
-class Timer:
-    """One timer-triggered function as the host sees it."""
-
-    function_name: str
-    schedule: str  # as declared (``%NAME%`` not yet resolved)
-    interval: float | None  # seconds between runs; None: a schedule this host does not run
-    handler: Callable[..., Any]
-    trigger_arg: str
-    run_on_startup: bool = False
-    wants_context: bool = False
-
-
-def schedule_interval(schedule: str, environ: Mapping[str, str] | None = None) -> float | None:
-    """Seconds between the runs of a timer ``schedule``, when it is a fixed interval; else None.
-
-    ``%NAME%`` is first replaced by the setting ``NAME`` of ``environ`` (None when unset, as the
-    Functions host refuses to start then). Read: a ``hh:mm:ss`` TimeSpan, and the six-field
-    NCRONTABs (seconds first) that repeat at a fixed interval: ``*/N * * * * *`` (N seconds),
-    ``S */N * * * *`` (N minutes), ``S M */N * * *`` (N hours), ``S * * * * *`` (every minute),
-    ``S M * * * *`` (every hour) and ``S M H * * *`` (every day), where S, M and H are numbers.
-    """
-    environ = os.environ if environ is None else environ
-    missing = False
-
-    def setting(m: re.Match[str]) -> str:
-        nonlocal missing
-        value = environ.get(m[1])
-        missing = missing or not value
-        return value or ""
-
-    text = _SETTING.sub(setting, schedule).strip()
-    if missing or not text:
-        return None
-    span = _TIMESPAN.fullmatch(text)
-    if span:
-        seconds = int(span[1]) * 3600 + int(span[2]) * 60 + int(span[3])
-        return float(seconds) if seconds > 0 else None
-    fields = text.split()
-    if len(fields) != 6 or fields[3:] != ["*", "*", "*"]:
-        return None
-    sec, minute, hour = fields[:3]
-
-    def every(field: str) -> int | None:
-        m = _EVERY.fullmatch(field)
-        return int(m[1]) if m and int(m[1]) > 0 else None
-
-    def number(field: str) -> bool:
-        return _NUMBER.fullmatch(field) is not None
-
-    if every(sec) and minute == "*" and hour == "*":
-        return float(every(sec) or 0)
-    if not number(sec):
-        return None
-    if minute == "*" and hour == "*":
-        return 60.0
-    if every(minute) and hour == "*":
-        return 60.0 * (every(minute) or 0)
-    if not number(minute):
-        return None
-    if hour == "*":
-        return 3600.0
-    if every(hour):
-        return 3600.0 * (every(hour) or 0)
-    return 86400.0 if number(hour) else None
-
-
-def timer_functions(app: func.FunctionApp, environ: Mapping[str, str] | None = None) -> list[Timer]:
-    """The app's timer-triggered functions, with their interval (:func:`schedule_interval`)."""
-    timers: list[Timer] = []
-    for fn in _functions(app):
-        trigger = fn.get_trigger()
-        if trigger is None or trigger.get_binding_name() != "timerTrigger":
-            continue
-        handler = fn.get_user_function()
-        schedule = str(getattr(trigger, "schedule", "") or "")
-        timers.append(
-            Timer(
-                function_name=fn.get_function_name() or handler.__name__,
-                schedule=schedule,
-                interval=schedule_interval(schedule, environ),
-                handler=handler,
-                trigger_arg=trigger.name,
-                run_on_startup=bool(getattr(trigger, "run_on_startup", False)),
-                wants_context=_wants_context(handler),
-            )
-        )
-    return timers
-
-
-# --------------------------------------------------------------------------------------
-# Configuration: host.json, local.settings.json, the app
-# --------------------------------------------------------------------------------------
-
-
-def read_route_prefix(root: str | os.PathLike[str] = PROJECT_ROOT) -> str:
-    """``extensions.http.routePrefix`` of ``root/host.json``; "api" if unset or no host.json."""
-    path = Path(root) / "host.json"
-    if not path.is_file():
-        return DEFAULT_ROUTE_PREFIX
-    data = json.loads(path.read_text(encoding="utf-8-sig"))
-    prefix = ((data.get("extensions") or {}).get("http") or {}).get("routePrefix")
-    return DEFAULT_ROUTE_PREFIX if prefix is None else str(prefix)
-
-
-def load_local_settings(
-    root: str | os.PathLike[str] = PROJECT_ROOT, environ: MutableMapping[str, str] | None = None
-) -> list[str]:
-    """Copy ``Values`` of ``root/local.settings.json`` into the environment, never overriding.
-
-    Returns the names set. A missing file is fine (nothing is set).
-    """
-    environ = os.environ if environ is None else environ
-    path = Path(root) / "local.settings.json"
-    if not path.is_file():
-        return []
-    values = json.loads(path.read_text(encoding="utf-8-sig")).get("Values") or {}
-    added = []
-    for key, value in values.items():
-        if key not in environ and value is not None:
-            environ[key] = str(value)
-            added.append(key)
-    return added
-
-
-def load_app(spec: str) -> func.FunctionApp:
-    """Import ``module:attribute`` (default attribute ``app``) and return the FunctionApp."""
-    module_name, _, attr = spec.partition(":")
-    module = importlib.import_module(module_name)
-    app: func.FunctionApp = getattr(module, attr or "app")
-    if not hasattr(app, "get_functions"):
-        raise TypeError(f"{spec} is not an azure.functions.FunctionApp")
-    return app
-
-
-def _positive_int(name: str, value: str | None) -> int | None:
-    raw = (value or "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ValueError(f"{name} must be a positive whole number of bytes, not {raw!r}")
-    return int(raw)
-
-
-def host_body_limit(environ: Mapping[str, str] | None = None) -> int:
-    """The host's largest request body, in bytes.
-
-    ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`` (the Azure Functions host's own setting) when set, else
-    :data:`HOST_BODY_FACTOR` times the app's ``SCIM_MAX_BODY_BYTES`` (1 MiB by default: 4 MiB).
-    Bodies between the two limits reach the app, which answers its own SCIM 413.
-    """
-    environ = os.environ if environ is None else environ
-    host = _positive_int("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"))
-    if host is not None:
-        return host
-    app = _positive_int("SCIM_MAX_BODY_BYTES", environ.get("SCIM_MAX_BODY_BYTES"))
-    return HOST_BODY_FACTOR * (app or APP_MAX_BODY_BYTES)
-
-
-# --------------------------------------------------------------------------------------
-# The host
-# --------------------------------------------------------------------------------------
-
-
-class _Context(func.Context):
-    """The ``context`` argument a function may ask for."""
-
-    def __init__(self, function_name: str, function_directory: str) -> None:
-        self._info = (str(uuid.uuid4()), function_name, function_directory)
-
-    invocation_id = property(lambda self: self._info[0])
-    function_name = property(lambda self: self._info[1])
-    function_directory = property(lambda self: self._info[2])
-    trace_context = retry_context = thread_local_storage = property(lambda self: None)
-
-
-def _safe_target(request: web.BaseRequest) -> str:
-    """Path plus query parameter names, values elided: what may go in a log line. Control and
-    other non-printable characters are escaped and the line is capped at 300 characters, so a
-    caller's URL cannot forge log lines or drive a terminal (security review L1)."""
-    names = list(dict.fromkeys(request.query.keys()))
-    target = request.path + ("?" + "&".join(f"{n}=*" for n in names) if names else "")
-    if not target.isprintable():
-        target = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in target)
-    return target if len(target) <= 300 else target[:299] + "…"
-
-
-def _join_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    joined: dict[str, str] = {}
-    for key, value in headers:
-        k = key.lower()
-        joined[k] = f"{joined[k]}, {value}" if k in joined else value
-    return joined
-
-
-def _first_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    first: dict[str, str] = {}
-    for key, value in pairs:
-        first.setdefault(key, value)
-    return first
-
-
-class LocalFunctionsHost:
+class LocalFunctionsHost(TimerRunner):
     """An aiohttp application serving the HTTP functions of a FunctionApp."""
 
     def __init__(
@@ -583,14 +263,7 @@ class LocalFunctionsHost:
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body
-        req = func.HttpRequest(
-            method=request.method,
-            url=str(request.url),
-            headers=_join_headers(request.headers.items()),
-            params=_first_values(request.query.items()),
-            route_params=route_params,
-            body=body,
-        )
+        req = http_request(request, route_params, body)
         kwargs: dict[str, Any] = {route.trigger_arg: req}
         if route.wants_context:
             kwargs["context"] = _Context(route.function_name, str(self.root))
@@ -604,30 +277,7 @@ class LocalFunctionsHost:
         except Exception:
             log.exception("function %s raised", route.function_name)
             return web.Response(status=500)
-        return self._to_web_response(route, result)
-
-    @staticmethod
-    def _to_web_response(route: Route, result: Any) -> web.Response:
-        if isinstance(result, str):
-            result = func.HttpResponse(result)
-        if not isinstance(result, func.HttpResponse):
-            log.error("function %s returned %s, not an HttpResponse", route.function_name, type(result).__name__)
-            return web.Response(status=500)
-        headers: CIMultiDict[str] = CIMultiDict()
-        for key, value in result.headers.items():
-            if key.lower() not in _HOP_BY_HOP:
-                headers.add(key, value)
-        if "content-type" not in headers:
-            mimetype = result.mimetype
-            headers["Content-Type"] = (
-                f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") else mimetype
-            )
-        status = int(result.status_code)
-        body = result.get_body() or b""
-        if status in _NO_BODY_STATUSES or status < 200:
-            body = b""
-            headers.popall("Content-Type", None)
-        return web.Response(status=status, body=body, headers=headers)
+        return _to_web_response(route, result)
 
     # -- serving -----------------------------------------------------------------------
 
@@ -658,11 +308,7 @@ class LocalFunctionsHost:
 
     async def stop(self) -> None:
         """Cancel the timers (a run in progress too), then stop serving."""
-        tasks, self._timer_tasks = self._timer_tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stop_timers()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -671,56 +317,6 @@ class LocalFunctionsHost:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    # -- timers --------------------------------------------------------------------------
-
-    def _start_timers(self) -> None:
-        if self._timer_tasks:
-            return
-        for timer in self.timers:
-            if timer.interval is None:
-                log.warning(
-                    "timer %s: schedule %r is not a fixed interval this host can run (or names an unset "
-                    "setting): not run; serve the app with `func start` to run it",
-                    timer.function_name,
-                    timer.schedule,
-                )
-                continue
-            task = asyncio.create_task(self._timer_loop(timer, timer.interval), name=f"timer {timer.function_name}")
-            self._timer_tasks.append(task)
-
-    async def _timer_loop(self, timer: Timer, interval: float) -> None:
-        """Run ``timer`` every ``interval`` seconds until cancelled; never two runs at once."""
-        loop = asyncio.get_running_loop()
-        if timer.run_on_startup:
-            await self.run_timer(timer)
-        next_at = loop.time() + interval
-        while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            await self.run_timer(timer)
-            next_at += interval
-            now = loop.time()
-            if next_at <= now:  # the run overran: the occurrences it covered are skipped
-                next_at += ((now - next_at) // interval + 1) * interval
-
-    async def run_timer(self, timer: Timer) -> bool:
-        """One run of ``timer`` (its handler gets a ``TimerRequest``); False if it raised (logged)."""
-        started = time.perf_counter()
-        kwargs: dict[str, Any] = {timer.trigger_arg: func_timer.TimerRequest(past_due=False)}
-        if timer.wants_context:
-            kwargs["context"] = _Context(timer.function_name, str(self.root))
-        try:
-            if inspect.iscoroutinefunction(timer.handler):
-                await timer.handler(**kwargs)
-            else:
-                result = await asyncio.to_thread(timer.handler, **kwargs)
-                if inspect.isawaitable(result):
-                    await result
-        except Exception:
-            log.exception("timer %s raised; it runs again at its next time", timer.function_name)
-            return False
-        log.debug("timer %s ran in %.1f ms", timer.function_name, (time.perf_counter() - started) * 1000)
-        return True
 
 
 async def serve(
