@@ -1,18 +1,22 @@
-"""Tenants and their Secret Tokens.
+"""Tenants and their credentials.
 
 A tenant is one Entra provisioning job's view of the directory: it has its own Tenant URL
-(``{base}/scim/{tenant}``) and exactly one valid Secret Token at a time. Tokens are
-generated with :mod:`secrets` (256 bits), shown once, and stored only as a SHA-256 hash;
-comparison is constant-time. Regenerating a token replaces the hash, so the previous token
-fails on the very next request (no positive cache); the write is guarded by the version of the
-record it read, so of two concurrent regenerations one fails (:class:`TokenConflict`) instead of
-both printing a token of which only one works.
+(``{base}/scim/{tenant}``) and up to three active Secret Tokens, plus OAuth clients whose
+access tokens also authenticate to it (:mod:`scim.credentials`: the rules for regeneration,
+rotation with overlap, revocation, expiry, last use and the client credentials grant).
+Tokens are generated with :mod:`secrets` (256 bits), shown once, and stored only as SHA-256
+hashes; comparison is constant-time. Authentication reads the tenant record on every request
+(no positive cache), so a regenerated, revoked, expired or rotated-out token fails on the very
+next request on every instance. Every change of the credentials is a write guarded by the
+version of the record read (:meth:`TenantRegistry._update_credentials`): of two concurrent
+regenerations one fails (:class:`TokenConflict`) instead of both printing a token of which only
+one works.
 
 A token supplied by an operator (``SCIM_DEV_TOKEN``, ``create_tenant(token=...)``) must carry at
 least 128 bits: see :func:`check_token_strength`.
 
 Deleting a tenant is resumable (:mod:`scim.admin.core`): :meth:`TenantRegistry.begin_delete`
-first marks the record ``deleting`` and drops its token hash (nobody authenticates from then
+first marks the record ``deleting`` and drops its credentials (nobody authenticates from then
 on), the tenant's data is purged, and :meth:`TenantRegistry.delete` removes the record last.
 A name whose record is ``deleting`` cannot be created again until the delete is finished.
 """

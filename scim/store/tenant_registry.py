@@ -1,8 +1,11 @@
 """The tenant registry on Azure Table Storage: one row per tenant in ``{prefix}tenants``.
 
 The row (PartitionKey ``tenant``, RowKey the tenant name) is the one of ``docs/table-layout.md``
-("Tables"): ``tokenHash``, ``created``, ``notifyTo``/``notifyEnabled``, and ``state`` =
-``deleting`` with ``deletingSince`` once a delete has begun. Every change after the insert is an
+("Tables"): ``created``, the credentials (``tokens``, ``oauthClients``, ``accessTokens``: JSON
+arrays of :meth:`scim.credentials.TenantCredentials.to_properties`; ``tokenLifetime``),
+``notifyTo``/``notifyEnabled``, and ``state`` = ``deleting`` with ``deletingSince`` once a delete
+has begun. Rows written before tokens had ids hold one ``tokenHash``, read as one token and
+emptied by the first credentials write. Every change after the insert is an
 update guarded by the ETag of the row it read (learn.microsoft.com: "Update Entity", If-Match),
 so concurrent operators never overwrite each other.
 """
@@ -45,9 +48,9 @@ _CREDENTIAL_COLUMNS = ["state", "created", "tokenHash", "tokens", "oauthClients"
 
 class TableTenantRegistry(_TenantsTableOwner, TenantRegistry):
     """Tenants in the ``{prefix}tenants`` table: PartitionKey ``tenant``, RowKey the name,
-    properties ``tokenHash`` (SHA-256 hex), ``created``, ``notifyTo``/``notifyEnabled`` and,
-    once ``tenant delete`` has begun, ``state`` = ``deleting`` (and no ``tokenHash``; a row
-    without ``state`` is active). Every change after the insert is an update guarded by the
+    properties ``created``, the credentials (``tokens``, ``oauthClients``, ``accessTokens``,
+    ``tokenLifetime``), ``notifyTo``/``notifyEnabled`` and, once ``tenant delete`` has begun,
+    ``state`` = ``deleting`` (and no credentials; a row without ``state`` is active). Every change after the insert is an update guarded by the
     ETag of the row it read (If-Match; 412 when the row changed in between)."""
 
     async def create(self, name: str, token: str | None = None, expires: int | None = None) -> str:
