@@ -1,7 +1,8 @@
 """Azure Functions entry point (Python v2 programming model).
 
 It stays thin: the SCIM HTTP endpoint lives in :mod:`scim.functions.http_adapter`, the change
-events feed in :mod:`scim.functions.events_adapter`, the failure digest and retention timer in
+events feed in :mod:`scim.functions.events_adapter`, the OAuth 2.0 token endpoint in
+:mod:`scim.functions.oauth_adapter`, the failure digest and retention timer in
 :mod:`scim.functions.timer_adapter` and the webhook delivery timer in
 :mod:`scim.functions.delivery_adapter`, each as a blueprint. The settings are checked here,
 so that a setting the app cannot use (or, in Azure, no table storage at all) stops the host at
@@ -14,6 +15,7 @@ import azure.functions as func
 from scim.functions.delivery_adapter import bp as webhook_timer
 from scim.functions.events_adapter import bp as events_http
 from scim.functions.http_adapter import bp as scim_http
+from scim.functions.oauth_adapter import bp as oauth_http
 from scim.functions.timer_adapter import bp as notify_timer
 from scim.settings import Settings
 
@@ -22,5 +24,6 @@ Settings.from_env()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(scim_http)
 app.register_functions(events_http)
+app.register_functions(oauth_http)
 app.register_functions(notify_timer)
 app.register_functions(webhook_timer)

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         """The Tenant URL an admin pastes into Entra for ``tenant``."""
         return f"{self.public_base_url}/scim/{tenant}"
 
+    def token_endpoint(self, tenant: str) -> str:
+        """The Token Endpoint an admin pastes into Entra for ``tenant`` (OAuth 2.0 client
+        credentials, :mod:`scim.functions.oauth_adapter`): the same base as :meth:`tenant_url`."""
+        return f"{self.public_base_url}/oauth/{tenant}/token"
+
     @field_validator("table_endpoint", "acs_email_endpoint", "public_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

@@ -125,6 +125,8 @@ def test_nothing_but_the_entry_point_imports_an_adapter(path: Path) -> None:
         "scim.functions.http_adapter",
         "scim.functions.events_adapter",
         "scim.functions.timer_adapter",
+        "scim.functions.delivery_adapter",
+        "scim.functions.oauth_adapter",
         "function_app",
         "devtools",
     }

@@ -199,6 +199,7 @@ def test_the_projects_app_is_served_as_its_routes_and_not_its_timer():
     routes = http_routes(project_app, read_route_prefix(PROJECT_ROOT))
     assert [(r.function_name, r.template, r.methods, r.trigger_arg) for r in routes] == [
         ("events_feed", "api/v1/tenants/{tenant}/events", frozenset({"GET"}), "req"),
+        ("oauth_token", "oauth/{tenant}/token", frozenset({"POST"}), "req"),
         ("scim_endpoint", "scim/{tenant}/{*path}", frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"}), "req"),
     ]
     host = LocalFunctionsHost(project_app, root=PROJECT_ROOT)

@@ -7,6 +7,8 @@
     python -m scim.admin token regenerate NAME [--expires 90d|never] [--json]
     python -m scim.admin token rotate NAME [--overlap 24h] [--expires 90d|never] [--json]
     python -m scim.admin token list NAME [--json] | token revoke NAME ID
+    python -m scim.admin oauth-client create TENANT [--json] | oauth-client list TENANT [--json]
+    python -m scim.admin oauth-client revoke TENANT CLIENT_ID
     python -m scim.admin log NAME [--failures] [--since 2h|2026-11-26T10:00:00Z] [--limit N] [--cursor C] [--json]
     python -m scim.admin notify run-now NAME
     python -m scim.admin app-key create NAME [--json] | app-key list [--json] | app-key revoke NAME [--yes]
@@ -50,7 +52,7 @@ import sys
 
 from azure.core.exceptions import AzureError
 
-from scim.admin import app_keys, core, events, tokens, webhooks
+from scim.admin import app_keys, core, events, oauth_clients, tokens, webhooks
 from scim.admin.terminal import printable
 from scim.app_keys import AppKeyExists, AppKeyNotFound
 from scim.credentials import format_duration
@@ -129,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     run_now = notify.add_parser("run-now", help="send the tenant's failure digest now")
     run_now.add_argument("name")
     app_keys.add_commands(groups)
+    oauth_clients.add_commands(groups)
     events.add_commands(groups)
     webhooks.add_commands(groups)
     return parser
@@ -188,6 +191,8 @@ async def _run(args: argparse.Namespace) -> int:
     if args.group == webhooks.GROUP:
         hooks, stores = webhooks.open_stores(settings)  # one Table client: registry, tenants, feeds, delivery
         return await webhooks.run(args, hooks, in_azure=webhooks.azure_policy(settings), stores=stores)
+    if args.group == oauth_clients.GROUP:
+        return await oauth_clients.run(args, settings)
     if args.group == tokens.GROUP:
         runtime = build_runtime(settings)
         try:
@@ -256,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             if refused is not None:
                 print(f"error: {refused}", file=sys.stderr)
                 return 1
+        if args.group == oauth_clients.GROUP:
+            oauth_clients.precheck(args)  # InvalidTenantName before any storage I/O
         if args.group == app_keys.GROUP and (refused := app_keys.precheck(args)) is not None:
             print(f"error: {refused}", file=sys.stderr)
             return 1
