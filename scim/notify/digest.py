@@ -18,31 +18,42 @@ It raises an alert on the signals Entra quarantines a job for (docs/ENTRA.md §6
 It also lists the tenant's webhook endpoints (issue 12) that the caller found failing or
 disabled in the window (:func:`scim.notify.notifier.webhook_issues` picks them): their id, URL
 (:func:`shown_url`: without its query, which may carry a key), since when they fail, their last
-error or why they were disabled, and what to do. Such endpoints alone make a digest.
+error or why they were disabled, and what to do (the section: :mod:`scim.notify.digest_webhooks`).
+And the Secret Token expiry warnings due (issue 13; the rule and the section:
+:mod:`scim.notify.token_expiry`): which token, when it expires, its last use, how to rotate.
+Such endpoints or warnings alone make a digest.
 
 Every value that comes from data (tenant, operations, ids, subjects, details, URLs, errors) is
-cleaned (control characters and line breaks collapsed, length capped) and HTML-escaped in the
-HTML part. Lists are capped, so a burst of 10,000 failures still yields a small email.
+cleaned (control characters and line breaks collapsed, length capped: :mod:`scim.notify.render`)
+and HTML-escaped in the HTML part. Lists are capped, so a burst of 10,000 failures still yields
+a small email.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlsplit
 
+from scim.notify.digest_webhooks import MAX_WEBHOOK_ROWS, WebhookSection, shown_url, webhook_advice, webhook_section
+from scim.notify.render import DETAIL_LIMIT, FIELD_LIMIT, clean_line, esc, html_table, more, plural
+from scim.notify.token_expiry import TokenWarning, subject_phrase, warnings_html, warnings_text
 from scim.webhooks import WebhookEndpoint
 
-__all__ = ["DETAIL_LIMIT", "Digest", "Failure", "build_digest", "clean_line", "shown_url"]
+__all__ = [
+    "DETAIL_LIMIT",
+    "FIELD_LIMIT",
+    "MAX_WEBHOOK_ROWS",
+    "Digest",
+    "Failure",
+    "build_digest",
+    "clean_line",
+    "shown_url",
+]
 
-DETAIL_LIMIT = 300  # characters of an error detail shown
-FIELD_LIMIT = 200  # characters of a tenant, operation, id, subject or scimType shown
 MAX_OPERATION_ROWS = 50  # rows of the "by operation and status" table
-MAX_WEBHOOK_ROWS = 20  # webhook endpoints listed
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class Digest:
     alert: bool
     failures: int
     webhooks: int = 0  # webhook endpoints reported (failing or disabled)
+    token_warnings: int = 0  # Secret Token expiry warnings carried
 
 
 # -- the summary: what both parts show, cleaned and capped ---------------------------------
@@ -99,18 +111,6 @@ class _Resource:
 
 
 @dataclass(frozen=True)
-class _WebhookRow:
-    id: str
-    url: str
-    disabled: bool
-    disabled_at: str | None
-    disabled_reason: str | None
-    failing_since: str | None
-    last_error_at: str | None
-    last_error: str | None
-
-
-@dataclass(frozen=True)
 class _Summary:
     tenant: str
     tenant_url: str | None
@@ -128,17 +128,19 @@ class _Summary:
     more_errors: int
     resources: tuple[_Resource, ...]
     more_resources: int
-    webhooks: tuple[_WebhookRow, ...]
-    more_webhooks: int
-    failing_webhooks: int
-    disabled_webhooks: int
+    webhooks: WebhookSection
+    tokens: tuple[TokenWarning, ...]
     advice: tuple[str, ...]
 
     @property
     def provisioning(self) -> bool:
         """Whether the provisioning part is shown: there is something to say about requests, or
         nothing else to say."""
-        return bool(self.failures or self.unauthenticated or not (self.failing_webhooks or self.disabled_webhooks))
+        return _provisioning(self.failures, self.unauthenticated, bool(self.webhooks), bool(self.tokens))
+
+
+def _provisioning(failures: int, unauthenticated: int, webhooks: bool, tokens: bool) -> bool:
+    return bool(failures or unauthenticated or not (webhooks or tokens))
 
 
 def build_digest(
@@ -157,6 +159,7 @@ def build_digest(
     credential_alert: bool = False,
     webhooks: Sequence[WebhookEndpoint] = (),
     events_retention_days: int | None = None,
+    token_warnings: Sequence[TokenWarning] = (),
 ) -> Digest:
     """The digest of ``failures`` among ``total_requests`` requests of ``tenant`` in a window.
 
@@ -166,7 +169,8 @@ def build_digest(
     ``credential_alert`` says they are evidence that Entra's own token fails. ``webhooks``:
     the endpoints serving the tenant to report (failing, or disabled, in the window; their
     secrets are never read); ``events_retention_days`` (``EVENTS_RETENTION_DAYS``) says how
-    long a disabled endpoint's events wait for it.
+    long a disabled endpoint's events wait for it; ``token_warnings``: the Secret Token expiry
+    warnings due (:func:`scim.notify.token_expiry.due_warnings`).
     """
     summary = _summarize(
         tenant,
@@ -183,6 +187,7 @@ def build_digest(
         credential_alert=credential_alert,
         webhooks=webhooks,
         events_retention_days=events_retention_days,
+        tokens=token_warnings,
     )
     return Digest(
         subject=_subject(summary),
@@ -191,6 +196,7 @@ def build_digest(
         alert=bool(summary.alerts),
         failures=summary.failures,
         webhooks=len(webhooks),
+        token_warnings=len(summary.tokens),
     )
 
 
@@ -210,22 +216,22 @@ def _summarize(
     credential_alert: bool,
     webhooks: Sequence[WebhookEndpoint],
     events_retention_days: int | None,
+    tokens: Sequence[TokenWarning],
 ) -> _Summary:
     first, last = _first_and_last(f.time for f in failures)
     operations = _operation_rows(failures)
     errors = _error_groups(failures)
     resources = _resources(failures)
-    hooks = _webhook_rows(webhooks)
-    disabled = sum(1 for e in webhooks if not e.enabled)
-    tenant = _clean(tenant, FIELD_LIMIT)
+    hooks = webhook_section(webhooks)
+    tenant = clean_line(tenant, FIELD_LIMIT)
     advice: tuple[str, ...] = ()
-    if failures or unauthenticated or not webhooks:
+    if _provisioning(len(failures), unauthenticated, bool(webhooks), bool(tokens)):
         advice = _advice(tenant, {f.status for f in failures} | ({401} if credential_alert else set()))
     return _Summary(
         tenant=tenant,
-        tenant_url=_clean(tenant_url, FIELD_LIMIT) if tenant_url else None,
-        window_start=_clean(window_start, FIELD_LIMIT),
-        window_end=_clean(window_end, FIELD_LIMIT),
+        tenant_url=clean_line(tenant_url, FIELD_LIMIT) if tenant_url else None,
+        window_start=clean_line(window_start, FIELD_LIMIT),
+        window_end=clean_line(window_end, FIELD_LIMIT),
         first=first,
         last=last,
         failures=len(failures),
@@ -238,47 +244,10 @@ def _summarize(
         more_errors=max(0, len(errors) - max_errors),
         resources=tuple(resources[:max_resources]),
         more_resources=max(0, len(resources) - max_resources),
-        webhooks=tuple(hooks[:MAX_WEBHOOK_ROWS]),
-        more_webhooks=max(0, len(hooks) - MAX_WEBHOOK_ROWS),
-        failing_webhooks=len(webhooks) - disabled,
-        disabled_webhooks=disabled,
-        advice=advice + (_webhook_advice(bool(disabled), events_retention_days) if webhooks else ()),
+        webhooks=hooks,
+        tokens=tuple(sorted(tokens, key=lambda w: (w.ends, w.token_id))),
+        advice=advice + (webhook_advice(bool(hooks.disabled), events_retention_days) if webhooks else ()),
     )
-
-
-def _clean(value: object, limit: int) -> str:
-    """``value`` as one line of at most ``limit`` characters (whitespace and controls collapsed)."""
-    text = str(value)[: limit * 4]
-    if not text.isprintable():  # the slow path, for line breaks and control characters only
-        text = "".join(c if c.isprintable() else " " for c in text)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-clean_line = _clean
-"""``clean_line(value, limit)``: ``value`` as one printable line of at most ``limit`` characters,
-as every value of the digest is shown (for the other emails of :mod:`scim.notify`)."""
-
-
-def shown_url(url: str) -> str:
-    """A webhook URL as an email shows it: scheme, host, port and path, cleaned and capped.
-
-    The query is replaced by ``?…``: it may carry a key (Azure Functions' ``?code=``, a
-    receiver's token), and an email travels far. User info is never shown (the registry refuses
-    it anyway), nor a fragment. ``python -m scim.admin webhook list`` shows the whole URL.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "(an unparsable URL)"
-    if ":" in host:
-        host = f"[{host}]"
-    shown = f"{parts.scheme}://{host}{f':{port}' if port is not None else ''}{parts.path}"
-    if parts.query:
-        shown += "?…"
-    return _clean(shown, FIELD_LIMIT)
 
 
 def _first_and_last(times: Iterable[str]) -> tuple[str | None, str | None]:
@@ -297,15 +266,15 @@ def _first_and_last(times: Iterable[str]) -> tuple[str | None, str | None]:
         if last is None or moment > last[0]:
             last = (moment, raw)
     return (
-        _clean(first[1], FIELD_LIMIT) if first else None,
-        _clean(last[1], FIELD_LIMIT) if last else None,
+        clean_line(first[1], FIELD_LIMIT) if first else None,
+        clean_line(last[1], FIELD_LIMIT) if last else None,
     )
 
 
 def _operation_rows(failures: Sequence[Failure]) -> list[_OperationRow]:
     """Failures counted by (operation, status), most frequent first."""
     counts = Counter((f.operation, f.status) for f in failures)
-    rows = [_OperationRow(n, _clean(op, FIELD_LIMIT), status) for (op, status), n in counts.items()]
+    rows = [_OperationRow(n, clean_line(op, FIELD_LIMIT), status) for (op, status), n in counts.items()]
     rows.sort(key=lambda r: (-r.count, r.operation, r.status))
     return rows
 
@@ -331,13 +300,13 @@ def _error_groups(failures: Sequence[Failure]) -> list[_ErrorGroup]:
     for (status, scim_type, detail), n in raw.items():
         key = (
             status,
-            _clean(scim_type, FIELD_LIMIT) if scim_type else None,
-            _clean(_generic(detail), DETAIL_LIMIT) if detail else None,
+            clean_line(scim_type, FIELD_LIMIT) if scim_type else None,
+            clean_line(_generic(detail), DETAIL_LIMIT) if detail else None,
         )
         counts[key] += n
         first.setdefault(key, example[(status, scim_type, detail)])
     groups = [
-        _ErrorGroup(n, status, scim_type, detail, _clean(first[(status, scim_type, detail)], FIELD_LIMIT))
+        _ErrorGroup(n, status, scim_type, detail, clean_line(first[(status, scim_type, detail)], FIELD_LIMIT))
         for (status, scim_type, detail), n in counts.items()
     ]
     groups.sort(key=lambda g: (-g.count, g.status, g.scim_type or "", g.detail or ""))
@@ -363,43 +332,12 @@ def _resources(failures: Sequence[Failure]) -> list[_Resource]:
 
 
 def _resource_label(resource_type: str | None, name: str, subject: str | None) -> str:
-    label = f"{_clean(resource_type, 20)} {_clean(name, FIELD_LIMIT)}" if resource_type else _clean(name, FIELD_LIMIT)
-    return f"{label} ({_clean(subject, FIELD_LIMIT)})" if subject else label
-
-
-def _webhook_rows(endpoints: Sequence[WebhookEndpoint]) -> list[_WebhookRow]:
-    """The endpoints cleaned, the disabled ones first, then by the time they started failing."""
-    rows = [
-        _WebhookRow(
-            id=_clean(e.id, FIELD_LIMIT),
-            url=shown_url(e.url),
-            disabled=not e.enabled,
-            disabled_at=_clean(e.disabled_at, FIELD_LIMIT) if e.disabled_at else None,
-            disabled_reason=_clean(e.disabled_reason, DETAIL_LIMIT) if e.disabled_reason else None,
-            failing_since=_clean(e.failing_since, FIELD_LIMIT) if e.failing_since else None,
-            last_error_at=_clean(e.last_error_at, FIELD_LIMIT) if e.last_error_at else None,
-            last_error=_clean(e.last_error, DETAIL_LIMIT) if e.last_error else None,
-        )
-        for e in endpoints
-    ]
-    rows.sort(key=lambda r: (not r.disabled, r.disabled_at or "", r.failing_since or "", r.id))
-    return rows
-
-
-def _webhook_advice(disabled: bool, retention_days: int | None) -> tuple[str, ...]:
-    """What to do about failing or disabled webhook endpoints."""
-    kept = f" for {_plural(retention_days, 'day')} (EVENTS_RETENTION_DAYS)" if retention_days else ""
-    advice = [
-        "Webhook endpoints: `python -m scim.admin webhook list` shows each endpoint's state and last"
-        " error. Fix the receiver (it must answer 2xx): a failing endpoint is retried for about three"
-        " days, then disabled."
-    ]
-    if disabled:
-        advice.append(
-            "A disabled endpoint receives nothing until `python -m scim.admin webhook enable ID`"
-            f" (once the receiver works): it resumes where it stopped, as events are kept{kept}."
-        )
-    return tuple(advice)
+    label = (
+        f"{clean_line(resource_type, 20)} {clean_line(name, FIELD_LIMIT)}"
+        if resource_type
+        else clean_line(name, FIELD_LIMIT)
+    )
+    return f"{label} ({clean_line(subject, FIELD_LIMIT)})" if subject else label
 
 
 def _alerts(
@@ -417,7 +355,7 @@ def _alerts(
         alerts.append(f"{share} of {requests:,} requests failed (Entra quarantines a job above {threshold}).")
     if refused:
         alerts.append(
-            f"{_plural(refused, 'request')} refused for a wrong or missing token (401) and none accepted,"
+            f"{plural(refused, 'request')} refused for a wrong or missing token (401) and none accepted,"
             " after requests were accepted in the hour before: Entra's Secret Token no longer matches,"
             " and Entra quarantines the job at once on bad credentials."
         )
@@ -432,10 +370,6 @@ def _percent(value: float, *, above: float | None = None) -> str:
         if above is None or float(text) > above:
             break
     return f"{text} %"
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def _advice(tenant: str, statuses: set[int]) -> tuple[str, ...]:
@@ -467,40 +401,16 @@ def _advice(tenant: str, statuses: set[int]) -> tuple[str, ...]:
 
 def _subject(s: _Summary) -> str:
     prefix = "ALERT: " if s.alerts else ""
-    hooks = _webhook_counts(s)
+    hooks = s.webhooks.counts()
+    tokens = f"; {subject_phrase(s.tokens)}" if s.tokens else ""
     if not s.provisioning:
-        return f"SCIM webhooks: {hooks} for tenant {s.tenant}"
-    more = f"; webhooks: {hooks}" if hooks else ""
+        if not hooks:
+            return f"SCIM tenant {s.tenant}: {subject_phrase(s.tokens)}"
+        return f"SCIM webhooks: {hooks} for tenant {s.tenant}{tokens}"
+    extra = (f"; webhooks: {hooks}" if hooks else "") + tokens
     if not s.failures and s.unauthenticated:
-        return f"{prefix}SCIM provisioning: {_plural(s.unauthenticated, 'request')} refused (wrong or missing token) for tenant {s.tenant}{more}"
-    return f"{prefix}SCIM provisioning: {_plural(s.failures, 'failure')} for tenant {s.tenant}{more}"
-
-
-def _webhook_counts(s: _Summary) -> str:
-    """The webhook endpoints reported, e.g. ``1 endpoint disabled, 2 endpoints failing``; "" if none."""
-    counts = []
-    if s.disabled_webhooks:
-        counts.append(f"{_plural(s.disabled_webhooks, 'endpoint')} disabled")
-    if s.failing_webhooks:
-        counts.append(f"{_plural(s.failing_webhooks, 'endpoint')} failing")
-    return ", ".join(counts)
-
-
-def _webhook_state(w: _WebhookRow) -> str:
-    if w.disabled:
-        at = f" {w.disabled_at}" if w.disabled_at else ""
-        return f"DISABLED{at}: {w.disabled_reason or '(no reason given)'}"
-    return f"failing since {w.failing_since or 'unknown'}"
-
-
-def _webhook_error(w: _WebhookRow) -> str:
-    if not w.last_error and not w.last_error_at:
-        return "(none recorded)"
-    return f"{w.last_error_at or 'unknown time'}: {w.last_error or '(no detail)'}"
-
-
-def _more(n: int) -> str:
-    return f"and {n:,} more"
+        return f"{prefix}SCIM provisioning: {plural(s.unauthenticated, 'request')} refused (wrong or missing token) for tenant {s.tenant}{extra}"
+    return f"{prefix}SCIM provisioning: {plural(s.failures, 'failure')} for tenant {s.tenant}{extra}"
 
 
 def _render_text(s: _Summary) -> str:
@@ -510,28 +420,24 @@ def _render_text(s: _Summary) -> str:
     lines.append(f"{_title(s)} for tenant {s.tenant}")
     if s.tenant_url:
         lines.append(f"Tenant URL: {s.tenant_url}")
-    lines += ["", f"Window:   {s.window_start} to {s.window_end}"]
+    if s.provisioning or s.webhooks:
+        lines += ["", f"Window:   {s.window_start} to {s.window_end}"]
     if s.provisioning:
         lines += _provisioning_text(s)
-    if s.webhooks:
-        lines += ["", "Webhook endpoints failing or disabled"]
-        for w in s.webhooks:
-            lines.append(f"  - {w.id} {w.url}")
-            lines.append(f"    {_webhook_state(w)}")
-            if w.disabled and w.failing_since:
-                lines.append(f"    failing since {w.failing_since}")
-            lines.append(f"    last error {_webhook_error(w)}")
-        if s.more_webhooks:
-            lines.append(f"  {_more(s.more_webhooks)}")
-    lines += ["", "What to do"]
-    lines += [f"  - {a}" for a in s.advice]
+    lines += s.webhooks.text()
+    lines += warnings_text(s.tokens, s.tenant)
+    if s.advice:
+        lines += ["", "What to do"]
+        lines += [f"  - {a}" for a in s.advice]
     return "\n".join(lines) + "\n"
 
 
 def _title(s: _Summary) -> str:
     if s.provisioning:
         return "SCIM provisioning failures"
-    return "SCIM webhook endpoints failing or disabled"
+    if s.webhooks:
+        return "SCIM webhook endpoints failing or disabled"
+    return "SCIM Secret Token expiring"
 
 
 def _provisioning_text(s: _Summary) -> list[str]:
@@ -544,73 +450,57 @@ def _provisioning_text(s: _Summary) -> list[str]:
     lines += ["", "By operation and status", f"  {'Count':>7}  {'Status':>6}  Operation"]
     lines += [f"  {r.count:>7,}  {r.status:>6}  {r.operation}" for r in s.operations]
     if s.more_operations:
-        lines.append(f"  {_more(s.more_operations)}")
+        lines.append(f"  {more(s.more_operations)}")
     lines += ["", "Most frequent errors"]
     for e in s.errors:
         lines.append(f"  {e.count:>7,} x {_error_title(e)}: {e.detail or '(no detail)'}")
         lines.append(f"            e.g. correlation id {e.correlation_id}")
     if s.more_errors:
-        lines.append(f"  {_more(s.more_errors)} kinds of error")
+        lines.append(f"  {more(s.more_errors)} kinds of error")
     lines += ["", "Affected resources"]
-    lines += [f"  - {r.label}: {_plural(r.count, 'failure')}, last {r.last_status}" for r in s.resources]
+    lines += [f"  - {r.label}: {plural(r.count, 'failure')}, last {r.last_status}" for r in s.resources]
     if not s.resources:
         lines.append("  (none identified)")
     if s.more_resources:
-        lines.append(f"  {_more(s.more_resources)}")
+        lines.append(f"  {more(s.more_resources)}")
     return lines
 
 
 def _totals(s: _Summary) -> str:
     share = f" ({_percent(s.failures / s.requests * 100)})" if s.requests else ""
-    return f"{_plural(s.failures, 'failure')} of {_plural(s.requests, 'request')}{share}"
+    return f"{plural(s.failures, 'failure')} of {plural(s.requests, 'request')}{share}"
 
 
 def _refused(s: _Summary) -> str:
-    return f"{_plural(s.unauthenticated, 'request')} with a missing or wrong token (401, not in the totals)"
+    return f"{plural(s.unauthenticated, 'request')} with a missing or wrong token (401, not in the totals)"
 
 
 def _error_title(e: _ErrorGroup) -> str:
     return f"{e.status} {e.scim_type}" if e.scim_type else str(e.status)
 
 
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _html_table(header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> str:
-    """A table of escaped cells, with an optional header row."""
-    head = "".join(f'<th style="text-align:left;padding:2px 8px">{_esc(h)}</th>' for h in header or ())
-    body = "".join(
-        "<tr>" + "".join(f'<td style="padding:2px 8px">{_esc(c)}</td>' for c in row) + "</tr>" for row in rows
-    )
-    return f'<table style="border-collapse:collapse">{f"<tr>{head}</tr>" if head else ""}{body}</table>'
-
-
 def _render_html(s: _Summary) -> str:
     parts = ['<!DOCTYPE html><html><body style="font-family:sans-serif">']
-    parts += [f'<p style="color:#a4262c"><strong>ALERT:</strong> {_esc(a)}</p>' for a in s.alerts]
-    parts.append(f"<h2>{_esc(_title(s))} for tenant {_esc(s.tenant)}</h2>")
+    parts += [f'<p style="color:#a4262c"><strong>ALERT:</strong> {esc(a)}</p>' for a in s.alerts]
+    parts.append(f"<h2>{esc(_title(s))} for tenant {esc(s.tenant)}</h2>")
     if s.tenant_url:
-        parts.append(f"<p>Tenant URL: <code>{_esc(s.tenant_url)}</code></p>")
+        parts.append(f"<p>Tenant URL: <code>{esc(s.tenant_url)}</code></p>")
     if s.provisioning:
         parts += _provisioning_html(s)
-    else:
-        parts.append(_html_table(None, [("Window", f"{s.window_start} to {s.window_end}")]))
-    if s.webhooks:
-        parts.append("<h3>Webhook endpoints failing or disabled</h3>")
-        rows = [(w.id, w.url, _webhook_state(w), w.failing_since or "", _webhook_error(w)) for w in s.webhooks]
-        parts.append(_html_table(("Endpoint", "URL", "State", "Failing since", "Last error"), rows))
-        if s.more_webhooks:
-            parts.append(f"<p>{_more(s.more_webhooks)}</p>")
-    parts.append("<h3>What to do</h3>")
-    parts.append("<ul>" + "".join(f"<li>{_esc(a)}</li>" for a in s.advice) + "</ul>")
+    elif s.webhooks:
+        parts.append(html_table(None, [("Window", f"{s.window_start} to {s.window_end}")]))
+    parts += s.webhooks.html()
+    parts += warnings_html(s.tokens, s.tenant)
+    if s.advice:
+        parts.append("<h3>What to do</h3>")
+        parts.append("<ul>" + "".join(f"<li>{esc(a)}</li>" for a in s.advice) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
 def _provisioning_html(s: _Summary) -> list[str]:
     parts = [
-        _html_table(
+        html_table(
             None,
             [
                 ("Window", f"{s.window_start} to {s.window_end}"),
@@ -622,20 +512,18 @@ def _provisioning_html(s: _Summary) -> list[str]:
     ]
     parts.append("<h3>By operation and status</h3>")
     parts.append(
-        _html_table(("Count", "Status", "Operation"), [(f"{r.count:,}", r.status, r.operation) for r in s.operations])
+        html_table(("Count", "Status", "Operation"), [(f"{r.count:,}", r.status, r.operation) for r in s.operations])
     )
     if s.more_operations:
-        parts.append(f"<p>{_more(s.more_operations)}</p>")
+        parts.append(f"<p>{more(s.more_operations)}</p>")
     parts.append("<h3>Most frequent errors</h3>")
     rows = [(f"{e.count:,}", _error_title(e), e.detail or "(no detail)", e.correlation_id) for e in s.errors]
-    parts.append(_html_table(("Count", "Error", "Detail", "e.g. correlation id"), rows))
+    parts.append(html_table(("Count", "Error", "Detail", "e.g. correlation id"), rows))
     if s.more_errors:
-        parts.append(f"<p>{_more(s.more_errors)} kinds of error</p>")
+        parts.append(f"<p>{more(s.more_errors)} kinds of error</p>")
     parts.append("<h3>Affected resources</h3>")
-    items = "".join(
-        f"<li>{_esc(r.label)}: {_plural(r.count, 'failure')}, last {r.last_status}</li>" for r in s.resources
-    )
+    items = "".join(f"<li>{esc(r.label)}: {plural(r.count, 'failure')}, last {r.last_status}</li>" for r in s.resources)
     parts.append(f"<ul>{items}</ul>" if items else "<p>(none identified)</p>")
     if s.more_resources:
-        parts.append(f"<p>{_more(s.more_resources)}</p>")
+        parts.append(f"<p>{more(s.more_resources)}</p>")
     return parts

@@ -8,18 +8,27 @@ For each tenant with notifications on, a run:
    still in flight land first, so no failure is stamped before the watermark after the
    query has passed it; and the count of requests refused for their token in that window;
 3. reads the tenant's webhook endpoints to report (:func:`webhook_issues`: failing with an
-   error in the window, or disabled in the window), when the notifier has the registry;
+   error in the window, or disabled in the window), when the notifier has the registry, and,
+   under the lease, its Secret Tokens: the expiry warnings due
+   (:func:`~scim.notify.token_expiry.due_warnings`: 14 and 3 days before a token expires);
 4. sends one digest (:func:`build_digest`) through the configured sender, if there is anything
-   to say (failures, a credential alert, or webhook endpoints);
-5. moves the watermark to the end of the window only after a successful send, in the same
+   to say (failures, a credential alert, webhook endpoints, or token expiry warnings);
+5. records each expiry warning sent (:meth:`~scim.tenants.TenantRegistry.mark_warned`, a
+   guarded write of the tenant record) while it still holds the lease, so the next holder reads
+   it and does not send it again; then
+6. moves the watermark to the end of the window only after a successful send, in the same
    ETag-guarded write that releases the lease. A failed send releases the lease and leaves
-   the watermark, so the next run retries with a larger window: delivery is at least once,
-   and never twice in the normal path.
+   the watermark (and marks no warning), so the next run retries with a larger window:
+   delivery is at least once, and never twice in the normal path.
 
 The window also keeps the webhook section from repeating: a failing endpoint is reported when
 its last error falls in the window (it failed again since the last digest), a disabled one when
 it was disabled in the window. An endpoint failing for days (retries: 5 s, 5 min, 30 min ...)
 is so reported once per digest that follows a new failed attempt, not in every digest.
+
+Expiry warnings are not tied to the window: they are due from the token's state (``warned``),
+so a run whose window is empty (a run right after another) still sends one that is due. A
+warning whose record fails after the send (storage down) is sent again by the next run.
 """
 
 from __future__ import annotations
@@ -33,9 +42,10 @@ from datetime import UTC, datetime, timedelta
 from scim.notify.digest import Failure, build_digest
 from scim.notify.mail import EmailSender, SendError
 from scim.notify.state import NotifyState, NotifyStateStore
+from scim.notify.token_expiry import TokenWarning, due_warnings, format_left
 from scim.provisioning_log import LogEntry, ProvisioningLog, format_time, parse_time
 from scim.settings import Settings
-from scim.tenants import TenantInfo, TenantRegistry
+from scim.tenants import TenantDeleting, TenantInfo, TenantNotFound, TenantRegistry
 from scim.webhooks import WebhookEndpoint, WebhookRegistry
 from scim.webhooks import parse_time as parse_endpoint_time
 
@@ -55,13 +65,15 @@ CREDENTIAL_ALERT_INTERVAL = timedelta(hours=24)
 @dataclass(frozen=True)
 class RunResult:
     """What a run did for one tenant: ``outcome`` is sent, nothing, skipped or failed;
-    ``webhooks`` counts the webhook endpoints the digest reported."""
+    ``webhooks`` counts the webhook endpoints the digest reported, ``token_warnings`` the Secret
+    Token expiry warnings it carried (``reason`` names them when sent)."""
 
     tenant: str
     outcome: str
     failures: int = 0
     reason: str = ""
     webhooks: int = 0
+    token_warnings: int = 0
 
 
 def webhook_issues(
@@ -182,8 +194,8 @@ class Notifier:
         return await self.webhooks.list() if self.webhooks is not None else []
 
     async def run_tenant(self, info: TenantInfo, now: datetime | None = None) -> RunResult:
-        """Send the tenant's digest of failures (and webhook endpoints failing or disabled)
-        since its watermark, if any."""
+        """Send the tenant's digest of failures (and webhook endpoints failing or disabled, and
+        Secret Token expiry warnings) since its watermark, if any."""
         return await self._run_tenant(info, now or datetime.now(UTC), self._endpoints)
 
     async def _run_tenant(
@@ -201,20 +213,29 @@ class Notifier:
         state = await self.states.acquire(info.name, self.owner, now, self.lease)
         if state is None:
             return RunResult(info.name, "skipped", reason="another run holds this tenant's lease")
+        # The tokens are read under the lease: the previous holder recorded its warnings before
+        # releasing it, so a warning is never sent twice by two runs.
+        try:
+            warnings = due_warnings(await self.tenants.list_tokens(info.name), now)
+        except (TenantNotFound, TenantDeleting):
+            await self.states.release(state, None)
+            return RunResult(info.name, "skipped", reason="the tenant is being deleted")
         # The window ends on a millisecond, as entry times and the stored watermark do: an entry
         # of its last millisecond is then never read again by the next run's window.
         until = parse_time(format_time(now - self.lag))
         since = state.watermark or (parse_time(info.created) if info.created else None)
-        if since is not None and since >= until:
+        empty = since is not None and since >= until  # a run right after another: no window
+        if empty and not warnings:
             await self.states.release(state, None)
             return RunResult(info.name, "nothing")
-        entries = await self.log.failures(info.name, since=since, until=until)
-        refused = await self.log.unauthenticated(info.name, since=since, until=until)
+        watermark = None if empty else until
+        entries = [] if empty else await self.log.failures(info.name, since=since, until=until)
+        refused = 0 if empty else await self.log.unauthenticated(info.name, since=since, until=until)
         total = await self.log.count(info.name, since=since, until=until) if entries or refused else 0
         credential_alert = bool(refused) and await self._entra_token_fails(info.name, state, since, until, total, now)
-        hooks = webhook_issues(registered, info.name, since, until)
-        if not entries and not credential_alert and not hooks:
-            await self.states.release(state, until)
+        hooks = [] if empty else webhook_issues(registered, info.name, since, until)
+        if not entries and not credential_alert and not hooks and not warnings:
+            await self.states.release(state, watermark)
             return RunResult(info.name, "nothing")
         digest = build_digest(
             info.name,
@@ -227,6 +248,7 @@ class Notifier:
             credential_alert=credential_alert,
             webhooks=hooks,
             events_retention_days=self.settings.events_retention_days,
+            token_warnings=warnings,
         )
         try:
             await self.sender.send(
@@ -239,10 +261,34 @@ class Notifier:
         except SendError as exc:
             await self.states.release(state, None)
             logger.warning("failure digest not sent, will retry on the next run: %s", exc)
-            return RunResult(info.name, "failed", len(entries), reason=str(exc), webhooks=len(hooks))
-        if not await self.states.release(state, until, credential_alert_at=now if credential_alert else None):
+            return RunResult(
+                info.name,
+                "failed",
+                len(entries),
+                reason=str(exc),
+                webhooks=len(hooks),
+                token_warnings=len(warnings),
+            )
+        reason = await self._record_warnings(info.name, warnings)
+        if not await self.states.release(state, watermark, credential_alert_at=now if credential_alert else None):
             logger.warning("lost the digest lease after sending; the next run may repeat this digest")
-        return RunResult(info.name, "sent", len(entries), webhooks=len(hooks))
+        return RunResult(
+            info.name, "sent", len(entries), reason=reason, webhooks=len(hooks), token_warnings=len(warnings)
+        )
+
+    async def _record_warnings(self, tenant: str, warnings: Sequence[TokenWarning]) -> str:
+        """Record the expiry warnings just sent (each is sent once); what the run says of them.
+        A warning whose record fails is sent again by the next run (the email went out)."""
+        said = []
+        for w in warnings:
+            told = f"warned that Secret Token {w.token_id} {w.verb} in {format_left(w.left)} ({w.days}-day warning)"
+            try:
+                await self.tenants.mark_warned(tenant, w.token_id, w.days)
+            except Exception as exc:  # noqa: BLE001 - the email is sent; the next run repeats the warning
+                logger.warning("could not record a token expiry warning: %s", type(exc).__name__)
+                told += f", not recorded ({type(exc).__name__}): the next run sends it again"
+            said.append(told)
+        return "; ".join(said)
 
     async def _entra_token_fails(
         self, tenant: str, state: NotifyState, since: datetime | None, until: datetime, accepted: int, now: datetime

@@ -14,7 +14,7 @@ No email when the tenant's notifications are off, it has no recipients, or no se
 configured (``ACS_EMAIL_ENDPOINT``/``SMTP_HOST``): a log line says so. Nothing here raises: a
 failed send is logged, and delivery goes on.
 
-The email shows the URL without its query (:func:`~scim.notify.digest.shown_url`: it may carry
+The email shows the URL without its query (:func:`~scim.notify.digest_webhooks.shown_url`: it may carry
 a key) and never a signing secret; every value is cleaned to one line and HTML-escaped.
 """
 
@@ -28,8 +28,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from scim.notify.digest import DETAIL_LIMIT, FIELD_LIMIT, clean_line, shown_url
+from scim.notify.digest_webhooks import shown_url
 from scim.notify.mail import EmailSender, SendError, sender_from_settings
+from scim.notify.render import DETAIL_LIMIT, FIELD_LIMIT, clean_line
 from scim.tenants import TenantNotFound
 from scim.webhooks import WebhookEndpoint, current_time, format_time
 
