@@ -487,7 +487,7 @@ async def _feed_ids(runtime: Any, tenant: str, after: str) -> list[str]:
 
 async def _register(runtime: Any, receiver: Receiver, path: str, tenant: str) -> tuple[str, str]:
     """An endpoint for ``tenant`` at ``path`` of the receiver; (its id, its start position)."""
-    from scim.delivery import initial_position
+    from scim.webhooks.delivery import initial_position
 
     endpoint_id, secret = await runtime.webhooks.add(receiver.url(path), [tenant])
     receiver.secrets[path] = secret

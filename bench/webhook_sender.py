@@ -2,12 +2,12 @@
 
 Issue 12's target: "sustained throughput to one endpoint (target >= 300 events/s on our 2-core
 machine)". This measures the sending half of delivery, the part built so far
-(:mod:`scim.webhook_sender`): a **receiver** runs in its own process (this module with
+(:mod:`scim.webhooks.sender`): a **receiver** runs in its own process (this module with
 ``--serve``: an aiohttp server on 127.0.0.1 that verifies every message with the Standard Webhooks
 reference library, ``standardwebhooks``, and answers 204), and this process builds and signs
 ``--events`` messages (:func:`scim.core.webhook_messages.build_message`, a user event of about
 1 KB each, every one with its own id) and sends them through one
-:class:`scim.webhook_sender.WebhookSender` (one session, kept-alive connections),
+:class:`scim.webhooks.sender.WebhookSender` (one session, kept-alive connections),
 ``--concurrency`` at a time. After a warm-up (``--warmup`` messages, not timed) it reports
 events/s, the p50/p99 of one send, and the receiver's count of messages that verified (every
 message must: the run fails otherwise). The durable engine's own costs (reading committed events,
@@ -35,7 +35,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from scim.core.webhook_messages import build_message, new_secret
-from scim.webhook_sender import WebhookSender
+from scim.webhooks.sender import WebhookSender
 
 from .client import percentile
 from .report import check

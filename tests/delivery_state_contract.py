@@ -1,5 +1,5 @@
-"""The contract every :class:`~scim.delivery_state.DeliveryStateStore` passes (rules 1-4 of
-:mod:`scim.delivery_state`; rule 5, storage failures, is the Table implementation's own test).
+"""The contract every :class:`~scim.webhooks.delivery_state.DeliveryStateStore` passes (rules 1-4 of
+:mod:`scim.webhooks.delivery_state`; rule 5, storage failures, is the Table implementation's own test).
 
 A test module subclasses :class:`DeliveryStateContract` (named ``Test...``) and provides a
 ``states`` fixture (the store); every test works on tenants of its own (the ``tenant`` fixture
@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scim.delivery_state import MAX_LANE_EVENTS, Cursor, DeliveryState, DeliveryStateStore, Lane
 from scim.store.base import VersionMismatch
+from scim.webhooks.delivery_state import MAX_LANE_EVENTS, Cursor, DeliveryState, DeliveryStateStore, Lane
 
 T0 = datetime(2026, 3, 2, 12, 0, 0, 500_000, tzinfo=UTC)
 """A fixed moment the leases are taken around (the store compares the times it is given)."""
@@ -42,7 +42,7 @@ def to_the_ms(when: datetime) -> datetime:
 
 
 class DeliveryStateContract:
-    """The :class:`~scim.delivery_state.DeliveryStateStore` behaviour; subclasses provide ``states``."""
+    """The :class:`~scim.webhooks.delivery_state.DeliveryStateStore` behaviour; subclasses provide ``states``."""
 
     @pytest.fixture
     def tenant(self) -> str:

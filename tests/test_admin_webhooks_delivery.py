@@ -1,5 +1,5 @@
 """The delivery side of ``python -m scim.admin webhook``: the backlog ``list`` shows
-(:mod:`scim.delivery_backlog`), ``replay`` (cursors rewound), ``enable`` and ``disable``
+(:mod:`scim.webhooks.backlog`), ``replay`` (cursors rewound), ``enable`` and ``disable``
 (:mod:`scim.admin.webhooks`), on the memory stores; and the commands as an operator runs them,
 on Azurite.
 
@@ -23,18 +23,18 @@ import pytest
 import pytest_asyncio
 from azure.data.tables.aio import TableServiceClient
 
-from scim import delivery_backlog
 from scim.admin import __main__ as cli
 from scim.admin import webhooks as commands
-from scim.delivery import initial_position
-from scim.delivery_backlog import Backlog, TenantBacklog, endpoint_backlog, served_tenants
-from scim.delivery_state import Lane
 from scim.functions.runtime import Runtime, build_runtime
 from scim.settings import Settings
 from scim.store.base import DirectoryStore, EventIntent, IndexTerms, StoredEvent
 from scim.store.delivery_state_tables import TableDeliveryStateStore
 from scim.store.event_timing import EventClock, wall_us
 from scim.webhooks import WebhookNotFound, parse_time
+from scim.webhooks import backlog as delivery_backlog
+from scim.webhooks.backlog import Backlog, TenantBacklog, endpoint_backlog, served_tenants
+from scim.webhooks.delivery import initial_position
+from scim.webhooks.delivery_state import Lane
 from tests.helpers import admin, admin_env, memory_runtime
 
 HOUR = 3600 * 1_000_000

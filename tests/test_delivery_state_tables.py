@@ -17,7 +17,6 @@ import pytest
 import pytest_asyncio
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from scim.delivery_state import MAX_LANE_EVENTS, Lane, lane_key
 from scim.settings import Settings
 from scim.store.azure_client import service_client
 from scim.store.base import StoreUnavailable
@@ -25,6 +24,7 @@ from scim.store.delivery_state_tables import TableDeliveryStateStore
 from scim.store.entities import MAX_ENTITY_BYTES, MAX_PROPERTIES
 from scim.store.roundtrips import RoundTripCounter
 from scim.webhooks import MAX_ERROR_LENGTH
+from scim.webhooks.delivery_state import MAX_LANE_EVENTS, Lane, lane_key
 from tests.delivery_state_contract import EP1, EP2, T0, DeliveryStateContract, position
 
 

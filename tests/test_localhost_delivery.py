@@ -243,9 +243,9 @@ async def test_the_local_host_delivers_webhooks_on_a_write_and_from_its_timer_an
     azurite: str, table_prefix: str, receiver: Receiver, tmp_path: Path
 ) -> None:
     from scim.admin.core import create_tenant
-    from scim.delivery import LEASE
     from scim.functions.runtime import build_runtime, use_runtime
     from scim.settings import Settings
+    from scim.webhooks.delivery import LEASE
 
     port = free_port()
     prefix = f"{table_prefix}lh"  # tables of its own: no other test's webhooks

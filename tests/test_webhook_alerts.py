@@ -248,7 +248,7 @@ async def test_the_disable_email_reaches_the_tenants_operators(mail_runtime: Run
 
 
 async def test_the_runtimes_delivery_engine_emails_through_this_alert(mail_runtime: Runtime, smtp) -> None:  # type: ignore[no-untyped-def]
-    from scim.webhook_sender import close_shared_sender
+    from scim.webhooks.sender import close_shared_sender
 
     mailbox, _ = smtp
     await _tenant(mail_runtime, "contoso", "ops@contoso.example")

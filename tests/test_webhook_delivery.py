@@ -1,4 +1,4 @@
-"""The webhook delivery engine (:mod:`scim.delivery`) end to end: SCIM writes through the
+"""The webhook delivery engine (:mod:`scim.webhooks.delivery`) end to end: SCIM writes through the
 Functions entry point, events pushed to a real receiver (an aiohttp server on 127.0.0.1 that
 verifies every delivery with the Standard Webhooks reference library, ``standardwebhooks``).
 
@@ -23,12 +23,12 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from scim.delivery import DeliveryEngine
 from scim.functions.delivery_adapter import run_delivery_sweep
 from scim.functions.runtime import Runtime, build_runtime
 from scim.store import event_timing
-from scim.webhook_sender import WebhookSender
 from scim.webhooks import WebhookEndpoint
+from scim.webhooks.delivery import DeliveryEngine
+from scim.webhooks.sender import WebhookSender
 from tests.functions_client import FunctionsClient
 from tests.scim_fixtures import azurite_settings
 
@@ -189,7 +189,7 @@ async def feed(runtime: Runtime, tenant: str) -> list[dict[str, Any]]:
 
 def per_resource_order_holds(got: list[Delivery], expected: list[dict[str, Any]]) -> bool:
     """Each resource's events arrived (first arrivals) in feed order."""
-    from scim.delivery import resource_of
+    from scim.webhooks.delivery import resource_of
 
     first: list[str] = []
     for d in got:

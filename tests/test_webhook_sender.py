@@ -1,4 +1,4 @@
-"""The webhook sender (:mod:`scim.webhook_sender`) against a real receiver: an aiohttp server on
+"""The webhook sender (:mod:`scim.webhooks.sender`) against a real receiver: an aiohttp server on
 127.0.0.1 started by each test, which verifies every delivery with the Standard Webhooks
 reference library (``standardwebhooks``) and records what it got."""
 
@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from scim.core.delivery_schedule import Outcome
 from scim.core.webhook_messages import WebhookMessage, build_message, new_secret
-from scim.webhook_sender import (
+from scim.webhooks.sender import (
     MAX_RESPONSE_BYTES,
     USER_AGENT,
     PinnedResolver,
@@ -29,7 +29,7 @@ from scim.webhook_sender import (
     close_shared_sender,
     shared_sender,
 )
-from scim.webhook_urls import IPAddress, UnsafeWebhookUrl, parse_webhook_url
+from scim.webhooks.urls import IPAddress, UnsafeWebhookUrl, parse_webhook_url
 
 EVENT = {
     "id": "evt_5f0c8e6a2b7d4c1e9a3f6b8d0c2e4a61",
@@ -364,7 +364,7 @@ async def test_the_connection_goes_to_the_address_that_was_checked(receiver: Rec
 async def test_the_resolver_pins_the_checked_addresses() -> None:
     dns = FakeDns(["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"])
     resolver = PinnedResolver(in_azure=True, lookup=dns)
-    from scim import webhook_sender
+    from scim.webhooks import sender as webhook_sender
 
     token = webhook_sender._TARGET.set(parse_webhook_url("https://hooks.example.com/hook"))
     try:

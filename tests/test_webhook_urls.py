@@ -1,4 +1,4 @@
-"""Which webhook URLs are accepted (:mod:`scim.webhook_urls`, SSRF protection): table-driven, on
+"""Which webhook URLs are accepted (:mod:`scim.webhooks.urls`, SSRF protection): table-driven, on
 the pure check with given addresses, and through the resolver wrapper with a fake resolver."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from scim.webhook_urls import (
+from scim.webhooks.urls import (
     IPAddress,
     UnsafeWebhookUrl,
     address_refusal,

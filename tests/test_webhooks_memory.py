@@ -13,8 +13,8 @@ import pytest
 from scim.admin import __main__ as cli
 from scim.admin import webhooks as commands
 from scim.store.webhooks_memory import MemoryWebhookRegistry
-from scim.webhook_urls import IPAddress, UnsafeWebhookUrl
 from scim.webhooks import WebhookNotFound
+from scim.webhooks.urls import IPAddress, UnsafeWebhookUrl
 from tests.webhook_contract import ID_SHAPE, SECRET_SHAPE, WebhookRegistryContract
 
 

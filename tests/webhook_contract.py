@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scim.core.events import EVENT_TYPES
-from scim.webhook_urls import UnsafeWebhookUrl
 from scim.webhooks import (
     DISABLED,
     ENABLED,
@@ -25,6 +24,7 @@ from scim.webhooks import (
     WebhookRegistry,
     format_time,
 )
+from scim.webhooks.urls import UnsafeWebhookUrl
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 SECRET_SHAPE = re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$")

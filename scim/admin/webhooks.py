@@ -7,7 +7,7 @@
     python -m scim.admin webhook replay ID --since TIME [--tenant T ...] [--json]
     python -m scim.admin webhook enable ID | webhook disable ID
 
-``add`` checks the URL for where the app runs (:mod:`scim.webhook_urls`: in Azure, or from a
+``add`` checks the URL for where the app runs (:mod:`scim.webhooks.urls`: in Azure, or from a
 machine working on Azure storage (``SCIM_TABLE_ENDPOINT``), only public ``https://`` targets,
 every address the host resolves to; locally also ``http://`` to this machine: :func:`azure_policy`) and prints the endpoint's signing secret once; ``rotate-secret`` prints a new one (the
 previous one keeps signing for 24 h). The secrets are stored as they are (they sign every
@@ -16,11 +16,11 @@ delivery) and ``list`` never prints them. ``remove`` asks to type the endpoint i
 
 ``list`` shows each endpoint's state (and why it is disabled), last success, last error (time
 and text, escaped: it comes from the receiver), since when it has been failing, and its
-*backlog*: the events waiting for it over the tenants it serves (:mod:`scim.delivery_backlog`;
+*backlog*: the events waiting for it over the tenants it serves (:mod:`scim.webhooks.backlog`;
 ``10000+`` when counting stopped at its cap).
 
-Delivery (:mod:`scim.delivery`) keeps, per tenant and endpoint, a cursor in the tenant's event
-feed and the events waiting for a retry (:mod:`scim.delivery_state`). ``replay`` moves the
+Delivery (:mod:`scim.webhooks.delivery`) keeps, per tenant and endpoint, a cursor in the tenant's event
+feed and the events waiting for a retry (:mod:`scim.webhooks.delivery_state`). ``replay`` moves the
 endpoint's cursors back to just before ``--since`` (RFC 3339, e.g. ``2026-12-01T18:00:00Z``), in
 every tenant it serves or the ``--tenant`` ones, so every event committed since then is
 delivered again, with the same event ids (at least once: receivers deduplicate on
@@ -53,10 +53,7 @@ from typing import TYPE_CHECKING, Any
 from scim.admin.terminal import printable
 from scim.core.events import EVENT_TYPES
 from scim.core.feed import retention_floor
-from scim.delivery import initial_position
-from scim.delivery_backlog import Backlog, endpoint_backlog, served_tenants
 from scim.store.event_timing import wall_us
-from scim.webhook_urls import Resolver, check_url, parse_webhook_url, resolve
 from scim.webhooks import (
     ROTATION_OVERLAP,
     WebhookEndpoint,
@@ -67,13 +64,16 @@ from scim.webhooks import (
     normalise_events,
     normalise_tenants,
 )
+from scim.webhooks.backlog import Backlog, endpoint_backlog, served_tenants
+from scim.webhooks.delivery import initial_position
+from scim.webhooks.urls import Resolver, check_url, parse_webhook_url, resolve
 
 if TYPE_CHECKING:
-    from scim.delivery_state import DeliveryState, DeliveryStateStore
     from scim.functions.runtime import Runtime
     from scim.settings import Settings
     from scim.store.base import DirectoryStore
     from scim.tenants import TenantRegistry
+    from scim.webhooks.delivery_state import DeliveryState, DeliveryStateStore
 
 __all__ = [
     "GROUP",
@@ -332,7 +332,7 @@ def precheck(args: argparse.Namespace) -> str | None:
 
 def endpoint_json(endpoint: WebhookEndpoint, backlog: Backlog | None = None) -> dict[str, Any]:
     """What ``list --json`` shows of an endpoint: everything but its secrets, and its
-    ``backlog`` (:meth:`~scim.delivery_backlog.Backlog.to_json`; None when not counted)."""
+    ``backlog`` (:meth:`~scim.webhooks.backlog.Backlog.to_json`; None when not counted)."""
     return {
         "id": endpoint.id,
         "url": endpoint.url,

@@ -10,7 +10,7 @@ answer means and :func:`next_attempt` when to try again.
   engine disables the endpoint (and stops retrying);
 - anything else is :attr:`Outcome.RETRY`: another ``4xx`` or ``5xx``, a ``1xx``, a status no
   server should send, a **redirect** (``3xx``: never followed, since the ``Location`` could name
-  an address the SSRF policy refuses, :mod:`scim.webhook_urls`; the operator registers the final
+  an address the SSRF policy refuses, :mod:`scim.webhooks.urls`; the operator registers the final
   URL), and every exception of an attempt (a timeout, a refused or reset connection, a TLS or DNS
   failure, a target the SSRF policy refuses at connection time: DNS may change back).
 

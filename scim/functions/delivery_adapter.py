@@ -1,9 +1,9 @@
 """The Azure Functions timer that keeps webhook delivery going (issue 12, "Webhooks").
 
 Deliveries start on the instance that committed the events (the HTTP adapter pokes the
-engine after every write: :meth:`scim.delivery.DeliveryEngine.poke`). This timer is the durable
+engine after every write: :meth:`scim.webhooks.delivery.DeliveryEngine.poke`). This timer is the durable
 half: every :data:`SCHEDULE` (10 s; NCRONTAB with seconds) it hands every tenant to
-:meth:`~scim.delivery.DeliveryEngine.sweep`, which delivers wherever there is work and no
+:meth:`~scim.webhooks.delivery.DeliveryEngine.sweep`, which delivers wherever there is work and no
 deliverer: the events of an instance that died or was frozen right after its commit, and the
 lanes whose retry is due. The Functions host runs a timer function on one instance at a time
 and waits for a run to end before the next (``use_monitor`` keeps the schedule across restarts).
@@ -19,7 +19,7 @@ from scim.functions.runtime import Runtime, get_runtime
 
 __all__ = ["SCHEDULE", "bp", "run_delivery_sweep"]
 
-logger = logging.getLogger("scim.delivery")
+logger = logging.getLogger("scim.webhooks.delivery")
 
 SCHEDULE = "*/10 * * * * *"
 """Every 10 seconds (the sixth NCRONTAB field is the seconds)."""
@@ -28,7 +28,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions declar
 
 
 async def run_delivery_sweep(runtime: Runtime) -> None:
-    """One sweep over every tenant (:meth:`~scim.delivery.DeliveryEngine.sweep`)."""
+    """One sweep over every tenant (:meth:`~scim.webhooks.delivery.DeliveryEngine.sweep`)."""
     tenants = [info.name for info in await runtime.tenants.list()]
     await runtime.delivery().sweep(tenants)
 

@@ -21,10 +21,10 @@ from scim.tenants import TenantRegistry
 from scim.token_use import TokenUseRecorder
 
 if TYPE_CHECKING:
-    from scim.delivery import DeliveryEngine
-    from scim.delivery_state import DeliveryStateStore
     from scim.settings import Settings  # pydantic-settings: imported on first use (get_runtime), not at cold start
     from scim.webhooks import WebhookRegistry
+    from scim.webhooks.delivery import DeliveryEngine
+    from scim.webhooks.delivery_state import DeliveryStateStore
 
 __all__ = ["Runtime", "build_memory_runtime", "build_runtime", "get_runtime", "reset_runtime", "use_runtime"]
 
@@ -57,11 +57,11 @@ class Runtime:
         return self.service.store
 
     def delivery(self) -> DeliveryEngine:
-        """The process's webhook delivery engine (:mod:`scim.delivery`), made on first use."""
+        """The process's webhook delivery engine (:mod:`scim.webhooks.delivery`), made on first use."""
         if self._delivery is None:
-            from scim.delivery import DeliveryEngine
             from scim.notify.webhook_alerts import alert_disabled_endpoint
-            from scim.webhook_sender import shared_sender
+            from scim.webhooks.delivery import DeliveryEngine
+            from scim.webhooks.sender import shared_sender
 
             sender = shared_sender(in_azure=self.settings.in_azure)
 
@@ -88,7 +88,7 @@ class Runtime:
         if self._token_use is not None:
             await self._token_use.drain()
         if self._delivery is not None:
-            from scim.webhook_sender import close_shared_sender
+            from scim.webhooks.sender import close_shared_sender
 
             await self._delivery.close()
             await close_shared_sender()  # the process's webhook connections

@@ -1,7 +1,7 @@
 """Emails about webhook endpoints (issue 12): the one sent when the delivery engine disables an
 endpoint.
 
-The delivery engine (:mod:`scim.delivery`) disables an endpoint on a ``410 Gone``, when its retry
+The delivery engine (:mod:`scim.webhooks.delivery`) disables an endpoint on a ``410 Gone``, when its retry
 window (about three days) runs out, or when too many events wait for it, and then calls
 :func:`alert_disabled_endpoint` for the tenant whose delivery stopped. That tenant's operators
 (its failure digest recipients: ``tenant update NAME --notify ADDR``) get one email at once,

@@ -183,7 +183,7 @@ class StoredEvent:
     write knew it (its ``lastModified``/``eventStamp``, or for a member PATCH the group's
     ``lastModified`` the service last saw); 0 when there was none or it is unknown. The webhook
     deliverer uses it to find an earlier event of the same resource that became visible late
-    (:mod:`scim.delivery`). The memory store, whose commits are visible at once, leaves it 0."""
+    (:mod:`scim.webhooks.delivery`). The memory store, whose commits are visible at once, leaves it 0."""
 
     position: str
     event: dict[str, Any]

@@ -1,4 +1,4 @@
-"""The in-memory :class:`~scim.delivery_state.DeliveryStateStore`: tests and the memory runtime.
+"""The in-memory :class:`~scim.webhooks.delivery_state.DeliveryStateStore`: tests and the memory runtime.
 
 Rows are kept as the Table implementation keeps them (a lease, ``c|`` cursors, ``l|`` lanes per
 tenant; times to the millisecond, as stored) with a counter as ETag; every method does its work
@@ -12,7 +12,9 @@ import copy
 import itertools
 from datetime import datetime, timedelta
 
-from scim.delivery_state import (
+from scim.store.base import VersionMismatch
+from scim.webhooks import format_time, parse_time
+from scim.webhooks.delivery_state import (
     Cursor,
     DeliveryState,
     DeliveryStateStore,
@@ -22,8 +24,6 @@ from scim.delivery_state import (
     lane_from,
     lease_holder,
 )
-from scim.store.base import VersionMismatch
-from scim.webhooks import format_time, parse_time
 
 __all__ = ["MemoryDeliveryStateStore"]
 

@@ -1,4 +1,4 @@
-"""The :class:`~scim.delivery_state.DeliveryStateStore` on Azure Table Storage (or Azurite).
+"""The :class:`~scim.webhooks.delivery_state.DeliveryStateStore` on Azure Table Storage (or Azurite).
 
 The ``{prefix}deliveries`` table, one partition per tenant (``docs/table-layout.md``, "Tables"):
 
@@ -9,7 +9,7 @@ The ``{prefix}deliveries`` table, one partition per tenant (``docs/table-layout.
 | ``l\\|{endpoint}\\|{resource}`` | ``endpoint``, ``resource``, ``attempts``, ``nextAt``, ``lastError``, and the positions as a JSON list (UTF-8) in the binary ``doc0..docN`` |
 
 A lane's positions are Binary properties, not strings: Table Storage counts a string's characters
-two bytes each (UTF-16) against an entity's 1 MiB, and :data:`~scim.delivery_state.MAX_LANE_EVENTS`
+two bytes each (UTF-16) against an entity's 1 MiB, and :data:`~scim.webhooks.delivery_state.MAX_LANE_EVENTS`
 positions of 57 characters are 1.2 MB as strings, 0.6 MB as UTF-8 bytes (Azurite does not enforce
 the limit: ``tests/test_delivery_state_tables.py`` checks the size of a full lane's row).
 
@@ -29,7 +29,12 @@ from typing import Any
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
-from scim.delivery_state import (
+from scim.store.azure_client import _budgeted, _io, _TableOwner, resend_if_lost
+from scim.store.base import ResourceExists, ResourceNotFound, VersionMismatch
+from scim.store.entities import _etag
+from scim.store.operations import _guarded
+from scim.webhooks import format_time, parse_time
+from scim.webhooks.delivery_state import (
     CURSOR_PREFIX,
     LANE_PREFIX,
     LEASE_ROW,
@@ -43,11 +48,6 @@ from scim.delivery_state import (
     lane_key,
     lease_holder,
 )
-from scim.store.azure_client import _budgeted, _io, _TableOwner, resend_if_lost
-from scim.store.base import ResourceExists, ResourceNotFound, VersionMismatch
-from scim.store.entities import _etag
-from scim.store.operations import _guarded
-from scim.webhooks import format_time, parse_time
 
 __all__ = ["TableDeliveryStateStore"]
 

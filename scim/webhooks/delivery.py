@@ -6,7 +6,7 @@ once, each resource's events in order (issue 12, "Webhooks"; design in ``docs/ev
 tenant's feed already: a deliverer reads the feed (:meth:`DirectoryStore.read_events`) and keeps
 per endpoint a durable **cursor** (every event at or before it is delivered, waiting in a lane,
 or not for the endpoint) and durable **lanes** (an endpoint's events of one resource waiting
-behind a failed delivery), in :mod:`scim.delivery_state`. An instance that dies after a commit
+behind a failed delivery), in :mod:`scim.webhooks.delivery_state`. An instance that dies after a commit
 leaves the event in the feed after the cursor, and the next deliverer sends it.
 
 **One deliverer per tenant** at a time (a lease, renewed while it works). It runs where the
@@ -43,8 +43,8 @@ endpoint keeps its cursor and lanes: ``webhook enable`` resumes where it stopped
 
 This module holds the engine (:class:`DeliveryEngine`: pokes, the timer's sweep, the lease, the
 endpoints, outcomes on the registry); one tenant's deliverer while it holds the lease is
-:mod:`scim.delivery_pump`; what it keeps per endpoint (streams, lanes) is
-:mod:`scim.delivery_streams`; what is stored (cursors, lanes, leases) is :mod:`scim.delivery_state`.
+:mod:`scim.webhooks.pump`; what it keeps per endpoint (streams, lanes) is
+:mod:`scim.webhooks.streams`; what is stored (cursors, lanes, leases) is :mod:`scim.webhooks.delivery_state`.
 """
 
 from __future__ import annotations
@@ -62,14 +62,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from scim.core.delivery_schedule import next_attempt
-from scim.delivery_pump import CONCURRENCY, LEASE, _Pump
-from scim.delivery_state import DeliveryStateStore
-from scim.delivery_streams import _now, _wall_us, initial_position, resource_of
 from scim.store.base import DirectoryStore, StoreError
 from scim.webhooks import WebhookEndpoint, WebhookRegistry
+from scim.webhooks.delivery_state import DeliveryStateStore
+from scim.webhooks.pump import CONCURRENCY, LEASE, _Pump
+from scim.webhooks.streams import _now, _wall_us, initial_position, resource_of
 
 if TYPE_CHECKING:
-    from scim.webhook_sender import SendResult  # aiohttp: loaded by whoever sends
+    from scim.webhooks.sender import SendResult  # aiohttp: loaded by whoever sends
 
 __all__ = [
     "CONCURRENCY",
@@ -84,7 +84,7 @@ __all__ = [
     "resource_of",
 ]
 
-logger = logging.getLogger("scim.delivery")
+logger = logging.getLogger("scim.webhooks.delivery")
 
 POLL_SECONDS = 0.25
 """How often a working deliverer reads the feed's tail (a poke reads it at once)."""
@@ -101,14 +101,14 @@ _FAR = 3600 * 1_000_000
 """How far beyond now :meth:`DeliveryEngine._has_work` looks (microseconds)."""
 
 Sender = Callable[[str, Any], Awaitable["SendResult"]]
-"""What sends one message: :meth:`scim.webhook_sender.WebhookSender.send`."""
+"""What sends one message: :meth:`scim.webhooks.sender.WebhookSender.send`."""
 Schedule = Callable[[int, datetime, timedelta | None], datetime | None]
 """When a lane's next attempt is, after its n-th failure: :func:`scim.core.delivery_schedule.next_attempt`."""
 
 
 class DeliveryEngine:
     """The process's deliverer (see the module docstring). ``send`` posts one message
-    (:meth:`~scim.webhook_sender.WebhookSender.send`); ``settle_seconds`` is the feed's horizon
+    (:meth:`~scim.webhooks.sender.WebhookSender.send`); ``settle_seconds`` is the feed's horizon
     (``EVENTS_SETTLE_SECONDS``); ``on_disabled(endpoint, tenant, reason)`` is called when the
     engine disables an endpoint (the operators' email); ``schedule`` is the retry schedule
     (tests compress it)."""

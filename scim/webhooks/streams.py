@@ -1,8 +1,8 @@
-"""What a tenant's deliverer keeps per endpoint while it holds the lease (:mod:`scim.delivery`):
+"""What a tenant's deliverer keeps per endpoint while it holds the lease (:mod:`scim.webhooks.delivery`):
 the endpoint's **stream** (its cursor, the events it has seen, those still on their way) and its
 **lanes** being worked on (an endpoint's events of one resource, delivered one after another);
 which resource an event is ordered under (:func:`resource_of`) and where a new endpoint starts
-(:func:`initial_position`). The stored forms are :mod:`scim.delivery_state`'s.
+(:func:`initial_position`). The stored forms are :mod:`scim.webhooks.delivery_state`'s.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scim.core.events import MEMBERSHIP_TYPES
-from scim.delivery_state import Cursor, DeliveryState, Lane
 from scim.webhooks import WebhookEndpoint, parse_time
+from scim.webhooks.delivery_state import Cursor, DeliveryState, Lane
 
 __all__ = ["initial_position", "resource_of"]
 

@@ -1,5 +1,5 @@
 """One tenant's deliverer while it holds the lease (:class:`_Pump`, run by
-:meth:`scim.delivery.DeliveryEngine.run`; the design is :mod:`scim.delivery`'s docstring): it
+:meth:`scim.webhooks.delivery.DeliveryEngine.run`; the design is :mod:`scim.webhooks.delivery`'s docstring): it
 reads the feed (the tail, and again from the cursors every ``rescan_seconds``, an earlier event
 of a resource first), dispatches each event to the lanes of the endpoints that want it, delivers
 the due lanes (:data:`CONCURRENCY` per endpoint, one at a time to a failing endpoint), parks a
@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, Any
 from scim.core.delivery_schedule import Outcome
 from scim.core.feed import position_stamp
 from scim.core.webhook_messages import build_message
-from scim.delivery_state import MAX_LANE_EVENTS, Lease
-from scim.delivery_streams import _Lane, _now, _Stream, _stream, _wall_us, resource_of
 from scim.store.base import StoredEvent, StoreError, VersionMismatch
+from scim.webhooks.delivery_state import MAX_LANE_EVENTS, Lease
+from scim.webhooks.streams import _Lane, _now, _Stream, _stream, _wall_us, resource_of
 
 if TYPE_CHECKING:
-    from scim.delivery import DeliveryEngine
-    from scim.webhook_sender import SendResult  # aiohttp: loaded by whoever sends
+    from scim.webhooks.delivery import DeliveryEngine
+    from scim.webhooks.sender import SendResult  # aiohttp: loaded by whoever sends
 
 __all__ = ["CONCURRENCY", "CURSOR_SAVE_SECONDS", "LEASE", "PAGE"]
 
-logger = logging.getLogger("scim.delivery")
+logger = logging.getLogger("scim.webhooks.delivery")
 
 LEASE = timedelta(seconds=30)
 """A deliverer's lease; renewed every third of it while it works."""

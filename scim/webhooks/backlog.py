@@ -1,11 +1,11 @@
 """How many events wait for a webhook endpoint: its *backlog* (``python -m scim.admin webhook list``).
 
 Per tenant the endpoint serves, the events waiting for it are those the deliverer keeps for it
-(:mod:`scim.delivery`, state in :mod:`scim.delivery_state`):
+(:mod:`scim.webhooks.delivery`, state in :mod:`scim.webhooks.delivery_state`):
 
 - the events of its **lanes** (waiting behind a failed delivery, or for the endpoint to work
   again), and
-- the events of the tenant's feed **after its cursor** (:func:`scim.delivery.initial_position`
+- the events of the tenant's feed **after its cursor** (:func:`scim.webhooks.delivery.initial_position`
   for an endpoint that has no cursor there yet) that it wants (its ``events`` filter); an
   event also in a lane counts once.
 
@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scim.core.feed import MAX_LIMIT
-from scim.delivery import initial_position
 from scim.store.event_timing import wall_us
+from scim.webhooks.delivery import initial_position
 
 if TYPE_CHECKING:
-    from scim.delivery_state import DeliveryState, DeliveryStateStore
     from scim.store.base import DirectoryStore
     from scim.webhooks import WebhookEndpoint
+    from scim.webhooks.delivery_state import DeliveryState, DeliveryStateStore
 
 __all__ = [
     "BACKLOG_CAP",
@@ -153,7 +153,7 @@ async def endpoint_backlog(
 ) -> Backlog:
     """The events waiting for ``endpoint`` in the tenants it serves of ``tenants`` (the names of
     the existing tenants: :func:`served_tenants`), a few tenants at a time: per tenant one
-    :meth:`~scim.delivery_state.DeliveryStateStore.load` and a few feed reads
+    :meth:`~scim.webhooks.delivery_state.DeliveryStateStore.load` and a few feed reads
     (:func:`tenant_backlog`).
 
     ``states`` caches the loaded delivery states by tenant, so that counting several endpoints

@@ -19,10 +19,10 @@ ended there. No cookies are kept (a receiver cannot plant one for the next deliv
 from the environment is used (a proxy would resolve the name itself, out of reach of the
 check below), the body is not decompressed.
 
-**Server-side request forgery** (:mod:`scim.webhook_urls`): the URL's form is checked first
+**Server-side request forgery** (:mod:`scim.webhooks.urls`): the URL's form is checked first
 (and an IP literal's address at once); for a host name, the connector's resolver
 (:class:`PinnedResolver`) resolves it **each time a connection is opened** (aiohttp's DNS cache
-is off), runs :func:`~scim.webhook_urls.check_target` on every address found, and hands the
+is off), runs :func:`~scim.webhooks.urls.check_target` on every address found, and hands the
 connector exactly those addresses: the connection goes to an address that was checked, with no
 second lookup in between, so a name re-pointed at a private address after the check (DNS
 rebinding) is never connected to. In Azure a name resolving to any refused address is refused
@@ -51,7 +51,8 @@ from yarl import URL
 
 from scim.core.delivery_schedule import Outcome, classify, is_redirect, parse_retry_after
 from scim.core.webhook_messages import WebhookMessage
-from scim.webhook_urls import (
+from scim.webhooks import MAX_ERROR_LENGTH
+from scim.webhooks.urls import (
     IPAddress,
     Resolver,
     UnsafeWebhookUrl,
@@ -60,7 +61,6 @@ from scim.webhook_urls import (
     parse_webhook_url,
     resolve,
 )
-from scim.webhooks import MAX_ERROR_LENGTH
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -112,8 +112,8 @@ class SendResult:
 
 class PinnedResolver(AbstractResolver):
     """aiohttp's resolver for webhook connections: looks the name up with ``lookup``, refuses
-    (:class:`~scim.webhook_urls.UnsafeWebhookUrl`) unless every address passes
-    :func:`~scim.webhook_urls.check_target` for the send in progress, and returns those very
+    (:class:`~scim.webhooks.urls.UnsafeWebhookUrl`) unless every address passes
+    :func:`~scim.webhooks.urls.check_target` for the send in progress, and returns those very
     addresses, which are what the connector connects to.
 
     A lookup of a host other than the send's (which aiohttp has no reason to make: no proxy, no
@@ -155,7 +155,7 @@ class WebhookSender:
     """POSTs webhook messages (see the module docstring); one instance holds one aiohttp session.
 
     ``in_azure`` selects the SSRF policy (:attr:`scim.settings.Settings.in_azure`); ``timeout``
-    (seconds), ``max_response_bytes``, ``lookup`` (the DNS lookup, :func:`scim.webhook_urls.resolve`),
+    (seconds), ``max_response_bytes``, ``lookup`` (the DNS lookup, :func:`scim.webhooks.urls.resolve`),
     ``connections``, ``connections_per_endpoint`` and ``ssl_context`` (None: the system's trust
     store, certificates verified) are there for tests and tuning. The session is created on the
     first send, in the running event loop, and serves that loop only."""

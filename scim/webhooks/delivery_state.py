@@ -1,7 +1,7 @@
 """Where webhook delivery keeps its progress: per tenant, a lease, each endpoint's cursor in the
 tenant's event feed, and the *lanes* of events waiting for a retry (issue 12, "Webhooks").
 
-The delivery engine (:mod:`scim.delivery`) reads a tenant's feed (the event rows are the source
+The delivery engine (:mod:`scim.webhooks.delivery`) reads a tenant's feed (the event rows are the source
 of truth: ``docs/events.md``) and pushes each event to every endpoint that wants it. What it
 must remember between runs, and across instances, is this contract's; implementations: memory
 (:mod:`scim.store.delivery_state_memory`) and Azure Tables
@@ -78,7 +78,7 @@ class Lane:
 
     ``resource`` is ``User/{id}`` or ``Group/{id}`` (membership events belong to their group);
     ``positions`` the events' feed positions; ``attempts`` the failed attempts of the first one
-    (0: never tried: it waits for the endpoint to work again, see :mod:`scim.delivery`);
+    (0: never tried: it waits for the endpoint to work again, see :mod:`scim.webhooks.delivery`);
     ``next_at`` when the first one is tried again (None: when the endpoint works again);
     ``last_error`` the last failure's text."""
 

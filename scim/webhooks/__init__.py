@@ -23,9 +23,9 @@ signing for :data:`ROTATION_OVERLAP` (24 h), so deliveries carry both signatures
 previous secret is kept: rotating again within the overlap ends the oldest secret's overlap at
 once.
 
-**URLs.** :meth:`WebhookRegistry.add` checks the URL's form (:func:`scim.webhook_urls.parse_webhook_url`);
+**URLs.** :meth:`WebhookRegistry.add` checks the URL's form (:func:`scim.webhooks.urls.parse_webhook_url`);
 the policy that depends on where the service runs and on DNS (https only and public addresses in
-Azure: :mod:`scim.webhook_urls`) is applied by the caller before adding (the CLI), and again by
+Azure: :mod:`scim.webhooks.urls`) is applied by the caller before adding (the CLI), and again by
 the delivery engine at every connection (DNS may change).
 
 **Filters.** ``tenants`` are tenant names (the tenant-name rule; a tenant need not exist yet),
@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 
 from scim.core.events import EVENT_TYPES
 from scim.tenants import InvalidTenantName, validate_tenant_name
-from scim.webhook_urls import parse_webhook_url
+from scim.webhooks.urls import parse_webhook_url
 
 __all__ = [
     "DISABLED",
@@ -225,7 +225,7 @@ class WebhookRegistry(abc.ABC):
         """Register an enabled endpoint and return ``(id, secret)``: a new id
         (:func:`new_endpoint_id`) and a new secret (:func:`scim.core.webhook_messages.new_secret`).
 
-        Raises UnsafeWebhookUrl for a URL of no usable form (:func:`~scim.webhook_urls.parse_webhook_url`;
+        Raises UnsafeWebhookUrl for a URL of no usable form (:func:`~scim.webhooks.urls.parse_webhook_url`;
         the where-and-DNS policy is the caller's) and InvalidWebhookFilter for the filters.
         """
 
@@ -289,6 +289,6 @@ def rotated_fields(current: WebhookEndpoint, new: str, now: datetime) -> dict[st
 
 
 def check_url_form(url: str) -> str:
-    """``url`` if its form is usable (:func:`~scim.webhook_urls.parse_webhook_url`), else raise."""
+    """``url`` if its form is usable (:func:`~scim.webhooks.urls.parse_webhook_url`), else raise."""
     parse_webhook_url(url)
     return url
