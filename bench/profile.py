@@ -35,6 +35,8 @@ CATEGORIES = (
 
 FOCUS = (
     ("authentication: tenants.read_credentials (1 read per request)", "read_credentials"),
+    ("  of which decoding the credentials: TenantCredentials.from_properties", "from_properties"),
+    ("authentication (before issue 13): tenants.token_hash", "token_hash"),
     ("provisioning log: LogWriter._flush (a tenant's entries of 0.25 s per write)", "LogWriter._flush"),
     ("entity-group transactions: TableStore._submit", "TableStore._submit"),
     ("  of which building the $batch body (transactions.encode_batch)", "encode_batch"),
