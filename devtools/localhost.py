@@ -375,7 +375,7 @@ async def close_app_runtime() -> None:
     except Exception:
         log.exception("closing the app's runtime failed")
     finally:
-        module.reset_runtime()  # type: ignore[union-attr]
+        module.reset_runtime()  # type: ignore[union-attr]  # the module found above is the app's runtime module
 
 
 def _timer_interval(text: str) -> tuple[str, float]:

@@ -198,4 +198,4 @@ class TableDeliveryStateStore(_TableOwner, DeliveryStateStore):
             return [row["RowKey"] async for row in pager]
 
         for key in await _io(keys):
-            await _io(lambda key=key: self._table.delete_entity(tenant, key))  # type: ignore[misc]
+            await _io(lambda key=key: self._table.delete_entity(tenant, key))  # type: ignore[misc]  # the default binds this iteration's key; mypy cannot type it

@@ -45,7 +45,7 @@ class MemoryWebhookRegistry(WebhookRegistry):
         return found
 
     def _change(self, endpoint_id: str, **changes: str | None) -> WebhookEndpoint:
-        updated = dataclasses.replace(self._current(endpoint_id), **changes)  # type: ignore[arg-type]
+        updated = dataclasses.replace(self._current(endpoint_id), **changes)  # type: ignore[arg-type]  # the keyword names are the string fields of WebhookEndpoint
         self._endpoints[endpoint_id] = updated
         return updated
 

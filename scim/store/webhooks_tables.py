@@ -240,7 +240,7 @@ class TableWebhookRegistry(_TenantsTableOwner, WebhookRegistry):
                 await self._merge(endpoint_id, _changes(fields), row.metadata["etag"])
             except VersionMismatch:
                 continue
-            return dataclasses.replace(current, **fields)  # type: ignore[arg-type]
+            return dataclasses.replace(current, **fields)  # type: ignore[arg-type]  # the keyword names are the string fields of WebhookEndpoint
         raise StoreUnavailable(f"webhook endpoint {endpoint_id} kept changing while recording a failure")
 
     @_budgeted
