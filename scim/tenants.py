@@ -54,6 +54,7 @@ __all__ = [
     "hash_token",
     "new_token",
     "token_matches",
+    "validate_entra_tenant_id",
     "validate_recipients",
     "validate_tenant_name",
 ]
@@ -111,7 +112,9 @@ class TenantInfo:
     """What an operator sees of a tenant (never the token or its hash).
 
     ``notify``: who receives failure digests; ``notify_enabled``: whether digests are sent;
-    ``state``: :data:`ACTIVE`, or :data:`DELETING` while ``tenant delete`` has not finished.
+    ``state``: :data:`ACTIVE`, or :data:`DELETING` while ``tenant delete`` has not finished;
+    ``entra_tid``: the Microsoft Entra tenant (directory) id whose admins may sign into this
+    tenant's portal page with Microsoft (recorded at their first sign-in from a setup link).
     """
 
     name: str
@@ -119,6 +122,7 @@ class TenantInfo:
     notify: tuple[str, ...] = ()
     notify_enabled: bool = False
     state: str = ACTIVE
+    entra_tid: str | None = None
 
     @property
     def deleting(self) -> bool:
@@ -136,6 +140,19 @@ def validate_recipients(addresses: Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"not an email address: {', '.join(bad)}")
     if len(cleaned) > 20:
         raise ValueError("at most 20 notification recipients per tenant")
+    return cleaned
+
+
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def validate_entra_tenant_id(tid: str | None) -> str | None:
+    """An Entra tenant id (a GUID, lower-cased), or None; ValueError for anything else."""
+    if tid is None or tid == "":
+        return None
+    cleaned = tid.strip().lower()
+    if not _GUID.fullmatch(cleaned):
+        raise ValueError(f"not an Entra tenant id (a GUID): {tid[:40]!r}")
     return cleaned
 
 
@@ -423,6 +440,12 @@ class TenantRegistry(abc.ABC):
     @abc.abstractmethod
     async def list(self) -> list[TenantInfo]:
         """Every tenant, sorted by name, including tenants being deleted (``state``)."""
+
+    @abc.abstractmethod
+    async def set_entra_tenant(self, name: str, tid: str | None) -> None:
+        """Record the Entra tenant id (``tid``) whose admins may sign into this tenant's portal
+        page with Microsoft (None: nobody). Raises TenantNotFound, TenantDeleting, or ValueError
+        for a tid that is not a GUID."""
 
     @abc.abstractmethod
     async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:

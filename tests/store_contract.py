@@ -651,3 +651,19 @@ class TenantRegistryContract:
             await registry.set_notifications("notified", ["not an address"], True)
         with pytest.raises(TenantNotFound):
             await registry.set_notifications("ghost", ["a@x.com"], True)
+
+    async def test_entra_tenant_binding(self, registry: TenantRegistry) -> None:
+        await registry.create("bound")
+        assert (await registry.info("bound")).entra_tid is None
+        tid = "72F988BF-86F1-41AF-91AB-2D7CD011DB47"
+        await registry.set_entra_tenant("bound", tid)
+        info = await registry.info("bound")
+        assert info.entra_tid == tid.lower()
+        await registry.set_notifications("bound", ["a@x.com"], True)  # other settings keep it
+        assert (await registry.info("bound")).entra_tid == tid.lower()
+        with pytest.raises(ValueError):
+            await registry.set_entra_tenant("bound", "contoso.onmicrosoft.com")
+        await registry.set_entra_tenant("bound", None)
+        assert (await registry.info("bound")).entra_tid is None
+        with pytest.raises(TenantNotFound):
+            await registry.set_entra_tenant("ghost", tid)

@@ -145,6 +145,7 @@ def _tenant_json(settings: Settings, info: TenantInfo) -> dict[str, object]:
         "notify": list(info.notify),
         "notify_enabled": info.notify_enabled,
         "state": info.state,
+        "entra_tid": info.entra_tid,
     }
 
 

@@ -63,6 +63,7 @@ from scim.tenants import (
     TenantNotFound,
     TenantRegistry,
     new_token,
+    validate_entra_tenant_id,
     validate_recipients,
     validate_tenant_name,
 )
@@ -500,6 +501,7 @@ class _TenantRecord:
     state: str = ACTIVE
     notify: tuple[str, ...] = ()
     notify_enabled: bool = False
+    entra_tid: str | None = None
 
 
 class MemoryTenantRegistry(TenantRegistry):
@@ -568,7 +570,7 @@ class MemoryTenantRegistry(TenantRegistry):
     async def list(self) -> list[TenantInfo]:
         """Every tenant, sorted by name."""
         return [
-            TenantInfo(name, r.created, r.notify, r.notify_enabled, r.state)
+            TenantInfo(name, r.created, r.notify, r.notify_enabled, r.state, r.entra_tid)
             for name, r in sorted(self._tenants.items())
         ]
 
@@ -579,4 +581,13 @@ class MemoryTenantRegistry(TenantRegistry):
         if record.state == DELETING:
             raise TenantDeleting(name)
         record.notify, record.notify_enabled = cleaned, enabled
+        self._changed(record)
+
+    async def set_entra_tenant(self, name: str, tid: str | None) -> None:
+        """Record the Entra tenant whose admins may sign in; raises TenantNotFound or TenantDeleting."""
+        cleaned = validate_entra_tenant_id(tid)
+        record = self._record(name)
+        if record.state == DELETING:
+            raise TenantDeleting(name)
+        record.entra_tid = cleaned
         self._changed(record)

@@ -36,6 +36,7 @@ from scim.tenants import (
     TenantNotFound,
     TenantRegistry,
     new_token,
+    validate_entra_tenant_id,
     validate_recipients,
     validate_tenant_name,
 )
@@ -167,7 +168,7 @@ class TableTenantRegistry(_TenantsTableOwner, TenantRegistry):
             pager = self._table.query_entities(
                 _FILTER_PARTITION,
                 parameters={"pk": _TENANT_PARTITION},
-                select=["RowKey", "created", "notifyTo", "notifyEnabled", "state"],
+                select=["RowKey", "created", "notifyTo", "notifyEnabled", "state", "entraTid"],
                 **_TIMEOUT,
             )
             return [
@@ -177,6 +178,7 @@ class TableTenantRegistry(_TenantsTableOwner, TenantRegistry):
                     tuple(json.loads(row.get("notifyTo") or "[]")),
                     bool(row.get("notifyEnabled")),
                     row.get("state") or ACTIVE,
+                    row.get("entraTid") or None,
                 )
                 async for row in pager
             ]
@@ -184,13 +186,21 @@ class TableTenantRegistry(_TenantsTableOwner, TenantRegistry):
         return await _io(query)
 
     async def set_notifications(self, name: str, recipients: Sequence[str], enabled: bool) -> None:
-        """Merge ``notifyTo`` (JSON array) and ``notifyEnabled`` onto the tenant row, guarded by
-        the ETag read (retried if the row changed in between); TenantDeleting once a delete began."""
+        """Merge ``notifyTo`` (JSON array) and ``notifyEnabled`` onto the tenant row."""
         cleaned = validate_recipients(recipients)
+        await self._merge_settings(name, notifyTo=json.dumps(list(cleaned)), notifyEnabled=enabled)
+
+    async def set_entra_tenant(self, name: str, tid: str | None) -> None:
+        """Merge ``entraTid`` (empty: none) onto the tenant row."""
+        await self._merge_settings(name, entraTid=validate_entra_tenant_id(tid) or "")
+
+    async def _merge_settings(self, name: str, **values: Any) -> None:
+        """Merge ``values`` onto the tenant row, guarded by the ETag read (retried if the row
+        changed in between); TenantNotFound, or TenantDeleting once a delete began."""
         if not _is_tenant_name(name):
             raise TenantNotFound(name)
         await self._ready()
-        row = _row(_TENANT_PARTITION, name, notifyTo=json.dumps(list(cleaned)), notifyEnabled=enabled)
+        row = _row(_TENANT_PARTITION, name, **values)
         for _ in range(MAX_ATTEMPTS):
             current = await self._read_row(name, ["state"])
             if current is None:
