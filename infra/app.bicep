@@ -59,6 +59,12 @@ param restrictToEntra bool
 @description('Extra CIDR ranges (e.g. an operator network) allowed in when restrictToEntra is on.')
 param allowedIpRanges array
 
+// Portal sign-in (docs/portal-signin.md): described in main.bicep, which passes them through.
+param portalClientId string
+param portalOperatorRole string
+param portalOperatorGroup string
+param portalTenantAdminRole string
+
 // The Functions host's own cap on request bodies (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, in bytes;
 // default 104857600, see "App settings reference for Azure Functions"), derived from
 // SCIM_MAX_BODY_BYTES so the two cannot drift. A few times larger than the app's limit: a body
@@ -230,6 +236,17 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
     LOG_RETENTION_DAYS: string(logRetentionDays)
     EVENTS_SETTLE_SECONDS: string(eventsSettleSeconds)
     EVENTS_RETENTION_DAYS: string(eventsRetentionDays)
+    // Portal sign-in, off while portalClientId is empty (docs/portal-signin.md): Entra's
+    // multi-tenant endpoint of this cloud; operators come from this deployment's tenant; the
+    // client credential is this app's managed identity, a federated credential of the app
+    // registration, so no client secret exists (the app refuses PORTAL_OIDC_CLIENT_SECRET in Azure).
+    PORTAL_OIDC_CLIENT_ID: portalClientId
+    PORTAL_OIDC_AUTHORITY: '${environment().authentication.loginEndpoint}organizations/v2.0'
+    PORTAL_OIDC_FEDERATED_CLIENT_ID: identity.properties.clientId
+    PORTAL_OPERATOR_TENANT_ID: tenant().tenantId
+    PORTAL_OPERATOR_ROLE: portalOperatorRole
+    PORTAL_OPERATOR_GROUP: portalOperatorGroup
+    PORTAL_TENANT_ADMIN_ROLE: portalTenantAdminRole
   }
 }
 

@@ -54,7 +54,7 @@ param alwaysReady bool = false
 
 @minLength(1)
 @maxLength(40)
-@description('SCIM_TABLE_PREFIX: table names are <prefix>directory, <prefix>tenants, <prefix>log and <prefix>deliveries. Letters and digits only, starting with a letter.')
+@description('SCIM_TABLE_PREFIX: table names are <prefix>directory, <prefix>tenants, <prefix>log, <prefix>deliveries, <prefix>portal and <prefix>audit. Letters and digits only, starting with a letter.')
 param tablePrefix string = 'scim'
 
 @minValue(1024)
@@ -83,6 +83,18 @@ param restrictToEntra bool = false
 @description('CIDR ranges also allowed in when restrictToEntra is on, e.g. [\'203.0.113.0/24\'] for an operator network or a portal that calls the app.')
 param allowedIpRanges array = []
 
+@description('PORTAL_OIDC_CLIENT_ID: application (client) id of the portal\'s Entra app registration, made with the az steps of docs/portal-signin.md (Bicep alone cannot make it). Empty: portal sign-in is off. The portal needs restrictToEntra off, or only operators in allowedIpRanges reach it (docs/portal-signin.md).')
+param portalClientId string = ''
+
+@description('PORTAL_OPERATOR_ROLE: the app role (its value) that makes a user of this deployment\'s tenant a portal operator.')
+param portalOperatorRole string = 'Portal.Operator'
+
+@description('PORTAL_OPERATOR_GROUP: object id of an Entra group (of this tenant) whose members are portal operators too. Empty: the role alone.')
+param portalOperatorGroup string = ''
+
+@description('PORTAL_TENANT_ADMIN_ROLE: the app role (its value) a customer\'s IT admins hold in their own tenant to manage their SCIM tenant in the portal.')
+param portalTenantAdminRole string = 'Portal.TenantAdmin'
+
 @allowed([
   'Standard_GRS'
   'Standard_GZRS'
@@ -100,15 +112,19 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
-// Every table the app opens (scim/store/tables.py, scim/provisioning_log/tables.py, and
+// Every table the app opens (scim/store/tables.py, scim/provisioning_log/tables.py,
 // scim/store/delivery_state_tables.py: webhook delivery's leases, cursors and lanes; the digest
-// state in scim/notify/state.py lives in the tenants table). storage.bicep creates them and
-// rbac.bicep grants table data access on each of them, nothing wider.
+// state in scim/notify/state.py lives in the tenants table; scim/store/portal_links_tables.py and
+// portal_secrets_tables.py: the portal's setup links and session key; scim/store/audit_tables.py:
+// the audit trail). storage.bicep creates them and rbac.bicep grants table data access on each
+// of them, nothing wider.
 var tableNames = [
   '${tablePrefix}directory'
   '${tablePrefix}tenants'
   '${tablePrefix}log'
   '${tablePrefix}deliveries'
+  '${tablePrefix}portal'
+  '${tablePrefix}audit'
 ]
 // Log Analytics keeps logs as long as the provisioning log keeps entries, within the
 // workspace's 30 to 730 days ("Manage data retention in a Log Analytics workspace").
@@ -186,6 +202,10 @@ module app 'app.bicep' = {
     alwaysReady: alwaysReady
     restrictToEntra: restrictToEntra
     allowedIpRanges: allowedIpRanges
+    portalClientId: portalClientId
+    portalOperatorRole: portalOperatorRole
+    portalOperatorGroup: portalOperatorGroup
+    portalTenantAdminRole: portalTenantAdminRole
   }
 }
 
@@ -211,4 +231,8 @@ output FUNCTION_APP_URL string = app.outputs.baseUrl
 output SCIM_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output SCIM_PUBLIC_BASE_URL string = app.outputs.baseUrl
 output SCIM_TABLE_PREFIX string = tablePrefix
+// For the portal's app registration (docs/portal-signin.md): its web redirect URI, and the
+// federated credential's subject (the object id of the app's managed identity).
+output PORTAL_REDIRECT_URI string = '${app.outputs.baseUrl}/portal/auth/callback'
+output APP_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
 output CREATE_FIRST_TENANT_COMMAND string = 'SCIM_TABLE_ENDPOINT=${storage.outputs.tableEndpoint} SCIM_PUBLIC_BASE_URL=${app.outputs.baseUrl} SCIM_TABLE_PREFIX=${tablePrefix} python -m scim.admin tenant create <name>'

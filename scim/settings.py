@@ -17,6 +17,7 @@ this module imports pydantic, so the Functions entry point imports it on first u
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = ["Settings", "SettingsError"]
 
 DEFAULT_PORT = 7071  # Core Tools' default port, and devtools.localhost's
 TABLE_PREFIX_MAX = 40  # infra/main.bicep's tablePrefix: a table name is at most 63 characters
+ENTRA_MULTI_TENANT_AUTHORITY = "https://login.microsoftonline.com/organizations/v2.0"  # PORTAL_OIDC_AUTHORITY
 
 # Set while from_env() validates a given mapping: then the process environment is not read at all
 # (pydantic-settings would otherwise fill every name the mapping lacks from os.environ).
@@ -72,9 +74,28 @@ class Settings(BaseSettings):
       writers' bound (``docs/events.md``) a consumer can miss events: lower it in tests only.
     - ``EVENTS_RETENTION_DAYS``: days change events are kept (default 30, at least 1); the timer
       purges older ones, and a feed cursor older than that is expired (410).
+    - ``PORTAL_OIDC_CLIENT_ID``: application (client) id of the portal's Entra app registration
+      (docs/portal-signin.md); empty: portal sign-in is off and the other ``PORTAL_*`` settings are
+      not checked. Set, it needs exactly one client credential of the two below.
+    - ``PORTAL_OIDC_AUTHORITY``: the OpenID Connect issuer whose discovery document
+      (``/.well-known/openid-configuration``) the portal reads (default Entra's multi-tenant
+      ``https://login.microsoftonline.com/organizations/v2.0``); https, or http on a loopback host
+      (make run's local provider). A multi-tenant authority (``/organizations/``, ``/common/``)
+      needs ``PORTAL_OPERATOR_TENANT_ID``.
+    - ``PORTAL_OIDC_CLIENT_SECRET``: a client secret, for local development only: refused in Azure
+      (``WEBSITE_SITE_NAME``/``WEBSITE_INSTANCE_ID`` set) at start-up.
+    - ``PORTAL_OIDC_FEDERATED_CLIENT_ID``: client id of the user-assigned managed identity whose
+      token (audience ``api://AzureADTokenExchange``) is the client assertion: a federated
+      credential of the app registration, no secret (``infra/`` sets the app's own identity).
+    - ``PORTAL_OPERATOR_TENANT_ID``: Entra tenant id (``tid``) operators sign in from (``infra/``:
+      the deployment's tenant); a role held in any other tenant never makes an operator.
+    - ``PORTAL_OPERATOR_ROLE`` (default ``Portal.Operator``), ``PORTAL_OPERATOR_GROUP`` (a group
+      object id, optional): an operator holds that app role or is in that group.
+    - ``PORTAL_TENANT_ADMIN_ROLE`` (default ``Portal.TenantAdmin``): the app role a customer's
+      tenant admins hold in their own tenant.
 
     An empty value counts as unset (``local.settings.sample.json`` lists the optional ones
-    empty). The connection string and ``SMTP_PASSWORD`` are :class:`~pydantic.SecretStr`:
+    empty). The connection string, ``SMTP_PASSWORD`` and ``PORTAL_OIDC_CLIENT_SECRET`` are :class:`~pydantic.SecretStr`:
     ``repr``, ``str`` and dumps show ``**********``; ``.get_secret_value()`` gives the value.
     """
 
@@ -111,6 +132,16 @@ class Settings(BaseSettings):
         default=EVENTS_SETTLE_SECONDS, validation_alias="EVENTS_SETTLE_SECONDS", gt=0, allow_inf_nan=False
     )
     events_retention_days: int = Field(default=30, validation_alias="EVENTS_RETENTION_DAYS", ge=1)
+    portal_client_id: str | None = Field(default=None, validation_alias="PORTAL_OIDC_CLIENT_ID")
+    portal_authority: str = Field(default=ENTRA_MULTI_TENANT_AUTHORITY, validation_alias="PORTAL_OIDC_AUTHORITY")
+    portal_client_secret: SecretStr | None = Field(default=None, validation_alias="PORTAL_OIDC_CLIENT_SECRET")
+    portal_federated_client_id: str | None = Field(default=None, validation_alias="PORTAL_OIDC_FEDERATED_CLIENT_ID")
+    portal_operator_tenant_id: str | None = Field(default=None, validation_alias="PORTAL_OPERATOR_TENANT_ID")
+    portal_operator_role: str | None = Field(default="Portal.Operator", validation_alias="PORTAL_OPERATOR_ROLE")
+    portal_operator_group: str | None = Field(default=None, validation_alias="PORTAL_OPERATOR_GROUP")
+    portal_tenant_admin_role: str | None = Field(
+        default="Portal.TenantAdmin", validation_alias="PORTAL_TENANT_ADMIN_ROLE"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -148,6 +179,11 @@ class Settings(BaseSettings):
         """Whether the app runs in Azure (the platform set ``WEBSITE_SITE_NAME`` or ``WEBSITE_INSTANCE_ID``)."""
         return bool(self.azure_site_name or self.azure_instance_id)
 
+    @property
+    def portal_sign_in(self) -> bool:
+        """Whether portal sign-in is configured (``PORTAL_OIDC_CLIENT_ID`` is set)."""
+        return self.portal_client_id is not None
+
     def tenant_url(self, tenant: str) -> str:
         """The Tenant URL an admin pastes into Entra for ``tenant``."""
         return f"{self.public_base_url}/scim/{tenant}"
@@ -156,6 +192,11 @@ class Settings(BaseSettings):
         """The Token Endpoint an admin pastes into Entra for ``tenant`` (OAuth 2.0 client
         credentials, :mod:`scim.functions.oauth_adapter`): the same base as :meth:`tenant_url`."""
         return f"{self.public_base_url}/oauth/{tenant}/token"
+
+    def portal_setup_url(self, secret: str) -> str:
+        """The URL of a portal setup link (:mod:`scim.portal.links`): what an operator hands to a
+        customer's IT admin; the same base as :meth:`tenant_url`."""
+        return f"{self.public_base_url}/portal/setup/{secret}"
 
     @field_validator("table_endpoint", "acs_email_endpoint", "public_base_url")
     @classmethod
@@ -183,6 +224,25 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at most {TABLE_PREFIX_MAX} characters")
         return value
 
+    @field_validator("portal_operator_tenant_id", "portal_operator_group")
+    @classmethod
+    def _guid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value.strip()))
+        except ValueError:
+            raise ValueError("must be a GUID (an Entra object or tenant id)") from None
+
+    @field_validator("portal_authority")
+    @classmethod
+    def _oidc_authority(cls, value: str) -> str:
+        parts = urlsplit(value)
+        loopback = (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
+        if not parts.netloc or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+            raise ValueError("must be an https:// URL (http:// only on 127.0.0.1, localhost or ::1)")
+        return value.rstrip("/")
+
     @field_validator("smtp_starttls", mode="before")
     @classmethod
     def _strip(cls, value: Any) -> Any:
@@ -206,8 +266,33 @@ class Settings(BaseSettings):
             "from local.settings.sample.json when it is missing (or copy the sample to local.settings.json)"
         )
 
+    @model_validator(mode="after")
+    def _portal_sign_in(self) -> Settings:
+        if self.portal_client_secret is not None and self.in_azure:
+            platform = "WEBSITE_SITE_NAME" if self.azure_site_name else "WEBSITE_INSTANCE_ID"
+            raise ValueError(
+                f"PORTAL_OIDC_CLIENT_SECRET is set, and this is Azure ({platform} is set): a client secret is for "
+                "local development only. Remove it and set PORTAL_OIDC_FEDERATED_CLIENT_ID to the client id of the "
+                "app's managed identity, a federated credential of the app registration, as infra/ does "
+                "(docs/portal-signin.md)"
+            )
+        if self.portal_client_id is None:
+            return self
+        if (self.portal_client_secret is None) == (self.portal_federated_client_id is None):
+            raise ValueError(
+                "PORTAL_OIDC_CLIENT_ID is set: set exactly one client credential, PORTAL_OIDC_FEDERATED_CLIENT_ID "
+                "(Azure: the managed identity as a federated credential) or PORTAL_OIDC_CLIENT_SECRET (local only)"
+            )
+        segments = urlsplit(self.portal_authority).path.strip("/").split("/")
+        if self.portal_operator_tenant_id is None and {"organizations", "common"} & set(segments):
+            raise ValueError(
+                f"PORTAL_OIDC_AUTHORITY={self.portal_authority!r} signs in users of any Entra tenant: set "
+                "PORTAL_OPERATOR_TENANT_ID to the tenant id operators sign in from (infra/ sets the deployment's)"
+            )
+        return self
 
-_SECRETS = frozenset({"SCIM_TABLE_CONNECTION_STRING", "SMTP_PASSWORD"})
+
+_SECRETS = frozenset({"SCIM_TABLE_CONNECTION_STRING", "SMTP_PASSWORD", "PORTAL_OIDC_CLIENT_SECRET"})
 
 
 def _describe(exc: ValidationError, env: Mapping[str, str]) -> str:

@@ -116,6 +116,7 @@ LOCAL_ONLY = {
     "SMTP_STARTTLS": "SMTP, see SMTP_HOST",
     "SMTP_USERNAME": "SMTP, see SMTP_HOST",
     "SMTP_PASSWORD": "SMTP, see SMTP_HOST; a secret Azure does not need",
+    "PORTAL_OIDC_CLIENT_SECRET": "a client secret for the local provider; Azure uses the managed identity as a federated credential (PORTAL_OIDC_FEDERATED_CLIENT_ID) and the app refuses a secret there",
 }
 # Read by local tools (make run, the admin CLI) from their process environment: not app settings.
 PROCESS_ONLY = {
@@ -628,6 +629,8 @@ def test_the_tables_are_created_up_front() -> None:
         "${tablePrefix}tenants",
         "${tablePrefix}log",
         "${tablePrefix}deliveries",
+        "${tablePrefix}portal",
+        "${tablePrefix}audit",
     ]
     tables = of_type("storage.bicep", "Microsoft.Storage/storageAccounts/tableServices/tables")
     assert [t["config"]["loop_type"]["detail"]["array_name"] for t in tables.values()] == ["tableNames"]
@@ -959,7 +962,8 @@ def test_bicep_declares_exactly_the_tables_the_app_uses() -> None:
     declared = bicep("main.bicep")["variables"]["tableNames"]["value"]
     assert all(name.startswith("${tablePrefix}") for name in declared), declared
     used = tables_used_by_code()
-    assert {"directory", "tenants", "log", "deliveries"} <= used, used  # the scanner still finds them
+    # the scanner still finds them
+    assert {"directory", "tenants", "log", "deliveries", "portal", "audit"} <= used, used
     assert {name.removeprefix("${tablePrefix}") for name in declared} == used
 
 
@@ -999,6 +1003,8 @@ def test_main_parameters_map_the_azd_environment() -> None:
         # The recommended deployment restricts the endpoint to Entra (main.bicep's default is off);
         # `azd env set SCIM_RESTRICT_TO_ENTRA false` opens it.
         "restrictToEntra": "${SCIM_RESTRICT_TO_ENTRA=true}",
+        # Portal sign-in's app registration (docs/portal-signin.md); unset: portal sign-in off.
+        "portalClientId": "${PORTAL_CLIENT_ID}",
     }
     assert set(params) <= set(bicep("main.bicep")["parameters"])
     assert bicep("main.bicep")["globals"]["scope"]["value"] == "subscription"

@@ -21,6 +21,8 @@ DEV_TOOLS = {"devtools"}
 STORE_IMPLEMENTATIONS = {
     "scim.store.app_keys_memory",
     "scim.store.app_keys_tables",
+    "scim.store.audit_memory",
+    "scim.store.audit_tables",
     "scim.store.azure_client",
     "scim.store.delivery_state_memory",
     "scim.store.delivery_state_tables",
@@ -33,6 +35,10 @@ STORE_IMPLEMENTATIONS = {
     "scim.store.event_policy",
     "scim.store.memory",
     "scim.store.operations",
+    "scim.store.portal_links_memory",
+    "scim.store.portal_links_tables",
+    "scim.store.portal_secrets_memory",
+    "scim.store.portal_secrets_tables",
     "scim.store.roundtrips",
     "scim.store.tables",
     "scim.store.tenant_registry",
@@ -94,9 +100,11 @@ LOG_AND_STATE_IMPLEMENTATIONS = {"scim.provisioning_log.tables", "scim.notify.st
 ON_CONTRACTS_ONLY = [
     *sorted(p for p in (ROOT / "scim" / "provisioning_log").glob("*.py") if p.stem != "tables"),
     *(ROOT / "scim" / "notify" / f"{name}.py" for name in ("state", "state_memory", "notifier", "digest")),
+    *(ROOT / "scim" / "portal" / f"{name}.py" for name in ("__init__", "links", "audit", "secrets_store")),
 ]
 """The log's and the digest state's contracts, keys and memory doubles, the log writer and the
-digest run: they reach storage only through the contracts."""
+digest run, and the portal's contracts (setup links, audit trail, secrets): they reach storage
+only through the contracts."""
 
 
 @pytest.mark.parametrize("path", ON_CONTRACTS_ONLY, ids=lambda p: str(p.relative_to(ROOT)))
@@ -127,6 +135,7 @@ def test_nothing_but_the_entry_point_imports_an_adapter(path: Path) -> None:
         "scim.functions.timer_adapter",
         "scim.functions.delivery_adapter",
         "scim.functions.oauth_adapter",
+        "scim.functions.portal_adapter",
         "function_app",
         "devtools",
     }

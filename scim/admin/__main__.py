@@ -9,6 +9,9 @@
     python -m scim.admin token list NAME [--json] | token revoke NAME ID
     python -m scim.admin oauth-client create TENANT [--json] | oauth-client list TENANT [--json]
     python -m scim.admin oauth-client revoke TENANT CLIENT_ID
+    python -m scim.admin portal link TENANT [--expires 7d] [--json] | portal links TENANT [--json]
+    python -m scim.admin portal revoke-links TENANT
+    python -m scim.admin audit TENANT [--limit N] [--cursor C] [--json]
     python -m scim.admin log NAME [--failures] [--since 2h|2026-11-26T10:00:00Z] [--limit N] [--cursor C] [--json]
     python -m scim.admin notify run-now NAME
     python -m scim.admin app-key create NAME [--json] | app-key list [--json] | app-key revoke NAME [--yes]
@@ -52,7 +55,7 @@ import sys
 
 from azure.core.exceptions import AzureError
 
-from scim.admin import app_keys, core, events, oauth_clients, tokens, webhooks
+from scim.admin import app_keys, core, events, oauth_clients, portal, tokens, webhooks
 from scim.admin.terminal import printable
 from scim.app_keys import AppKeyExists, AppKeyNotFound
 from scim.credentials import format_duration
@@ -134,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     oauth_clients.add_commands(groups)
     events.add_commands(groups)
     webhooks.add_commands(groups)
+    portal.add_commands(groups)
     return parser
 
 
@@ -185,6 +189,8 @@ def _confirm_delete(name: str) -> str | None:
 
 async def _run(args: argparse.Namespace) -> int:
     settings = core.load_settings()
+    if args.group in portal.GROUPS:
+        return await portal.run(args, settings)
     if args.group == app_keys.GROUP:
         return await app_keys.run(args, app_keys.open_registry(settings), settings.public_base_url)
     if args.group == events.GROUP:
@@ -262,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             if refused is not None:
                 print(f"error: {refused}", file=sys.stderr)
                 return 1
+        if args.group in portal.GROUPS:
+            portal.precheck(args)  # InvalidTenantName / bad --cursor before any storage I/O
         if args.group == oauth_clients.GROUP:
             oauth_clients.precheck(args)  # InvalidTenantName before any storage I/O
         if args.group == app_keys.GROUP and (refused := app_keys.precheck(args)) is not None:

@@ -161,12 +161,14 @@ def _log_table(runtime: Runtime, settings: Settings) -> Any:
 
 
 async def _data_left(runtime: Runtime, settings: Settings, name: str) -> list[str]:
-    """What data of a tenant named ``name`` is stored (four cheap reads, in parallel)."""
-    directory, log, digest, deliveries = await asyncio.gather(
+    """What data of a tenant named ``name`` is stored (six cheap reads, in parallel)."""
+    directory, log, digest, deliveries, links, audit = await asyncio.gather(
         _has_rows(_directory_table(runtime, settings), keys.partition_key(name)),
         _has_rows(_log_table(runtime, settings), name),
         runtime.states.exists(name),
         _has_deliveries(runtime, name),
+        runtime.portal_links.list(name),
+        runtime.audit.page(name, limit=1),
     )
     return [
         what
@@ -175,6 +177,8 @@ async def _data_left(runtime: Runtime, settings: Settings, name: str) -> list[st
             ("provisioning log", log),
             ("digest state", digest),
             ("webhook delivery state", deliveries),
+            ("portal setup links", bool(links)),
+            ("audit trail", bool(audit.entries)),
         )
         if there
     ]
@@ -413,12 +417,14 @@ async def _purge_partition(table: Any, partition: str) -> None:
 
 
 async def _purge(runtime: Runtime, settings: Settings, name: str) -> None:
-    """The tenant's directory partition, provisioning log, digest state and webhook delivery
-    state, in that order."""
+    """The tenant's directory partition, provisioning log, digest state, webhook delivery
+    state, portal setup links and audit trail, in that order."""
     await runtime.store.delete_tenant(name)
     await _purge_partition(_log_table(runtime, settings), name)
     await runtime.states.forget(name)
     await runtime.deliveries.forget(name)
+    await runtime.portal_links.purge(name)
+    await runtime.audit.purge(name)
 
 
 async def delete_tenant(settings: Settings, name: str) -> bool:

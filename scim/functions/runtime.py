@@ -21,6 +21,9 @@ from scim.tenants import TenantRegistry
 from scim.token_use import TokenUseRecorder
 
 if TYPE_CHECKING:
+    from scim.portal.audit import AuditTrail
+    from scim.portal.links import SetupLinkRegistry
+    from scim.portal.secrets_store import PortalSecrets
     from scim.settings import Settings  # pydantic-settings: imported on first use (get_runtime), not at cold start
     from scim.webhooks import WebhookRegistry
     from scim.webhooks.delivery import DeliveryEngine
@@ -34,7 +37,8 @@ class Runtime:
     """What handling a request and the timers need: settings, the SCIM service (with its
     store), the tenants, the provisioning log (and its writer), the digest state, the
     application keys (the events feed's credential), the webhook endpoints and the state of
-    their delivery (:meth:`delivery` is the process's delivery engine)."""
+    their delivery (:meth:`delivery` is the process's delivery engine), and the portal's setup
+    links, session key and audit trail (:mod:`scim.portal`)."""
 
     settings: Settings
     service: ScimService
@@ -45,6 +49,9 @@ class Runtime:
     app_keys: AppKeyRegistry
     webhooks: WebhookRegistry
     deliveries: DeliveryStateStore
+    portal_links: SetupLinkRegistry
+    portal_secrets: PortalSecrets
+    audit: AuditTrail
     table_service: Any = None
     """The Table service client the runtime's tables share (None in memory): the admin CLI reads
     and purges tables' partitions with it."""
@@ -98,6 +105,9 @@ class Runtime:
         await self.app_keys.close()
         await self.webhooks.close()
         await self.deliveries.close()
+        await self.portal_links.close()
+        await self.portal_secrets.close()
+        await self.audit.close()
 
 
 _runtime: Runtime | None = None
@@ -106,7 +116,8 @@ _lock: asyncio.Lock | None = None
 
 def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None = None) -> Runtime:
     """A runtime on Azure Table Storage (or Azurite) as the settings say; one client for every
-    table (directory, tenants, provisioning log, digest state, application keys).
+    table (directory, tenants, provisioning log, digest state, application keys, webhooks and
+    their delivery, the portal's links and secrets, the audit trail).
 
     ``per_call_policies`` are azure-core policies that see every storage request (tests count
     round trips with :class:`scim.store.roundtrips.RoundTripCounter`).
@@ -114,7 +125,10 @@ def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None
     from scim.notify.state_tables import TableNotifyStateStore
     from scim.provisioning_log.tables import TableProvisioningLog
     from scim.store.app_keys_tables import TableAppKeyRegistry
+    from scim.store.audit_tables import TableAuditTrail
     from scim.store.delivery_state_tables import TableDeliveryStateStore
+    from scim.store.portal_links_tables import TableSetupLinkRegistry
+    from scim.store.portal_secrets_tables import TablePortalSecrets
     from scim.store.tables import TableStore
     from scim.store.webhooks_tables import TableWebhookRegistry
 
@@ -133,18 +147,25 @@ def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None
         app_keys,
         TableWebhookRegistry(store.service_client, settings.table_prefix),
         TableDeliveryStateStore(store.service_client, settings.table_prefix),
+        TableSetupLinkRegistry(store.service_client, settings.table_prefix),
+        TablePortalSecrets(store.service_client, settings.table_prefix),
+        TableAuditTrail(store.service_client, settings.table_prefix),
         table_service=store.service_client,
     )
 
 
 def build_memory_runtime(settings: Settings) -> Runtime:
     """A runtime on the in-memory doubles of every store (directory, tenants, provisioning log,
-    digest state, application keys): tests and experiments; nothing outlives the process."""
+    digest state, application keys, webhooks, portal, audit): tests and experiments; nothing
+    outlives the process."""
     from scim.notify.state_memory import MemoryNotifyStateStore
     from scim.provisioning_log.memory import MemoryProvisioningLog
     from scim.store.app_keys_memory import MemoryAppKeyRegistry
+    from scim.store.audit_memory import MemoryAuditTrail
     from scim.store.delivery_state_memory import MemoryDeliveryStateStore
     from scim.store.memory import MemoryStore, MemoryTenantRegistry
+    from scim.store.portal_links_memory import MemorySetupLinkRegistry
+    from scim.store.portal_secrets_memory import MemoryPortalSecrets
     from scim.store.webhooks_memory import MemoryWebhookRegistry
 
     log = MemoryProvisioningLog()
@@ -159,6 +180,9 @@ def build_memory_runtime(settings: Settings) -> Runtime:
         MemoryAppKeyRegistry(),
         MemoryWebhookRegistry(),
         MemoryDeliveryStateStore(),
+        MemorySetupLinkRegistry(),
+        MemoryPortalSecrets(),
+        MemoryAuditTrail(),
     )
 
 
