@@ -16,6 +16,7 @@ from scim.functions.delivery_adapter import bp as webhook_timer
 from scim.functions.events_adapter import bp as events_http
 from scim.functions.http_adapter import bp as scim_http
 from scim.functions.oauth_adapter import bp as oauth_http
+from scim.functions.portal_adapter import bp as portal_http
 from scim.functions.timer_adapter import bp as notify_timer
 from scim.settings import Settings
 
@@ -25,5 +26,6 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(scim_http)
 app.register_functions(events_http)
 app.register_functions(oauth_http)
+app.register_functions(portal_http)
 app.register_functions(notify_timer)
 app.register_functions(webhook_timer)

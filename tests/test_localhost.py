@@ -201,6 +201,7 @@ def test_the_projects_app_is_served_as_its_routes_and_not_its_timer():
         ("events_feed", "api/v1/tenants/{tenant}/events", frozenset({"GET"}), "req"),
         ("oauth_token", "oauth/{tenant}/token", frozenset({"POST"}), "req"),
         ("scim_endpoint", "scim/{tenant}/{*path}", frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"}), "req"),
+        ("portal", "portal/{*path}", frozenset({"GET", "POST"}), "req"),
     ]
     host = LocalFunctionsHost(project_app, root=PROJECT_ROOT)
     assert host.match("GET", "/api/v1/tenants/contoso/events") == (host.routes[0], {"tenant": "contoso"})

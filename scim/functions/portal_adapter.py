@@ -1,0 +1,106 @@
+"""The Azure Functions HTTP trigger of the tenant portal (issue 14): ``/portal/{*path}``.
+
+A thin adapter: it turns the ``func.HttpRequest`` into a :class:`~scim.portal.http.PortalRequest`,
+hands it with the runtime to :func:`scim.portal.web.handle` (routes, sessions, authorization,
+pages: see there) and turns the answer back into a ``func.HttpResponse``. It also gives the
+portal its **probe** for Test connection: Entra's test request,
+``GET /scim/{tenant}/Users?filter=userName eq "<guid>"`` with the pasted token, sent to the SCIM
+function in-process (:func:`scim.functions.http_adapter.handle_http`, a synthetic request: no
+network, the same authentication, answer and provisioning log entry as Entra's own).
+
+Anonymous at the Functions level: the portal authenticates with its own session cookie. The
+portal's modules are imported on its first request, not at the app's cold start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+import azure.functions as func
+
+from scim.functions.http_adapter import handle_http
+from scim.functions.runtime import get_runtime
+from scim.portal.http import SECURITY_HEADERS, PortalRequest, PortalResponse
+
+if TYPE_CHECKING:  # the portal's pages (Jinja2, cryptography, the notifier) load on its first request
+    from scim.portal.connection import ProbeResult
+
+__all__ = ["ROUTE", "bp", "handle_portal", "probe"]
+
+logger = logging.getLogger("scim.portal")
+
+ROUTE = "portal/{*path}"
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions declares no types for it
+
+
+def _portal_request(req: func.HttpRequest) -> PortalRequest:
+    headers = {k.lower(): v for k, v in req.headers.items()}
+    return PortalRequest(
+        method=req.method.upper(),
+        path=req.route_params.get("path") or "",
+        query=dict(req.params),
+        headers=headers,
+        body=(req.get_body() or b"") if req.method.upper() == "POST" else b"",
+    )
+
+
+def _http_response(response: PortalResponse) -> func.HttpResponse:
+    mimetype, _, charset = response.content_type.partition("; charset=")
+    return func.HttpResponse(
+        body=response.body,
+        status_code=response.status,
+        headers=response.all_headers(),
+        mimetype=mimetype,
+        charset=charset or "utf-8",
+    )
+
+
+async def probe(tenant: str, token: str, filter_: str) -> ProbeResult:
+    """Entra's test request to ``tenant``'s SCIM endpoint, in-process."""
+    from scim.portal.connection import ProbeResult
+
+    runtime = await get_runtime()
+    params = {"filter": filter_}
+    request = func.HttpRequest(
+        method="GET",
+        url=f"{runtime.settings.tenant_url(tenant)}/Users?{urlencode(params)}",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/scim+json"},
+        params=params,
+        route_params={"tenant": tenant, "path": "Users"},
+        body=b"",
+    )
+    response = await handle_http(request)
+    try:
+        body = json.loads(response.get_body() or b"null")
+    except ValueError:
+        body = None
+    return ProbeResult(response.status_code, body)
+
+
+async def handle_portal(req: func.HttpRequest) -> func.HttpResponse:
+    """Answer one portal request."""
+    from scim.portal.context import Portal
+    from scim.portal.web import handle
+
+    try:
+        runtime = await get_runtime()
+    except Exception:
+        logger.exception("The portal could not start its runtime")
+        return func.HttpResponse(
+            body=b"The service is not available.",
+            status_code=500,
+            headers={**SECURITY_HEADERS, "Content-Type": "text/plain; charset=utf-8"},
+            mimetype="text/plain",
+            charset="utf-8",
+        )
+    return _http_response(await handle(_portal_request(req), Portal(runtime, probe)))
+
+
+@bp.route(route=ROUTE, methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def portal(req: func.HttpRequest) -> func.HttpResponse:
+    """The tenant portal: pages for a tenant's IT admin, reached by a setup link."""
+    return await handle_portal(req)

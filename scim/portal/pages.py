@@ -1,0 +1,227 @@
+"""The portal's pages that show (GET): home, a setup link's landing, the tenant page and the
+regeneration's confirmation; and :func:`message`, the page of every refusal and error.
+
+The tenant page reads, in parallel: the tenant (digest settings), its Secret Tokens, OAuth
+clients and default token lifetime (:class:`~scim.tenants.TenantRegistry`), a page of its
+provisioning log under the admin's filters and the 7-day activity (:mod:`scim.portal.logs`), the
+requests refused for their token in the last 24 hours, and its latest audit entries. Never a
+secret: a token or client secret is shown once, by :mod:`scim.portal.actions`, when it is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from scim.credentials import MAX_ACTIVE_TOKENS, MAX_OAUTH_CLIENTS, OAuthClient, SecretToken, format_duration
+from scim.credentials import format_epoch as _epoch
+from scim.portal.audit import AuditEntry
+from scim.portal.chart import QUARANTINE_RATIO, WARN_RATIO, Activity, draw
+from scim.portal.context import Context, Refused, require_tenant
+from scim.portal.http import PortalResponse, redirect
+from scim.portal.logs import OPERATIONS, STATUSES, LogFilter, read_activity, read_logs
+from scim.portal.render import page
+from scim.portal.sessions import TENANT_ADMIN, new_session, new_session_id
+from scim.tenants import ACTIVE
+
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "OVERLAPS",
+    "confirm_regenerate",
+    "home",
+    "message",
+    "record_audit",
+    "redeem_setup_link",
+    "tenant_page",
+]
+
+logger = logging.getLogger("scim.portal")
+
+OVERLAPS = (("1h", "1 hour"), ("24h", "24 hours"), ("72h", "3 days"), ("7d", "7 days"))
+DEFAULT_OVERLAP = "24h"
+AUDIT_SHOWN = 20
+FLASHES = {
+    "token-revoked": "The token was revoked: it fails from its next request on.",
+    "client-revoked": "The OAuth client was revoked: it and its access tokens fail from their next request on.",
+    "notify-saved": "Notification settings saved.",
+}
+"""Messages after a change (``?done=``): fixed texts, so a link cannot make the page say anything else."""
+LINK_REFUSED = "This setup link is not valid: it was used, expired or revoked; ask your provider for a new one."
+
+
+def message(
+    ctx: Context, status: int, title: str, text: str, *, tone: str = "error", back: str | None = None
+) -> PortalResponse:
+    """A page that says one thing (errors, refusals, a link that does not open, signed out)."""
+    back_label = "Back to the tenant page" if back and back.startswith("/portal/t/") else "Back"
+    return page(
+        status, "message.html", **ctx.values(title=title, text=text, tone=tone, back=back, back_label=back_label)
+    )
+
+
+async def record_audit(ctx: Context, tenant: str, action: str, **detail: str) -> None:
+    """Record an audit entry of the session's actor. The action has happened already: a failure
+    to record it is logged, not shown (the admin must still see, e.g., the token just made)."""
+    actor = ctx.session.actor if ctx.session is not None else "portal"
+    try:
+        await ctx.services.audit.record(AuditEntry(tenant=tenant, actor=actor, action=action, detail=detail))
+    except Exception:  # reported in the log; the change stands
+        logger.exception("could not record the audit entry %s", action)
+
+
+def home(ctx: Context) -> PortalResponse:
+    """``/portal/``: a tenant admin goes to their tenant; anyone else is told how to get in."""
+    if ctx.session is not None and ctx.session.tenant:
+        return redirect(f"/portal/t/{ctx.session.tenant}")
+    return message(
+        ctx,
+        200,
+        "SCIM provisioning portal",
+        "To open your tenant's page, use the setup link your provider gave you.",
+        tone="info",
+    )
+
+
+async def redeem_setup_link(ctx: Context, secret: str) -> PortalResponse:
+    """``GET /portal/setup/{secret}``: a link that opens starts a tenant admin's session (cookie)
+    and goes to the tenant's page; any other gets one page, whatever the cause (410)."""
+    services = ctx.services
+    session_id = new_session_id()
+    link = await services.portal_links.redeem(secret, used_by=f"portal-session:{session_id}", now=ctx.now)
+    if link is None or await services.tenants.state(link.tenant) != ACTIVE:
+        return message(ctx, 410, "Setup link not valid", LINK_REFUSED)
+    ctx.session = new_session(TENANT_ADMIN, f"setup-link:{link.id}", ctx.now, link.tenant, session_id)
+    await record_audit(ctx, link.tenant, "session.started", session=session_id, link=link.id)
+    return redirect(f"/portal/t/{link.tenant}")
+
+
+async def confirm_regenerate(ctx: Context, tenant: str) -> PortalResponse:
+    await require_tenant(ctx, tenant)
+    return page(200, "confirm_regenerate.html", **ctx.values(tenant=tenant))
+
+
+def _time(epoch: int | None, default: str = "never") -> str:
+    return (_epoch(epoch) or default).replace("T", " ").replace("Z", "")
+
+
+def _token_row(token: SecretToken) -> dict[str, str]:
+    if token.retires is not None and (token.expires is None or token.retires <= token.expires):
+        expires = f"{_time(token.retires)} (end of rotation overlap)"
+    else:
+        expires = _time(token.expires)
+    return {"id": token.id, "created": _time(token.created), "expires": expires, "last_used": _time(token.last_used)}
+
+
+def _client_row(client: OAuthClient) -> dict[str, str]:
+    return {"id": client.id, "created": _time(client.created), "last_issued": _time(client.last_issued)}
+
+
+def _audit_row(entry: AuditEntry) -> dict[str, str]:
+    details = ", ".join(f"{key}: {value}" for key, value in entry.detail.items())
+    return {
+        "time": entry.time.replace("T", " ").replace("Z", ""),
+        "action": entry.action,
+        "actor": entry.actor,
+        "details": details,
+    }
+
+
+def _ratio(data: Activity) -> dict[str, str]:
+    """The failure ratio of the last 24 hours against Entra's quarantine threshold."""
+    threshold = f"{QUARANTINE_RATIO * 100:g} %"
+    ratio = data.day_ratio
+    if ratio is None:
+        return {
+            "tone": "info",
+            "headline": "No requests in the last 24 hours.",
+            "detail": f"Entra quarantines a provisioning job when more than {threshold} of its requests fail.",
+        }
+    share = f"{ratio * 100:.1f} %"
+    counts = f"{data.day_failures:,} of {data.day_requests:,} requests failed in the last 24 hours ({share})."
+    if data.level == "quarantine":
+        return {
+            "tone": "error",
+            "headline": f"Failure ratio {share}: above Entra's quarantine threshold of {threshold}.",
+            "detail": f"{counts} Entra quarantines a job above {threshold}: look at the failures below and fix their cause.",
+        }
+    if data.level == "warning":
+        return {
+            "tone": "warning",
+            "headline": f"Failure ratio {share}: near Entra's quarantine threshold of {threshold}.",
+            "detail": f"{counts} From {WARN_RATIO * 100:g} % on this page warns; above {threshold} Entra quarantines the job.",
+        }
+    return {
+        "tone": "success",
+        "headline": f"Failure ratio {share}, well below Entra's quarantine threshold of {threshold}.",
+        "detail": counts,
+    }
+
+
+def _logs_url(tenant: str, query: Mapping[str, str]) -> str:
+    return f"/portal/t/{tenant}" + (f"?{urlencode(query)}" if query else "") + "#logs"
+
+
+async def tenant_page(
+    ctx: Context,
+    tenant: str,
+    *,
+    status: int = 200,
+    errors: Mapping[str, str] | None = None,
+    notify_text: str | None = None,
+    notify_enabled: bool | None = None,
+) -> PortalResponse:
+    """``GET /portal/t/{tenant}`` (and the same page with a form's errors, 400)."""
+    await require_tenant(ctx, tenant)
+    services, now = ctx.services, ctx.now
+    filter_ = LogFilter.from_query(ctx.request.query)
+    tenants, log = services.tenants, services.log
+    credentials = asyncio.gather(
+        tenants.info(tenant), tenants.list_tokens(tenant), tenants.list_clients(tenant), tenants.token_lifetime(tenant)
+    )
+    readings = asyncio.gather(
+        read_logs(log, tenant, filter_),
+        read_activity(log, tenant, now),
+        log.unauthenticated(tenant, since=now - timedelta(hours=24), until=now),
+        services.audit.page(tenant, limit=AUDIT_SHOWN),
+    )
+    (info, tokens, clients, lifetime), (logs, activity, refused, audit) = await asyncio.gather(credentials, readings)
+    lifetime_note = (
+        f"New tokens expire {format_duration(lifetime)} after they are made."
+        if lifetime
+        else "New tokens do not expire."
+    )
+    values: dict[str, Any] = ctx.values(
+        tenant=tenant,
+        tenant_url=ctx.settings.tenant_url(tenant),
+        token_endpoint=ctx.settings.token_endpoint(tenant),
+        flash=FLASHES.get(ctx.request.query.get("done", "")),
+        errors=dict(errors or {}),
+        tokens=[_token_row(t) for t in tokens],
+        clients=[_client_row(c) for c in clients],
+        max_tokens=MAX_ACTIVE_TOKENS,
+        max_clients=MAX_OAUTH_CLIENTS,
+        lifetime_note=lifetime_note,
+        overlaps=OVERLAPS,
+        default_overlap=DEFAULT_OVERLAP,
+        notify_text=notify_text if notify_text is not None else "\n".join(info.notify),
+        notify_enabled=info.notify_enabled if notify_enabled is None else notify_enabled,
+        activity=activity,
+        chart=draw(activity),
+        ratio=_ratio(activity),
+        refused=f"{refused:,}",
+        logs=logs,
+        logs_first_url=_logs_url(tenant, filter_.query()),
+        logs_next_url=_logs_url(tenant, filter_.query(logs.cursor)),
+        operations=OPERATIONS,
+        statuses=STATUSES,
+        audit=[_audit_row(e) for e in audit.entries],
+    )
+    return page(status, "tenant.html", **values)
+
+
+def not_found(ctx: Context) -> Refused:
+    return Refused(404, "Page not found", "There is no such page in the portal.")

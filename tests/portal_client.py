@@ -1,0 +1,194 @@
+"""A browser-like client of the tenant portal that calls the registered Functions entry point.
+
+:class:`PortalClient` builds ``func.HttpRequest`` objects for ``/portal/...`` and hands them to
+the ``portal`` function that ``function_app.app`` registered (as the Functions host would), keeps
+the cookies a browser would keep (``Set-Cookie`` with ``Max-Age=0`` removes one), and reads the
+CSRF token of the last page for the next form. :class:`Page` reads an HTML answer: elements by
+id, forms, the visible text.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import azure.functions as func
+
+from tests.functions_client import REGISTERED
+
+PORTAL_FUNCTION = REGISTERED["portal"]
+COOKIE = "scim_portal"
+
+
+class _Reader(HTMLParser):
+    """Collects elements with an id (their attributes and text), forms and the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.by_id: dict[str, dict[str, Any]] = {}
+        self.forms: list[dict[str, Any]] = []
+        self.text: list[str] = []
+        self._open: list[tuple[str, dict[str, Any]]] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: (v if v is not None else "") for k, v in attrs}
+        element = {"tag": tag, "attrs": values, "text": ""}
+        if "id" in values:
+            self.by_id[values["id"]] = element
+        if tag == "form":
+            self.forms.append({"attrs": values, "inputs": {}, "buttons": []})
+        if tag in ("input", "textarea", "select") and self.forms and "name" in values:
+            self.forms[-1]["inputs"].setdefault(values["name"], values.get("value", ""))
+        if tag == "button" and self.forms:
+            self.forms[-1]["buttons"].append(values)
+        if tag in ("script", "style"):
+            self._skip += 1
+        if tag not in ("input", "br", "meta", "link", "img", "line", "rect"):
+            self._open.append((tag, element))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip -= 1
+        for index in range(len(self._open) - 1, -1, -1):
+            if self._open[index][0] == tag:
+                del self._open[index:]
+                break
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        self.text.append(data)
+        for _, element in self._open:
+            element["text"] += data
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def location(self) -> str:
+        return self.headers.get("location", "")
+
+    def page(self) -> Page:
+        return Page(self.text)
+
+
+class Page:
+    """An HTML page as a test reads it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        reader = _Reader()
+        reader.feed(source)
+        self.by_id = reader.by_id
+        self.forms = reader.forms
+        self.text = " ".join(" ".join(reader.text).split())
+
+    def value(self, element_id: str) -> str:
+        return str(self.by_id[element_id]["attrs"].get("value", ""))
+
+    def element_text(self, element_id: str) -> str:
+        return " ".join(str(self.by_id[element_id]["text"]).split())
+
+    def has(self, element_id: str) -> bool:
+        return element_id in self.by_id
+
+    def csrf_token(self) -> str:
+        found = re.search(r'name="csrf_token" value="([^"]*)"', self.source)
+        assert found, "no CSRF token on the page"
+        return html.unescape(found.group(1))
+
+    def form(self, action: str) -> dict[str, Any]:
+        for form in self.forms:
+            if form["attrs"].get("action") == action:
+                return form
+        raise AssertionError(f"no form posting to {action}")
+
+
+@dataclass
+class PortalClient:
+    """One browser: its cookies, and the CSRF token of the last page it read."""
+
+    base: str = "http://127.0.0.1:7071"
+    cookies: dict[str, str] = field(default_factory=dict)
+    set_cookies: list[str] = field(default_factory=list)
+    """Every ``Set-Cookie`` received, in order."""
+    csrf: str | None = None
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        form: dict[str, str] | list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Response:
+        parts = urlsplit(url)
+        assert parts.path.lower().startswith("/portal"), url
+        rest = parts.path[len("/portal") :].lstrip("/")
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        all_headers = dict(headers or {})
+        if self.cookies:
+            all_headers.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        body = raw if raw is not None else (urlencode(form).encode() if form is not None else b"")
+        if form is not None:
+            all_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        request = func.HttpRequest(
+            method=method,
+            url=f"{self.base}{parts.path}" + (f"?{parts.query}" if parts.query else ""),
+            headers=all_headers,
+            params=params,
+            route_params={"path": rest} if rest else {},
+            body=body,
+        )
+        answer = await PORTAL_FUNCTION(request)
+        response = Response(
+            answer.status_code, {k.lower(): v for k, v in answer.headers.items()}, answer.get_body() or b""
+        )
+        self._keep_cookie(response.headers.get("set-cookie"))
+        if response.headers.get("content-type", "").startswith("text/html"):
+            found = re.search(r'name="csrf_token" value="([^"]*)"', response.text)
+            if found and found.group(1):
+                self.csrf = html.unescape(found.group(1))
+        return response
+
+    def _keep_cookie(self, header: str | None) -> None:
+        if not header:
+            return
+        self.set_cookies.append(header)
+        name, _, rest = header.partition("=")
+        value = rest.split(";", 1)[0]
+        if re.search(r"(?i)max-age=0\b", header) or not value:
+            self.cookies.pop(name, None)
+        else:
+            self.cookies[name] = value
+
+    async def get(self, url: str, **kw: Any) -> Response:
+        return await self.request("GET", url, **kw)
+
+    async def post(self, url: str, form: dict[str, str] | None = None, *, csrf: bool | str = True) -> Response:
+        """POST a form; ``csrf=True`` adds the token of the last page read, a string that one."""
+        fields = dict(form or {})
+        if csrf is True and self.csrf:
+            fields["csrf_token"] = self.csrf
+        elif isinstance(csrf, str):
+            fields["csrf_token"] = csrf
+        return await self.request("POST", url, form=fields)
+
+    async def open_link(self, url_or_secret: str) -> Response:
+        """Open a setup link (its URL or its secret)."""
+        secret = url_or_secret.rsplit("/", 1)[-1]
+        return await self.get(f"/portal/setup/{secret}")
