@@ -26,7 +26,9 @@ storage): make run gives it the local set-up of :mod:`devtools.local_defaults` (
    ``SCIM_DEV_TENANT`` (default ``dev``) and ``SCIM_DEV_TOKEN`` (default: a fresh token). A
    value it refuses (``ValueError``: a token too short, a bad name) ends ``make run`` with one
    ``error: ...`` line and exit status 1.
-3. Starts a local SMTP sink on 127.0.0.1:1025 (unless mail goes elsewhere) and sends the dev
+3. Unless ``PORTAL_OIDC_CLIENT_ID`` is set (a real app registration), starts a local OpenID
+   Connect provider (:mod:`devtools.oidc_provider`, oidc-provider-mock) and points the
+   portal's sign-in at it. Then starts a local SMTP sink on 127.0.0.1:1025 (unless mail goes elsewhere) and sends the dev
    tenant's failure digests to ``SCIM_DEV_NOTIFY`` (default ``operator@localhost``), so that
    ``python -m scim.admin notify run-now dev`` shows a digest arriving.
 4. Prints exactly two lines to stdout (everything else goes to stderr)::
@@ -34,7 +36,9 @@ storage): make run gives it the local set-up of :mod:`devtools.local_defaults` (
        Tenant URL: http://127.0.0.1:7071/scim/dev
        Secret Token: ...
 
-   and, on stderr right under them, what to do next: paste them into Entra or try a ``curl``,
+   and, on stderr right under them, a setup link of the dev tenant's portal page (one use, a
+   day; ``python -m scim.admin portal link dev`` makes another) and what to do next: paste
+   them into Entra or try a ``curl``,
    watch the change events (``python -m scim.admin events dev --follow``), push them to a
    receiver of yours (``python -m scim.admin webhook add http://127.0.0.1:8080/hook --tenant
    dev``; locally ``http://`` to this machine is allowed), send a digest.
@@ -62,6 +66,7 @@ import subprocess
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -76,6 +81,7 @@ from devtools.azurite import (
     is_running,
 )
 from devtools.local_defaults import AZURITE_ACCOUNT, SMTP_SINK_HOST, apply_local_defaults
+from devtools.oidc_provider import OidcProviderError, OidcProviderProcess, apply_portal_defaults, uses_local_provider
 from scim.settings import Settings, SettingsError
 from scim.tenants import new_token
 
@@ -264,6 +270,22 @@ def _ensure_azurite(with_blob_queue: bool) -> AzuriteProcess | None:
     return az
 
 
+SETUP_LINK_LIFETIME = timedelta(days=1)
+
+
+async def _setup_link(settings: Settings, name: str) -> str:
+    """A setup link of the dev tenant's portal page (one use, a day), made as ``portal link`` does."""
+    from scim.admin.portal import create_link
+    from scim.functions.runtime import build_runtime
+
+    runtime = build_runtime(settings)
+    try:
+        url, _ = await create_link(runtime, settings, name, SETUP_LINK_LIFETIME, "make run")
+    finally:
+        await runtime.close()
+    return url
+
+
 async def _ensure_tenant(settings: Settings, name: str, token: str) -> None:
     from scim.admin.core import ensure_tenant  # written elsewhere; imported late on purpose
 
@@ -404,6 +426,7 @@ def main() -> int:
         return 1
 
     sink = None
+    oidc: OidcProviderProcess | None = None
     try:
         if not own_azurite and not use_func:
             az = None
@@ -420,6 +443,18 @@ def main() -> int:
         if use_func:
             env.setdefault("FUNCTIONS_WORKER_RUNTIME", "python")
             env.setdefault("AzureWebJobsStorage", az.storage_connection_string if az else "UseDevelopmentStorage=true")
+        if uses_local_provider(env):  # PORTAL_OIDC_CLIENT_ID unset: portal sign-in against a local provider
+            try:
+                oidc = OidcProviderProcess().start()
+            except OidcProviderError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            apply_portal_defaults(env, oidc.issuer)
+            log.info(
+                "portal sign-in: local OpenID Connect provider on %s (pid %s): dev-operator, dev-user, customer-admin",
+                oidc.issuer,
+                oidc.pid,
+            )
         settings = Settings.from_env()
         sink = _start_smtp_sink(settings)
         notify = os.environ.get("SCIM_DEV_NOTIFY") or "operator@localhost"
@@ -431,9 +466,11 @@ def main() -> int:
             print(f"error: {exc} (dev tenant {name!r}{hint})", file=sys.stderr)
             return 1
 
+        link = asyncio.run(_setup_link(settings, name))
         print(f"Tenant URL: {settings.tenant_url(name)}")
         print(f"Secret Token: {token}")
         sys.stdout.flush()
+        print(f"The tenant admin's portal page (this setup link works once, for a day): {link}", file=sys.stderr)
         print(_next_steps(settings.tenant_url(name), name, settings.events_settle_seconds), file=sys.stderr, flush=True)
 
         if use_func:
@@ -444,6 +481,12 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C or SIGTERM (make passes its own on) must not cut the clean-up short and
+        # leave a child running: from here on both are ignored, and each child is stopped by PID.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if oidc is not None:
+            oidc.stop()
         if sink is not None:
             sink.stop()
         if az is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +182,66 @@ def test_log_and_notify_run_now_as_an_operator_runs_them(azurite, table_prefix):
         assert "skipped" in admin(env, "notify", "run-now", name).stdout
     finally:
         controller.stop()
+
+
+def test_make_run_stops_every_child_when_its_process_group_is_killed():
+    """``kill -- -PGID`` of ``make run`` (what a terminal's job control or a supervisor does):
+    ``devtools.dev`` gets SIGTERM from the kill and again from make, the second while it stops
+    its children; that must not cut the clean-up short (it left Azurite running when the local
+    OpenID Connect provider, stopped first, took a moment to exit)."""
+    if socket.socket().connect_ex(("127.0.0.1", 10002)) == 0:
+        pytest.skip("something (a make run?) already listens on Azurite's 10002: make run would reuse it")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCIM_", "PORTAL_"))}
+    env.update(
+        PORT=str(port),
+        SCIM_TABLE_CONNECTION_STRING="UseDevelopmentStorage=true",  # make run's own Azurite on 10002
+        SCIM_DEV_TENANT="sig" + uuid.uuid4().hex[:6],
+    )
+    proc = subprocess.Popen(
+        ["make", "-s", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    children: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            for what, pattern in (
+                ("azurite", r"started Azurite \(pid (\d+)"),
+                ("oidc", r"provider on \S+ \(pid (\d+)"),
+            ):
+                found = re.search(pattern, line)
+                if found:
+                    children[what] = int(found.group(1))
+            if "serving on" in line:
+                break
+        assert set(children) == {"azurite", "oidc"}, children
+        os.killpg(proc.pid, signal.SIGTERM)  # kill -- -PGID
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.5)
+    alive = {what: pid for what, pid in children.items() if _alive(pid)}
+    for pid in alive.values():
+        os.kill(pid, signal.SIGKILL)
+    assert alive == {}, f"left running after make run stopped: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    return True
