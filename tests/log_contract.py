@@ -1,5 +1,6 @@
-"""The contracts of the provisioning log (rules 1-9 of :mod:`scim.provisioning_log.base`) and of
-the digest state (rules 1-4 of :mod:`scim.notify.state`).
+"""The contracts of the provisioning log (rules 1-9 and 11 of :mod:`scim.provisioning_log.base`,
+and its :class:`~scim.provisioning_log.LogWriter`'s hourly tallies) and of the digest state
+(rules 1-4 of :mod:`scim.notify.state`).
 
 A test module subclasses :class:`ProvisioningLogContract` (named ``Test...``) and provides two
 fixtures: ``log`` (the log under test) and ``tenant`` (a fresh, unique tenant name per test).
@@ -11,15 +12,36 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from scim.notify.state import NotifyStateStore
-from scim.provisioning_log import MAX_TEXT, LogEntry, ProvisioningLog, bucket_of, format_time
+from scim.provisioning_log import (
+    MAX_TEXT,
+    HourCount,
+    HourTally,
+    LogEntry,
+    LogPage,
+    LogWriter,
+    ProvisioningLog,
+    bucket_of,
+    format_time,
+    hour_of,
+    parse_time,
+)
+from scim.store.base import StoreUnavailable
 
 T0 = datetime(2026, 3, 2, 12, 0, 0, 500_000, tzinfo=UTC)
 """A fixed moment the log tests' entries are placed around (tenants are fresh per test)."""
 SECOND = timedelta(seconds=1)
 MS = timedelta(milliseconds=1)
+HOUR = timedelta(hours=1)
+H0 = hour_of(T0)
+SOON = hour_of(datetime.now(UTC)) + 3 * HOUR
+"""An hour to come: a writer keeps its series of such hours across writes (those of T0's hour,
+long over, it starts again each write round)."""
 
 
 def entry(at: datetime, cid: str, status: int = 200, **fields: object) -> LogEntry:
@@ -47,8 +69,58 @@ async def read_all(log: ProvisioningLog, tenant: str, limit: int, **window: obje
             return found, pages
 
 
+async def hourly_of_entries(log: ProvisioningLog, tenant: str, since: datetime, until: datetime) -> list[HourCount]:
+    """The requests and failures per hour of the entries recorded in the window, read entry by entry."""
+    page = await log.page(tenant, since=since, until=until, limit=100_000)
+    hours: dict[datetime, tuple[int, int]] = {}
+    for e in page.entries:
+        requests, failures = hours.get(hour_of(parse_time(e.time)), (0, 0))
+        hours[hour_of(parse_time(e.time))] = (requests + 1, failures + e.failed)
+    return [HourCount(hour, *hours[hour]) for hour in sorted(hours)]
+
+
+class Flaky(ProvisioningLog):
+    """A log whose next writes fail: ``before`` (nothing recorded, as a refused transaction) or
+    ``after`` (recorded, then the answer lost for good: a timeout, resends that failed)."""
+
+    def __init__(self, inner: ProvisioningLog) -> None:
+        self.inner = inner
+        self.faults: list[str] = []
+
+    async def record_many(
+        self,
+        tenant: str,
+        entries: Sequence[LogEntry],
+        unauthenticated: Mapping[datetime, int] | None = None,
+        writer: str = "",
+        hourly: Sequence[HourTally] = (),
+    ) -> None:
+        fault = self.faults.pop(0) if self.faults else None
+        if fault == "before":
+            raise StoreUnavailable("refused (test)")
+        await self.inner.record_many(tenant, entries, unauthenticated, writer, hourly)
+        if fault == "after":
+            raise StoreUnavailable("the answer was lost (test)")
+
+    async def page(self, tenant: str, **kwargs: object) -> LogPage:  # type: ignore[override]
+        return await self.inner.page(tenant, **kwargs)  # type: ignore[arg-type]
+
+    async def count(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
+        return await self.inner.count(tenant, since=since, until=until)
+
+    async def activity(self, tenant: str, *, since: datetime | None, until: datetime) -> list[HourCount]:
+        return await self.inner.activity(tenant, since=since, until=until)
+
+    async def unauthenticated(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
+        return await self.inner.unauthenticated(tenant, since=since, until=until)
+
+    async def purge(self, tenant: str, older_than: datetime) -> int:
+        return await self.inner.purge(tenant, older_than)
+
+
 class ProvisioningLogContract:
-    """Rules 1-9 of :mod:`scim.provisioning_log.base`; subclasses provide ``log`` and ``tenant`` fixtures."""
+    """Rules 1-9 and 11 of :mod:`scim.provisioning_log.base`, and the writer's hourly tallies;
+    subclasses provide ``log`` and ``tenant`` fixtures."""
 
     # ---- rule 2: newest first; every field kept ---------------------------------------------
 
@@ -196,6 +268,105 @@ class ProvisioningLogContract:
         assert await log.unauthenticated(tenant, since=minute, until=until) == 9
         assert bucket_of(T0) == datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
+    # ---- rule 11: hourly tallies -------------------------------------------------------------
+
+    async def test_hourly_tallies_replace_per_series_and_add_up_per_hour(
+        self, log: ProvisioningLog, tenant: str
+    ) -> None:
+        later = H0 + HOUR
+        await log.record_many(tenant, [], hourly=[HourTally(H0, "w1.1", 3, 1), HourTally(later, "w1.2", 1, 1)])
+        await log.record_many(tenant, [], hourly=[HourTally(H0, "w1.1", 5, 2)])  # the series grew: the last one wins
+        await log.record_many(tenant, [], hourly=[HourTally(H0, "w2.1", 2, 0)])  # another series adds up
+        assert await log.activity(tenant, since=H0, until=later + HOUR) == [
+            HourCount(H0, 7, 2),
+            HourCount(later, 1, 1),
+        ]
+        assert await log.activity(tenant, since=None, until=later) == [HourCount(H0, 7, 2)]
+        assert await log.activity(tenant, since=H0 + SECOND, until=later + SECOND) == [HourCount(later, 1, 1)], (
+            "an hour counts by its start"
+        )
+        assert await log.activity(tenant, since=later, until=later) == []
+        assert (await log.page(tenant)).entries == [] and await log.count(tenant, since=None, until=later + HOUR) == 0
+        assert await log.activity(tenant + "b", since=None, until=later + HOUR) == [], "tenants are disjoint"
+
+    async def test_tallies_are_recorded_with_their_entries_and_sent_again_add_nothing(
+        self, log: ProvisioningLog, tenant: str
+    ) -> None:
+        entries = [entry(T0, "c1"), entry(T0 + MS, "c2", 500)]
+        write = {"hourly": [HourTally(H0, "w.1", 2, 1)], "unauthenticated": {bucket_of(T0): 4}, "writer": "w"}
+        await log.record_many(tenant, entries, **write)  # type: ignore[arg-type]
+        await log.record_many(tenant, entries, **write)  # type: ignore[arg-type] # its answer was lost: sent again
+        assert await log.activity(tenant, since=H0, until=H0 + HOUR) == [HourCount(H0, 2, 1)]
+        assert await log.count(tenant, since=H0, until=H0 + HOUR) == 2
+        assert await log.unauthenticated(tenant, since=H0, until=H0 + HOUR) == 4
+
+    async def test_entries_and_tallies_that_do_not_fit_one_transaction_are_refused(
+        self, log: ProvisioningLog, tenant: str
+    ) -> None:
+        tally = [HourTally(H0, "w.1", 99, 0)]
+        with pytest.raises(ValueError, match="one transaction"):
+            await log.record_many(tenant, [entry(T0 + i * MS, f"c{i:03d}") for i in range(100)], hourly=tally)
+        texts = {"detail": "d" * MAX_TEXT, "subject": "s" * MAX_TEXT, "resource_id": "r" * MAX_TEXT}
+        big = [entry(T0 + i * MS, f"b{i:02d}", 400, **texts) for i in range(30)]
+        with pytest.raises(ValueError, match="one transaction"):  # 60 rows, but 4 MiB (escaped, at most)
+            await log.record_many(tenant, big, hourly=[HourTally(H0, "w.1", 30, 30)])
+        assert (await log.page(tenant)).entries == [] and await log.activity(tenant, since=None, until=T0) == []
+        await log.record_many(tenant, [entry(T0 + i * MS, f"c{i:03d}") for i in range(99)], hourly=tally)
+        assert await log.activity(tenant, since=None, until=T0 + HOUR) == [HourCount(H0, 99, 0)]
+
+    @pytest.mark.parametrize("h0", [H0, SOON], ids=["past", "recent"])
+    async def test_the_writer_tallies_every_hour_as_its_entries(
+        self, log: ProvisioningLog, tenant: str, h0: datetime
+    ) -> None:
+        """Entries at both sides of hour boundaries, failures among them, more than one
+        transaction holds, in several writes: each hour's tally is its entries."""
+        writer = LogWriter(log)
+        times = [h0 - MS, h0, h0 + HOUR - MS, h0 + HOUR, h0 + 2 * HOUR + 59 * timedelta(minutes=1)]
+        times += [h0 + i * 10 * SECOND for i in range(150)]  # 150 entries in the first hour
+        entries = [entry(at, f"c{i:03d}", 409 if i % 3 == 0 else 201) for i, at in enumerate(times)]
+        for start in (0, 40, 120):
+            for e in entries[start : start + (40 if start == 0 else 80)]:
+                writer.submit(tenant, e)
+            await writer.drain()
+        since, until = h0 - HOUR, h0 + 3 * HOUR
+        assert await log.count(tenant, since=since, until=until) == len(entries)
+        hourly = await log.activity(tenant, since=since, until=until)
+        assert hourly == await hourly_of_entries(log, tenant, since, until)
+        assert [(h.hour, h.requests) for h in hourly] == [(h0 - HOUR, 1), (h0, 152), (h0 + HOUR, 1), (h0 + 2 * HOUR, 1)]
+        assert await log.activity(tenant, since=h0, until=h0 + HOUR) == [hourly[1]]
+
+    async def test_two_writers_add_up(self, log: ProvisioningLog, tenant: str) -> None:
+        first, second = LogWriter(log), LogWriter(log)
+        for i in range(40):
+            (first if i % 3 else second).submit(
+                tenant, entry(SOON + i * 90 * SECOND, f"c{i:02d}", 404 if i % 4 else 200)
+            )
+            if i % 10 == 9:
+                await asyncio.gather(first.drain(), second.drain())
+        expected = await hourly_of_entries(log, tenant, SOON, SOON + 2 * HOUR)
+        assert sum(h.requests for h in expected) == 40 and len(expected) == 1
+        assert await log.activity(tenant, since=SOON, until=SOON + 2 * HOUR) == expected
+
+    @pytest.mark.parametrize("fault", ["before", "after"])
+    async def test_a_failed_write_leaves_the_tallies_equal_to_the_entries(
+        self, log: ProvisioningLog, tenant: str, fault: str
+    ) -> None:
+        """A write that fails, whether it recorded nothing or recorded everything and lost its
+        answer: the writer drops its entries and the next writes keep tallies and entries equal
+        (never added twice, never overwritten by a smaller total). A recent hour: the writer
+        keeps its series across the writes."""
+        flaky = Flaky(log)
+        writer = LogWriter(flaky)
+        for round_, faults in enumerate([[], [fault], [], [fault], []]):
+            flaky.faults = list(faults)
+            for i in range(5):
+                at = SOON + (round_ * 5 + i) * SECOND
+                writer.submit(tenant, entry(at, f"r{round_}-{i}", 500 if i == 0 else 200))
+            await writer.drain()
+        recorded = await log.count(tenant, since=SOON, until=SOON + HOUR)
+        assert recorded == (25 if fault == "after" else 15)
+        assert await log.activity(tenant, since=SOON, until=SOON + HOUR) == [HourCount(SOON, recorded, recorded // 5)]
+
     # ---- rule 9: purge by age ----------------------------------------------------------------
 
     async def test_purge_removes_entries_failures_and_counts_of_that_age_or_older(
@@ -213,6 +384,19 @@ class ProvisioningLogContract:
         assert cids((await log.page(tenant, failures_only=True)).entries) == ["young-failed"]
         assert await log.unauthenticated(tenant, since=None, until=T0 + timedelta(days=1)) == 2
         assert await log.purge(tenant, cutoff) == 0
+
+    async def test_purge_removes_the_tallies_of_hours_starting_that_old_or_older(
+        self, log: ProvisioningLog, tenant: str
+    ) -> None:
+        cutoff = H0 - timedelta(days=5)
+        hours = [cutoff - HOUR, cutoff, cutoff + HOUR, H0]
+        await log.record_many(tenant, [], hourly=[HourTally(h, f"w.{i}", 2, 1) for i, h in enumerate(hours)])
+        await log.record_many(tenant, [], hourly=[HourTally(cutoff, "v.1", 1, 0)])
+        assert await log.purge(tenant, cutoff + 30 * timedelta(minutes=1)) == 3, "an hour goes by its start"
+        assert await log.activity(tenant, since=None, until=H0 + HOUR) == [
+            HourCount(cutoff + HOUR, 2, 1),
+            HourCount(H0, 2, 1),
+        ]
 
     # ---- rule 1: tenants are disjoint --------------------------------------------------------
 
@@ -234,6 +418,7 @@ class ProvisioningLogContract:
         assert page.entries == [] and page.cursor is None
         assert await log.failures(tenant, since=None, until=T0) == []
         assert await log.count(tenant, since=None, until=T0) == 0
+        assert await log.activity(tenant, since=None, until=T0) == []
         assert await log.unauthenticated(tenant, since=None, until=T0) == 0
         assert await log.purge(tenant, T0) == 0
 

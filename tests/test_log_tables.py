@@ -4,8 +4,10 @@ session ``azurite`` fixture), each in tables of a prefix of its own.
 - the contracts (``tests/log_contract.py``) on
   :class:`~scim.provisioning_log.tables.TableProvisioningLog` and
   :class:`~scim.notify.state_tables.TableNotifyStateStore`;
-- what only the tables have: the rows of the layout, a lease insert whose answer was lost, a
-  dead storage raising the store's StoreUnavailable, and the 409 mapping the lease relies on.
+- what only the tables have: the rows of the layout, one storage call per write of the log
+  writer (its hourly tallies in the entries' transaction), a transaction whose answer was lost
+  sent again, a lease insert whose answer was lost, a dead storage raising the store's
+  StoreUnavailable, and the 409 mapping the lease relies on.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,14 +24,16 @@ from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from scim.notify.state_tables import TableNotifyStateStore
-from scim.provisioning_log import bucket_of
+from scim.provisioning_log import HourCount, LogWriter, bucket_of, hour_of
+from scim.provisioning_log import tables as log_tables
 from scim.provisioning_log.tables import TableProvisioningLog
 from scim.settings import Settings
 from scim.store.azure_client import service_client
 from scim.store.azure_errors import store_error
 from scim.store.base import ResourceExists, StoreUnavailable, UniquenessViolation
 from scim.store.operations import _Op
-from tests.log_contract import MS, T0, NotifyStateContract, ProvisioningLogContract, entry
+from scim.store.roundtrips import RoundTripCounter
+from tests.log_contract import H0, HOUR, MS, SECOND, T0, NotifyStateContract, ProvisioningLogContract, entry
 
 
 def _settings(connection_string: str, prefix: str) -> Settings:
@@ -110,6 +114,86 @@ async def test_the_rows_of_the_log_layout(log: TableProvisioningLog, raw: dict[s
     assert failure["status"] == 409 and failure["subject"] == "ann" and failure["operation"] == "GET /Users/{id}"
     assert "detail" not in failure, "absent fields are no properties"
     assert rows[f"x|{10**17 - int(minute.timestamp()) * 1_000_000:017d}|w1"]["unauthenticated"] == 4
+
+
+async def test_the_rows_of_the_hourly_tallies(
+    log: TableProvisioningLog, raw: dict[str, TableClient], tenant: str
+) -> None:
+    """``h|{inv}|{series}`` per hour and series, ``{inv}`` the hour's start inverted, the series
+    ``{writer}.{n}``; properties ``requests`` and ``failures``, the series' totals. A writer keeps
+    an hour's series while the hour is recent (here: hours to come), and starts another for an
+    hour over for more than an hour (here: T0's)."""
+    writer = LogWriter(log)
+    soon = hour_of(datetime.now(UTC)) + 2 * HOUR
+    for rounds in ([(soon + SECOND, 200), (soon + 2 * SECOND, 409), (soon + HOUR, 500)], [(soon + 3 * SECOND, 201)]):
+        for at, status in rounds:
+            writer.submit(tenant, entry(at, f"c{status}", status))
+        await writer.drain()
+    for i in range(2):
+        writer.submit(tenant, entry(T0 + i * SECOND, f"old{i}", 404))
+        await writer.drain()
+    tallies = {k: v for k, v in (await _rows(raw["log"], tenant)).items() if k.startswith("h|")}
+    assert all(re.fullmatch(rf"h\|\d{{17}}\|{writer.writer}\.\d+", key) for key in tallies), tallies
+
+    def inv(hour: datetime) -> int:
+        return 10**17 - int(hour.timestamp()) * 1_000_000
+
+    found = sorted((int(key.split("|")[1]), row["requests"], row["failures"]) for key, row in tallies.items())
+    assert found == [(inv(soon + HOUR), 1, 1), (inv(soon), 3, 1), (inv(H0), 1, 1), (inv(H0), 1, 1)]
+
+
+async def test_a_write_of_the_log_writer_is_one_storage_call(azurite: str, log_prefix: str, tenant: str) -> None:
+    """The hourly tallies ride in the entries' transaction: a write of entries of two hours,
+    failures and a count of unauthenticated requests among them, is one call, as without
+    tallies; more entries than a transaction holds take one call per 100 rows."""
+    counter = RoundTripCounter()
+    client, _ = service_client(_settings(azurite, log_prefix), per_call_policies=[counter])
+    async with client:
+        log = TableProvisioningLog(client, log_prefix)
+        await log.page("warm-up")
+        writer = LogWriter(log)
+        for count, failed in ((1, 0), (6, 1), (30, 5)):
+            counter.reset()
+            for i in range(count):
+                writer.submit(
+                    tenant, entry(H0 + HOUR - (count // 2 - i) * MS, f"n{count}-{i}", 500 if i < failed else 200)
+                )
+            writer.count_unauthenticated(tenant)
+            await writer.drain()
+            assert counter.methods == ["POST"], (count, counter.methods)
+        counter.reset()
+        for i in range(150):  # 225 rows and 1 tally: three transactions
+            writer.submit(tenant, entry(H0 + 10 * MS * i, f"big{i:03d}", 409 if i % 2 else 201))
+        await writer.drain()
+        assert counter.count == 3
+        hourly = await log.activity(tenant, since=H0, until=H0 + 2 * HOUR)
+        assert hourly == [HourCount(H0, 3 + 15 + 150, 1 + 5 + 75), HourCount(H0 + HOUR, 1 + 3 + 15, 0)]
+
+
+async def test_a_write_whose_answer_was_lost_is_sent_again_and_counted_once(
+    log: TableProvisioningLog, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction commits, its answer is lost: sent again (resend_if_lost), its tallies are
+    the same totals, so the hour counts each entry once."""
+    submit = log_tables.submit_transaction
+    lost: list[int] = []
+
+    async def answer_lost_once(table: Any, operations: Any, **kwargs: Any) -> Any:
+        result = await submit(table, operations, **kwargs)
+        if not lost:
+            lost.append(len(operations))
+            raise ServiceResponseError("connection reset after the transaction (test)")
+        return result
+
+    monkeypatch.setattr(log_tables, "submit_transaction", answer_lost_once)
+    writer = LogWriter(log)
+    for round_ in range(2):
+        for i in range(4):
+            writer.submit(tenant, entry(H0 + (round_ * 4 + i) * SECOND, f"c{round_}{i}", 404 if i == 0 else 200))
+        await writer.drain()
+    assert lost == [6], "4 entries, a failure row and the tally: one transaction, sent twice"
+    assert await log.activity(tenant, since=H0, until=H0 + HOUR) == [HourCount(H0, 8, 2)]
+    assert await log.count(tenant, since=H0, until=H0 + HOUR) == 8
 
 
 async def test_the_row_of_the_digest_state(

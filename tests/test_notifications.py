@@ -16,6 +16,7 @@ from scim.functions.timer_adapter import build_notifier
 from scim.notify import notifier as notifier_module
 from scim.provisioning_log import LogEntry, format_time
 from scim.provisioning_log import entries as log_entries
+from scim.provisioning_log import tables as log_tables
 from tests.functions_client import REGISTERED, FunctionsClient
 from tests.helpers import Mailbox, create_user, new_user, smtp_server
 from tests.scim_fixtures import azurite_settings
@@ -114,26 +115,26 @@ async def test_every_request_is_logged_with_a_correlation_id(mail_runtime):
 
 async def test_a_failing_log_never_breaks_provisioning(mail_runtime, monkeypatch, caplog):
     """The storage call of the log write the service really makes (LogWriter -> record_many ->
-    one upsert) fails: the response is unaffected, the error arrives as the store's
-    StoreUnavailable, the writer survives, and the failure is logged once."""
+    one transaction: the entry and its hour's tally) fails: the response is unaffected, the
+    error arrives as the store's StoreUnavailable, the writer survives, and the failure is
+    logged once."""
     client = await tenant(mail_runtime)
-    table = mail_runtime.log._table
-    calls: list[str] = []
-    real = table.upsert_entity
+    calls: list[list[str]] = []
+    real = log_tables.submit_transaction
 
-    async def broken(entity, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(entity["correlation_id"])
+    async def broken(table, operations, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append([entity["correlation_id"] for _, entity, _ in operations if "correlation_id" in entity])
         raise ConnectionError("log storage is down")
 
-    monkeypatch.setattr(table, "upsert_entity", broken)
+    monkeypatch.setattr(log_tables, "submit_transaction", broken)
     response = await client.post("/Users", new_user())
     await mail_runtime.log_writer.drain()  # must not raise
     assert response.status == 201
-    assert calls == [response.headers["x-correlation-id"]], "the failing write was not the one the service makes"
+    assert calls == [[response.headers["x-correlation-id"]]], "the failing write was not the one the service makes"
     assert [r.getMessage() for r in caplog.records if "could not write" in r.getMessage()] == [
         "could not write 1 provisioning log entries (StoreUnavailable): POST /Users"
     ]
-    monkeypatch.setattr(table, "upsert_entity", real)
+    monkeypatch.setattr(log_tables, "submit_transaction", real)
     assert (await client.post("/Users", new_user())).status == 201
     await mail_runtime.log_writer.drain()
     assert len((await mail_runtime.log.page(client.tenant)).entries) == 1, "the writer keeps writing after a failure"

@@ -1,7 +1,8 @@
 """The tenant page's activity chart and failure ratio (pure: numbers in, drawing out).
 
 Requests and failures per hour over the last 7 days, drawn as server-side SVG (bars, no script,
-no library): :func:`activity` sums what :mod:`scim.portal.pages` read from the provisioning log,
+no library): :func:`activity` places the hourly counts :mod:`scim.portal.logs` read from the
+provisioning log (:meth:`~scim.provisioning_log.ProvisioningLog.activity`) in their hours,
 :func:`draw` lays out the bars the template renders. The failure ratio of the last 24 hours is
 set against the threshold Entra quarantines a job at (docs/ENTRA.md §6: above 40 % failures),
 with a warning from :data:`WARN_RATIO` on.
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+
+from scim.provisioning_log import HourCount
 
 __all__ = [
     "DAYS",
@@ -101,16 +104,17 @@ class Activity:
         ]
 
 
-def activity(starts: Sequence[datetime], requests: Sequence[int], failure_times: Iterable[datetime]) -> Activity:
-    """Per hour of ``starts``: the requests counted and the failures that fall in it (a failure
-    is a request too, so an hour never shows more failures than requests)."""
-    failures = [0] * len(starts)
-    if starts:
-        first = starts[0]
-        for moment in failure_times:
-            index = int((moment - first).total_seconds() // 3600)
-            if 0 <= index < len(starts):
-                failures[index] += 1
+def activity(starts: Sequence[datetime], counts: Iterable[HourCount]) -> Activity:
+    """Per hour of ``starts``: its requests and failures from ``counts`` (hours without a count
+    are 0, counts of other hours are left out; a failure is a request too, so an hour never
+    shows more failures than requests)."""
+    index = {start: i for i, start in enumerate(starts)}
+    requests, failures = [0] * len(starts), [0] * len(starts)
+    for count in counts:
+        i = index.get(count.hour)
+        if i is not None:
+            requests[i] += count.requests
+            failures[i] += count.failures
     return Activity(tuple(Hour(s, max(r, f), f) for s, r, f in zip(starts, requests, failures, strict=True)))
 
 

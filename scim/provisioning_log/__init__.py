@@ -2,7 +2,8 @@
 of the unauthenticated ones (README "Provisioning log").
 
 - :mod:`scim.provisioning_log.entries`: what an entry is (:class:`LogEntry`, :class:`LogPage`),
-  times, periods of counts, the constants of writing; pure.
+  times, periods of counts, hourly tallies and counts (:class:`HourTally`, :class:`HourCount`),
+  the constants of writing; pure.
 - :mod:`scim.provisioning_log.keys`: the order of the log (row keys, windows, cursors), shared
   by both implementations.
 - :mod:`scim.provisioning_log.base`: the interface (:class:`ProvisioningLog`) and its rules.
@@ -22,11 +23,14 @@ from scim.provisioning_log.entries import (
     COUNT_WINDOW,
     FLUSH_WINDOW,
     MAX_TEXT,
+    HourCount,
+    HourTally,
     LogEntry,
     LogPage,
     bucket_of,
     entries_as_json,
     format_time,
+    hour_of,
     parse_since,
     parse_time,
 )
@@ -38,6 +42,8 @@ __all__ = [
     "COUNT_WINDOW",
     "FLUSH_WINDOW",
     "MAX_TEXT",
+    "HourCount",
+    "HourTally",
     "LogEntry",
     "LogPage",
     "LogWriter",
@@ -46,6 +52,7 @@ __all__ = [
     "bucket_of",
     "entries_as_json",
     "format_time",
+    "hour_of",
     "parse_since",
     "parse_time",
 ]

@@ -27,11 +27,22 @@ Rules of the contract
    per period (:func:`~scim.provisioning_log.entries.bucket_of`); writing a writer's count of a
    period again replaces it (the last count written wins), and the counts of different writers
    of a period add up. A period counts in a window when its start is in ``[since, until)``.
-9. **Purge by age.** :meth:`ProvisioningLog.purge` removes a tenant's entries, failures and
-   counts whose time (a count's: its period's start) is ``older_than`` or older.
+9. **Purge by age.** :meth:`ProvisioningLog.purge` removes a tenant's entries, failures, counts
+   and tallies whose time (a count's or tally's: its period's start) is ``older_than`` or older.
 10. **Errors.** A storage that fails or does not answer in time raises
     :class:`~scim.store.base.StoreUnavailable` (the Table implementation maps Azure errors and
     bounds time as the directory store does, :mod:`scim.store.azure_client`).
+11. **Hourly tallies go with their entries.** A call's ``hourly`` tallies
+    (:class:`~scim.provisioning_log.entries.HourTally`: an hour's start, a series, requests and
+    failures) are recorded with its entries all or nothing (on Table Storage: one entity-group
+    transaction); a call with tallies whose entries and tallies do not fit one transaction
+    (:func:`~scim.provisioning_log.entries.one_transaction`) raises ``ValueError`` and records
+    nothing (without tallies, entries may take several transactions). Recording a series' tally
+    of an hour again replaces it (the last written wins); the tallies of different series of an
+    hour add up, and :meth:`ProvisioningLog.activity` reads them per hour (an hour counts in a
+    window when its start is in ``[since, until)``). The log does not check tallies against
+    entries: the :class:`~scim.provisioning_log.writer.LogWriter` keeps each series equal to the
+    entries it recorded with it.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from scim.provisioning_log.entries import LogEntry, LogPage
+from scim.provisioning_log.entries import HourCount, HourTally, LogEntry, LogPage
 
 __all__ = ["ProvisioningLog"]
 
@@ -56,12 +67,15 @@ class ProvisioningLog(abc.ABC):
         entries: Sequence[LogEntry],
         unauthenticated: Mapping[datetime, int] | None = None,
         writer: str = "",
+        hourly: Sequence[HourTally] = (),
     ) -> None:
-        """Record entries of one tenant (rules 3, 4, 7), and ``unauthenticated``: periods (their
-        starts) mapped to ``writer``'s count of unauthenticated requests in them so far (rule 8).
+        """Record entries of one tenant (rules 3, 4, 7), ``unauthenticated``: periods (their
+        starts) mapped to ``writer``'s count of unauthenticated requests in them so far (rule 8),
+        and ``hourly`` tallies, with the entries (rule 11).
 
         A failed entry is recorded as an entry and a failure together, never one without the
-        other. The Table implementation writes one upsert, or transactions of at most 100 rows.
+        other. The Table implementation writes one upsert, or transactions of at most 100 rows
+        (with ``hourly``: the entries and tallies in one, the counts in it or beside it).
         """
 
     async def record(self, tenant: str, entry: LogEntry) -> None:
@@ -94,11 +108,17 @@ class ProvisioningLog(abc.ABC):
         """How many authenticated requests the tenant made in the window (failed ones included)."""
 
     @abc.abstractmethod
+    async def activity(self, tenant: str, *, since: datetime | None, until: datetime) -> list[HourCount]:
+        """Requests and failures per hour starting in ``[since, until)``, oldest first, every
+        series' tallies added up (rule 11); hours without tallies are left out."""
+
+    @abc.abstractmethod
     async def unauthenticated(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
         """How many unauthenticated requests the tenant got in the periods starting in ``[since, until)``
         (every writer's count added up, rule 8)."""
 
     @abc.abstractmethod
     async def purge(self, tenant: str, older_than: datetime) -> int:
-        """Delete the tenant's entries, failures and counts ``older_than`` or older (retention,
-        rule 9); returns how many rows went (an entry that failed is two: entry and failure)."""
+        """Delete the tenant's entries, failures, counts and tallies ``older_than`` or older
+        (retention, rule 9); returns how many rows went (an entry that failed is two: entry and
+        failure)."""

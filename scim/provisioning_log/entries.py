@@ -8,7 +8,9 @@ client as ``X-Correlation-ID``), the duration, and, for a failed create or repla
 ``userName`` (the operator needs it to act). Never tokens, headers or request bodies.
 
 Unauthenticated requests get no entry, only a count per :data:`BUCKET_SECONDS` period
-(:func:`bucket_of`). Pure: no I/O, nothing imported from the storage.
+(:func:`bucket_of`). Authenticated requests are also counted per hour (:class:`HourTally`
+written with the entries, :class:`HourCount` read back), so that a chart of days reads one row
+per hour and writer instead of every entry. Pure: no I/O, nothing imported from the storage.
 """
 
 from __future__ import annotations
@@ -25,11 +27,19 @@ __all__ = [
     "COUNT_WINDOW",
     "FLUSH_WINDOW",
     "MAX_TEXT",
+    "MAX_TRANSACTION_BYTES",
+    "MAX_TRANSACTION_ROWS",
+    "ROW_BYTES",
+    "HourCount",
+    "HourTally",
     "LogEntry",
     "LogPage",
     "bucket_of",
     "entries_as_json",
+    "entry_cost",
     "format_time",
+    "hour_of",
+    "one_transaction",
     "parse_since",
     "parse_time",
 ]
@@ -43,6 +53,14 @@ BUCKET_SECONDS = 60
 """Unauthenticated requests are counted per minute."""
 MAX_TEXT = 2000
 """Characters of a text field an entry keeps (longer values are cut when recorded)."""
+MAX_TRANSACTION_ROWS = 100
+"""Rows of one entity-group transaction (the Table service's limit)."""
+MAX_TRANSACTION_BYTES = 3584 * 1024
+"""Estimated bytes (:func:`entry_cost`) put in one transaction at most: the Table service takes
+4 MiB, and the estimate is an upper bound, so half a MiB is left over."""
+ROW_BYTES = 1024
+"""Estimated bytes of a row besides its text: the part's headers, the keys, property names and
+numbers (a count or tally row is this alone)."""
 
 
 def format_time(moment: datetime) -> str:
@@ -94,6 +112,54 @@ class LogPage:
 
     entries: list[LogEntry]
     cursor: str | None
+
+
+@dataclass(frozen=True)
+class HourTally:
+    """What one series (a writer's running count, :class:`~scim.provisioning_log.writer.LogWriter`)
+    has recorded of an hour so far: the hour's start (UTC), its requests and its failures."""
+
+    hour: datetime
+    series: str
+    requests: int
+    failures: int
+
+
+@dataclass(frozen=True)
+class HourCount:
+    """An hour's requests and failures (every series' tallies added up); ``hour`` is its start."""
+
+    hour: datetime
+    requests: int
+    failures: int
+
+
+def hour_of(moment: datetime) -> datetime:
+    """The start of the UTC hour ``moment`` falls in."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def entry_cost(entry: LogEntry) -> tuple[int, int]:
+    """The rows (2 for a failure: the entry and its failure row) and the bytes, at most, that
+    ``entry`` adds to a transaction: every text character (as kept, :data:`MAX_TEXT` at most)
+    counted as 12 bytes (a JSON escaped surrogate pair), the correlation id three times (it is
+    in the RowKey and the URL too)."""
+    e = entry
+    chars = 3 * min(len(e.correlation_id), MAX_TEXT)
+    for text in (e.time, e.operation, e.resource_type, e.resource_id, e.scim_type, e.detail, e.subject):
+        if text:
+            chars += min(len(text), MAX_TEXT)
+    rows = 2 if entry.status >= 400 else 1
+    return rows, rows * (ROW_BYTES + 12 * chars)
+
+
+def one_transaction(entries: Sequence[LogEntry | tuple[int, int]], tallies: Sequence[HourTally]) -> bool:
+    """Whether ``entries`` (or their :func:`entry_cost`) and ``tallies`` fit one transaction."""
+    rows, size = len(tallies), len(tallies) * ROW_BYTES
+    for entry in entries:
+        more_rows, more_bytes = entry if isinstance(entry, tuple) else entry_cost(entry)
+        rows, size = rows + more_rows, size + more_bytes
+    return rows <= MAX_TRANSACTION_ROWS and size <= MAX_TRANSACTION_BYTES
 
 
 def bucket_of(moment: datetime) -> datetime:

@@ -8,6 +8,8 @@ the RowKeys of the tenant's partition), so they order, window and page alike:
   are read without reading successes;
 - ``x|{inv}|{writer}``: one writer's (process's) count of unauthenticated requests in the
   period starting at that time;
+- ``h|{inv}|{series}``: one series' tally of the entries of the hour starting at that time
+  (:class:`~scim.provisioning_log.entries.HourTally`);
 - ``{inv}`` is the time inverted (``10^17 - µs since epoch``, 17 digits), so ascending keys are
   newest first; entries of the same time are in correlation-id order.
 
@@ -16,11 +18,11 @@ A cursor is the key of the last entry of a page: the next page is the keys after
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from scim.provisioning_log.entries import LogEntry, parse_time
 
-__all__ = ["count_key", "entry_key", "inverted", "purge_range", "window"]
+__all__ = ["count_key", "entry_key", "hour_key", "inverted", "purge_range", "time_of", "window"]
 
 _INVERT = 10**17
 
@@ -31,6 +33,15 @@ def inverted(moment: datetime) -> str:
     return f"{_INVERT - micros:017d}"
 
 
+def time_of(key: str) -> datetime:
+    """The time of a row from its key (``kind|{inv}|...``): :func:`inverted` undone."""
+    micros = _INVERT - int(key.split("|", 2)[1])
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def entry_key(kind: str, entry: LogEntry) -> str:
     """The key of ``entry`` among the ``kind`` rows (``a`` every entry, ``f`` failures)."""
     return f"{kind}|{inverted(parse_time(entry.time))}|{entry.correlation_id}"
@@ -39,6 +50,11 @@ def entry_key(kind: str, entry: LogEntry) -> str:
 def count_key(bucket: datetime, writer: str) -> str:
     """The key of ``writer``'s count of unauthenticated requests in the period starting at ``bucket``."""
     return f"x|{inverted(bucket)}|{writer}"
+
+
+def hour_key(hour: datetime, series: str) -> str:
+    """The key of ``series``' tally of the hour starting at ``hour``."""
+    return f"h|{inverted(hour)}|{series}"
 
 
 def window(kind: str, since: datetime | None, until: datetime | None, cursor: str | None) -> tuple[str, str]:

@@ -15,19 +15,20 @@ from datetime import datetime
 
 from scim.provisioning_log import keys
 from scim.provisioning_log.base import ProvisioningLog
-from scim.provisioning_log.entries import LogEntry, LogPage
+from scim.provisioning_log.entries import HourCount, HourTally, LogEntry, LogPage, one_transaction
 
 __all__ = ["MemoryProvisioningLog"]
 
 
 class _Partition:
-    """One tenant's rows: key -> entry (``a``/``f`` rows) or count (``x`` rows), and the keys in order."""
+    """One tenant's rows: key -> entry (``a``/``f`` rows), count (``x`` rows) or requests and
+    failures (``h`` rows), and the keys in order."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, LogEntry | int] = {}
+        self.rows: dict[str, LogEntry | int | tuple[int, int]] = {}
         self.order: list[str] = []
 
-    def put(self, key: str, value: LogEntry | int) -> None:
+    def put(self, key: str, value: LogEntry | int | tuple[int, int]) -> None:
         if key not in self.rows:
             bisect.insort(self.order, key)
         self.rows[key] = value
@@ -58,12 +59,17 @@ class MemoryProvisioningLog(ProvisioningLog):
         entries: Sequence[LogEntry],
         unauthenticated: Mapping[datetime, int] | None = None,
         writer: str = "",
+        hourly: Sequence[HourTally] = (),
     ) -> None:
-        """Record entries of one tenant, and ``writer``'s unauthenticated counts per period (see
-        :meth:`ProvisioningLog.record_many`)."""
+        """Record entries of one tenant, ``writer``'s unauthenticated counts per period and the
+        hourly tallies (see :meth:`ProvisioningLog.record_many`)."""
+        if hourly and not one_transaction(entries, hourly):
+            raise ValueError("the entries and their hourly tallies do not fit one transaction")
         partition = self._tenants.setdefault(tenant, _Partition())
         for bucket, n in (unauthenticated or {}).items():
             partition.put(keys.count_key(bucket, writer), n)
+        for tally in hourly:
+            partition.put(keys.hour_key(tally.hour, tally.series), (tally.requests, tally.failures))
         for entry in entries:
             kept = entry.clipped()
             partition.put(keys.entry_key("a", entry), kept)
@@ -91,6 +97,18 @@ class MemoryProvisioningLog(ProvisioningLog):
         """How many authenticated requests the tenant made in the window."""
         return len(self._partition(tenant).between(*keys.window("a", since, until, None)))
 
+    async def activity(self, tenant: str, *, since: datetime | None, until: datetime) -> list[HourCount]:
+        """Requests and failures per hour starting in ``[since, until)``, oldest first."""
+        partition = self._partition(tenant)
+        totals: dict[datetime, tuple[int, int]] = {}
+        for key in partition.between(*keys.window("h", since, until, None)):
+            tally = partition.rows[key]
+            if isinstance(tally, tuple):
+                hour = keys.time_of(key)
+                requests, failures = totals.get(hour, (0, 0))
+                totals[hour] = (requests + tally[0], failures + tally[1])
+        return [HourCount(hour, *totals[hour]) for hour in sorted(totals)]
+
     async def unauthenticated(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
         """How many unauthenticated requests the tenant got in the periods starting in ``[since, until)``."""
         partition = self._partition(tenant)
@@ -98,11 +116,14 @@ class MemoryProvisioningLog(ProvisioningLog):
         return sum(n for n in counts if isinstance(n, int))
 
     async def purge(self, tenant: str, older_than: datetime) -> int:
-        """Delete the tenant's entries, failures and counts ``older_than`` or older; returns how many rows went."""
+        """Delete the tenant's entries, failures, counts and tallies ``older_than`` or older;
+        returns how many rows went."""
         partition = self._tenants.get(tenant)
         if partition is None:
             return 0
-        doomed = [key for kind in ("a", "f", "x") for key in partition.between(*keys.purge_range(kind, older_than))]
+        doomed = [
+            key for kind in ("a", "f", "x", "h") for key in partition.between(*keys.purge_range(kind, older_than))
+        ]
         partition.remove(doomed)
         if not partition.rows:
             del self._tenants[tenant]

@@ -3,12 +3,16 @@
 Layout: table ``{prefix}log``, PartitionKey = tenant, RowKey = the row's key of
 :mod:`scim.provisioning_log.keys` (``a|``/``f|`` entries newest first, ``x|`` counts of
 unauthenticated requests, whose ``unauthenticated`` property is the writer's count for the
-period, upserted as it grows), so an attacker cannot fill the log or choose its text.
+period, upserted as it grows, so an attacker cannot fill the log or choose its text; ``h|``
+hourly tallies, properties ``requests`` and ``failures``, upserted with the entries they count).
 
-Writes: one upsert, or entity-group transactions of at most 100 rows (all rows share the
-tenant's partition); an entry and its failure row always share one. Every row is an upsert, so
-a request or answer that was lost (connection reset, which azure-core does not retry for a POST)
-is simply sent again (:func:`scim.store.azure_client.resend_if_lost`).
+Writes: one upsert, or entity-group transactions of at most 100 rows and
+:data:`~scim.provisioning_log.entries.MAX_TRANSACTION_BYTES` estimated (all rows share the
+tenant's partition); an entry and its failure row always share one, and so do the entries of a
+call with hourly tallies and those tallies. Every row is an upsert (no read, no ETag), so a
+request or answer that was lost (connection reset, which azure-core does not retry for a POST)
+is simply sent again (:func:`scim.store.azure_client.resend_if_lost`): a tally sent again is
+the same value, never added twice.
 
 Faults: every storage call goes through the directory store's time bounds and error mapping
 (:func:`scim.store.azure_client._io`, :mod:`scim.store.azure_errors`), so a dead storage raises
@@ -29,7 +33,17 @@ from azure.data.tables.aio import TableServiceClient
 
 from scim.provisioning_log import keys
 from scim.provisioning_log.base import ProvisioningLog
-from scim.provisioning_log.entries import LogEntry, LogPage
+from scim.provisioning_log.entries import (
+    MAX_TRANSACTION_BYTES,
+    MAX_TRANSACTION_ROWS,
+    ROW_BYTES,
+    HourCount,
+    HourTally,
+    LogEntry,
+    LogPage,
+    entry_cost,
+    one_transaction,
+)
 from scim.store.azure_client import _budgeted, _io, _TableOwner, resend_if_lost
 from scim.store.base import ResourceNotFound
 from scim.store.directory_reads import _next_page
@@ -38,7 +52,6 @@ from scim.store.transactions import Operation, submit_transaction
 __all__ = ["TableProvisioningLog"]
 
 _PAGE = 1000  # the most rows the Table service returns per query page
-_MAX_ROWS = 100  # an entity-group transaction's limit
 _FILTER_RANGE = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high"
 _FIELDS = (
     "time",
@@ -64,6 +77,15 @@ def _row(tenant: str, kind: str, entry: LogEntry) -> dict[str, Any]:
 
 def _count_row(tenant: str, bucket: datetime, writer: str, count: int) -> dict[str, Any]:
     return {"PartitionKey": tenant, "RowKey": keys.count_key(bucket, writer), "unauthenticated": count}
+
+
+def _tally_row(tenant: str, tally: HourTally) -> dict[str, Any]:
+    return {
+        "PartitionKey": tenant,
+        "RowKey": keys.hour_key(tally.hour, tally.series),
+        "requests": tally.requests,
+        "failures": tally.failures,
+    }
 
 
 def _entry(row: Mapping[str, Any]) -> LogEntry:
@@ -104,21 +126,36 @@ class TableProvisioningLog(_TableOwner, ProvisioningLog):
         entries: Sequence[LogEntry],
         unauthenticated: Mapping[datetime, int] | None = None,
         writer: str = "",
+        hourly: Sequence[HourTally] = (),
     ) -> None:
         """Write entries of one tenant: one upsert, or transactions of at most 100 rows (see
-        :meth:`ProvisioningLog.record_many`); a failure's two rows always share a transaction."""
+        :meth:`ProvisioningLog.record_many`); a failure's two rows always share a transaction,
+        and so do the entries and their ``hourly`` tallies (the counts of unauthenticated
+        requests join them when they fit)."""
+        costs = [entry_cost(entry) for entry in entries]
+        if hourly and not one_transaction(costs, hourly):
+            raise ValueError("the entries and their hourly tallies do not fit one transaction")
         await self._ready()
+        groups: list[tuple[list[dict[str, Any]], int]] = [
+            ([_count_row(tenant, bucket, writer, n)], ROW_BYTES) for bucket, n in (unauthenticated or {}).items()
+        ]
+        counted = len(groups)
+        for entry, (_, cost) in zip(entries, costs, strict=True):
+            groups.append(([_row(tenant, "a", entry)] + ([_row(tenant, "f", entry)] if entry.failed else []), cost))
+        if hourly:  # the entries and their tallies: one group, one transaction
+            together = [row for rows, _ in groups[counted:] for row in rows]
+            together += [_tally_row(tenant, tally) for tally in hourly]
+            size = sum(cost for _, cost in groups[counted:]) + len(hourly) * ROW_BYTES
+            groups[counted:] = [(together, size)]
         batch: dict[str, dict[str, Any]] = {}
-        counted = [[_count_row(tenant, bucket, writer, n)] for bucket, n in (unauthenticated or {}).items()]
-        for rows in [
-            *counted,
-            *([_row(tenant, "a", e)] + ([_row(tenant, "f", e)] if e.failed else []) for e in entries),
-        ]:
-            if len(batch) + len(rows) > _MAX_ROWS:
+        size = 0
+        for rows, cost in groups:
+            if batch and (len(batch) + len(rows) > MAX_TRANSACTION_ROWS or size + cost > MAX_TRANSACTION_BYTES):
                 await self._write(list(batch.values()))
-                batch = {}
+                batch, size = {}, 0
             for row in rows:
                 batch[row["RowKey"]] = row  # a repeated key would fail the whole transaction
+            size += cost
         if batch:
             await self._write(list(batch.values()))
 
@@ -174,6 +211,18 @@ class TableProvisioningLog(_TableOwner, ProvisioningLog):
         low, high = keys.window("a", since, until, None)
         return sum([len(rows) async for rows in self._query(tenant, low, high, select=["RowKey"])])
 
+    async def activity(self, tenant: str, *, since: datetime | None, until: datetime) -> list[HourCount]:
+        """Requests and failures per hour starting in ``[since, until)``, oldest first: one
+        range query over the ``h|`` rows (a page per 1,000 rows: an hour has one row per series)."""
+        low, high = keys.window("h", since, until, None)
+        totals: dict[datetime, tuple[int, int]] = {}
+        async for rows in self._query(tenant, low, high, select=["RowKey", "requests", "failures"]):
+            for row in rows:
+                hour = keys.time_of(row["RowKey"])
+                requests, failures = totals.get(hour, (0, 0))
+                totals[hour] = (requests + int(row.get("requests") or 0), failures + int(row.get("failures") or 0))
+        return [HourCount(hour, *totals[hour]) for hour in sorted(totals)]
+
     async def unauthenticated(self, tenant: str, *, since: datetime | None, until: datetime) -> int:
         """How many unauthenticated requests the tenant got in the periods starting in ``[since, until)``."""
         low, high = keys.window("x", since, until, None)
@@ -185,11 +234,11 @@ class TableProvisioningLog(_TableOwner, ProvisioningLog):
         many went. A transaction one of whose rows had gone already (another purge) deletes
         nothing and is not counted: the next purge deletes its rows."""
         deleted = 0
-        for kind in ("a", "f", "x"):
+        for kind in ("a", "f", "x", "h"):
             low, high = keys.purge_range(kind, older_than)
             found = [row["RowKey"] async for rows in self._query(tenant, low, high, select=["RowKey"]) for row in rows]
-            for start in range(0, len(found), _MAX_ROWS):
-                batch = found[start : start + _MAX_ROWS]
+            for start in range(0, len(found), MAX_TRANSACTION_ROWS):
+                batch = found[start : start + MAX_TRANSACTION_ROWS]
                 ops: list[Operation] = [
                     ("delete", {"PartitionKey": tenant, "RowKey": row_key}, {}) for row_key in batch
                 ]
