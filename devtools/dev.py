@@ -37,7 +37,8 @@ storage): make run gives it the local set-up of :mod:`devtools.local_defaults` (
        Secret Token: ...
 
    and, on stderr right under them, a setup link of the dev tenant's portal page (one use, a
-   day; ``python -m scim.admin portal link dev`` makes another) and what to do next: paste
+   day; ``python -m scim.admin portal link dev`` makes another), the operator view's URL
+   (``/portal/ops``: sign in as ``dev-operator`` on the local provider's page) and what to do next: paste
    them into Entra or try a ``curl``,
    watch the change events (``python -m scim.admin events dev --follow``), push them to a
    receiver of yours (``python -m scim.admin webhook add http://127.0.0.1:8080/hook --tenant
@@ -471,6 +472,11 @@ def main() -> int:
         print(f"Secret Token: {token}")
         sys.stdout.flush()
         print(f"The tenant admin's portal page (this setup link works once, for a day): {link}", file=sys.stderr)
+        if settings.portal_sign_in:
+            who = (
+                "pick dev-operator on the local sign-in page" if oidc is not None else "an account with Portal.Operator"
+            )
+            print(f"The operator view: {settings.public_base_url}/portal/ops (sign in: {who})", file=sys.stderr)
         print(_next_steps(settings.tenant_url(name), name, settings.events_settle_seconds), file=sys.stderr, flush=True)
 
         if use_func:

@@ -2,22 +2,29 @@
 
 :class:`PortalClient` builds ``func.HttpRequest`` objects for ``/portal/...`` and hands them to
 the ``portal`` function that ``function_app.app`` registered (as the Functions host would), keeps
-the cookies a browser would keep (``Set-Cookie`` with ``Max-Age=0`` removes one), and reads the
-CSRF token of the last page for the next form. :class:`Page` reads an HTML answer: elements by
+the cookies a browser would keep (every ``Set-Cookie`` of an answer; ``Max-Age=0`` removes one;
+each is sent back to the paths under its ``Path`` only), and reads the CSRF token of the last
+page for the next form. :class:`Page` reads an HTML answer: elements by
 id, forms, the visible text.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import azure.functions as func
 
+from scim.functions.runtime import Runtime
+from scim.portal.http import CONTENT_SECURITY_POLICY
+from scim.portal.sessions import OPERATOR, SessionCookies, new_session
 from tests.functions_client import REGISTERED
 
 PORTAL_FUNCTION = REGISTERED["portal"]
@@ -72,6 +79,8 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
+    cookies_set: list[str] = field(default_factory=list)
+    """Every ``Set-Cookie`` of this answer (``headers`` holds one of them)."""
 
     @property
     def text(self) -> str:
@@ -117,6 +126,12 @@ class Page:
         raise AssertionError(f"no form posting to {action}")
 
 
+def _on_path(request_path: str, cookie_path: str) -> bool:
+    """RFC 6265 5.1.4: whether a cookie of ``cookie_path`` goes with a request of ``request_path``."""
+    base = cookie_path.rstrip("/")
+    return request_path in (cookie_path, base) or request_path.startswith(base + "/")
+
+
 @dataclass
 class PortalClient:
     """One browser: its cookies, and the CSRF token of the last page it read."""
@@ -125,6 +140,8 @@ class PortalClient:
     cookies: dict[str, str] = field(default_factory=dict)
     set_cookies: list[str] = field(default_factory=list)
     """Every ``Set-Cookie`` received, in order."""
+    cookie_paths: dict[str, str] = field(default_factory=dict)
+    """The ``Path`` of each cookie kept (``/portal`` when not set)."""
     csrf: str | None = None
 
     async def request(
@@ -141,8 +158,9 @@ class PortalClient:
         rest = parts.path[len("/portal") :].lstrip("/")
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
         all_headers = dict(headers or {})
-        if self.cookies:
-            all_headers.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        sent = {k: v for k, v in self.cookies.items() if _on_path(parts.path, self.cookie_paths.get(k, "/portal"))}
+        if sent:
+            all_headers.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in sent.items()))
         body = raw if raw is not None else (urlencode(form).encode() if form is not None else b"")
         if form is not None:
             all_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
@@ -155,10 +173,12 @@ class PortalClient:
             body=body,
         )
         answer = await PORTAL_FUNCTION(request)
+        cookies = list(answer.headers.get_all("Set-Cookie"))
         response = Response(
-            answer.status_code, {k.lower(): v for k, v in answer.headers.items()}, answer.get_body() or b""
+            answer.status_code, {k.lower(): v for k, v in answer.headers.items()}, answer.get_body() or b"", cookies
         )
-        self._keep_cookie(response.headers.get("set-cookie"))
+        for cookie in cookies:
+            self._keep_cookie(cookie)
         if response.headers.get("content-type", "").startswith("text/html"):
             found = re.search(r'name="csrf_token" value="([^"]*)"', response.text)
             if found and found.group(1):
@@ -171,10 +191,13 @@ class PortalClient:
         self.set_cookies.append(header)
         name, _, rest = header.partition("=")
         value = rest.split(";", 1)[0]
+        path = re.search(r"(?i);\s*path=([^;]*)", header)
         if re.search(r"(?i)max-age=0\b", header) or not value:
             self.cookies.pop(name, None)
+            self.cookie_paths.pop(name, None)
         else:
             self.cookies[name] = value
+            self.cookie_paths[name] = path.group(1).strip() if path else "/portal"
 
     async def get(self, url: str, **kw: Any) -> Response:
         return await self.request("GET", url, **kw)
@@ -192,3 +215,60 @@ class PortalClient:
         """Open a setup link (its URL or its secret)."""
         secret = url_or_secret.rsplit("/", 1)[-1]
         return await self.get(f"/portal/setup/{secret}")
+
+
+# ---- shared by the portal's tests ---------------------------------------------------------------
+
+LINK_REFUSED = "This setup link is not valid: it was used, expired or revoked; ask your provider for a new one."
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def assert_security_headers(response: Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (name, response.headers)
+    assert "Traceback" not in response.text
+
+
+async def new_tenant(runtime: Runtime) -> tuple[str, str]:
+    """A fresh tenant (a random name) and its Secret Token."""
+    name = "p" + uuid.uuid4().hex[:12]
+    return name, await runtime.tenants.create(name)
+
+
+async def make_link(runtime: Runtime, tenant: str, *, minutes: int = 60, now: datetime | None = None) -> str:
+    secret, _ = await runtime.portal_links.create(tenant, timedelta(minutes=minutes), "operator:test", now=now)
+    return secret
+
+
+async def signed_in(runtime: Runtime, tenant: str) -> PortalClient:
+    """A browser that opened a setup link of ``tenant`` and read its page."""
+    browser = PortalClient()
+    opened = await browser.open_link(await make_link(runtime, tenant))
+    assert opened.status == 303 and opened.location == f"/portal/t/{tenant}", opened.text
+    page = await browser.get(opened.location)
+    assert page.status == 200, page.text
+    return browser
+
+
+async def operator_browser(runtime: Runtime, now: datetime | None = None) -> PortalClient:
+    """A browser holding an operator's session, its cookie sealed here (signing in with Microsoft:
+    tests/test_portal_signin.py)."""
+    cookies = SessionCookies.for_base_url(await runtime.portal_secrets.session_key(), runtime.settings.public_base_url)
+    session = new_session(OPERATOR, "operator:ops@example.com", now or datetime.now(UTC))
+    browser = PortalClient()
+    browser.cookies[COOKIE] = cookies.seal(session)
+    browser.csrf = session.csrf_token()
+    return browser
+
+
+async def audit_actions(runtime: Runtime, tenant: str) -> list[str]:
+    return [entry.action for entry in (await runtime.audit.page(tenant, limit=100)).entries]
+
+
+async def audit_text(runtime: Runtime, tenant: str) -> str:
+    return json.dumps([entry.to_json() for entry in (await runtime.audit.page(tenant, limit=100)).entries])

@@ -25,7 +25,7 @@ from scim.portal.chart import hour_starts
 from scim.portal.context import Context, Portal, Refused, require_operator
 from scim.portal.http import CONTENT_SECURITY_POLICY, PortalRequest
 from scim.portal.sessions import IDLE_TIMEOUT, OPERATOR, TENANT_ADMIN, SessionCookies, new_session
-from scim.provisioning_log import LogEntry, format_time
+from scim.provisioning_log import HourCount, LogEntry, format_time
 from scim.settings import Settings
 from scim.store.base import StoreUnavailable
 from tests.functions_client import FunctionsClient
@@ -492,7 +492,9 @@ async def test_the_log_pages_with_its_cursor(runtime):
         )
         for i in range(70)
     ]
-    await runtime.log.record_many(tenant, entries)
+    for logged in entries:  # through the writer, which tallies them per hour for the chart
+        runtime.log_writer.submit(tenant, logged)
+    await runtime.log_writer.drain()
     browser = await signed_in(runtime, tenant)
     first = (await browser.get(f"/portal/t/{tenant}")).page()
     assert len(statuses(first)) == 50 and "c0069" in first.source and "c0019" not in first.source
@@ -688,15 +690,19 @@ async def test_a_bug_is_a_plain_500_and_storage_trouble_a_503(runtime, monkeypat
     assert_security_headers(down)
 
 
-def test_the_chart_puts_failures_in_their_hours():
+def test_the_chart_puts_the_hourly_counts_in_their_hours():
     now = datetime(2026, 12, 2, 15, 30, tzinfo=UTC)
     starts = hour_starts(now)
     assert len(starts) == 168 and starts[-1] == datetime(2026, 12, 2, 15, tzinfo=UTC)
-    counts = [0] * 168
-    counts[-1], counts[0] = 4, 1
-    data = chart_activity(starts, counts, [now, now - timedelta(minutes=10), starts[0], now - timedelta(days=9)])
-    assert data.hours[-1].failures == 2 and data.hours[0].failures == 1
-    assert data.requests == 5 and data.failures == 3
+    counts = [
+        HourCount(starts[-1], 4, 2),
+        HourCount(starts[0], 1, 1),
+        HourCount(starts[0] - timedelta(hours=1), 9, 9),  # before the 7 days: left out
+        HourCount(starts[5], 0, 3),  # never more failures than requests
+    ]
+    data = chart_activity(starts, counts)
+    assert data.hours[-1].failures == 2 and data.hours[0].failures == 1 and data.hours[5].requests == 3
+    assert data.requests == 8 and data.failures == 6
     assert data.day_ratio == 0.5 and data.level == "quarantine"
 
 

@@ -574,3 +574,24 @@ async def test_deleting_a_tenant_removes_its_webhook_delivery_state(settings: Se
         assert not state.cursors and not state.lanes
     finally:
         await runtime.close()
+
+
+async def test_a_delete_in_the_app_writes_the_tenants_pending_log_entries_before_purging(runtime: Runtime):
+    """The portal deletes a tenant in the app's own process, whose log writer may still hold
+    the tenant's last entries (written in the background, a window later): written after the
+    purge, they were data left behind, and creating the name again was refused."""
+    name = _name("pending")
+    await runtime.tenants.create(name)
+    entry = LogEntry(
+        time=format_time(datetime.now(UTC)),
+        operation="GET /Users",
+        status=200,
+        correlation_id=uuid.uuid4().hex,
+        duration_ms=1.0,
+    )
+    runtime.log_writer.submit(name, entry)  # the tenant's last request, not yet written
+    assert not await core.delete_tenant_on(runtime, name)
+    await asyncio.sleep(runtime.log_writer.window + 0.5)  # any late write would have landed by now
+    await runtime.log_writer.drain()
+    assert await core._data_left(runtime, runtime.settings, name) == []
+    await core.create_tenant_on(runtime, name)

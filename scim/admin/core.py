@@ -51,7 +51,9 @@ __all__ = [
     "Credentials",
     "DeleteInterrupted",
     "create_tenant",
+    "create_tenant_on",
     "delete_tenant",
+    "delete_tenant_on",
     "ensure_tenant",
     "list_tenants",
     "load_settings",
@@ -160,11 +162,35 @@ def _log_table(runtime: Runtime, settings: Settings) -> Any:
     return runtime.table_service.get_table_client(f"{settings.table_prefix}log")
 
 
+_FAR_FUTURE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+async def _has_directory_rows(runtime: Runtime, settings: Settings, name: str) -> bool:
+    """Whether the tenant's directory partition holds a row (in memory: the store forgets a
+    tenant's data at once, :meth:`~scim.store.base.DirectoryStore.delete_tenant`)."""
+    if runtime.table_service is None:
+        return False
+    return await _has_rows(_directory_table(runtime, settings), keys.partition_key(name))
+
+
+async def _has_log_rows(runtime: Runtime, settings: Settings, name: str) -> bool:
+    if runtime.table_service is None:  # the memory runtime: through the log's contract
+        return bool((await runtime.log.page(name, limit=1)).entries)
+    return await _has_rows(_log_table(runtime, settings), name)
+
+
+async def _purge_log(runtime: Runtime, settings: Settings, name: str) -> None:
+    if runtime.table_service is None:
+        await runtime.log.purge(name, _FAR_FUTURE)
+    else:
+        await _purge_partition(_log_table(runtime, settings), name)
+
+
 async def _data_left(runtime: Runtime, settings: Settings, name: str) -> list[str]:
     """What data of a tenant named ``name`` is stored (six cheap reads, in parallel)."""
     directory, log, digest, deliveries, links, audit = await asyncio.gather(
-        _has_rows(_directory_table(runtime, settings), keys.partition_key(name)),
-        _has_rows(_log_table(runtime, settings), name),
+        _has_directory_rows(runtime, settings, name),
+        _has_log_rows(runtime, settings, name),
         runtime.states.exists(name),
         _has_deliveries(runtime, name),
         runtime.portal_links.list(name),
@@ -228,17 +254,35 @@ async def create_tenant(
     validate_tenant_name(name)
     if token is not None:
         check_token_strength(token)
-    recipients = validate_recipients(notify)
+    validate_recipients(notify)
     runtime = await _with_runtime(settings)
     try:
-        secret = await _create_fresh(runtime, settings, name, token, expires)
-        if recipients:
-            await runtime.tenants.set_notifications(name, recipients, True)
-        if token_lifetime is not None:
-            await runtime.tenants.set_token_lifetime(name, token_lifetime)
-        record = next(iter(await runtime.tenants.list_tokens(name)), None)
+        return await create_tenant_on(runtime, name, token, notify, expires, token_lifetime)
     finally:
         await runtime.close()
+
+
+async def create_tenant_on(
+    runtime: Runtime,
+    name: str,
+    token: str | None = None,
+    notify: Sequence[str] = (),
+    expires: int | None = None,
+    token_lifetime: int | None = None,
+) -> Credentials:
+    """:func:`create_tenant` on the stores of ``runtime`` (left open: the portal's runtime, or
+    the memory one), with its checks and errors."""
+    validate_tenant_name(name)
+    if token is not None:
+        check_token_strength(token)
+    recipients = validate_recipients(notify)
+    settings = runtime.settings
+    secret = await _create_fresh(runtime, settings, name, token, expires)
+    if recipients:
+        await runtime.tenants.set_notifications(name, recipients, True)
+    if token_lifetime is not None:
+        await runtime.tenants.set_token_lifetime(name, token_lifetime)
+    record = next(iter(await runtime.tenants.list_tokens(name)), None)
     return Credentials.issued(name, settings.tenant_url(name), secret, record)
 
 
@@ -420,7 +464,7 @@ async def _purge(runtime: Runtime, settings: Settings, name: str) -> None:
     """The tenant's directory partition, provisioning log, digest state, webhook delivery
     state, portal setup links and audit trail, in that order."""
     await runtime.store.delete_tenant(name)
-    await _purge_partition(_log_table(runtime, settings), name)
+    await _purge_log(runtime, settings, name)
     await runtime.states.forget(name)
     await runtime.deliveries.forget(name)
     await runtime.portal_links.purge(name)
@@ -443,24 +487,37 @@ async def delete_tenant(settings: Settings, name: str) -> bool:
     validate_tenant_name(name)
     runtime = await _with_runtime(settings)
     try:
-        state = await runtime.tenants.state(name)
-        if state is None and not await _data_left(runtime, settings, name):
-            raise TenantNotFound(name)
-        if state is not None:
-            await runtime.tenants.begin_delete(name)
-        try:
-            for _ in range(_PURGE_ROUNDS):
-                await _purge(runtime, settings, name)
-                left = await _data_left(runtime, settings, name)
-                if not left:
-                    break
-            else:
-                raise StoreUnavailable(f"data of tenant {name} kept coming back: {', '.join(left)}")
-            if state is not None:
-                with contextlib.suppress(TenantNotFound):  # a concurrent delete finished first
-                    await runtime.tenants.delete(name)
-        except (StoreError, AzureError, OSError) as exc:
-            raise DeleteInterrupted(name, exc) from exc
+        return await delete_tenant_on(runtime, name)
     finally:
         await runtime.close()
+
+
+async def delete_tenant_on(runtime: Runtime, name: str) -> bool:
+    """:func:`delete_tenant` on the stores of ``runtime`` (left open: the portal's Delete tenant
+    on the app's runtime; on the memory runtime the log is purged through its contract), with
+    the same steps, result and errors."""
+    validate_tenant_name(name)
+    settings = runtime.settings
+    state = await runtime.tenants.state(name)
+    if state is None and not await _data_left(runtime, settings, name):
+        raise TenantNotFound(name)
+    if state is not None:
+        await runtime.tenants.begin_delete(name)
+    # In the app (the portal's Delete tenant), this process may hold log entries of the tenant's
+    # last requests, written in the background: written after the purge, they would be data left
+    # behind that keeps the name from being used again. Nobody authenticates any more: write them now.
+    await runtime.log_writer.drain()
+    try:
+        for _ in range(_PURGE_ROUNDS):
+            await _purge(runtime, settings, name)
+            left = await _data_left(runtime, settings, name)
+            if not left:
+                break
+        else:
+            raise StoreUnavailable(f"data of tenant {name} kept coming back: {', '.join(left)}")
+        if state is not None:
+            with contextlib.suppress(TenantNotFound):  # a concurrent delete finished first
+                await runtime.tenants.delete(name)
+    except (StoreError, AzureError, OSError) as exc:
+        raise DeleteInterrupted(name, exc) from exc
     return state != ACTIVE

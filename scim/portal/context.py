@@ -3,8 +3,9 @@
 - :class:`PortalServices`: the services the portal calls (the runtime has them all: the adapter
   passes :class:`scim.functions.runtime.Runtime`); the portal has no logic of its own beyond
   presentation and authorization, and imports no adapter and not the runtime module.
-- :class:`Portal`: those services and the :data:`~scim.portal.connection.Probe` (the SCIM
-  endpoint, called in-process for Test connection).
+- :class:`Portal`: those services, the :data:`~scim.portal.connection.Probe` (the SCIM
+  endpoint, called in-process for Test connection) and the :class:`TenantLifecycle` (the
+  operator's Create tenant and Delete tenant: the admin CLI's own, on the runtime).
 - :class:`Context`: one request, its time and its session (if a live one came with it).
 - Authorization: :func:`require_session`, :func:`require_tenant` (a tenant admin's session
   reaches its own tenant only, an operator's every tenant), :func:`require_operator`, and
@@ -23,20 +24,26 @@ from scim.portal.sessions import Session, SessionCookies
 from scim.tenants import ACTIVE, InvalidTenantName, validate_tenant_name
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from scim.notify.state import NotifyStateStore
     from scim.portal.audit import AuditTrail
     from scim.portal.links import SetupLinkRegistry
     from scim.portal.secrets_store import PortalSecrets
     from scim.provisioning_log import ProvisioningLog
     from scim.settings import Settings
+    from scim.store.base import DirectoryStore
     from scim.tenants import TenantRegistry
     from scim.webhooks import WebhookRegistry
+    from scim.webhooks.delivery_state import DeliveryStateStore
 
 __all__ = [
     "Context",
     "Portal",
     "PortalServices",
     "Refused",
+    "TenantDeleteInterrupted",
+    "TenantLifecycle",
     "require_csrf",
     "require_operator",
     "require_session",
@@ -63,14 +70,42 @@ class PortalServices(Protocol):
     def portal_secrets(self) -> PortalSecrets: ...
     @property
     def audit(self) -> AuditTrail: ...
+    @property
+    def store(self) -> DirectoryStore: ...
+    @property
+    def deliveries(self) -> DeliveryStateStore: ...
+
+
+class TenantLifecycle(Protocol):
+    """Creating and deleting tenants as the admin CLI does (:mod:`scim.admin.core`: a name whose
+    data an unfinished delete left is refused; a delete is resumable), on the portal's runtime."""
+
+    async def create(self, name: str, notify: Sequence[str], expires: int | None) -> tuple[str, str | None, str | None]:
+        """The new tenant's Secret Token, its id and its expiry (RFC 3339, None: never), the first
+        token expiring ``expires`` seconds after it is made (None: never); failure digests to
+        ``notify``. Raises TenantExists, TenantDeleting, InvalidTenantName or ValueError (an address)."""
+        ...
+
+    async def delete(self, name: str) -> bool:
+        """Delete ``name`` and all its data; True if this finished an interrupted delete. Raises
+        TenantNotFound, or :class:`TenantDeleteInterrupted` (its token is revoked; running it again
+        finishes the delete)."""
+        ...
+
+
+class TenantDeleteInterrupted(Exception):
+    """A tenant's delete stopped before the end (storage failed): its token is revoked, some data
+    remains, and deleting it again finishes the job."""
 
 
 @dataclass(frozen=True)
 class Portal:
-    """The portal's services and the in-process SCIM probe (Test connection)."""
+    """The portal's services, the in-process SCIM probe (Test connection) and the tenants'
+    creation and deletion (None: the operator view offers neither)."""
 
     services: PortalServices
     probe: Probe
+    lifecycle: TenantLifecycle | None = None
 
 
 class Refused(Exception):
@@ -84,7 +119,7 @@ class Refused(Exception):
 
 NOT_SIGNED_IN = (
     "You are not signed in, or your session ended (after 30 minutes without use, or 8 hours after it started). "
-    "Open a new setup link from your provider to sign in again."
+    "Sign in again at /portal/ (Sign in with Microsoft), or open a new setup link from your provider."
 )
 
 

@@ -85,18 +85,21 @@ class PortalRequest:
 
 @dataclass
 class PortalResponse:
-    """An answer: status, body, content type, extra headers and at most one ``Set-Cookie``
-    (the session cookie; Azure Functions carries one value per header name)."""
+    """An answer: status, body, content type, extra headers, the session cookie's ``Set-Cookie``
+    (``set_cookie``) and other cookies' (``other_cookies``: the pending sign-in's). Several
+    ``Set-Cookie`` headers reach the browser from Azure Functions as repeated headers of the
+    ``func.HttpResponse`` (azure-functions turns them into the worker's cookies)."""
 
     status: int
     body: bytes = b""
     content_type: str = HTML
     headers: dict[str, str] = field(default_factory=dict)
     set_cookie: str | None = None
+    other_cookies: list[str] = field(default_factory=list)
 
     def all_headers(self) -> dict[str, str]:
         """The headers to send: the security headers, then this answer's own (a static file's
-        ``Cache-Control`` replaces ``no-store``), the content type and the cookie."""
+        ``Cache-Control`` replaces ``no-store``), the content type and the session cookie."""
         headers = {**SECURITY_HEADERS, **self.headers, "Content-Type": self.content_type}
         if self.set_cookie is not None:
             headers["Set-Cookie"] = self.set_cookie

@@ -1,11 +1,15 @@
-"""The portal's pages that show (GET): home, a setup link's landing, the tenant page and the
-regeneration's confirmation; and :func:`message`, the page of every refusal and error.
+"""The portal's pages that show (GET): a setup link's landing, the tenant page and the
+regeneration's confirmation; and :func:`message`, the page of every refusal and error (the home
+page and sign-in: :mod:`scim.portal.signin`; the operator's: :mod:`scim.portal.operator`).
 
 The tenant page reads, in parallel: the tenant (digest settings), its Secret Tokens, OAuth
 clients and default token lifetime (:class:`~scim.tenants.TenantRegistry`), a page of its
 provisioning log under the admin's filters and the 7-day activity (:mod:`scim.portal.logs`), the
 requests refused for their token in the last 24 hours, and its latest audit entries. Never a
 secret: a token or client secret is shown once, by :mod:`scim.portal.actions`, when it is made.
+An operator sees more on it (:func:`scim.portal.operator.operator_sections`: setup links,
+webhooks, recent change events); a setup link's session is offered Sign in with Microsoft, which
+links the customer's Entra tenant to this tenant (:mod:`scim.portal.signin`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "OVERLAPS",
     "confirm_regenerate",
-    "home",
     "message",
     "record_audit",
     "redeem_setup_link",
@@ -48,6 +51,7 @@ FLASHES = {
     "token-revoked": "The token was revoked: it fails from its next request on.",
     "client-revoked": "The OAuth client was revoked: it and its access tokens fail from their next request on.",
     "notify-saved": "Notification settings saved.",
+    "links-revoked": "Every open setup link of this tenant was revoked: they fail from now on.",
 }
 """Messages after a change (``?done=``): fixed texts, so a link cannot make the page say anything else."""
 LINK_REFUSED = "This setup link is not valid: it was used, expired or revoked; ask your provider for a new one."
@@ -71,19 +75,6 @@ async def record_audit(ctx: Context, tenant: str, action: str, **detail: str) ->
         await ctx.services.audit.record(AuditEntry(tenant=tenant, actor=actor, action=action, detail=detail))
     except Exception:  # reported in the log; the change stands
         logger.exception("could not record the audit entry %s", action)
-
-
-def home(ctx: Context) -> PortalResponse:
-    """``/portal/``: a tenant admin goes to their tenant; anyone else is told how to get in."""
-    if ctx.session is not None and ctx.session.tenant:
-        return redirect(f"/portal/t/{ctx.session.tenant}")
-    return message(
-        ctx,
-        200,
-        "SCIM provisioning portal",
-        "To open your tenant's page, use the setup link your provider gave you.",
-        tone="info",
-    )
 
 
 async def redeem_setup_link(ctx: Context, secret: str) -> PortalResponse:
@@ -175,7 +166,7 @@ async def tenant_page(
     notify_enabled: bool | None = None,
 ) -> PortalResponse:
     """``GET /portal/t/{tenant}`` (and the same page with a form's errors, 400)."""
-    await require_tenant(ctx, tenant)
+    session = await require_tenant(ctx, tenant)
     services, now = ctx.services, ctx.now
     filter_ = LogFilter.from_query(ctx.request.query)
     tenants, log = services.tenants, services.log
@@ -188,7 +179,17 @@ async def tenant_page(
         log.unauthenticated(tenant, since=now - timedelta(hours=24), until=now),
         services.audit.page(tenant, limit=AUDIT_SHOWN),
     )
-    (info, tokens, clients, lifetime), (logs, activity, refused, audit) = await asyncio.gather(credentials, readings)
+    operator = None
+    if session.is_operator:
+        from scim.portal.operator import operator_sections  # it imports this module
+
+        (info, tokens, clients, lifetime), (logs, activity, refused, audit), operator = await asyncio.gather(
+            credentials, readings, operator_sections(ctx, tenant)
+        )
+    else:
+        (info, tokens, clients, lifetime), (logs, activity, refused, audit) = await asyncio.gather(
+            credentials, readings
+        )
     lifetime_note = (
         f"New tokens expire {format_duration(lifetime)} after they are made."
         if lifetime
@@ -219,6 +220,10 @@ async def tenant_page(
         operations=OPERATIONS,
         statuses=STATUSES,
         audit=[_audit_row(e) for e in audit.entries],
+        entra_tid=info.entra_tid,
+        sign_in_enabled=ctx.settings.portal_sign_in,
+        link_sign_in_url="/portal/auth/login?" + urlencode({"as": "tenant-admin", "return_to": f"/portal/t/{tenant}"}),
+        operator=operator,
     )
     return page(status, "tenant.html", **values)
 

@@ -2,7 +2,15 @@
 
 A session says who is signed in: its ``kind`` (:data:`TENANT_ADMIN`, bound to one tenant, or
 :data:`OPERATOR`, who may open every tenant), an ``actor`` for audit entries
-(``setup-link:<id>``), when it started and was last used, and a CSRF secret.
+(``setup-link:<id>``, ``entra:<oid>@<tid>``, ``operator:<e-mail or name>``), when it started and
+was last used, and a CSRF secret. A tenant admin signed in with Microsoft whose Entra tenant is
+linked to several of our tenants holds them all (``tenants``, at most :data:`MAX_TENANTS`).
+
+**The pending sign-in** (:mod:`scim.portal.signin`) has a cookie of its own,
+:data:`PENDING_COOKIE`: the OpenID Connect ``state``, ``nonce`` and PKCE verifier sealed the same
+way (under another associated data, so neither cookie opens as the other), ``Path=/portal/auth``,
+``Max-Age`` the 10 minutes a sign-in may take, ``SameSite=Lax`` (the provider's redirect back
+is a top-level GET from another site: a ``Strict`` cookie would not come with it).
 
 **The cookie** is the session as JSON sealed with AES-256-GCM (authenticated encryption: a
 cookie that was changed, made up, or sealed under another key does not open) under a key
@@ -46,7 +54,10 @@ __all__ = [
     "COOKIE_NAME",
     "COOKIE_PATH",
     "IDLE_TIMEOUT",
+    "MAX_TENANTS",
     "OPERATOR",
+    "PENDING_COOKIE",
+    "PENDING_PATH",
     "TENANT_ADMIN",
     "Session",
     "SessionCookies",
@@ -65,9 +76,14 @@ ABSOLUTE_TIMEOUT = 8 * 3600
 
 COOKIE_NAME = "scim_portal"
 COOKIE_PATH = "/portal"
+PENDING_COOKIE = "scim_portal_signin"
+PENDING_PATH = "/portal/auth"
+MAX_TENANTS = 20
+"""The most tenants one session holds (an Entra tenant linked to more: the first 20 by name)."""
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
 _AAD = b"scim-portal-session/v1"
+_PENDING_AAD = b"scim-portal-pending-sign-in/v1"
 _HKDF_INFO = b"scim portal session cookie v1"
 _MAX_COOKIE_CHARS = 4096
 
@@ -84,10 +100,24 @@ class Session:
     tenant: str | None = None
     id: str = ""
     """A random id (16 hex digits), to name the session in audit entries and a link's ``used_by``."""
+    tenants: tuple[str, ...] = ()
+    """A tenant admin's other tenants (signed in with Microsoft, their Entra tenant linked to several)."""
 
     def may_open(self, tenant: str) -> bool:
         """An operator opens every tenant, a tenant admin its own only."""
-        return self.kind == OPERATOR or (self.kind == TENANT_ADMIN and self.tenant == tenant)
+        return self.kind == OPERATOR or (self.kind == TENANT_ADMIN and tenant in self.own_tenants)
+
+    @property
+    def own_tenants(self) -> tuple[str, ...]:
+        """A tenant admin's tenants: ``tenant`` and ``tenants`` (none for an operator)."""
+        if self.kind != TENANT_ADMIN or not self.tenant:
+            return ()
+        return (self.tenant, *(t for t in self.tenants if t != self.tenant))
+
+    @property
+    def by_setup_link(self) -> bool:
+        """A tenant admin's session that a setup link started (not yet signed in with Microsoft)."""
+        return self.kind == TENANT_ADMIN and self.actor.startswith("setup-link:")
 
     @property
     def is_operator(self) -> bool:
@@ -119,17 +149,25 @@ def new_session_id() -> str:
 
 
 def new_session(
-    kind: str, actor: str, now: datetime, tenant: str | None = None, session_id: str | None = None
+    kind: str,
+    actor: str,
+    now: datetime,
+    tenant: str | None = None,
+    session_id: str | None = None,
+    tenants: tuple[str, ...] = (),
 ) -> Session:
     """A session that starts at ``now``, with a fresh CSRF secret (256 bits) and ``session_id``
-    (default: a fresh one, :func:`new_session_id`)."""
+    (default: a fresh one, :func:`new_session_id`); ``tenants``: a tenant admin's others."""
     if kind not in KINDS:
         raise ValueError(f"unknown session kind {kind!r}")
     if kind == TENANT_ADMIN and not tenant:
         raise ValueError("a tenant admin's session needs its tenant")
     moment = int(now.timestamp())
     tenant = tenant if kind == TENANT_ADMIN else None
-    return Session(kind, actor, moment, moment, secrets.token_urlsafe(32), tenant, session_id or new_session_id())
+    others = tuple(t for t in dict.fromkeys(tenants) if t != tenant)[: MAX_TENANTS - 1] if tenant else ()
+    return Session(
+        kind, actor, moment, moment, secrets.token_urlsafe(32), tenant, session_id or new_session_id(), others
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -159,14 +197,11 @@ class SessionCookies:
         """``Secure`` unless the portal is served over plain http (the local host)."""
         return cls(key, secure=not public_base_url.lower().startswith("http://"))
 
-    def seal(self, session: Session) -> str:
+    def _seal(self, plain: bytes, aad: bytes) -> str:
         nonce = secrets.token_bytes(_NONCE_BYTES)
-        plain = json.dumps(asdict(session), separators=(",", ":")).encode("utf-8")
-        return _b64(_VERSION + nonce + self._aead.encrypt(nonce, plain, _AAD))
+        return _b64(_VERSION + nonce + self._aead.encrypt(nonce, plain, aad))
 
-    def open(self, value: str | None, now: datetime) -> Session | None:
-        """The live session in a cookie value; None when absent, not sealed by this key, or
-        past a timeout."""
+    def _open(self, value: str | None, aad: bytes) -> bytes | None:
         if not value or len(value) > _MAX_COOKIE_CHARS:
             return None
         try:
@@ -177,12 +212,52 @@ class SessionCookies:
             return None
         nonce, sealed = raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :]
         try:
-            session = _session(json.loads(self._aead.decrypt(nonce, sealed, _AAD)))
-        except (InvalidTag, ValueError, TypeError, KeyError):
+            return self._aead.decrypt(nonce, sealed, aad)
+        except InvalidTag:
+            return None
+
+    def seal(self, session: Session) -> str:
+        data = asdict(session)
+        if not session.tenants:
+            del data["tenants"]
+        else:
+            data["tenants"] = list(session.tenants)
+        return self._seal(json.dumps(data, separators=(",", ":")).encode("utf-8"), _AAD)
+
+    def open(self, value: str | None, now: datetime) -> Session | None:
+        """The live session in a cookie value; None when absent, not sealed by this key, or
+        past a timeout."""
+        plain = self._open(value, _AAD)
+        if plain is None:
+            return None
+        try:
+            session = _session(json.loads(plain))
+        except (ValueError, TypeError, KeyError):
             return None
         if session is None or session.expired(int(now.timestamp())):
             return None
         return session
+
+    def seal_pending(self, text: str) -> str:
+        """A pending sign-in (:meth:`scim.portal.oidc.PendingLogin.to_json`) sealed for its cookie."""
+        return self._seal(text.encode("utf-8"), _PENDING_AAD)
+
+    def open_pending(self, value: str | None) -> str | None:
+        """The pending sign-in sealed in ``value``; None when absent or not sealed by this key as one
+        (its age is checked by :func:`scim.portal.oidc.complete`)."""
+        plain = self._open(value, _PENDING_AAD)
+        try:
+            return None if plain is None else plain.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def pending_cookie(self, text: str, max_age: int) -> str:
+        """The ``Set-Cookie`` value of a pending sign-in (``Path=/portal/auth``, ``max_age`` seconds)."""
+        return self._cookie(self.seal_pending(text), max_age, PENDING_COOKIE, PENDING_PATH)
+
+    def clear_pending_cookie(self) -> str:
+        """The ``Set-Cookie`` value that removes the pending sign-in's cookie."""
+        return self._cookie("", 0, PENDING_COOKIE, PENDING_PATH)
 
     def set_cookie(self, session: Session, now: datetime) -> str:
         """The ``Set-Cookie`` value that stores ``session`` in the browser."""
@@ -193,8 +268,8 @@ class SessionCookies:
         """The ``Set-Cookie`` value that removes the session cookie (signing out, an ended session)."""
         return self._cookie("", 0)
 
-    def _cookie(self, value: str, max_age: int) -> str:
-        parts = [f"{COOKIE_NAME}={value}", f"Path={COOKIE_PATH}", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
+    def _cookie(self, value: str, max_age: int, name: str = COOKIE_NAME, path: str = COOKIE_PATH) -> str:
+        parts = [f"{name}={value}", f"Path={path}", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
         if self.secure:
             parts.append("Secure")
         return "; ".join(parts)
@@ -211,6 +286,7 @@ def _session(data: Any) -> Session | None:
         csrf_secret=str(data["csrf_secret"]),
         tenant=None if data.get("tenant") is None else str(data["tenant"]),
         id=str(data.get("id") or ""),
+        tenants=tuple(str(t) for t in data.get("tenants") or ())[: MAX_TENANTS - 1],
     )
     if session.kind not in KINDS or (session.kind == TENANT_ADMIN and not session.tenant):
         return None

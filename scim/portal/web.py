@@ -3,10 +3,21 @@
 =======  =====================================  ===============================================
 method   path (under ``/portal/``)               what
 =======  =====================================  ===============================================
-GET      (empty)                                 a tenant admin goes to their tenant's page
+GET      (empty)                                 sign in; signed in: a tenant admin goes to their
+                                                 tenant's page (or chooses), an operator to ``ops``
 GET      ``static/{name}``                       the stylesheet and the script (long caching)
 GET      ``setup/{secret}``                      redeem a setup link: session, 303 to the tenant
+GET      ``auth/login``                          Sign in with Microsoft (:mod:`~scim.portal.signin`:
+                                                 ``as``, ``return_to``): 303 to the provider
+GET      ``auth/callback``                       the provider's answer: a session, or why not
 POST     ``logout``                              end the session (clears the cookie)
+GET      ``ops``                                 the operator view (:mod:`~scim.portal.operator`)
+POST     ``ops/create-tenant``                   a tenant: its Tenant URL and token, shown once
+POST     ``ops/t/{tenant}/setup-link``           a setup link (``expires``), shown once
+POST     ``ops/t/{tenant}/revoke-links``         every open setup link fails
+GET      ``ops/t/{tenant}/delete``               the delete's confirmation (type the name)
+POST     ``ops/t/{tenant}/delete``               delete the tenant (``confirm_name``)
+POST     ``ops/t/{tenant}/webhook-replay``       deliver an endpoint's events again (``since``)
 GET      ``t/{tenant}``                          the tenant page (filters: ``failures``,
                                                  ``operation``, ``status``, ``q``, ``cursor``)
 GET      ``t/{tenant}/token/regenerate``         the confirmation of a regeneration
@@ -22,7 +33,9 @@ POST     ``t/{tenant}/digest``                   send the failure digest now
 
 **Authorization**, before anything else is read: a tenant page needs a live session that may
 open the tenant in the URL (a tenant admin's own; an operator's any: :func:`require_tenant`),
-else 403; a POST needs the session's CSRF token too, else 403; state changes only by POST.
+else 403; ``ops`` and everything under it an operator's session (:func:`require_operator`),
+else 403; a POST needs the session's CSRF token too, else 403; state changes only by POST
+(but the sign-in's two GETs, which set cookies: the OpenID Connect ``state`` guards them).
 A live session's cookie is sealed again on every answer (the idle timeout starts over); a
 cookie that does not open is cleared.
 
@@ -39,8 +52,16 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from scim.portal import actions, pages
-from scim.portal.context import Context, Portal, Refused, require_csrf, require_session, require_tenant
+from scim.portal import actions, operator, pages, signin
+from scim.portal.context import (
+    Context,
+    Portal,
+    Refused,
+    require_csrf,
+    require_operator,
+    require_session,
+    require_tenant,
+)
 from scim.portal.http import PortalRequest, PortalResponse
 from scim.portal.render import static_file
 from scim.portal.sessions import COOKIE_NAME, SessionCookies
@@ -67,6 +88,15 @@ _ACTIONS: dict[tuple[str, ...], Action] = {
 """The tenant's POST routes (after ``t/{tenant}/``)."""
 _VIEWS = {(), ("token", "regenerate")}
 """The tenant's GET routes."""
+OpsAction = Callable[[Context, str, dict[str, list[str]]], Awaitable[PortalResponse]]
+_OPS_ACTIONS: dict[str, OpsAction] = {
+    "setup-link": operator.create_link,
+    "revoke-links": operator.revoke_links,
+    "delete": operator.delete_tenant,
+    "webhook-replay": operator.replay_webhook,
+}
+"""The operator's POST routes of a tenant (``ops/t/{tenant}/NAME``)."""
+_LITERAL_ROUTES = {("logout",), ("auth", "login"), ("auth", "callback")}
 
 
 def _system_clock() -> datetime:
@@ -93,7 +123,11 @@ def route_kind(path: str) -> str:
         return "/portal/t/{tenant}" + ("".join(f"/{p}" for p in rest) if known else ("/{other}" if rest else ""))
     if parts[0] in ("setup", "static") and len(parts) == 2:
         return f"/portal/{parts[0]}/{{{'secret' if parts[0] == 'setup' else 'name'}}}"
-    return "/portal/logout" if parts == ["logout"] else "/portal/{other}"
+    if parts[0] == "ops":
+        if len(parts) == 4 and parts[1] == "t" and parts[3] in _OPS_ACTIONS:
+            return f"/portal/ops/t/{{tenant}}/{parts[3]}"
+        return "/portal/ops" + ("/create-tenant" if parts[1:] == ["create-tenant"] else "/{other}" if parts[1:] else "")
+    return "/portal/" + "/".join(parts) if tuple(parts) in _LITERAL_ROUTES else "/portal/{other}"
 
 
 async def handle(request: PortalRequest, portal: Portal) -> PortalResponse:
@@ -154,16 +188,53 @@ async def _dispatch(ctx: Context) -> PortalResponse:
     await _open_session(ctx)
     if not parts:
         _method(ctx, "GET")
-        return pages.home(ctx)
+        return signin.home(ctx)
     if len(parts) == 2 and parts[0] == "setup":
         _method(ctx, "GET")
         return await pages.redeem_setup_link(ctx, parts[1])
     if parts == ["logout"]:
         _method(ctx, "POST")
         return _logout(ctx)
+    if parts == ["auth", "login"]:
+        _method(ctx, "GET")
+        return await signin.login(ctx)
+    if parts == ["auth", "callback"]:
+        _method(ctx, "GET")
+        return await signin.callback(ctx)
+    if parts[0] == "ops":
+        return await _ops_route(ctx, tuple(parts[1:]))
     if len(parts) >= 2 and parts[0] == "t":
         return await _tenant_route(ctx, parts[1], tuple(parts[2:]))
     raise pages.not_found(ctx)
+
+
+async def _ops_route(ctx: Context, rest: tuple[str, ...]) -> PortalResponse:
+    """``ops`` and under it: an operator's session first (403 for anyone else), then the route."""
+    if rest == ():
+        _method(ctx, "GET")
+        require_operator(ctx)
+        return await operator.ops_page(ctx)
+    if rest == ("create-tenant",):
+        _method(ctx, "POST")
+        form = _operator_form(ctx)
+        return await operator.create_tenant(ctx, form)
+    if len(rest) == 3 and rest[0] == "t" and rest[2] in _OPS_ACTIONS:
+        tenant, name = rest[1], rest[2]
+        if name == "delete" and ctx.request.method == "GET":
+            require_operator(ctx)
+            return await operator.confirm_delete(ctx, tenant)
+        _method(ctx, "POST")
+        form = _operator_form(ctx)
+        return await _OPS_ACTIONS[name](ctx, tenant, form)
+    raise pages.not_found(ctx)
+
+
+def _operator_form(ctx: Context) -> dict[str, list[str]]:
+    """An operator's POST: the session, then its CSRF token (403 either way), then its form."""
+    require_operator(ctx)
+    form = ctx.request.form()
+    require_csrf(ctx, form)
+    return form
 
 
 async def _tenant_route(ctx: Context, tenant: str, rest: tuple[str, ...]) -> PortalResponse:
