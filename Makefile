@@ -1,7 +1,8 @@
 # Local development and CI entry points. Needs python3 (with venv), node and npm.
 #   make run    Azurite + dev tenant + the app on http://127.0.0.1:$${PORT:-7071} (local emulator
 #               only: storage elsewhere is refused unless SCIM_DEV_ALLOW_REMOTE=1)
-#   make test   the test suite (Azurite is started by the tests themselves)
+#   make test   the test suite (Azurite is started by the tests themselves; Debian's chromium is
+#               installed for the portal's browser tests when missing)
 #   make lint   ruff (lint and format check) and mypy --strict on scim/ and devtools/ (pyproject.toml)
 
 SHELL := /bin/bash
@@ -26,7 +27,7 @@ INFRA_PY := $(INFRA_VENV)/bin/python
 CHECKOV_VERSION := 3.3.30
 INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 
-.PHONY: venv venv-infra node_modules run azurite test lint format clean clean-data
+.PHONY: venv venv-infra node_modules chromium run azurite test lint format clean clean-data
 
 venv: $(VENV_STAMP)
 
@@ -57,6 +58,25 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	fi
 	touch $@
 
+# The portal's browser tests (tests/test_portal_browser.py) drive Debian's chromium with Playwright
+# (Playwright's own browser download is not used: `playwright install` is never run). Installed
+# here when missing, as root with apt-get (apt-get update only if the install fails without it);
+# when it cannot be, this says why and the browser tests fail in CI (CI set) and skip elsewhere.
+CHROMIUM := /usr/bin/chromium
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "make: $(CHROMIUM) is missing; install Debian's chromium (apt-get install chromium) for the browser tests" >&2; \
+	  else \
+	    echo "make: installing Debian's chromium for the browser tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	      || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	      || echo "make: could not install chromium (apt-get failed); the browser tests cannot run" >&2; \
+	  fi; \
+	fi
+
 run: venv node_modules
 	@$(VPY) -m devtools.dev
 
@@ -65,7 +85,7 @@ azurite: venv node_modules
 	$(VPY) -m devtools.azurite --all
 
 # Any non-zero pytest exit fails the target, 5 ("no tests ran") included.
-test: venv node_modules venv-infra
+test: venv node_modules venv-infra chromium
 	$(VPY) -m pytest $(PYTEST_FLAGS)
 
 # Lint: ruff's rules and formatting, mypy --strict; zero findings, in CI before the tests.
