@@ -52,6 +52,7 @@ async def operator(runtime: Runtime) -> PortalClient:
 async def test_the_operator_view_lists_the_tenants_with_their_status(runtime):
     tenant, token = await new_tenant(runtime)
     await create_user(FunctionsClient(tenant, token))
+    await FunctionsClient(tenant, token).get("/Users/no-such-id")  # a failure: 1 of 2
     await runtime.log_writer.drain()
     expiring, _ = await new_tenant(runtime)
     await runtime.tenants.set_token(expiring, expires=3 * 86400)
@@ -68,7 +69,9 @@ async def test_the_operator_view_lists_the_tenants_with_their_status(runtime):
     assert "none logged" in other and "ops@example.com" in other
     assert page.by_id[f"open-{tenant}"]["attrs"]["href"] == f"/portal/t/{tenant}"
     assert page.has(f"create-link-{tenant}") and page.has(f"delete-{tenant}")
-    assert "failure ratio" in page.text.lower()  # says where the failure ratio is
+    assert page.element_text(f"ratio-{tenant}") == "50% of 2"  # the last 24 hours' tallies
+    assert page.element_text(f"ratio-{expiring}") == "no requests"
+    assert "quarantines a job above 40 %" in page.text
 
 
 async def test_create_tenant_shows_the_tenant_url_and_token_once(runtime):

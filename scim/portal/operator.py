@@ -45,6 +45,7 @@ from typing import Any
 from scim.admin.webhooks import ReplayRefused, check_replay_time, replay_position
 from scim.core.feed import FeedError, encode_cursor, read_page
 from scim.credentials import format_epoch, parse_duration
+from scim.portal.chart import Activity, Hour, hour_starts
 from scim.portal.context import Context, Refused, TenantDeleteInterrupted, require_operator, require_tenant
 from scim.portal.http import PortalResponse, redirect
 from scim.portal.links import SetupLink, check_expiry
@@ -116,7 +117,8 @@ def _time(text: str | None, default: str = "never") -> str:
 
 
 async def _status(ctx: Context, info: TenantInfo, gate: asyncio.Semaphore) -> dict[str, Any]:
-    """One row of the tenants table (two reads for an active tenant)."""
+    """One row of the tenants table (an active tenant: its record, its newest log entry and one
+    range query of its hourly tallies of the last 24 hours, in parallel)."""
     row: dict[str, Any] = {
         "name": info.name,
         "state": info.state,
@@ -127,16 +129,27 @@ async def _status(ctx: Context, info: TenantInfo, gate: asyncio.Semaphore) -> di
         "expiry": "",
         "expiry_tone": "",
         "last_request": "",
+        "ratio": "",
+        "ratio_tone": "",
     }
     if info.state != ACTIVE:
         return row
+    day = hour_starts(ctx.now)[-24:]
     async with gate:
         try:
-            tokens, newest = await asyncio.gather(
-                ctx.services.tenants.list_tokens(info.name), ctx.services.log.page(info.name, limit=1)
+            tokens, newest, hours = await asyncio.gather(
+                ctx.services.tenants.list_tokens(info.name),
+                ctx.services.log.page(info.name, limit=1),
+                ctx.services.log.activity(info.name, since=day[0], until=ctx.now),
             )
         except (TenantNotFound, TenantDeleting):  # deleted meanwhile
             return row
+    counted = Activity(tuple(Hour(h.hour, h.requests, h.failures) for h in hours))
+    if counted.day_ratio is None:
+        row["ratio"] = "no requests"
+    else:
+        row["ratio"] = f"{counted.day_ratio:.0%} of {counted.day_requests}"
+        row["ratio_tone"] = {"quarantine": "error", "warning": "warning"}.get(counted.level, "")
     ends = [t.ends for t in tokens if t.ends is not None]
     now = int(ctx.now.timestamp())
     if not tokens:
