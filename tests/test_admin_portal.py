@@ -229,7 +229,7 @@ async def test_tenant_delete_purges_its_setup_links_and_audit_trail(settings: Se
             await runtime.audit.record(AuditEntry(tenant, "cli", "link.created", {"link": "0a1b2c3d"}))
     finally:
         await runtime.close()
-    assert await _audit_rows(settings, name) == 1
+    assert await _audit_rows(settings, name) == 2  # tenant.created (by the CLI) and link.created
 
     await core.delete_tenant(settings, name)
     rows = await _portal_rows(settings)

@@ -192,5 +192,17 @@ def test_token_commands(cli_env: None, capsys: pytest.CaptureFixture[str]) -> No
     assert code == 2 and "not a duration" in err
     code, _, err = _cli(capsys, "token", "list", "no-such-tenant")
     assert code == 1 and "no tenant" in err
+    # Each change is in the tenant's audit trail (the portal shows it), by "cli", never a token.
+    code, out, _ = _cli(capsys, "audit", name, "--json")
+    assert code == 0 and created["token"] not in out and rotated["token"] not in out
+    actions = [(e["action"], e["actor"]) for e in json.loads(out)["entries"]]
+    assert actions[::-1] == [
+        ("tenant.created", "cli"),
+        ("token.rotated", "cli"),
+        ("token.rotated", "cli"),
+        ("token.revoked", "cli"),
+        ("token.lifetime_set", "cli"),
+        ("token.regenerated", "cli"),
+    ], actions
     code, _, _ = _cli(capsys, "tenant", "delete", name, "--yes")
     assert code == 0

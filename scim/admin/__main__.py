@@ -203,7 +203,7 @@ async def _run(args: argparse.Namespace) -> int:
     if args.group == tokens.GROUP:
         runtime = build_runtime(settings)
         try:
-            return await tokens.run(args, runtime.tenants, settings)
+            return await tokens.run(args, runtime.tenants, settings, runtime.audit)
         finally:
             await runtime.close()
     if args.group == "tenant" and args.action == "create":

@@ -31,10 +31,12 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from scim.admin.core import record_cli_audit
 from scim.credentials import MAX_OAUTH_CLIENTS, ClientNotFound, OAuthClient, TooManyClients, format_epoch
 from scim.tenants import TenantDeleting, TenantNotFound, TenantRegistry, validate_tenant_name
 
 if TYPE_CHECKING:
+    from scim.portal.audit import AuditTrail
     from scim.settings import Settings
 
 __all__ = ["GROUP", "add_commands", "client_json", "precheck", "run"]
@@ -93,7 +95,7 @@ async def run(args: argparse.Namespace, settings: Settings, tenants: TenantRegis
         runtime = build_runtime(settings)
         tenants = runtime.tenants
     try:
-        return await _run(args, settings, tenants)
+        return await _run(args, settings, tenants, runtime.audit if runtime is not None else None)
     except TenantNotFound:
         print(f"error: no tenant {args.name!r}", file=sys.stderr)
     except (TenantDeleting, TooManyClients, ClientNotFound) as exc:
@@ -104,10 +106,11 @@ async def run(args: argparse.Namespace, settings: Settings, tenants: TenantRegis
     return 1
 
 
-async def _run(args: argparse.Namespace, settings: Settings, tenants: TenantRegistry) -> int:
+async def _run(args: argparse.Namespace, settings: Settings, tenants: TenantRegistry, audit: AuditTrail | None) -> int:
     name = validate_tenant_name(args.name)
     if args.action == "create":
         client, secret = await tenants.create_client(name)
+        await record_cli_audit(audit, name, "oauth_client.created", client=client.id)
         endpoint = settings.token_endpoint(name)
         if args.json:
             print(json.dumps({"client_id": client.id, "client_secret": secret, "token_endpoint": endpoint}))
@@ -139,5 +142,6 @@ async def _run(args: argparse.Namespace, settings: Settings, tenants: TenantRegi
                 )
     elif args.action == "revoke":
         await tenants.revoke_client(name, args.client_id)
+        await record_cli_audit(audit, name, "oauth_client.revoked", client=args.client_id)
         print(f"Revoked OAuth client {args.client_id} of tenant {name}: it and its access tokens stop working at once.")
     return 0

@@ -29,12 +29,13 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from scim.admin.core import Credentials
+from scim.admin.core import Credentials, record_cli_audit
 from scim.admin.terminal import printable
 from scim.credentials import DEFAULT, Expiry, SecretToken, format_duration, format_epoch, parse_duration
 from scim.tenants import TenantRegistry, check_token_strength, validate_tenant_name
 
 if TYPE_CHECKING:
+    from scim.portal.audit import AuditTrail
     from scim.settings import Settings
 
 __all__ = ["DEFAULT", "DEFAULT_OVERLAP", "GROUP", "add_commands", "expiry_argument", "regenerate", "run", "token_json"]
@@ -118,15 +119,20 @@ async def regenerate(
     return secret, _newest(await tenants.list_tokens(name))
 
 
-async def run(args: argparse.Namespace, tenants: TenantRegistry, settings: Settings) -> int:
-    """Carry out one ``token`` command; the caller closes ``tenants`` and reports exceptions."""
+async def run(
+    args: argparse.Namespace, tenants: TenantRegistry, settings: Settings, audit: AuditTrail | None = None
+) -> int:
+    """Carry out one ``token`` command, recorded in the tenant's ``audit`` trail (when given);
+    the caller closes ``tenants`` and reports exceptions."""
     name = validate_tenant_name(args.name)
     url = settings.tenant_url(name)
     if args.action == "regenerate":
         secret, record = await regenerate(tenants, name, args.expires)
+        await record_cli_audit(audit, name, "token.regenerated", token=record.id if record else "?")
         _print_issued(args, name, url, secret, record, None)
     elif args.action == "rotate":
         secret, record = await tenants.rotate_token(name, args.overlap, args.expires)
+        await record_cli_audit(audit, name, "token.rotated", token=record.id, overlap=format_duration(args.overlap))
         _print_issued(args, name, url, secret, record, datetime.now(UTC).timestamp() + args.overlap)
     elif args.action == "list":
         tokens = await tenants.list_tokens(name)
@@ -145,6 +151,7 @@ async def run(args: argparse.Namespace, tenants: TenantRegistry, settings: Setti
             print("  none: run token regenerate to issue one")
     elif args.action == "revoke":
         await tenants.revoke_token(name, args.id)
+        await record_cli_audit(audit, name, "token.revoked", token=args.id)
         print(f"Token {printable(args.id)} of {printable(name)} revoked: it fails from its next request on.")
         if not await tenants.list_tokens(name):
             print(

@@ -71,13 +71,16 @@ ACTIONS = (
     "token.regenerated",
     "token.rotated",
     "token.revoked",
+    "token.lifetime_set",
     "notify.updated",
+    "digest.test_sent",
     "link.created",
     "links.revoked",
     "session.started",
+    "entra.bound",
     "oauth_client.created",
     "oauth_client.revoked",
-    "webhook.added",
+    "webhook.replayed",
 )
 """The actions in use (documentation: :class:`AuditEntry` takes any dotted lowercase name)."""
 MAX_ACTOR = 256
