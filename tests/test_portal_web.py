@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from scim.functions.runtime import Runtime, build_memory_runtime, build_runtime, use_runtime
+from scim.functions.runtime import build_memory_runtime, build_runtime, use_runtime
 from scim.portal import web
 from scim.portal.chart import activity as chart_activity
 from scim.portal.chart import hour_starts
@@ -30,15 +29,20 @@ from scim.settings import Settings
 from scim.store.base import StoreUnavailable
 from tests.functions_client import FunctionsClient
 from tests.helpers import MEMORY_SETTINGS, admin, admin_env, create_user, new_user, smtp_server
-from tests.portal_client import COOKIE, Page, PortalClient, Response
+from tests.portal_client import (
+    COOKIE,
+    Page,
+    PortalClient,
+    assert_security_headers,
+    audit_actions,
+    audit_text,
+    make_link,
+    new_tenant,
+    operator_browser,
+    signed_in,
+)
 
 LINK_REFUSED = "This setup link is not valid: it was used, expired or revoked; ask your provider for a new one."
-SECURITY_HEADERS = {
-    "content-security-policy": CONTENT_SECURITY_POLICY,
-    "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-}
 
 
 @dataclass
@@ -62,53 +66,9 @@ def clock() -> Iterator[Clock]:
     web.use_clock(None)
 
 
-async def new_tenant(runtime: Runtime) -> tuple[str, str]:
-    name = "p" + uuid.uuid4().hex[:12]
-    return name, await runtime.tenants.create(name)
-
-
-async def make_link(runtime: Runtime, tenant: str, *, minutes: int = 60, now: datetime | None = None) -> str:
-    secret, _ = await runtime.portal_links.create(tenant, timedelta(minutes=minutes), "operator:test", now=now)
-    return secret
-
-
-async def signed_in(runtime: Runtime, tenant: str) -> PortalClient:
-    """A browser that opened a setup link of ``tenant`` and read its page."""
-    browser = PortalClient()
-    opened = await browser.open_link(await make_link(runtime, tenant))
-    assert opened.status == 303 and opened.location == f"/portal/t/{tenant}", opened.text
-    page = await browser.get(opened.location)
-    assert page.status == 200, page.text
-    return browser
-
-
-async def operator_browser(runtime: Runtime, now: datetime | None = None) -> PortalClient:
-    """A browser holding an operator's session (sign-in by OIDC comes later: the cookie is sealed here)."""
-    cookies = SessionCookies.for_base_url(await runtime.portal_secrets.session_key(), runtime.settings.public_base_url)
-    session = new_session(OPERATOR, "operator:ops@example.com", now or datetime.now(UTC))
-    browser = PortalClient()
-    browser.cookies[COOKIE] = cookies.seal(session)
-    browser.csrf = session.csrf_token()
-    return browser
-
-
-def assert_security_headers(response: Response) -> None:
-    for name, value in SECURITY_HEADERS.items():
-        assert response.headers.get(name) == value, (name, response.headers)
-    assert "Traceback" not in response.text
-
-
 def statuses(page: Page) -> list[str]:
     """The status column of the log section, newest first."""
     return re.findall(r'<td class="status">(\d+)</td>', page.source)
-
-
-async def audit_actions(runtime: Runtime, tenant: str) -> list[str]:
-    return [entry.action for entry in (await runtime.audit.page(tenant, limit=100)).entries]
-
-
-async def audit_text(runtime: Runtime, tenant: str) -> str:
-    return json.dumps([entry.to_json() for entry in (await runtime.audit.page(tenant, limit=100)).entries])
 
 
 # ---- setup links --------------------------------------------------------------------------------
