@@ -347,6 +347,22 @@ class ProvisioningLogContract:
         assert sum(h.requests for h in expected) == 40 and len(expected) == 1
         assert await log.activity(tenant, since=SOON, until=SOON + 2 * HOUR) == expected
 
+    async def test_an_entry_after_an_unauthenticated_count_is_written_within_the_flush_window(
+        self, log: ProvisioningLog, tenant: str
+    ) -> None:
+        """A 401 is counted and written up to ``count_window`` later; an authenticated request's
+        entry submitted meanwhile still waits only ``window`` (found by hand: the portal's Test
+        connection with a wrong token, then a failed create, showed in the logs 8 s late)."""
+        writer = LogWriter(log, window=0.05, count_window=30.0)
+        writer.count_unauthenticated(tenant)
+        writer.submit(tenant, entry(T0, "after-a-401", 400))
+        for _ in range(100):  # up to 5 s on a slow store; the old writer waited the 30 s
+            await asyncio.sleep(0.05)
+            if await log.count(tenant, since=T0 - HOUR, until=T0 + HOUR):
+                break
+        assert cids((await log.page(tenant)).entries) == ["after-a-401"]
+        await writer.drain()
+
     @pytest.mark.parametrize("fault", ["before", "after"])
     async def test_a_failed_write_leaves_the_tallies_equal_to_the_entries(
         self, log: ProvisioningLog, tenant: str, fault: str

@@ -90,11 +90,18 @@ class LogWriter:
         self._schedule(tenant, self.count_window)
 
     def _schedule(self, tenant: str, delay: float) -> None:
+        """Wake the tenant's flusher within ``delay``: start one, or bring the wake of a waiting
+        one forward (an entry after a 401's count waits a flush window, not the count window)."""
+        loop = asyncio.get_running_loop()
         if tenant not in self._flushers:
-            loop = asyncio.get_running_loop()
             wake: asyncio.Future[None] = loop.create_future()
             self._wakes[tenant] = (wake, loop.call_later(delay, _wake, wake))
             self._flushers[tenant] = loop.create_task(self._flush(tenant, wake))
+            return
+        wake, timer = self._wakes[tenant]
+        if not wake.done() and timer.when() > loop.time() + delay:
+            timer.cancel()
+            self._wakes[tenant] = (wake, loop.call_later(delay, _wake, wake))
 
     async def _flush(self, tenant: str, wake: asyncio.Future[None]) -> None:
         try:
