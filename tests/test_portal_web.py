@@ -409,6 +409,30 @@ async def test_a_test_digest_is_sent_through_smtp():
             await runtime.close()
 
 
+async def test_a_test_digest_without_failures_still_sends_a_test_email():
+    """An admin presses Send a test digest to see that the address works: with no failures to
+    report, a short test email goes out (found in a click-through: it said "Nothing to send"
+    and sent nothing)."""
+    with smtp_server() as (mailbox, port):
+        settings = Settings.from_env({**MEMORY_SETTINGS, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port)})
+        runtime = build_memory_runtime(settings)
+        use_runtime(runtime)
+        try:
+            tenant, _ = await new_tenant(runtime)
+            await runtime.tenants.set_notifications(tenant, ["ops@contoso.com", "it@contoso.com"], True)
+            browser = await signed_in(runtime, tenant)
+            sent = await browser.post(f"/portal/t/{tenant}/digest")
+            assert sent.status == 200, sent.text
+            assert sent.page().element_text("result-headline") == "Test email sent."
+            for address in ("ops@contoso.com", "it@contoso.com"):
+                (message,) = mailbox.to(address)
+                assert tenant in message["Subject"] and "test" in message["Subject"].lower()
+            assert (await audit_actions(runtime, tenant)).count("digest.test_sent") == 1
+        finally:
+            use_runtime(None)
+            await runtime.close()
+
+
 # ---- provisioning logs --------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ message beside the form (400); nothing is changed then.
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import timedelta
 
@@ -22,13 +23,15 @@ from scim.credentials import (
     format_epoch,
     parse_duration,
 )
+from scim.notify.mail import EmailSender, SendError
 from scim.notify.notifier import RunResult, notifier_for
 from scim.portal.connection import check_connection
 from scim.portal.context import Context
 from scim.portal.http import PortalResponse, redirect
 from scim.portal.pages import OVERLAPS, record_audit, tenant_page
 from scim.portal.render import page
-from scim.tenants import TokenConflict, validate_recipients
+from scim.settings import Settings
+from scim.tenants import TenantInfo, TokenConflict, validate_recipients
 
 __all__ = [
     "create_client",
@@ -211,8 +214,11 @@ async def send_test_digest(ctx: Context, tenant: str, form: Form) -> PortalRespo
         lag=DIGEST_LAG,
         webhooks=services.webhooks,
     )
+    info = await services.tenants.info(tenant)
     try:
-        result = await notifier.run_tenant(await services.tenants.info(tenant), ctx.now)
+        result = await notifier.run_tenant(info, ctx.now)
+        if result.outcome == "nothing" and notifier.sender is not None:
+            result = await _send_test_email(notifier.sender, services.settings, info)
     finally:
         if notifier.sender is not None:
             await notifier.sender.close()
@@ -224,7 +230,38 @@ async def send_test_digest(ctx: Context, tenant: str, form: Form) -> PortalRespo
     return page(200, "result.html", **values)
 
 
+async def _send_test_email(sender: EmailSender, settings: Settings, info: TenantInfo) -> RunResult:
+    """With no failure to report, a short test email to the Notification Email addresses, so
+    the admin who pressed the button sees that the addresses and the sender work (the digest's
+    state is not touched: the next digest reports what it would have)."""
+    url = settings.tenant_url(info.name)
+    text = (
+        f"This is a test email from the SCIM provisioning service of tenant {info.name} ({url}).\n\n"
+        "Failure digests go to this address when requests from Microsoft Entra ID fail. "
+        "There were no failures since the last digest, so this test carries none.\n"
+    )
+    body = html.escape(text).replace("\n\n", "</p><p>").replace("\n", "")
+    try:
+        await sender.send(
+            sender=settings.notify_from,
+            to=info.notify,
+            subject=f"Test: failure digest of tenant {info.name}",
+            text=text,
+            html=f"<p>{body}</p>",
+        )
+    except SendError as exc:
+        return RunResult(info.name, "failed", 0, reason=str(exc))
+    return RunResult(info.name, "test_sent", 0)
+
+
 def _digest_outcome(result: RunResult) -> tuple[bool, str, str]:
+    if result.outcome == "test_sent":
+        return (
+            True,
+            "Test email sent.",
+            "There were no failures since the last digest, so a test email went to the Notification Email "
+            "addresses instead. If it does not arrive, check the addresses and the spam folder.",
+        )
     if result.outcome == "sent":
         what = f"{result.failures} failure(s)" if result.failures else "no failures"
         extra = f" {result.reason}" if result.reason else ""
