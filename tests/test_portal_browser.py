@@ -31,6 +31,7 @@ import pytest
 from devtools.oidc_provider import DEV_CUSTOMER_TENANT_ID
 from scim.admin.core import Credentials, create_tenant
 from scim.functions.runtime import Runtime, build_runtime
+from scim.provisioning_log import LogEntry, format_time
 from tests.browser_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -340,7 +341,14 @@ async def sign_in_with_microsoft(page: Page, stack: Stack, user: str) -> None:
     await page.wait_for_url(f"{stack.base_url}/portal/**")
 
 
-async def test_an_operator_signs_in_and_makes_a_setup_link(new_context, stack, contoso):
+async def test_an_operator_signs_in_and_makes_a_setup_link(new_context, store, stack, contoso):
+    # a row as wide as a real one: two digest recipients, a linked Entra tenant
+    await store.tenants.set_notifications("contoso", ["it-admin@contoso.example", "oncall@contoso.example"], True)
+    await store.tenants.set_entra_tenant("contoso", "22222222-2222-4222-8222-222222222222")
+    for i, status in enumerate((200, 201, 409)):  # a last request and a failure share to show
+        now = format_time(datetime.now(UTC))
+        store.log_writer.submit("contoso", LogEntry(now, "POST /Users", status, f"ops-row-{i}", 5.0))
+    await store.log_writer.drain()
     page = await (await new_context()).new_page()
     await page.goto("/portal/")
     assert await page.locator("#sign-in-operator").is_visible()
@@ -350,6 +358,12 @@ async def test_an_operator_signs_in_and_makes_a_setup_link(new_context, stack, c
     assert await text(page, "ops-title") == "Tenants"
     assert await page.locator("#tenant-row-contoso").count() == 1
     await shoot(page, "ops-tenants.png")
+    # The table fits a desktop window: no action is cut off (found in a click-through, where
+    # "Create setup link" was clipped at 1280 px by the dates that would not wrap).
+    scroll, width = await page.evaluate(
+        "() => { const t = document.querySelector('#ops-tenants').parentElement; return [t.scrollWidth, t.clientWidth] }"
+    )
+    assert scroll <= width, (scroll, width)
 
     await page.click("#create-link-contoso")
     await page.locator("#setup-link-url").wait_for()
@@ -366,6 +380,7 @@ async def test_an_operator_signs_in_and_makes_a_setup_link(new_context, stack, c
     assert await admin.input_value("#tenant-url") == contoso.url
     response = await admin.goto("/portal/ops")
     assert response is not None and response.status == 403
+    await store.tenants.set_entra_tenant("contoso", None)
 
 
 async def test_a_user_without_the_operator_role_is_not_let_in(new_context, stack):
