@@ -23,17 +23,17 @@ param deploymentContainerUrl string
 @description('Blob service endpoint of the storage account (host storage).')
 param blobEndpoint string
 
-@description('Queue service endpoint of the storage account (host storage).')
-param queueEndpoint string
-
 @description('Table service endpoint of the storage account (host storage and SCIM_TABLE_ENDPOINT).')
 param tableEndpoint string
 
 @description('Name of the Application Insights component.')
 param applicationInsightsName string
 
-@description('Resource ID of the Log Analytics workspace that receives the app logs.')
+@description('Resource ID of the Log Analytics workspace (target of the optional site diagnostic setting).')
 param logAnalyticsId string
+
+@description('Add a diagnostic setting on the site (FunctionAppLogs and AllMetrics to Log Analytics). Off by default: the Flex Consumption docs list diagnostic settings as not supported, and the app\'s logs already reach the workspace through Application Insights (AppTraces, AppRequests).')
+param siteDiagnosticSetting bool = false
 
 @description('ACS_EMAIL_ENDPOINT: the Communication Service endpoint.')
 param emailEndpoint string
@@ -205,10 +205,14 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
 
 // Flex Consumption takes the runtime from functionAppConfig: FUNCTIONS_WORKER_RUNTIME and
 // FUNCTIONS_EXTENSION_VERSION must not be set. tests/test_infra.py cross-checks these names
-// with the settings the code reads.
+// with the settings the code reads. Host storage: blob only (keys, leases, timer checkpoints;
+// Storage Blob Data Owner, rbac.bicep) and the table endpoint; no queueServiceUri: the app has
+// HTTP and timer triggers only, and the Flex quickstart template (Azure-Samples/
+// functions-quickstart-python-http-azd, infra/main.bicep) enables the queue endpoint "for
+// Durable Functions and MCP trigger" only, blob "for ... Timer trigger checkpointing".
 resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
   // checkov:skip=CKV_AZURE_13: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); SCIM callers authenticate with bearer tokens the app checks.
-  // checkov:skip=CKV_AZURE_63: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); request logs go to Application Insights and the site's diagnostic setting.
+  // checkov:skip=CKV_AZURE_63: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); request logs go to Application Insights (and the optional site diagnostic setting).
   // checkov:skip=CKV_AZURE_65: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); detailed error pages are off on purpose (SCIM errors never carry stack traces).
   // checkov:skip=CKV_AZURE_66: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); failed requests are traced in Application Insights.
   // checkov:skip=CKV_AZURE_80: checkov reads every Microsoft.Web/sites/config as the 'web' site config; this one is 'appsettings' (name/value pairs only); the app is Python.
@@ -220,7 +224,6 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
     AzureWebJobsStorage__credential: 'managedidentity'
     AzureWebJobsStorage__clientId: identity.properties.clientId
     AzureWebJobsStorage__blobServiceUri: blobEndpoint
-    AzureWebJobsStorage__queueServiceUri: queueEndpoint
     AzureWebJobsStorage__tableServiceUri: tableEndpoint
     APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
@@ -250,7 +253,11 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
   }
 }
 
-resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
+// Optional (siteDiagnosticSetting). "Azure Functions Flex Consumption plan hosting",
+// Considerations: "Diagnostic settings: Diagnostic settings aren't currently supported." Where it
+// works it duplicates into FunctionAppLogs what Application Insights already holds. Version and
+// body shape of Azure Verified Modules (2021-05-01-preview: logs and metrics by category).
+resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (siteDiagnosticSetting) {
   name: 'to-log-analytics'
   scope: site
   properties: {

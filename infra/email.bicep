@@ -1,6 +1,9 @@
 // Azure Communication Services Email for the failure digests: an Email Communication Service
 // with an Azure-managed domain (<guid>.azurecomm.net, ready without DNS work), linked to a
 // Communication Service that accepts Entra tokens only (local/key auth disabled).
+// "Service limits for Azure Communication Services", Email: an Azure-managed domain may send 5
+// emails a minute and 10 an hour per subscription (custom domains: 30 and 100, raisable by a
+// support request). Production needs a custom domain (README, "Failure digests by email").
 
 @description('Tags applied to all three resources.')
 param tags object
@@ -50,4 +53,8 @@ resource communicationService 'Microsoft.Communication/communicationServices@202
 
 output communicationServiceName string = communicationService.name
 output endpoint string = 'https://${communicationService.properties.hostName}'
-output senderAddress string = 'DoNotReply@${azureManagedDomain.properties.mailFromSenderDomain}'
+// The visible From address (RFC 5322) is on fromSenderDomain ("P2 sender domain that is displayed
+// to the email recipients"); mailFromSenderDomain is the envelope's (RFC 5321, P1) domain
+// (DomainProperties in the Microsoft.Communication emailServices/domains reference). They are
+// the same for an Azure-managed domain, not necessarily for a custom one.
+output senderAddress string = 'DoNotReply@${azureManagedDomain.properties.fromSenderDomain}'

@@ -107,6 +107,20 @@ param storageSkuName string = 'Standard_GRS'
 @description('Data location of the email services, e.g. "United States", "Europe", "UK".')
 param emailDataLocation string = 'United States'
 
+@description('Operator email address the alert rules notify (azd: ALERT_EMAIL). Empty: the rules are deployed and fire (Monitor > Alerts in the portal) but no action group exists and nobody is emailed.')
+param alertEmail string = ''
+
+@minValue(1)
+@description('Fewest SCIM requests of a tenant in 30 minutes for its failure ratio (above 40 %, Entra\'s quarantine threshold) to alert.')
+param alertMinRequests int = 20
+
+@minValue(1)
+@description('HTTP 5xx answers in 5 minutes that make a server-error burst alert.')
+param alertServerErrorBurst int = 5
+
+@description('Add a diagnostic setting on the Function App (FunctionAppLogs and AllMetrics to Log Analytics). Off by default: the Flex Consumption docs list diagnostic settings as not supported, and Application Insights already puts the app\'s logs in the workspace.')
+param siteDiagnosticSetting bool = false
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -184,10 +198,10 @@ module app 'app.bicep' = {
     identityName: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     blobEndpoint: storage.outputs.blobEndpoint
-    queueEndpoint: storage.outputs.queueEndpoint
     tableEndpoint: storage.outputs.tableEndpoint
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     logAnalyticsId: monitoring.outputs.logAnalyticsId
+    siteDiagnosticSetting: siteDiagnosticSetting
     emailEndpoint: email.outputs.endpoint
     emailSender: email.outputs.senderAddress
     tablePrefix: tablePrefix
@@ -223,6 +237,33 @@ module rbac 'rbac.bicep' = {
   }
 }
 
+// Alert rules on the app's telemetry, emailed to alertEmail (README, "Operations").
+module alerts 'alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    alertEmail: alertEmail
+    minRequests: alertMinRequests
+    serverErrorBurst: alertServerErrorBurst
+  }
+}
+
+// The operations workbook (infra/workbook.json).
+module workbook 'workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+    displayName: 'SCIM operations (${environmentName})'
+  }
+}
+
 // Outputs become azd environment values (azd env get-values). No keys or secrets here.
 output AZURE_LOCATION string = location
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -235,4 +276,5 @@ output SCIM_TABLE_PREFIX string = tablePrefix
 // federated credential's subject (the object id of the app's managed identity).
 output PORTAL_REDIRECT_URI string = '${app.outputs.baseUrl}/portal/auth/callback'
 output APP_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
-output CREATE_FIRST_TENANT_COMMAND string = 'SCIM_TABLE_ENDPOINT=${storage.outputs.tableEndpoint} SCIM_PUBLIC_BASE_URL=${app.outputs.baseUrl} SCIM_TABLE_PREFIX=${tablePrefix} python -m scim.admin tenant create <name>'
+// Run from the repository root after `make venv`: the venv's python has the app's packages.
+output CREATE_FIRST_TENANT_COMMAND string = 'SCIM_TABLE_ENDPOINT=${storage.outputs.tableEndpoint} SCIM_PUBLIC_BASE_URL=${app.outputs.baseUrl} SCIM_TABLE_PREFIX=${tablePrefix} .venv/bin/python -m scim.admin tenant create <name>'

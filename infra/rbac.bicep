@@ -3,7 +3,8 @@
 
 // Built-in role definition IDs (identical in every tenant; see "Azure built-in roles").
 // Not granted: Storage Queue Data Contributor (974c5e8b-45b9-4653-ba55-5f855dd0fb88); the
-// Functions host needs queues only for queue and blob triggers, and this app has neither.
+// Functions host needs queues only for queue and blob triggers (and Durable Functions), and
+// this app has none of them: app.bicep sets no AzureWebJobsStorage__queueServiceUri either.
 // (Keep comment runs inside the object to 4 lines: pycep, which checkov uses, rejects more.)
 var roles = {
   // Blobs and containers: the Functions host keeps keys, leases and timer state in blobs and
@@ -47,16 +48,16 @@ param applicationInsightsName string
 @description('Communication Service the app sends digests through.')
 param communicationServiceName string
 
-resource storage 'Microsoft.Storage/storageAccounts@2026-09-01' existing = {
+resource storage 'Microsoft.Storage/storageAccounts@2025-06-01' existing = {
   name: storageAccountName
 }
 
-resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2026-09-01' existing = {
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2025-06-01' existing = {
   parent: storage
   name: 'default'
 }
 
-resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2026-09-01' existing = [for tableName in tableNames: {
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2025-06-01' existing = [for tableName in tableNames: {
   parent: tableService
   name: tableName
 }]

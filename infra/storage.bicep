@@ -1,5 +1,6 @@
 // One StorageV2 account, reached with Entra tokens only (shared keys disabled):
-// - blob: the Functions host's own storage and the Flex Consumption deployment container;
+// - blob: the Functions host's own storage (keys, leases, timer checkpoints) and the Flex
+//   Consumption deployment container; no queues: the app has no queue or blob trigger;
 // - table: the SCIM directory (SCIM_TABLE_ENDPOINT), its tables created here up front.
 // Log Analytics receives the blob service's request logs and both services' metrics, but no
 // table request logs: StorageTableLogs record each request's URI, and the URIs hold the
@@ -35,7 +36,9 @@ param tableNames array
 @description('Resource ID of the Log Analytics workspace that receives the diagnostic logs.')
 param logAnalyticsId string
 
-resource storage 'Microsoft.Storage/storageAccounts@2026-09-01' = {
+// API version 2025-06-01: the one Azure Verified Modules pin (avm/res/storage/storage-account,
+// main.bicep); a newer one is missing from the Bicep type snapshot most tools bundle (BCP081).
+resource storage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
   // checkov:skip=CKV_AZURE_35: without VNet integration Flex Consumption reaches its storage over the public endpoint, and so does the admin CLI; requests still need an Entra token and an RBAC role (shared keys are off).
   // checkov:skip=CKV_AZURE_59: public network access is needed for the same reason as CKV_AZURE_35; access remains Entra-only and role-scoped.
   name: name
@@ -60,7 +63,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2026-09-01' = {
   }
 }
 
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2026-09-01' = {
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2025-06-01' = {
   parent: storage
   name: 'default'
   properties: {
@@ -75,7 +78,7 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2026-09-01'
   }
 }
 
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-09-01' = {
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2025-06-01' = {
   parent: blobService
   name: deploymentContainerName
   properties: {
@@ -83,19 +86,22 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
-resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2026-09-01' = {
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2025-06-01' = {
   parent: storage
   name: 'default'
 }
 
-resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2026-09-01' = [for tableName in tableNames: {
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2025-06-01' = [for tableName in tableNames: {
   parent: tableService
   name: tableName
 }]
 
+// Diagnostic settings use 2021-05-01-preview, the version and body shape Azure Verified Modules
+// use (avm/res/storage/storage-account/blob-service: logs by category, metrics by category); the
+// 2016-09-01 contract is the legacy one (name 'service', a location, timeGrain on metrics).
 // Blob request logs name the Functions host's own blobs (leases, keys, timer state, the app
 // package) and the caller, the app's identity: no directory data.
-resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
   scope: blobService
   properties: {
@@ -125,7 +131,7 @@ resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
 
 // Metrics only (transactions, latency, availability by API and response type carry no keys).
 // No StorageRead/StorageWrite/StorageDelete: their URIs would put directory keys in Log Analytics.
-resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
   scope: tableService
   properties: {
@@ -142,6 +148,5 @@ resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2016-09-01' = {
 
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
-output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainer.name}'

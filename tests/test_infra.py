@@ -12,7 +12,14 @@
 - the security hardening: the host's own body limit follows SCIM_MAX_BODY_BYTES, no table
   request logs (whose URIs carry userNames and emails) reach Log Analytics and the workspace
   keeps logs as long as the provisioning log, the endpoint can be restricted to Entra's
-  service tag, and the table roles are scoped to the app's tables.
+  service tag, and the table roles are scoped to the app's tables;
+- operations (issue #15): every alert rule says what it means and what to do, is wired to the
+  action group that emails ``alertEmail``, and queries only telemetry the app emits; so does the
+  workbook (``infra/workbook.json``);
+- deployability (issue #15): the guide's commands work from a clean clone (``az`` with inline
+  parameters, ``func ... publish --python``, the venv's python), no queue setting without a queue
+  trigger, the sender's visible domain, the site diagnostic setting off by default, and the
+  guide's operations notes (provider registration, tear-down, start-up troubleshooting).
 
 pycep-parser and checkov pin packages that conflict with requirements-dev.txt, so they live in
 ``.venv-infra`` (``make venv-infra``, a dependency of ``make test``) and run as subprocesses.
@@ -33,6 +40,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
+AVM_STORAGE_VERSION = "2025-06-01"
 INFRA = ROOT / "infra"
 TOOLS = ROOT / ".venv-infra"
 TOOLS_PYTHON = TOOLS / "bin" / "python"
@@ -44,15 +54,18 @@ TOOLS_TMP = TOOLS / "tmp"
 
 # Newest non-preview version of each resource type in the Bicep type index (Azure/bicep-types-az,
 # generated from the azure-rest-api-specs "stable" folders), with the properties used here
-# checked in that version's type definitions.
+# checked in that version's type definitions; where Azure Verified Modules pin an older one (the
+# storage types), AVM's version, which the Bicep type snapshot bundled with the tools knows.
 API_VERSIONS = {
     "Microsoft.Resources/resourceGroups": "2025-04-01",
     "Microsoft.ManagedIdentity/userAssignedIdentities": "2024-11-30",
-    "Microsoft.Storage/storageAccounts": "2026-09-01",
-    "Microsoft.Storage/storageAccounts/blobServices": "2026-09-01",
-    "Microsoft.Storage/storageAccounts/blobServices/containers": "2026-09-01",
-    "Microsoft.Storage/storageAccounts/tableServices": "2026-09-01",
-    "Microsoft.Storage/storageAccounts/tableServices/tables": "2026-09-01",
+    # avm/res/storage/storage-account (main.bicep) pins 2025-06-01; 2026-09-01 was newer than the
+    # type snapshot most tools bundle (issue #15).
+    "Microsoft.Storage/storageAccounts": AVM_STORAGE_VERSION,
+    "Microsoft.Storage/storageAccounts/blobServices": AVM_STORAGE_VERSION,
+    "Microsoft.Storage/storageAccounts/blobServices/containers": AVM_STORAGE_VERSION,
+    "Microsoft.Storage/storageAccounts/tableServices": AVM_STORAGE_VERSION,
+    "Microsoft.Storage/storageAccounts/tableServices/tables": AVM_STORAGE_VERSION,
     "Microsoft.Web/serverfarms": "2025-03-01",
     "Microsoft.Web/sites": "2025-03-01",
     "Microsoft.Web/sites/config": "2025-03-01",
@@ -60,14 +73,24 @@ API_VERSIONS = {
     "Microsoft.OperationalInsights/workspaces": "2026-03-01",
     "Microsoft.OperationalInsights/workspaces/tables": "2026-03-01",  # TableProperties.retentionInDays, totalRetentionInDays
     "Microsoft.Insights/components": "2020-02-02",
-    "Microsoft.Insights/diagnosticSettings": "2016-09-01",
+    "Microsoft.Insights/diagnosticSettings": "2021-05-01-preview",  # see PREVIEW_ALLOWED
+    # Newest GA in the type index (AVM's avm/res/insights/scheduled-query-rule pins 2023-03-15-preview).
+    "Microsoft.Insights/scheduledQueryRules": "2023-12-01",
+    "Microsoft.Insights/actionGroups": "2023-01-01",  # avm/res/insights/action-group; newer: 2024-10-01-preview
+    "Microsoft.Insights/workbooks": "2023-06-01",
     "Microsoft.Authorization/roleAssignments": "2022-04-01",
     "Microsoft.Communication/emailServices": "2026-03-18",
     "Microsoft.Communication/emailServices/domains": "2026-03-18",
     "Microsoft.Communication/communicationServices": "2026-03-18",
 }
 # Preview versions allowed, each with the reason.
-PREVIEW_ALLOWED: dict[str, str] = {}  # none: diagnostic settings name their log categories instead of a categoryGroup
+PREVIEW_ALLOWED: dict[str, str] = {
+    "Microsoft.Insights/diagnosticSettings": (
+        "2021-05-01-preview is the newest version of the type (there is no later GA) and the one Azure "
+        "Verified Modules use (avm/res/storage/storage-account/blob-service); 2016-09-01 is the legacy "
+        "contract (name 'service', a location, timeGrain on every metric)"
+    ),
+}
 
 # Built-in role definition IDs (the same in every tenant), keyed as in rbac.bicep's `roles`.
 ROLE_IDS = {
@@ -137,12 +160,15 @@ HOST_SETTINGS = {
     "AzureWebJobsStorage__credential": "Functions host: identity-based host storage",
     "AzureWebJobsStorage__clientId": "Functions host: which user-assigned identity",
     "AzureWebJobsStorage__blobServiceUri": "Functions host: keys, leases, timer state",
-    "AzureWebJobsStorage__queueServiceUri": "Functions host: queue endpoint of host storage",
     "AzureWebJobsStorage__tableServiceUri": "Functions host: table endpoint of host storage",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": "Functions host: where telemetry goes",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "Functions host (and scim.telemetry, on only where it is set): where telemetry goes",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Functions host: Entra-authenticated telemetry",
     "AZURE_CLIENT_ID": "azure-identity's DefaultAzureCredential: picks the user-assigned identity",
     "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "Functions host: largest request body it accepts (default 100 MB); devtools.localhost reads it as the host it stands in for",
+}
+# Read by the code where Azure sets them, and left out of local.settings.sample.json on purpose.
+AZURE_ONLY = {
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "telemetry export is on only where it is set: local runs export nothing",
 }
 # In local.settings.sample.json for Core Tools and the local host, never read by the code.
 LOCAL_HOST_SETTINGS = {
@@ -370,7 +396,16 @@ def sample_settings() -> set[str]:
 
 def test_every_bicep_file_parses() -> None:
     files = parsed_files()
-    assert {"main.bicep", "app.bicep", "storage.bicep", "monitoring.bicep", "email.bicep", "rbac.bicep"} <= set(files)
+    assert {
+        "main.bicep",
+        "app.bicep",
+        "storage.bicep",
+        "monitoring.bicep",
+        "email.bicep",
+        "rbac.bicep",
+        "alerts.bicep",
+        "workbook.bicep",
+    } <= set(files)
     failures = {name: entry["error"] for name, entry in files.items() if "error" in entry}
     assert not failures, failures
 
@@ -481,9 +516,10 @@ def test_the_code_reads_every_setting_the_bicep_sets() -> None:
 
 def test_the_sample_lists_every_setting_the_code_reads() -> None:
     read = settings_read_by_code()
-    wanted = set(read) - set(PROCESS_ONLY) - set(PLATFORM_ONLY)
+    wanted = set(read) - set(PROCESS_ONLY) - set(PLATFORM_ONLY) - set(AZURE_ONLY)
     missing = {name: sorted(read[name]) for name in wanted - sample_settings()}
     assert not missing, f"read by the code, missing from local.settings.sample.json: {missing}"
+    assert set(AZURE_ONLY) <= set(app_settings()), "an Azure-only setting must be set by the Bicep"
     assert not set(PLATFORM_ONLY) & sample_settings(), "a platform variable would make the app think it is in Azure"
     unread = sample_settings() - set(read) - set(LOCAL_HOST_SETTINGS)
     assert not unread, f"in local.settings.sample.json, read by nothing: {sorted(unread)}"
@@ -502,7 +538,6 @@ def test_the_settings_carry_identity_based_values() -> None:
         accessor(settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]) == "applicationInsights.properties.ConnectionString"
     )
     assert settings["AzureWebJobsStorage__blobServiceUri"] == "blobEndpoint"
-    assert settings["AzureWebJobsStorage__queueServiceUri"] == "queueEndpoint"
     assert settings["AzureWebJobsStorage__tableServiceUri"] == "tableEndpoint"
     assert settings["SCIM_TABLE_ENDPOINT"] == "tableEndpoint"
     assert settings["SCIM_PUBLIC_BASE_URL"] == "https://${site.properties.defaultHostName}"
@@ -510,7 +545,9 @@ def test_the_settings_carry_identity_based_values() -> None:
     assert settings["NOTIFY_FROM"] == "emailSender"
     email = bicep("email.bicep")["outputs"]
     assert email["endpoint"]["value"] == "https://${communicationService.properties.hostName}"
-    assert email["senderAddress"]["value"] == "DoNotReply@${azureManagedDomain.properties.mailFromSenderDomain}"
+    # The visible From (RFC 5322, "P2") domain is fromSenderDomain; mailFromSenderDomain is the
+    # envelope's (RFC 5321, "P1"): DomainProperties of Microsoft.Communication/emailServices/domains.
+    assert email["senderAddress"]["value"] == "DoNotReply@${azureManagedDomain.properties.fromSenderDomain}"
     main = bicep("main.bicep")["parameters"]
     assert main["notifySchedule"]["default"] == "0 */10 * * * *"
     assert main["logRetentionDays"]["default"] == 30
@@ -697,6 +734,40 @@ def test_diagnostic_settings_cover_the_site_and_the_table_and_blob_services() ->
     }
 
 
+# "Azure Functions Flex Consumption plan hosting", Considerations: "Diagnostic settings: Diagnostic
+# settings aren't currently supported." Where one works on the site it copies into FunctionAppLogs
+# what Application Insights already holds: a parameter, off by default (issue #15).
+def test_the_site_diagnostic_setting_is_a_parameter_off_by_default() -> None:
+    (site_setting,) = [
+        res
+        for res in of_type("app.bicep", "Microsoft.Insights/diagnosticSettings").values()
+        if body(res)["scope"] == "site"
+    ]
+    assert site_setting["config"].get("condition") == "siteDiagnosticSetting", site_setting["config"].get("condition")
+    assert param_default("app.bicep", "siteDiagnosticSetting") is False
+    main = bicep("main.bicep")
+    assert main["parameters"]["siteDiagnosticSetting"]["default"] is False
+    assert main["modules"]["app"]["config"]["params"]["siteDiagnosticSetting"] == "siteDiagnosticSetting"
+
+
+# Microsoft.Insights/diagnosticSettings@2016-09-01 is the legacy contract: its name must be
+# 'service', it takes a location, and every metric a timeGrain (Azure/bicep-types-az,
+# generated/monitor/microsoft.insights/2016-09-01). The body used here is the 2021-05-01-preview
+# one that Azure Verified Modules use: logs and metrics named by category.
+def test_diagnostic_settings_use_the_avm_contract() -> None:
+    for name in parsed_files():
+        for key, res in of_type(name, "Microsoft.Insights/diagnosticSettings").items():
+            assert res["api_version"] == "2021-05-01-preview", (name, key)
+            setting = body(res)
+            assert "location" not in setting and setting["name"] != "service", (name, key)
+            props = setting["properties"]
+            assert props["workspaceId"], (name, key)
+            for metric in props.get("metrics", []):
+                assert set(metric) == {"category", "enabled"}, (name, key, metric)
+            for log in props.get("logs", []):
+                assert set(log) == {"category", "enabled"}, (name, key, log)
+
+
 # Child and extension resources take no tags.
 UNTAGGED = {
     "Microsoft.Authorization/roleAssignments",
@@ -733,7 +804,7 @@ def test_outputs_name_the_app_its_url_and_the_first_tenant_command_and_no_secret
     command = outputs["CREATE_FIRST_TENANT_COMMAND"]["value"]
     assert command == (
         "SCIM_TABLE_ENDPOINT=${storage.outputs.tableEndpoint} SCIM_PUBLIC_BASE_URL=${app.outputs.baseUrl} "
-        "SCIM_TABLE_PREFIX=${tablePrefix} python -m scim.admin tenant create <name>"
+        "SCIM_TABLE_PREFIX=${tablePrefix} .venv/bin/python -m scim.admin tenant create <name>"
     )
     secretish = re.compile(r"key|secret|password|token|connectionstring", re.I)
     for name in parsed_files():
@@ -1005,6 +1076,8 @@ def test_main_parameters_map_the_azd_environment() -> None:
         "restrictToEntra": "${SCIM_RESTRICT_TO_ENTRA=true}",
         # Portal sign-in's app registration (docs/portal-signin.md); unset: portal sign-in off.
         "portalClientId": "${PORTAL_CLIENT_ID}",
+        # The operator the alerts email (README, "Operations"); unset: no action group.
+        "alertEmail": "${ALERT_EMAIL}",
     }
     assert set(params) <= set(bicep("main.bicep")["parameters"])
     assert bicep("main.bicep")["globals"]["scope"]["value"] == "subscription"
@@ -1047,6 +1120,387 @@ def test_funcignore_keeps_development_files_out_of_the_package() -> None:
     # Never the app itself.
     assert not entries & {"scim", "function_app.py", "host.json", "requirements.txt"}
     assert "test" not in entries  # the folder is tests/
+
+
+# ---- deployability (issue #15) ---------------------------------------------------------------
+
+
+def test_storage_api_version_is_the_one_azure_verified_modules_pin() -> None:
+    # 2026-09-01 was newer than the Bicep type snapshot most tools bundle (BCP081); AVM's storage
+    # module (avm/res/storage/storage-account) pins 2025-06-01.
+    found = {
+        (name, res["type"], res["api_version"])
+        for name in parsed_files()
+        for res in resources(name).values()
+        if res["type"].startswith("Microsoft.Storage/")
+    }
+    assert found, "the storage types are found"
+    wrong = sorted(item for item in found if item[2] != AVM_STORAGE_VERSION)
+    assert not wrong, wrong
+    # Every Microsoft.Storage version written in infra/, resources and child resources alike.
+    text = "\n".join(path.read_text() for path in INFRA.glob("*.bicep"))
+    written = set(re.findall(r"'Microsoft\.Storage/[A-Za-z/]+@([^']+)'", text))
+    assert written == {AVM_STORAGE_VERSION}, written
+
+
+# Triggers that need the host storage's queue endpoint (and a queue data role): queue triggers,
+# blob triggers (their receipts and poison queue) and Durable Functions. The Flex Consumption
+# quickstart (Azure-Samples/functions-quickstart-python-http-azd, infra/main.bicep) enables the
+# queue endpoint "for Durable Functions and MCP trigger" only; timers need blob (checkpoints).
+QUEUE_USING_TRIGGERS = {
+    "queue_trigger",
+    "blob_trigger",
+    "orchestration_trigger",
+    "activity_trigger",
+    "entity_trigger",
+    "durable_client_input",
+}
+
+
+def trigger_decorators(sources: dict[str, str] | None = None) -> set[str]:
+    """Names of the ``@X.name(...)`` decorators of the app's functions (``route``, ``timer_trigger``...)."""
+    if sources is None:
+        paths = [ROOT / "function_app.py", *sorted((ROOT / "scim" / "functions").rglob("*.py"))]
+        sources = {str(path.relative_to(ROOT)): path.read_text() for path in paths}
+    found: set[str] = set()
+    for where, text in sources.items():
+        for node in ast.walk(ast.parse(text, filename=where)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for decorator in node.decorator_list:
+                    if isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute):
+                        found.add(decorator.func.attr)
+    return found
+
+
+def test_the_trigger_scanner_sees_decorated_functions() -> None:
+    snippet = """
+@bp.route(route="x")
+def a(req): ...
+
+@bp.timer_trigger(schedule="%S%", arg_name="t")
+async def b(t): ...
+
+@app.queue_trigger(arg_name="m", queue_name="q", connection="AzureWebJobsStorage")
+def c(m): ...
+"""
+    assert trigger_decorators({"snippet.py": snippet}) == {"route", "timer_trigger", "queue_trigger"}
+
+
+def test_no_queue_setting_without_a_queue_trigger() -> None:
+    triggers = trigger_decorators()
+    assert {"route", "timer_trigger"} <= triggers, triggers
+    queue_settings = sorted(name for name in app_settings() if name.lower().endswith("__queueserviceuri"))
+    queue_role = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"  # Storage Queue Data Contributor
+    if triggers & QUEUE_USING_TRIGGERS:
+        assert queue_settings, f"{sorted(triggers & QUEUE_USING_TRIGGERS)} need AzureWebJobsStorage__queueServiceUri"
+        assert any(a["role_id"] == queue_role for a in role_assignments()), "and Storage Queue Data Contributor"
+    else:
+        assert not queue_settings, f"no queue trigger, yet {queue_settings} is set"
+        assert "queueEndpoint" not in bicep("app.bicep")["parameters"]
+        assert "queueEndpoint" not in bicep("storage.bicep").get("outputs", {})
+
+
+def code_blocks(text: str) -> list[str]:
+    """The logical lines (backslash continuations joined) of the fenced code blocks of a Markdown text."""
+    lines: list[str] = []
+    for block in re.findall(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", text, re.M | re.S):
+        lines.extend(line.strip() for line in block.replace("\\\n", " ").splitlines())
+    return lines
+
+
+GUIDES = (README, DEPLOYMENT_DOC)
+
+
+def test_the_guide_passes_az_its_parameters_inline() -> None:
+    # main.parameters.json holds azd placeholders (${AZURE_LOCATION}...) that az passes on literally.
+    for path in GUIDES:
+        text = path.read_text()
+        assert not re.search(r"--parameters\s+@?infra/main\.parameters\.json", text), path.name
+        deployments = [line for line in code_blocks(text) if re.match(r"az deployment sub (what-if|create)", line)]
+        assert deployments, f"{path.name} shows the az deployment"
+        for line in deployments:
+            assert "main.parameters.json" not in line and "--parameters" in line, (path.name, line)
+        assert any("--template-file infra/main.bicep" in line for line in deployments), path.name
+    readme = README.read_text()
+    assert "FUNCTION_APP_NAME" in readme and "functionAppName output" not in readme
+    assert "FUNCTION_APP_NAME" in bicep("main.bicep")["outputs"]
+
+
+def test_func_publish_names_the_language() -> None:
+    # Without --python, FUNCTIONS_WORKER_RUNTIME or a local.settings.json (git-ignored), Core Tools
+    # stops with "Worker runtime cannot be 'None'" (Azure/azure-functions-core-tools#3822).
+    publishes = [
+        (path.name, line)
+        for path in GUIDES
+        for line in code_blocks(path.read_text())
+        if "func azure functionapp publish" in line
+    ]
+    assert {name for name, _ in publishes} == {"README.md", "deployment.md"}, publishes
+    assert all(re.search(r"func azure functionapp publish \S+ --python\b", line) for _, line in publishes), publishes
+
+
+def test_the_guide_names_the_app_and_resource_group_in_both_ways() -> None:
+    doc = DEPLOYMENT_DOC.read_text()
+    check = doc[doc.index("## Check the deployment") : doc.index("## Create the first tenant")]
+    assert "rg-scim-prod" not in check, "the resource group name depends on the environment"
+    assert "azd env get-value FUNCTION_APP_NAME" in check and "azd env get-value AZURE_RESOURCE_GROUP" in check
+    assert '--resource-group "$RG" --name "$APP"' in check
+    assert (
+        "properties.outputs.AZURE_RESOURCE_GROUP.value" in doc and "properties.outputs.FUNCTION_APP_NAME.value" in doc
+    )
+    assert "AZURE_RESOURCE_GROUP" in bicep("main.bicep")["outputs"]
+    assert "--name rg-scim-prod" not in doc
+
+
+def test_the_guide_registers_providers_and_waits() -> None:
+    lines = [line for path in GUIDES for line in code_blocks(path.read_text()) if "az provider register" in line]
+    assert lines and all("--wait" in line for line in lines), lines
+
+
+def test_the_admin_cli_runs_with_the_venv_and_the_az_login_account() -> None:
+    output = bicep("main.bicep")["outputs"]["CREATE_FIRST_TENANT_COMMAND"]["value"]
+    assert " .venv/bin/python -m scim.admin " in output
+    doc = DEPLOYMENT_DOC.read_text()
+    first_tenant = doc[doc.index("## Create the first tenant") : doc.index("## Connect Microsoft Entra ID")]
+    assert "az login" in first_tenant and "AZURE_PRINCIPAL_ID" in first_tenant and "403" in first_tenant
+    grant = [line for line in code_blocks(first_tenant) if line.startswith("az role assignment create")]
+    assert grant and all('"Storage Table Data Contributor"' in line and "$ME" in line for line in grant), grant
+    assert "ME=$(az ad signed-in-user show" in first_tenant
+
+
+def test_the_tear_down_note_says_purge_loses_the_workspace() -> None:
+    # azd down --purge force-deletes Log Analytics workspaces before deleting the resource groups
+    # (Azure/azure-dev, pkg/infra/provisioning/bicep: forceDeleteLogAnalyticsWorkspaces).
+    doc = DEPLOYMENT_DOC.read_text()
+    tear_down = doc[doc.index("## Tear down") : doc.index("## Troubleshooting")]
+    assert "--purge" in tear_down and "force-deletes the Log Analytics" in tear_down
+    assert not [line for line in code_blocks(tear_down) if line.startswith("azd down --purge")]
+
+
+def test_the_guide_covers_an_app_that_does_not_start_and_the_python_plan() -> None:
+    doc = DEPLOYMENT_DOC.read_text()
+    section = doc[doc.index("### The app doesn't start") : doc.index("## Python version")]
+    for needle in ("AppTraces", "30 seconds", "cold", "alwaysReady"):
+        assert needle in section, needle
+    python = doc[doc.index("## Python version") : doc.index("## Checks run by `make test`")]
+    assert "October 2027" in python and "3.12" in python
+    assert only("app.bicep", "Microsoft.Web/sites")["properties"]["functionAppConfig"]["runtime"]["version"] == "3.11"
+
+
+def test_the_guide_documents_the_email_limits_and_a_custom_domain() -> None:
+    # "Service limits for Azure Communication Services", Email, Azure Managed Domains: 5 a minute,
+    # 10 an hour per subscription.
+    for path in GUIDES:
+        text = " ".join(path.read_text().split())
+        assert "5 emails a minute and 10 an hour" in text, path.name
+        assert "custom domain" in text, path.name
+
+
+# ---- operations: alerts and the workbook (issue #15) ------------------------------------------
+
+# What the app emits (OpenTelemetry through the Azure Monitor distro, AppMetrics.Name) and the
+# attributes it gives them (AppMetrics.Properties).
+METRICS = {
+    "scim.requests",
+    "scim.request.duration",
+    "scim.request.storage_calls",
+    "scim.storage.unavailable",
+    "scim.log.dropped",
+    "scim.webhook.deliveries",
+    "scim.webhook.backlog_age",
+    "scim.digest.emails",
+}
+ATTRIBUTES = {"scim.tenant", "scim.operation", "http.response.status_code", "scim.reason", "scim.outcome"}
+TABLES = {"AppMetrics", "AppRequests", "AppDependencies", "AppTraces", "AppExceptions"}
+
+ALERT_RULES = {
+    "scim-tenant-failure-ratio",
+    "scim-server-errors",
+    "scim-storage-throttling",
+    "scim-webhook-backlog",
+    "scim-digest-failing",
+}
+
+
+def minutes(duration: str) -> int:
+    """Minutes of an ISO 8601 duration of whole minutes (``PT5M``)."""
+    match = re.fullmatch(r"PT(\d+)M", duration)
+    assert match, duration
+    return int(match.group(1))
+
+
+def bicep_text(value: str) -> str:
+    return value.replace("\\'", "'")
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """alerts.bicep's rules, each with its query resolved to text."""
+    variables = bicep("alerts.bicep")["variables"]
+    rules = []
+    for rule in variables["rules"]["value"]:
+        query = variables[rule["query"]]["value"]
+        if isinstance(query, dict):
+            query = query["function"]["parameters"]["format_string"]
+        rules.append({**rule, "query_text": query})
+    return rules
+
+
+def query_problems(query: str) -> list[str]:
+    """What a KQL query reads that the app does not emit."""
+    problems = []
+    names = re.findall(r'\bName\s*==\s*"([^"]+)"', query)
+    problems += [f"metric {name}" for name in names if name not in METRICS]
+    keys = re.findall(r'Properties\["([^"]+)"\]', query)
+    problems += [f"attribute {key}" for key in keys if key not in ATTRIBUTES]
+    tokens = set(re.findall(r"\bscim\.[a-z_.]*[a-z_]", query))
+    problems += [f"name {token}" for token in tokens - METRICS - ATTRIBUTES]
+    tables = set(re.findall(r"\b(App[A-Z][A-Za-z]+)\b", query))
+    problems += [f"table {table}" for table in tables - TABLES]
+    if "AppMetrics" in tables and not names:
+        problems.append("AppMetrics without a metric name")
+    return problems
+
+
+def test_the_query_checker_catches_unknown_telemetry() -> None:
+    assert query_problems('AppMetrics | where Name == "scim.requests" | extend t = Properties["scim.tenant"]') == []
+    assert query_problems('AppMetrics | where Name == "scim.request"') == ["metric scim.request", "name scim.request"]
+    assert query_problems('AppMetrics | where Name == "scim.requests" | extend t = Properties["tenant"]') == [
+        "attribute tenant"
+    ]
+    assert query_problems("AppMetric | take 1") == ["table AppMetric"]
+
+
+def test_every_alert_rule_says_what_it_means_and_what_to_do() -> None:
+    rules = alert_rules()
+    assert {rule["name"] for rule in rules} == ALERT_RULES
+    for rule in rules:
+        description = bicep_text(rule["description"])
+        assert len(description) >= 200, (rule["name"], "say what it means and what to do")
+        assert re.search(r"\b(Check|Open|Look up|Read|Fix)\b", description), (rule["name"], "what to do")
+        assert bicep_text(rule["displayName"]).startswith("SCIM: "), rule["name"]
+        assert rule["severity"] in {0, 1, 2, 3, 4}, rule["name"]
+        frequency, window = minutes(rule["evaluationFrequency"]), minutes(rule["windowSize"])
+        assert 5 <= frequency <= window <= 60, rule["name"]
+        assert not query_problems(rule["query_text"]), (rule["name"], query_problems(rule["query_text"]))
+    (resource,) = of_type("alerts.bicep", "Microsoft.Insights/scheduledQueryRules").values()
+    assert loop_array(resource) == "rules"
+    props = body(resource)["properties"]
+    for field in ("displayName", "description", "severity", "evaluationFrequency", "windowSize"):
+        assert accessor(props[field]) == f"rule.{field}", field
+    assert props["enabled"] is True and props["autoMitigate"] is True
+    assert body(resource)["kind"] == "LogAlert" and props["scopes"] == ["logAnalyticsId"]
+    (condition,) = props["criteria"]["allOf"]
+    assert accessor(condition["query"]) == "rule.query" and accessor(condition["dimensions"]) == "rule.dimensions"
+    assert (condition["timeAggregation"], condition["operator"], condition["threshold"]) == ("Count", "GreaterThan", 0)
+
+
+def test_every_alert_rule_is_wired_to_the_action_group() -> None:
+    (resource,) = of_type("alerts.bicep", "Microsoft.Insights/scheduledQueryRules").values()
+    assert body(resource)["properties"]["actions"]["actionGroups"] == "actionGroupIds"
+    ids = bicep("alerts.bicep")["variables"]["actionGroupIds"]["value"]["operator"]
+    assert ids["type"] == "conditional"
+    assert ids["operands"]["condition"] == {"function": {"type": "empty", "parameters": {"item_to_test": "alertEmail"}}}
+    assert ids["operands"]["true_value"] == [] and [accessor(v) for v in ids["operands"]["false_value"]] == [
+        "actionGroup.id"
+    ]
+    (group,) = of_type("alerts.bicep", "Microsoft.Insights/actionGroups").values()
+    assert group["config"]["condition"]["operator"]["type"] == "not", "no action group without an address"
+    receivers = body(group)["properties"]["emailReceivers"]
+    assert [r["emailAddress"] for r in receivers] == ["alertEmail"]
+    assert body(group)["location"] == "global" and len(body(group)["properties"]["groupShortName"]) <= 12
+    main = bicep("main.bicep")
+    assert main["parameters"]["alertEmail"]["default"] == ""
+    params = main["modules"]["alerts"]["config"]["params"]
+    assert params["alertEmail"] == "alertEmail"
+    assert accessor(params["logAnalyticsId"]) == "monitoring.outputs.logAnalyticsId"
+    assert (params["minRequests"], params["serverErrorBurst"]) == ("alertMinRequests", "alertServerErrorBurst")
+    assert main["parameters"]["alertMinRequests"]["default"] == 20
+    assert param_default("alerts.bicep", "alertEmail") == ""
+
+
+def test_the_failure_ratio_alert_is_entras_quarantine_rule() -> None:
+    # docs/ENTRA.md §6: Entra quarantines above 40 % failures; 4xx and 5xx fail an operation; 401s
+    # are left out as in the digest (anyone can send one).
+    (rule,) = [rule for rule in alert_rules() if rule["name"] == "scim-tenant-failure-ratio"]
+    query = rule["query_text"]
+    assert "where failurePercent > 40" in query and "where requests >= minRequests" in query
+    assert "status != 401" in query and "status >= 400" in query
+    assert rule["windowSize"] == "PT30M" and rule["dimensions"] == "byTenant"
+    assert bicep("alerts.bicep")["variables"]["failureRatioQuery"]["value"]["function"]["parameters"]["arg_1"] == (
+        "minRequests"
+    )
+    (backlog,) = [rule for rule in alert_rules() if rule["name"] == "scim-webhook-backlog"]
+    assert "> 900" in backlog["query_text"] and backlog["dimensions"] == "byTenant"
+
+
+def test_the_readme_explains_each_alert_and_the_workbook() -> None:
+    readme = README.read_text()
+    operations = readme[readme.index("\n## Operations\n") : readme.index("\n## Provisioning log\n")]
+    for name in ALERT_RULES:
+        assert f"| `{name}` |" in operations, name
+    assert "workbook" in operations and "infra/workbook.json" in operations
+    assert "### Reading a request's trace" in operations
+    doc = DEPLOYMENT_DOC.read_text()
+    assert "ALERT_EMAIL" in doc and "`alertEmail`" in doc
+
+
+def workbook() -> dict[str, Any]:
+    return json.loads((INFRA / "workbook.json").read_text())
+
+
+def workbook_queries() -> dict[str, str]:
+    found = {}
+    for item in workbook()["items"]:
+        if item["type"] == 3:
+            found[item["name"]] = item["content"]["query"]
+        elif item["type"] == 9:
+            for param in item["content"]["parameters"]:
+                if "query" in param:
+                    found[f"parameter {param['name']}"] = param["query"]
+    return found
+
+
+def test_the_workbook_parses_and_shows_the_operations_panels() -> None:
+    book = workbook()
+    assert book["version"] == "Notebook/1.0"
+    queries = workbook_queries()
+    for panel in (
+        "request-rate",
+        "failure-ratio-table",
+        "latency-percentiles",
+        "storage-calls-per-request",
+        "webhook-backlog",
+    ):
+        assert panel in queries, panel
+    assert "percentile(DurationMs, 95)" in queries["latency-percentiles"]
+    assert 'Name == "scim.request.storage_calls"' in queries["storage-calls-per-request"]
+    assert 'Name == "scim.webhook.backlog_age"' in queries["webhook-backlog"]
+    for item in book["items"]:
+        if item["type"] == 3:
+            content = item["content"]
+            assert content["timeContextFromParameter"] == "TimeRange", item["name"]
+            assert content["resourceType"] == "microsoft.operationalinsights/workspaces", item["name"]
+    problems = {name: query_problems(query) for name, query in queries.items()}
+    assert not any(problems.values()), problems
+    emitted = {name for query in queries.values() for name in re.findall(r'\bName == "([^"]+)"', query)}
+    assert emitted == METRICS, f"metrics the workbook does not show: {sorted(METRICS - emitted)}"
+
+
+def test_the_workbook_resource_loads_the_json_and_is_deployed() -> None:
+    (resource,) = of_type("workbook.bicep", "Microsoft.Insights/workbooks").values()
+    wb = body(resource)
+    assert wb["kind"] == "shared" and wb["name"]["function"]["type"] == "guid"
+    props = wb["properties"]
+    assert props["category"] == "workbook" and props["sourceId"] == "logAnalyticsId"
+    data = props["serializedData"]["function"]
+    assert data["type"] == "string"
+    merged = data["parameters"]["value_to_convert"]["function"]
+    assert merged["type"] == "union"
+    loaded = merged["parameters"]["arg_1"]["function"]
+    assert (loaded["type"], loaded["parameters"]["file_path"]) == ("load_json_content", "workbook.json")
+    assert merged["parameters"]["arg_2"] == {"fallbackResourceIds": ["logAnalyticsId"]}
+    module = bicep("main.bicep")["modules"]["workbook"]["config"]["params"]
+    assert accessor(module["logAnalyticsId"]) == "monitoring.outputs.logAnalyticsId"
 
 
 if __name__ == "__main__":  # pragma: no cover
