@@ -511,3 +511,44 @@ async def test_the_delivery_commands_on_table_storage(azurite: str, prefix: str)
     assert "5 events wait for it" in enabled.stdout
     refused = await cmd("webhook", "replay", endpoint_id, "--since", rfc3339(wall_us() - 40 * 24 * HOUR))
     assert refused.returncode == 1 and "older than the events retention (30 days" in refused.stderr
+
+
+# ---- the audit trail ------------------------------------------------------------------------------
+
+
+async def test_webhook_changes_are_in_the_audit_trail_of_the_tenants_they_serve(
+    rt: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The portal's audit trail is the tenant's whole history: a webhook endpoint added, its
+    secret rotated, disabled, enabled, replayed or removed with the CLI is recorded, by ``cli``,
+    in the trail of each tenant it serves, naming the endpoint and the URL's origin only (a
+    receiver's query can hold a key). An endpoint for every tenant is the application's, not a
+    tenant's: it is in no tenant's trail."""
+    assert await run(rt, "add", "http://127.0.0.1:8080/hook?key=s3cr3t-value", "--tenant", "contoso", "--json") == 0
+    endpoint_id = json.loads(capsys.readouterr().out)["id"]
+    for argv in (
+        ("rotate-secret", endpoint_id),
+        ("disable", endpoint_id),
+        ("enable", endpoint_id),
+        ("replay", endpoint_id, "--since", rfc3339(wall_us() - MINUTE)),
+        ("remove", endpoint_id, "--yes"),
+    ):
+        assert await run(rt, *argv) == 0, argv
+    page = await rt.audit.page("contoso")
+    entries = list(reversed(page.entries))
+    assert [e.action for e in entries] == [
+        "webhook.added",
+        "webhook.secret_rotated",
+        "webhook.disabled",
+        "webhook.enabled",
+        "webhook.replayed",
+        "webhook.removed",
+    ]
+    assert {e.actor for e in entries} == {"cli"}
+    assert all(e.detail["endpoint"] == endpoint_id for e in entries)
+    assert entries[0].detail["url"] == "http://127.0.0.1:8080"
+    assert "s3cr3t" not in repr(entries)
+    assert (await rt.audit.page("fabrikam")).entries == []
+
+    assert await run(rt, "add", "http://127.0.0.1:8080/all", "--json") == 0  # every tenant: the application's
+    assert [e.action for e in (await rt.audit.page("fabrikam")).entries] == []

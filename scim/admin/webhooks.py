@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from scim.admin.core import record_cli_audit
 from scim.admin.terminal import printable
 from scim.core.events import EVENT_TYPES
 from scim.core.feed import retention_floor
@@ -66,10 +67,11 @@ from scim.webhooks import (
 )
 from scim.webhooks.backlog import Backlog, endpoint_backlog, served_tenants
 from scim.webhooks.delivery import initial_position
-from scim.webhooks.urls import Resolver, check_url, parse_webhook_url, resolve
+from scim.webhooks.urls import Resolver, check_url, parse_webhook_url, resolve, url_origin
 
 if TYPE_CHECKING:
     from scim.functions.runtime import Runtime
+    from scim.portal.audit import AuditTrail
     from scim.settings import Settings
     from scim.store.base import DirectoryStore
     from scim.tenants import TenantRegistry
@@ -124,6 +126,8 @@ class DeliveryStores:
     deliveries: DeliveryStateStore
     retention_days: int = 30
     closer: Callable[[], Awaitable[None]] | None = None
+    audit: AuditTrail | None = None
+    """Where the commands that change an endpoint record it, for each tenant it serves."""
 
     @classmethod
     def of(cls, runtime: Runtime, *, owned: bool = True) -> DeliveryStores:
@@ -134,7 +138,16 @@ class DeliveryStores:
             runtime.deliveries,
             runtime.settings.events_retention_days,
             runtime.close if owned else None,
+            runtime.audit,
         )
+
+    async def record(self, endpoint: WebhookEndpoint, action: str, **detail: str) -> None:
+        """Record ``action`` on ``endpoint`` in the audit trail of each tenant it names (an
+        endpoint of every tenant is the application's, in no tenant's trail)."""
+        if self.audit is None or endpoint.tenants is None:
+            return
+        for tenant in endpoint.tenants:
+            await record_cli_audit(self.audit, tenant, action, endpoint=endpoint.id, **detail)
 
     async def tenant_names(self) -> list[str]:
         """The names of every tenant there is."""
@@ -440,6 +453,12 @@ async def _replay(args: argparse.Namespace, hooks: WebhookRegistry, stores: Deli
     rewound = [t for t, moved in zip(names, outcomes, strict=True) if moved]
     unchanged = [t for t, moved in zip(names, outcomes, strict=True) if not moved]
     since = format_time(when)
+    if stores.audit is not None and endpoint.tenants is not None:
+        for name in names:
+            moved = "yes" if name in rewound else "no"
+            await record_cli_audit(
+                stores.audit, name, "webhook.replayed", endpoint=endpoint.id, since=since, rewound=moved
+            )
     if args.json:
         print(
             json.dumps(
@@ -491,6 +510,7 @@ async def _enable(args: argparse.Namespace, hooks: WebhookRegistry, stores: Deli
     await hooks.enable(endpoint.id)
     waiting = ""
     if stores is not None:
+        await stores.record(endpoint, "webhook.enabled")
         backlog = await endpoint_backlog(endpoint, await stores.tenant_names(), stores.directory, stores.deliveries)
         waiting = f"; {backlog} event{'' if backlog.events == 1 and not backlog.capped else 's'} wait for it"
     print(
@@ -499,12 +519,14 @@ async def _enable(args: argparse.Namespace, hooks: WebhookRegistry, stores: Deli
     )
 
 
-async def _disable(args: argparse.Namespace, hooks: WebhookRegistry) -> None:
+async def _disable(args: argparse.Namespace, hooks: WebhookRegistry, stores: DeliveryStores | None) -> None:
     endpoint = await hooks.get(args.id)
     if not endpoint.enabled:
         print(f"Webhook endpoint {endpoint.id} is {printable(_state(endpoint))} already.")
         return
     await hooks.disable(endpoint.id, OPERATOR_REASON)
+    if stores is not None:
+        await stores.record(endpoint, "webhook.disabled")
     print(
         f"Disabled webhook endpoint {endpoint.id}: nothing more is delivered to it. Its cursors and the events "
         f"waiting for it are kept: `python -m scim.admin webhook enable {endpoint.id}` resumes from there."
@@ -526,6 +548,8 @@ async def run(
         if args.action == "add":
             await check_url(args.url, in_azure=in_azure, resolver=resolver)
             endpoint_id, secret = await hooks.add(args.url, args.tenants, _event_types(args.events))
+            if stores is not None:
+                await stores.record(await hooks.get(endpoint_id), "webhook.added", url=url_origin(args.url))
             if args.json:
                 print(json.dumps({"id": endpoint_id, "url": args.url, "secret": secret}))
             else:
@@ -540,11 +564,16 @@ async def run(
         elif args.action == "list":
             await _list(args, hooks, stores)
         elif args.action == "remove":
+            removed = await hooks.get(args.id)
             await hooks.remove(args.id)
+            if stores is not None:
+                await stores.record(removed, "webhook.removed")
             print(f"Removed webhook endpoint {args.id}.")
         elif args.action == "rotate-secret":
             now = datetime.now(UTC)
             secret = await hooks.rotate_secret(args.id, now)
+            if stores is not None:
+                await stores.record(await hooks.get(args.id), "webhook.secret_rotated")
             until = format_time(now + ROTATION_OVERLAP)
             if args.json:
                 print(json.dumps({"id": args.id, "secret": secret, "previous_until": until}))
@@ -562,7 +591,7 @@ async def run(
         elif args.action == "enable":
             await _enable(args, hooks, stores)
         elif args.action == "disable":
-            await _disable(args, hooks)
+            await _disable(args, hooks, stores)
     finally:
         await hooks.close()
         if stores is not None:

@@ -80,7 +80,12 @@ ACTIONS = (
     "entra.bound",
     "oauth_client.created",
     "oauth_client.revoked",
+    "webhook.added",
+    "webhook.secret_rotated",
+    "webhook.disabled",
+    "webhook.enabled",
     "webhook.replayed",
+    "webhook.removed",
 )
 """The actions in use (documentation: :class:`AuditEntry` takes any dotted lowercase name)."""
 MAX_ACTOR = 256

@@ -47,6 +47,7 @@ __all__ = [
     "check_url",
     "parse_webhook_url",
     "resolve",
+    "url_origin",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -243,3 +244,13 @@ async def check_url(url: str, *, in_azure: bool, resolver: Resolver = resolve) -
             raise UnsafeWebhookUrl(url, f"{target.host} does not resolve ({exc})") from None
     check_target(target, addresses, in_azure=in_azure)
     return target, addresses
+
+
+def url_origin(url: str) -> str:
+    """The scheme, host and port of a webhook URL (for the audit trail): never its path, query
+    or user info, where a receiver may keep a key."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
