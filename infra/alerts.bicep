@@ -80,15 +80,16 @@ union
 | where throttled > 0
 ''', environment().suffixes.storage)
 
-// The newest backlog age each tenant reported in the window (the gauge is observed by every
-// instance; its value is Sum, one observation per row).
+// The newest backlog age each tenant reported in the window: a histogram recorded by each
+// delivery pass and the delivery timer (0 when nothing waits), so a row's Max is the oldest age
+// seen in its export interval.
 var webhookBacklogQuery = '''
 AppMetrics
 | where Name == "scim.webhook.backlog_age"
 | extend tenant = tostring(Properties["scim.tenant"])
-| summarize arg_max(TimeGenerated, Sum) by tenant
-| where Sum > 900
-| project TimeGenerated, tenant, backlogAgeSeconds = Sum
+| summarize arg_max(TimeGenerated, Max) by tenant
+| where Max > 900
+| project TimeGenerated, tenant, backlogAgeSeconds = Max
 '''
 
 // A failed digest is retried by the next run (every 10 minutes by default, NOTIFY_SCHEDULE), so

@@ -73,11 +73,15 @@ def _crossing(module: str, forbidden_prefixes: set[str]) -> list[str]:
 
 @pytest.mark.parametrize("name", CORE)
 def test_the_protocol_core_does_no_io_of_its_own(name: str) -> None:
-    """No Azure SDK, no storage implementation, no adapter or dev tool in the core."""
+    """No Azure SDK, no storage implementation, no adapter or dev tool in the core; no telemetry
+    either (OpenTelemetry, :mod:`scim.telemetry`): the adapters, stores and background work
+    record it, the protocol stays pure."""
     forbidden = {
         "azure",
         "aiohttp",
         "httpx",
+        "opentelemetry",
+        "scim.telemetry",
         *ADAPTERS,
         *DEV_TOOLS,
         *STORE_IMPLEMENTATIONS,
@@ -172,3 +176,13 @@ def test_the_deployed_code_holds_no_azurite_key() -> None:
         if "__pycache__" not in p.parts and AZURITE_KEY.encode() in p.read_bytes()
     ]
     assert holding == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scim" / "telemetry").glob("*.py")), ids=lambda p: p.name)
+def test_telemetry_is_a_leaf(path: Path) -> None:
+    """:mod:`scim.telemetry` imports nothing of the app but itself: the adapters, the stores, the
+    log writer, webhook delivery and the notifier all record through it, so it must depend on
+    none of them (no cycle, and nothing heavy on ``function_app``'s import path)."""
+    module = _module(path)
+    crossing = [i for i in imports_of(path) if i.startswith("scim.") and not i.startswith("scim.telemetry")]
+    assert crossing == [], module

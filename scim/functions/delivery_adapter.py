@@ -16,6 +16,7 @@ import logging
 import azure.functions as func
 
 from scim.functions.runtime import Runtime, get_runtime
+from scim.telemetry import instruments
 
 __all__ = ["SCHEDULE", "bp", "run_delivery_sweep"]
 
@@ -35,5 +36,11 @@ async def run_delivery_sweep(runtime: Runtime) -> None:
 
 @bp.timer_trigger(schedule=SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=False)
 async def webhook_timer(timer: func.TimerRequest) -> None:
-    """Deliver what no instance is delivering: events left behind, retries that are due."""
-    await run_delivery_sweep(await get_runtime())
+    """Deliver what no instance is delivering: events left behind, retries that are due.
+
+    Quiet for telemetry (:func:`scim.telemetry.instruments.quiet`): the sweep's storage calls
+    (every tenant's state, every 10 s) make no spans; its deliveries are spans of their own
+    (``scim.webhook.deliver``), and it records each tenant's ``scim.webhook.backlog_age``."""
+    runtime = await get_runtime()
+    with instruments.quiet():
+        await run_delivery_sweep(runtime)

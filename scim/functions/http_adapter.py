@@ -16,6 +16,11 @@ unauthenticated request costs the same whatever its body and whether its tenant 
 read of the tenant's credentials and constant-time comparisons, then 401; its body is never
 parsed. An authenticated request's body is parsed once, by the service; the provisioning
 log takes a failed create's ``userName`` from that parse.
+
+Telemetry (:mod:`scim.telemetry`, when on): each request is one span, a child of the host's
+invocation, with the storage calls under it, and is counted in the ``scim.requests``,
+``scim.request.duration`` and ``scim.request.storage_calls`` metrics; its correlation id is
+minted before it is handled and is on every log line of it (:func:`handle_http`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import azure.functions as func
 
@@ -36,7 +41,12 @@ from scim.credentials import match
 from scim.functions.runtime import Runtime, get_runtime
 from scim.provisioning_log import LogEntry, format_time
 from scim.store.base import StoreUnavailable
+from scim.telemetry import instruments
+from scim.telemetry.context import RequestScope, begin_request, end_request
 from scim.tenants import InvalidTenantName, validate_tenant_name
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["SCIM_CONTENT_TYPE", "bp", "error_response", "handle_http"]
 
@@ -47,6 +57,8 @@ SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosn
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions declares no types for it
+_NO_INVOCATION = cast("func.Context", None)
+"""``scim_endpoint``'s default context: none (the worker always passes one)."""
 
 
 def _bearer_token(headers: dict[str, str]) -> str | None:
@@ -91,20 +103,49 @@ class _InternalError(ScimError):
 class _Context:
     """What the provisioning log needs to know about a request once it is answered.
 
-    ``tenant_exists``: the tenant has a record (known only after its token hash was read);
+    ``tenant_checked``: its credentials were read; ``tenant_exists``: the tenant has a record
+    (known only after its token hash was read);
     ``authenticated``: the bearer token matched; ``request``: the SCIM request handed to the
     service, whose body it parsed at most once (:meth:`ScimRequest.json`).
     """
 
     runtime: Runtime | None = None
+    tenant_checked: bool = False
     tenant_exists: bool = False
     authenticated: bool = False
     request: ScimRequest | None = None
 
 
-async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
-    """Answer one SCIM HTTP request (all tenants, all endpoints), and record its outcome."""
+async def handle_http(req: func.HttpRequest, invocation: func.Context | None = None) -> func.HttpResponse:
+    """Answer one SCIM HTTP request (all tenants, all endpoints), and record its outcome.
+
+    The correlation id is minted first, so that every log line of the request carries it
+    (:mod:`scim.telemetry.context`); it is the ``X-Correlation-ID`` of the answer, the
+    provisioning log entry's, and the ``scim.correlation_id`` of the request's span. It is a
+    fresh random id (``uuid4().hex``), not the trace id: the trace id is the Functions host's,
+    which continues a caller's ``traceparent`` (so callers could choose it, and share it
+    between requests), while a correlation id names one request, also in the provisioning log
+    (part of its row key), and exists with telemetry off. ``invocation``: the host's context,
+    whose ``trace_context`` makes the request's span a child of the host's invocation.
+    """
     started = time.perf_counter()
+    scope = begin_request(uuid.uuid4().hex)
+    try:
+        operation = _operation(req)
+        tel = instruments.active()
+        if tel is None:
+            return await _serve(req, operation, scope, started, None)
+        trace_parent, trace_state = _trace_context(invocation)
+        route = "/scim/{tenant}" + operation.partition(" ")[2]
+        with tel.request_span(operation, route, scope.correlation_id, trace_parent, trace_state) as span:
+            return await _serve(req, operation, scope, started, span)
+    finally:
+        end_request(scope)
+
+
+async def _serve(
+    req: func.HttpRequest, operation: str, scope: RequestScope, started: float, span: Span | None
+) -> func.HttpResponse:
     tenant = req.route_params.get("tenant", "")
     context = _Context()
     try:
@@ -115,14 +156,13 @@ async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
         # Storage is down or timed out (e.g. while authenticating): Entra should retry later.
         response = error_response(ServiceUnavailable())
     except Exception:
-        logger.exception("Unhandled error in %s %s", req.method, _route_kind(req))
+        logger.exception("Unhandled error in %s", operation)
         response = error_response(_InternalError("An internal error occurred; it has been logged."))
     elapsed_ms = (time.perf_counter() - started) * 1000
-    correlation_id = uuid.uuid4().hex
-    response.headers["X-Correlation-ID"] = correlation_id
-    logger.info("%s %s -> %d in %.1f ms", req.method, _route_kind(req), response.status, elapsed_ms)
+    response.headers["X-Correlation-ID"] = scope.correlation_id
+    logger.info("%s -> %d in %.1f ms", operation, response.status, elapsed_ms)
     if context.runtime is not None and context.authenticated:
-        entry = _log_entry(req, context.request, response, correlation_id, elapsed_ms)
+        entry = _log_entry(req, context.request, response, scope.correlation_id, elapsed_ms, operation)
         context.runtime.log_writer.submit(tenant, entry)
         if req.method in _WRITES:
             context.runtime.delivery().poke(tenant)  # its events, if any, to the webhooks now
@@ -130,7 +170,43 @@ async def handle_http(req: func.HttpRequest) -> func.HttpResponse:
         # Unauthenticated: no per-request entry (its path and body are the caller's), only a
         # count per minute, written in the background (see LogWriter.count_unauthenticated).
         context.runtime.log_writer.count_unauthenticated(tenant)
+    tel = instruments.active()
+    if tel is not None:
+        tel.request_done(
+            span,
+            tenant=_tenant_label(tenant, context),
+            operation=operation,
+            status=response.status,
+            elapsed_ms=elapsed_ms,
+            storage_calls=scope.storage_calls,
+        )
     return _to_http(response)
+
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+
+
+def _operation(req: func.HttpRequest) -> str:
+    """``METHOD /endpoint`` without ids (:func:`_route_kind`): logs, the provisioning log, telemetry."""
+    method = req.method.upper()
+    return f"{method if method in _METHODS else 'OTHER'} {_route_kind(req)}"
+
+
+def _tenant_label(tenant: str, context: _Context) -> str:
+    """The request's ``scim.tenant``: the tenant's name, :data:`~scim.telemetry.instruments.INVALID_TENANT`
+    for a name that is not valid (never the caller's text), :data:`~scim.telemetry.instruments.UNKNOWN_TENANT`
+    for a valid name of no tenant (a stranger's names would grow the number of series)."""
+    try:
+        validate_tenant_name(tenant)
+    except InvalidTenantName:
+        return instruments.INVALID_TENANT
+    return instruments.UNKNOWN_TENANT if context.tenant_checked and not context.tenant_exists else tenant
+
+
+def _trace_context(invocation: func.Context | None) -> tuple[str | None, str | None]:
+    """The host's W3C ``traceparent`` and ``tracestate`` of this invocation, when it gave them."""
+    trace = getattr(invocation, "trace_context", None)
+    return getattr(trace, "trace_parent", None) or None, getattr(trace, "trace_state", None) or None
 
 
 _ENDPOINTS = {
@@ -158,7 +234,12 @@ def _route_kind(req: func.HttpRequest) -> str:
 
 
 def _log_entry(
-    req: func.HttpRequest, request: ScimRequest | None, response: ScimResponse, correlation_id: str, elapsed_ms: float
+    req: func.HttpRequest,
+    request: ScimRequest | None,
+    response: ScimResponse,
+    correlation_id: str,
+    elapsed_ms: float,
+    operation: str,
 ) -> LogEntry:
     """The provisioning log's record of an authenticated request (see :mod:`scim.provisioning_log`)."""
     parts = [p for p in (req.route_params.get("path") or "").split("/") if p]
@@ -174,7 +255,7 @@ def _log_entry(
         subject = _user_name(request.parsed_json())
     return LogEntry(
         time=format_time(datetime.now(UTC)),
-        operation=f"{req.method} {_route_kind(req)}",
+        operation=operation,
         status=response.status,
         correlation_id=correlation_id,
         duration_ms=round(elapsed_ms, 1),
@@ -213,6 +294,7 @@ async def _handle(req: func.HttpRequest, tenant: str, context: _Context) -> Scim
     # neither the body nor the tenant's existence changes the answer or its cost (no
     # tenant-existence oracle). An expired, revoked or rotated-out token fails like a wrong one.
     stored = await runtime.tenants.read_credentials(tenant)
+    context.tenant_checked = True
     context.tenant_exists = stored is not None
     now = datetime.now(UTC)
     found = match(stored, token or "", now)
@@ -250,6 +332,8 @@ def _query(req: func.HttpRequest) -> dict[str, Any]:
     methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     auth_level=func.AuthLevel.ANONYMOUS,
 )
-async def scim_endpoint(req: func.HttpRequest) -> func.HttpResponse:
-    """The SCIM endpoint of every tenant (RFC 7644 §3)."""
-    return await handle_http(req)
+async def scim_endpoint(req: func.HttpRequest, context: func.Context = _NO_INVOCATION) -> func.HttpResponse:
+    """The SCIM endpoint of every tenant (RFC 7644 §3). ``context``: the host's invocation
+    context (its ``trace_context`` parents the request's span); the worker requires this exact
+    annotation (``azure.functions.Context``), and callers without one (tests) may leave it out."""
+    return await handle_http(req, context)

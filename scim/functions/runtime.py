@@ -120,7 +120,9 @@ def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None
     their delivery, the portal's links and secrets, the audit trail).
 
     ``per_call_policies`` are azure-core policies that see every storage request (tests count
-    round trips with :class:`scim.store.roundtrips.RoundTripCounter`).
+    round trips with :class:`scim.store.roundtrips.RoundTripCounter`); the runtime adds
+    :class:`scim.telemetry.storage.StorageCallCounter`, which counts each request's storage round
+    trips (``scim.request.storage_calls``: one context-variable read per storage call).
     """
     from scim.notify.state_tables import TableNotifyStateStore
     from scim.provisioning_log.tables import TableProvisioningLog
@@ -131,8 +133,10 @@ def build_runtime(settings: Settings, *, per_call_policies: Sequence[Any] | None
     from scim.store.portal_secrets_tables import TablePortalSecrets
     from scim.store.tables import TableStore
     from scim.store.webhooks_tables import TableWebhookRegistry
+    from scim.telemetry.storage import StorageCallCounter
 
-    store = TableStore.from_settings(settings, per_call_policies=per_call_policies)
+    policies = [*(per_call_policies or ()), StorageCallCounter()]
+    store = TableStore.from_settings(settings, per_call_policies=policies)
     log = TableProvisioningLog(store.service_client, settings.table_prefix)
     states = TableNotifyStateStore(store.service_client, settings.table_prefix)
     app_keys = TableAppKeyRegistry(store.service_client, settings.table_prefix)
@@ -187,8 +191,12 @@ def build_memory_runtime(settings: Settings) -> Runtime:
 
 
 async def get_runtime() -> Runtime:
-    """The process's runtime, built from the environment on first use."""
+    """The process's runtime, built from the environment on first use; telemetry is configured
+    on the first call (:func:`scim.telemetry.setup.configure_once`: only when
+    ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set), not when the app is imported."""
     global _runtime, _lock
+    if not _telemetry_checked:
+        _check_telemetry()
     if _runtime is not None:
         return _runtime
     if _lock is None:
@@ -199,6 +207,17 @@ async def get_runtime() -> Runtime:
 
             _runtime = build_runtime(Settings.from_env())  # SettingsError naming a bad variable
     return _runtime
+
+
+_telemetry_checked = False
+
+
+def _check_telemetry() -> None:
+    global _telemetry_checked
+    _telemetry_checked = True
+    from scim.telemetry.setup import configure_once
+
+    configure_once()
 
 
 def use_runtime(runtime: Runtime | None) -> None:

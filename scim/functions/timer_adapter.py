@@ -18,6 +18,7 @@ import azure.functions as func
 from scim.core.feed import retention_floor
 from scim.functions.runtime import Runtime, get_runtime
 from scim.store.base import StoreError
+from scim.telemetry import instruments
 
 if TYPE_CHECKING:
     from scim.notify.notifier import Notifier
@@ -77,5 +78,8 @@ async def run_notifications(runtime: Runtime, now: datetime | None = None) -> No
 @bp.timer_trigger(schedule="%NOTIFY_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 async def notify_timer(timer: func.TimerRequest) -> None:
     """Email each tenant's operators one digest of the failures since the last one, then apply
-    the retention of the provisioning log and of the change events."""
-    await run_notifications(await get_runtime())
+    the retention of the provisioning log and of the change events. One ``scim.notify`` span
+    (telemetry on): the storage calls and the emails (``scim.email.send``) are under it."""
+    runtime = await get_runtime()
+    with instruments.span("scim.notify"):
+        await run_notifications(runtime)

@@ -10,22 +10,26 @@ The pieces::
 
 :func:`sender_from_settings` picks one from the app settings (``ACS_EMAIL_ENDPOINT`` first,
 then ``SMTP_HOST``). The Azure SDK is imported only when an ACS email is sent, to keep cold
-starts fast.
+starts fast. Each send of the SMTP and ACS senders is a ``scim.email.send`` span
+(:mod:`scim.telemetry`).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import smtplib
 import ssl
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any
+
+from scim.telemetry import instruments
 
 if TYPE_CHECKING:
     from azure.communication.email.aio import EmailClient
@@ -72,6 +76,19 @@ class EmailSender(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release what the sender holds."""
+
+
+@contextlib.asynccontextmanager
+async def _traced(transport: str) -> AsyncIterator[None]:
+    """The ``scim.email.send`` span of one send (:mod:`scim.telemetry`): its transport and
+    outcome, never a recipient, subject or server."""
+    with instruments.span("scim.email.send", {"scim.email.transport": transport}, "client") as span:
+        try:
+            yield
+        except BaseException:
+            instruments.set_attributes(span, {instruments.OUTCOME: "failed"}, failed=True)
+            raise
+        instruments.set_attributes(span, {instruments.OUTCOME: "sent"})
 
 
 def _check_recipients(to: Sequence[str]) -> list[str]:
@@ -128,7 +145,8 @@ class SmtpSender(EmailSender):
     async def send(self, *, sender: str, to: Sequence[str], subject: str, text: str, html: str) -> None:
         """Send one email; :class:`SendError` on any SMTP or network failure."""
         message = mime_message(sender=sender, to=to, subject=subject, text=text, html=html)
-        await asyncio.to_thread(self._deliver, message, sender, list(to))
+        async with _traced("smtp"):
+            await asyncio.to_thread(self._deliver, message, sender, list(to))
 
     def _deliver(self, message: EmailMessage, sender: str, to: list[str]) -> None:
         try:
@@ -198,13 +216,14 @@ class AcsSender(EmailSender):
         from azure.core.exceptions import AzureError
 
         message = acs_message(sender=sender, to=to, subject=subject, text=text, html=html)
-        try:
-            result = await asyncio.wait_for(self._send(message), self._timeout)
-        except (AzureError, OSError, TimeoutError) as exc:
-            raise SendError(f"ACS email send via {self._endpoint} failed: {type(exc).__name__}: {exc}") from exc
-        status = result.get("status") if isinstance(result, dict) else None
-        if status != "Succeeded":
-            raise SendError(f"ACS email send via {self._endpoint} ended with status {status!r}")
+        async with _traced("acs"):
+            try:
+                result = await asyncio.wait_for(self._send(message), self._timeout)
+            except (AzureError, OSError, TimeoutError) as exc:
+                raise SendError(f"ACS email send via {self._endpoint} failed: {type(exc).__name__}: {exc}") from exc
+            status = result.get("status") if isinstance(result, dict) else None
+            if status != "Succeeded":
+                raise SendError(f"ACS email send via {self._endpoint} ended with status {status!r}")
 
     async def _send(self, message: dict[str, Any]) -> Any:
         # operation_id makes the SDK's own retries of the POST idempotent.

@@ -29,6 +29,8 @@ is so reported once per digest that follows a new failed attempt, not in every d
 Expiry warnings are not tied to the window: they are due from the token's state (``warned``),
 so a run whose window is empty (a run right after another) still sends one that is due. A
 warning whose record fails after the send (storage down) is sent again by the next run.
+
+Each digest sent or failed counts in the ``scim.digest.emails`` metric (:mod:`scim.telemetry`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from scim.notify.state import NotifyState, NotifyStateStore
 from scim.notify.token_expiry import TokenWarning, due_warnings, format_left
 from scim.provisioning_log import LogEntry, ProvisioningLog, format_time, parse_time
 from scim.settings import Settings
+from scim.telemetry import instruments
 from scim.tenants import TenantDeleting, TenantInfo, TenantNotFound, TenantRegistry
 from scim.webhooks import WebhookEndpoint, WebhookRegistry
 from scim.webhooks import parse_time as parse_endpoint_time
@@ -259,6 +262,7 @@ class Notifier:
                 html=digest.html,
             )
         except SendError as exc:
+            instruments.digest_email(False)
             await self.states.release(state, None)
             logger.warning("failure digest not sent, will retry on the next run: %s", exc)
             return RunResult(
@@ -269,6 +273,7 @@ class Notifier:
                 webhooks=len(hooks),
                 token_warnings=len(warnings),
             )
+        instruments.digest_email(True)
         reason = await self._record_warnings(info.name, warnings)
         if not await self.states.release(state, watermark, credential_alert_at=now if credential_alert else None):
             logger.warning("lost the digest lease after sending; the next run may repeat this digest")

@@ -42,6 +42,7 @@ from scim.provisioning_log.entries import (
     hour_of,
     parse_time,
 )
+from scim.telemetry.instruments import background_context, log_dropped
 
 __all__ = ["LogWriter"]
 
@@ -56,7 +57,8 @@ class LogWriter:
     docstring); more than one transaction holds are written in several, one after the other.
     Unauthenticated requests are counted in memory (:meth:`count_unauthenticated`) and written
     with the tenant's next write, at the latest :data:`COUNT_WINDOW` seconds later. A failed
-    write is logged (without its detail) and dropped, with the entries gathered after it;
+    write is logged (without its detail) and dropped, with the entries gathered after it
+    (counted in the ``scim.log.dropped`` metric, :mod:`scim.telemetry`);
     :meth:`drain` writes what is waiting at once and waits for the writes in flight (tests, the
     timer, shutdown).
     """
@@ -96,7 +98,9 @@ class LogWriter:
         if tenant not in self._flushers:
             wake: asyncio.Future[None] = loop.create_future()
             self._wakes[tenant] = (wake, loop.call_later(delay, _wake, wake))
-            self._flushers[tenant] = loop.create_task(self._flush(tenant, wake))
+            # A context of its own: not the request's that happened to start it (its correlation
+            # id, storage count and span), as it writes the entries of many requests.
+            self._flushers[tenant] = loop.create_task(self._flush(tenant, wake), context=background_context())
             return
         wake, timer = self._wakes[tenant]
         if not wake.done() and timer.when() > loop.time() + delay:
@@ -131,6 +135,7 @@ class LogWriter:
                 for tally in tallies:  # committed or not: unknown, so never written again
                     self._series.get(tenant, {}).pop(tally.hour, None)
                 operations = ", ".join(sorted({e.operation for e in entries[done:]})) or "unauthenticated counts"
+                log_dropped(tenant, len(entries) - done)
                 logger.warning(
                     "could not write %d provisioning log entries (%s): %s",
                     len(entries) - done,

@@ -31,7 +31,10 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from scim.store.azure_errors import _mapped
 from scim.store.base import StoreUnavailable
+from scim.store.operations import _OpFailed
 from scim.store.roundtrips import client_kwargs
+from scim.telemetry import instruments
+from scim.telemetry.storage import unavailable_reason
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -122,16 +125,35 @@ def _remaining() -> float:
 
 async def _io(call: Callable[[], Awaitable[T]]) -> T:
     """Run one storage call within the budget, raising store errors only (StoreUnavailable when
-    the budget runs out: the call is cancelled, and its connection closed)."""
+    the budget runs out: the call is cancelled, and its connection closed).
+
+    Every storage failure leaves through here, and is counted once in the
+    ``scim.storage.unavailable`` metric with its reason (:func:`_count_unavailable`)."""
     remaining = _remaining()
     if remaining <= 0:
+        instruments.storage_unavailable("timeout")
         raise StoreUnavailable("storage did not answer in time")
     try:
         async with asyncio.timeout(remaining):
             with _mapped():
                 return await call()
     except TimeoutError as exc:
+        instruments.storage_unavailable("timeout")
         raise StoreUnavailable(f"storage did not answer within {STORAGE_BUDGET:g} s") from exc
+    except (StoreUnavailable, _OpFailed) as exc:
+        _count_unavailable(exc)
+        raise
+
+
+def _count_unavailable(exc: StoreUnavailable | _OpFailed) -> None:
+    """Count a failed storage call in ``scim.storage.unavailable`` (a failed operation of a
+    transaction only when it failed for storage's sake, a contention such as "kept changing"
+    never: those are raised by the stores, not by a call), once per exception."""
+    error = exc.error if isinstance(exc, _OpFailed) else exc
+    if not isinstance(error, StoreUnavailable) or getattr(exc, "_scim_counted", False):
+        return
+    setattr(exc, "_scim_counted", True)  # noqa: B010 - an attribute of our own on a caught exception
+    instruments.storage_unavailable(unavailable_reason(exc))
 
 
 # ---- clients and tables -----------------------------------------------------------------------

@@ -57,16 +57,18 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from scim.core.delivery_schedule import next_attempt
 from scim.store.base import DirectoryStore, StoreError
+from scim.telemetry import instruments
+from scim.telemetry.instruments import background_context
 from scim.webhooks import WebhookEndpoint, WebhookRegistry
 from scim.webhooks.delivery_state import DeliveryStateStore
 from scim.webhooks.pump import CONCURRENCY, LEASE, _Pump
-from scim.webhooks.streams import _now, _wall_us, initial_position, resource_of
+from scim.webhooks.streams import _now, _wall_us, backlog_age, initial_position, resource_of
 
 if TYPE_CHECKING:
     from scim.webhooks.sender import SendResult  # aiohttp: loaded by whoever sends
@@ -171,8 +173,10 @@ class DeliveryEngine:
             return
         self._spawn(self._start(tenant, only_if_work=False))
 
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        # A context of its own: not the request's that poked (its correlation id, storage count
+        # and span), as a deliverer goes on delivering other requests' events.
+        task = asyncio.get_running_loop().create_task(coroutine, context=background_context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -190,11 +194,16 @@ class DeliveryEngine:
 
     async def _has_work(self, tenant: str) -> bool:
         """Whether a tenant's deliverer would find anything to do: a lane due (or waiting for an
-        endpoint that may work again), or an event after an endpoint's cursor. Two reads."""
+        endpoint that may work again), or an event after an endpoint's cursor. Two reads.
+
+        When there is nothing to do now, it records the tenant's ``scim.webhook.backlog_age``
+        from what it read (lanes waiting for a retry, an event after a cursor); when there is,
+        the deliverer does (``_Pump.record_backlog``, :mod:`scim.webhooks.pump`)."""
         state = await self.state.load(tenant)
         endpoints = {e.id: e for e in await self.endpoints_for(tenant)}
         now = _now()
         probing = {lane.endpoint for lane in state.lanes if lane.attempts > 0}
+        oldest: str | None = None
         for lane in state.lanes:
             if lane.endpoint not in endpoints:
                 continue
@@ -202,12 +211,16 @@ class DeliveryEngine:
                 return True  # a retry is due
             if lane.next_at is None and lane.endpoint not in probing:
                 return True  # waiting for an endpoint whose failed lane is gone (delivered or replayed)
+            if lane.positions and (oldest is None or lane.positions[0] < oldest):
+                oldest = lane.positions[0]
         positions = [
             state.cursors[e].position if e in state.cursors else initial_position(endpoints[e]) for e in endpoints
         ]
         if not positions:
             return False
         events = await self.store.read_events(tenant, after=min(positions), before=_wall_us() + _FAR, limit=1)
+        if not events:
+            instruments.webhook_backlog_age(tenant, backlog_age(oldest))
         return bool(events)
 
     async def sweep(self, tenants: Iterable[str], *, within: float = SWEEP_SECONDS) -> None:

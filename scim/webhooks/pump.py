@@ -5,6 +5,10 @@ of a resource first), dispatches each event to the lanes of the endpoints that w
 the due lanes (:data:`CONCURRENCY` per endpoint, one at a time to a failing endpoint), parks a
 failed lane for its retry, and makes its progress durable: the changed lanes, then the cursors
 as far as is safe.
+
+Telemetry (:mod:`scim.telemetry`): each delivery attempt is a ``scim.webhook.deliver`` span
+(the root of a trace of its own: a deliverer runs in the background) and counts in
+``scim.webhook.deliveries``; each pass records ``scim.webhook.backlog_age``.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from scim.core.delivery_schedule import Outcome
 from scim.core.feed import position_stamp
 from scim.core.webhook_messages import build_message
 from scim.store.base import StoredEvent, StoreError, VersionMismatch
+from scim.telemetry import instruments
 from scim.webhooks.delivery_state import MAX_LANE_EVENTS, Lease
-from scim.webhooks.streams import _Lane, _now, _Stream, _stream, _wall_us, resource_of
+from scim.webhooks.streams import _Lane, _now, _Stream, _stream, _wall_us, backlog_age, resource_of
 
 if TYPE_CHECKING:
     from scim.webhooks.delivery import DeliveryEngine
     from scim.webhooks.sender import SendResult  # aiohttp: loaded by whoever sends
 
-__all__ = ["CONCURRENCY", "CURSOR_SAVE_SECONDS", "LEASE", "PAGE"]
+__all__ = ["BACKLOG_RECORD_SECONDS", "CONCURRENCY", "CURSOR_SAVE_SECONDS", "LEASE", "PAGE"]
 
 logger = logging.getLogger("scim.webhooks.delivery")
 
@@ -40,6 +45,8 @@ PAGE = 1000
 """Events per feed read."""
 CURSOR_SAVE_SECONDS = 1.0
 """How often a deliverer saves a moving cursor at most (and when it stops)."""
+BACKLOG_RECORD_SECONDS = 1.0
+"""How often a deliverer records ``scim.webhook.backlog_age`` at most (and when it stops)."""
 
 
 class _Pump:
@@ -60,6 +67,7 @@ class _Pump:
         self._stopping = False
         self._workers: set[asyncio.Task[None]] = set()
         self._flushing = asyncio.Lock()
+        self._backlog_recorded_at = -1e9
 
     def stop(self) -> None:
         self._stopping = True
@@ -75,6 +83,7 @@ class _Pump:
                 await self._read(rescan)
                 await self._schedule()
                 await self._flush()
+                self.record_backlog()
                 if await self._done() or (self.until is not None and time.monotonic() > self.until):
                     break
                 with contextlib.suppress(TimeoutError):
@@ -88,6 +97,7 @@ class _Pump:
                 await asyncio.gather(*self._workers, return_exceptions=True)
             with contextlib.suppress(StoreError):
                 await self._flush(final=True)
+            self.record_backlog(final=True)
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -238,8 +248,20 @@ class _Pump:
                     continue
                 endpoint = stream.endpoint
                 now = _now()
-                result = await self.engine.send(endpoint.url, build_message(event, endpoint.signing_secrets(now), now))
-                outcome = result.outcome
+                message = build_message(event, endpoint.signing_secrets(now), now)
+                with instruments.span("scim.webhook.deliver", {instruments.TENANT: self.tenant}, "client") as span:
+                    result = await self.engine.send(endpoint.url, message)
+                    outcome = result.outcome
+                    delivered = outcome is Outcome.SUCCESS
+                    instruments.webhook_delivery(self.tenant, delivered)
+                    instruments.set_attributes(
+                        span,
+                        {
+                            instruments.OUTCOME: "delivered" if delivered else "failed",
+                            instruments.STATUS_CODE: result.status or 0,
+                        },
+                        failed=not delivered,
+                    )
                 if outcome is Outcome.SUCCESS:
                     self._delivered(stream, lane, position)
                     if stream.failing:
@@ -320,6 +342,28 @@ class _Pump:
             if other.lane.positions and not other.saved:
                 other.dirty = True
         await self._flush()
+
+    def record_backlog(self, *, final: bool = False) -> None:
+        """Record ``scim.webhook.backlog_age``: the age of the oldest event this deliverer holds
+        for an endpoint (waiting in a lane, or on its way), 0 when none; at most every
+        :data:`BACKLOG_RECORD_SECONDS` (a pass may follow each delivery), and when it stops
+        (``final``). Telemetry off: nothing."""
+        if instruments.active() is None:
+            return
+        moment = time.monotonic()
+        if not final and moment - self._backlog_recorded_at < BACKLOG_RECORD_SECONDS:
+            return
+        self._backlog_recorded_at = moment
+        oldest: str | None = None
+        for stream in self.streams.values():
+            if stream.stopped:
+                continue
+            firsts = [lane.lane.positions[0] for lane in stream.lanes.values() if lane.lane.positions]
+            if stream.outstanding:
+                firsts.append(min(stream.outstanding))
+            if firsts and (oldest is None or min(firsts) < oldest):
+                oldest = min(firsts)
+        instruments.webhook_backlog_age(self.tenant, backlog_age(oldest))
 
     # ---- making progress durable ------------------------------------------------------------
 

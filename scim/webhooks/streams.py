@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scim.core.events import MEMBERSHIP_TYPES
+from scim.core.feed import position_stamp
 from scim.webhooks import WebhookEndpoint, parse_time
 from scim.webhooks.delivery_state import Cursor, DeliveryState, Lane
 
-__all__ = ["initial_position", "resource_of"]
+__all__ = ["backlog_age", "initial_position", "resource_of"]
 
 
 def resource_of(event: dict[str, Any]) -> str:
@@ -33,6 +34,14 @@ def resource_of(event: dict[str, Any]) -> str:
 def initial_position(endpoint: WebhookEndpoint) -> str:
     """Where a new endpoint starts: the events committed after it was registered."""
     return f"{int(parse_time(endpoint.created).timestamp() * 1_000_000):016d}|"
+
+
+def backlog_age(oldest: str | None) -> float:
+    """Seconds since the event at position ``oldest`` was stamped (``scim.webhook.backlog_age``);
+    0 for None: nothing waits."""
+    if oldest is None:
+        return 0.0
+    return max(0.0, (_wall_us() - position_stamp(oldest)) / 1_000_000)
 
 
 def _now() -> datetime:
