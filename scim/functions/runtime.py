@@ -8,6 +8,7 @@ Tests swap in their own runtime with :func:`use_runtime`.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,9 @@ class Runtime:
         await self.portal_links.close()
         await self.portal_secrets.close()
         await self.audit.close()
+        signin = sys.modules.get("scim.portal.signin")  # the portal's sign-in, if it was used
+        if signin is not None:
+            await signin.close_http()  # the provider's HTTP session
 
 
 _runtime: Runtime | None = None
