@@ -45,6 +45,7 @@ param emailSender string
 param tablePrefix string
 param maxBodyBytes int
 param notifySchedule string
+param notifyMaxEmailsPerRun int
 param logRetentionDays int
 param eventsSettleSeconds int
 param eventsRetentionDays int
@@ -235,6 +236,7 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
     FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(hostRequestBodyLimitBytes)
     NOTIFY_SCHEDULE: notifySchedule
     NOTIFY_FROM: emailSender
+    NOTIFY_MAX_EMAILS_PER_RUN: string(notifyMaxEmailsPerRun)
     ACS_EMAIL_ENDPOINT: emailEndpoint
     LOG_RETENTION_DAYS: string(logRetentionDays)
     EVENTS_SETTLE_SECONDS: string(eventsSettleSeconds)

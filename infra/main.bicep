@@ -65,6 +65,10 @@ param maxBodyBytes int = 1048576
 @description('NOTIFY_SCHEDULE: NCRONTAB schedule (with seconds) of the failure-digest timer.')
 param notifySchedule string = '0 */10 * * * *'
 
+@minValue(0)
+@description('NOTIFY_MAX_EMAILS_PER_RUN: the most failure digests one timer run sends (0: no cap); the rest wait for the next runs, which batch their failures. 1 suits the Azure-managed email domain (5 emails a minute, 10 an hour, "Service limits for Azure Communication Services"); raise it, or set 0, with a custom domain.')
+param notifyMaxEmailsPerRun int = 1
+
 @minValue(1)
 @description('LOG_RETENTION_DAYS: days the provisioning log keeps entries. Log Analytics keeps its logs as long (at least 30 and at most 730 days, the workspace\'s limits).')
 param logRetentionDays int = 30
@@ -207,6 +211,7 @@ module app 'app.bicep' = {
     tablePrefix: tablePrefix
     maxBodyBytes: maxBodyBytes
     notifySchedule: notifySchedule
+    notifyMaxEmailsPerRun: notifyMaxEmailsPerRun
     logRetentionDays: logRetentionDays
     eventsSettleSeconds: eventsSettleSeconds
     eventsRetentionDays: eventsRetentionDays

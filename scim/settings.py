@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     - ``NOTIFY_SCHEDULE``: NCRONTAB schedule of the failure digest timer (read by the Functions
       host as ``%NOTIFY_SCHEDULE%``; default every 10 minutes).
     - ``NOTIFY_FROM``: sender address of digests.
+    - ``NOTIFY_MAX_EMAILS_PER_RUN``: the most digests one timer run sends (default 0: no cap);
+      the others wait for the next runs, which batch their failures. ``infra/`` sets 1 for the
+      Azure-managed email domain (5 emails a minute, 10 an hour).
     - ``ACS_EMAIL_ENDPOINT``: Azure Communication Services endpoint; when set, digests are sent
       through ACS Email with DefaultAzureCredential (no keys).
     - ``SMTP_HOST``, ``SMTP_PORT`` (25), ``SMTP_STARTTLS`` (false), ``SMTP_USERNAME``,
@@ -118,6 +121,7 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1024 * 1024, validation_alias="SCIM_MAX_BODY_BYTES", gt=0)
     notify_from: str = Field(default="scim-notifications@localhost", validation_alias="NOTIFY_FROM")
+    notify_max_emails_per_run: int = Field(default=0, validation_alias="NOTIFY_MAX_EMAILS_PER_RUN", ge=0)
     acs_email_endpoint: str | None = Field(default=None, validation_alias="ACS_EMAIL_ENDPOINT")
     # Set by the platform in Azure (App Service, Functions), never by infra/ or local settings.
     azure_site_name: str | None = Field(default=None, validation_alias="WEBSITE_SITE_NAME")

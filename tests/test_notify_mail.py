@@ -324,6 +324,9 @@ class AcsStub:
         self.sends.append((dict(request.headers), await request.json()))
         if self.mode == "error500":
             return web.json_response({"error": {"code": "InternalError", "message": "stub says no"}}, status=500)
+        if self.mode == "throttled":  # the Azure-managed domain's limit: 5 a minute, 10 an hour
+            error = {"error": {"code": "TooManyRequests", "message": "Too many requests"}}
+            return web.json_response(error, status=429, headers={"Retry-After": "3600"})
         operation_id = request.headers.get("Operation-Id") or str(uuid.uuid4())
         location = f"{self.base_url}/emails/operations/{operation_id}?api-version={request.query['api-version']}"
         return web.json_response(
@@ -395,6 +398,20 @@ async def test_acs_server_error_raises_send_error(acs_stub: AcsStub, pki: Pki) -
             await _send(sender)
     finally:
         await sender.close()
+    assert len(acs_stub.sends) == 1
+
+
+async def test_acs_over_its_sending_limit_raises_a_throttled_send_error_at_once(acs_stub: AcsStub, pki: Pki) -> None:
+    """A 429 is not retried after its Retry-After (an hour on the managed domain, past the
+    timer's 2 minutes): the send fails at once, marked throttled, so the run stops sending."""
+    acs_stub.mode = "throttled"
+    sender = _acs_sender(acs_stub, pki, FakeCredential())  # the sender's own retry settings
+    try:
+        with pytest.raises(SendError, match=r"429|Too many") as raised:
+            await asyncio.wait_for(_send(sender), 30)
+    finally:
+        await sender.close()
+    assert raised.value.throttled
     assert len(acs_stub.sends) == 1
 
 

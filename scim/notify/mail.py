@@ -55,8 +55,13 @@ logger = logging.getLogger(__name__)
 class SendError(Exception):
     """The email was not sent (or not confirmed); the caller retries on its next run.
 
-    The message names the server and the cause, never a password or token.
+    The message names the server and the cause, never a password or token. ``throttled``: the
+    service refused it for its sending limit (ACS: 429), so sending more now is pointless.
     """
+
+    def __init__(self, message: str, *, throttled: bool = False) -> None:
+        super().__init__(message)
+        self.throttled = throttled
 
 
 class EmailSender(abc.ABC):
@@ -203,9 +208,15 @@ class AcsSender(EmailSender):
         self._credential = credential
         self._owns_credential = credential is None
         self._timeout = timeout
-        # The SDK default retries a 5xx ten times with back-off up to minutes; the timer
-        # retries on its next run anyway.
-        self._client_kwargs = {"polling_interval": polling_interval, "retry_total": 3, **client_kwargs}
+        # The SDK default retries a 5xx ten times with back-off up to minutes, and a 429 after its
+        # Retry-After (past the timer's 2 minutes); the timer retries on its next run anyway, so
+        # bad statuses are not retried here (connection errors still are).
+        self._client_kwargs = {
+            "polling_interval": polling_interval,
+            "retry_total": 3,
+            "retry_status": 0,
+            **client_kwargs,
+        }
         self._client: EmailClient | None = None
 
     def __repr__(self) -> str:
@@ -220,7 +231,10 @@ class AcsSender(EmailSender):
             try:
                 result = await asyncio.wait_for(self._send(message), self._timeout)
             except (AzureError, OSError, TimeoutError) as exc:
-                raise SendError(f"ACS email send via {self._endpoint} failed: {type(exc).__name__}: {exc}") from exc
+                throttled = getattr(exc, "status_code", None) == 429  # HttpResponseError: over the sending limit
+                raise SendError(
+                    f"ACS email send via {self._endpoint} failed: {type(exc).__name__}: {exc}", throttled=throttled
+                ) from exc
             status = result.get("status") if isinstance(result, dict) else None
             if status != "Succeeded":
                 raise SendError(f"ACS email send via {self._endpoint} ended with status {status!r}")

@@ -63,13 +63,17 @@ RECENT_SUCCESS = timedelta(hours=1)
 cycle about every 40 minutes, docs/ENTRA.md §2)."""
 CREDENTIAL_ALERT_INTERVAL = timedelta(hours=24)
 """At most one credential alert per tenant in this time."""
+_SLOT = timedelta(minutes=10)
+"""A run's turn (:meth:`Notifier.run_all` starts each 10-minute slot at another tenant)."""
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run did for one tenant: ``outcome`` is sent, nothing, skipped or failed;
-    ``webhooks`` counts the webhook endpoints the digest reported, ``token_warnings`` the Secret
-    Token expiry warnings it carried (``reason`` names them when sent)."""
+    """What a run did for one tenant: ``outcome`` is sent, nothing, skipped, failed or deferred
+    (left for the next run, within the sending limit: :meth:`Notifier.run_all`); ``webhooks``
+    counts the webhook endpoints the digest reported, ``token_warnings`` the Secret Token expiry
+    warnings it carried (``reason`` names them when sent); ``throttled``: the send failed for the
+    email service's sending limit."""
 
     tenant: str
     outcome: str
@@ -77,6 +81,7 @@ class RunResult:
     reason: str = ""
     webhooks: int = 0
     token_warnings: int = 0
+    throttled: bool = False
 
 
 def webhook_issues(
@@ -175,7 +180,14 @@ class Notifier:
     async def run_all(self, now: datetime | None = None) -> list[RunResult]:
         """One run over every tenant; a tenant's error never stops the others. The webhook
         registry is read once, by the first tenant that needs it (again by the next one if it
-        fails: that tenant's digest waits for the next run)."""
+        fails: that tenant's digest waits for the next run).
+
+        Within the email service's sending limit: the run sends at most
+        ``NOTIFY_MAX_EMAILS_PER_RUN`` digests (0: no cap) and stops sending at the first
+        throttled send (ACS's 429); the tenants left are ``deferred``, untouched (no lease, no
+        watermark moved), so the next run's digest covers their longer window. Each run starts
+        at another tenant (the run's 10-minute slot, modulo the tenants), so none waits forever.
+        """
         now = now or datetime.now(UTC)
         results = []
         read: list[list[WebhookEndpoint]] = []
@@ -185,12 +197,30 @@ class Notifier:
                 read.append(await self._endpoints())
             return read[0]
 
-        for info in await self.tenants.list():
+        tenants = await self.tenants.list()
+        if tenants:
+            first = int(now.timestamp() // _SLOT.total_seconds()) % len(tenants)
+            tenants = tenants[first:] + tenants[:first]
+        cap = self.settings.notify_max_emails_per_run
+        sent, stop = 0, ""
+        for info in tenants:
+            if stop and info.notify_enabled and info.notify:
+                results.append(RunResult(info.name, "deferred", reason=stop))
+                continue
             try:
-                results.append(await self._run_tenant(info, now, endpoints))
+                result = await self._run_tenant(info, now, endpoints)
             except Exception as exc:  # noqa: BLE001 - reported, retried on the next run
                 logger.warning("failure digest for a tenant failed: %s", type(exc).__name__)
-                results.append(RunResult(info.name, "failed", reason=type(exc).__name__))
+                result = RunResult(info.name, "failed", reason=type(exc).__name__)
+            results.append(result)
+            sent += result.outcome == "sent"
+            if result.throttled:
+                stop = "the email service's sending limit was reached; the next run sends it"
+            elif cap and sent >= cap:
+                stop = f"this run sent its {cap} email(s) (NOTIFY_MAX_EMAILS_PER_RUN); the next run sends it"
+        if stop:
+            deferred = sum(r.outcome == "deferred" for r in results)
+            logger.warning("failure digests: %d tenant(s) deferred to the next run: %s", deferred, stop)
         return results
 
     async def _endpoints(self) -> list[WebhookEndpoint]:
@@ -272,6 +302,7 @@ class Notifier:
                 reason=str(exc),
                 webhooks=len(hooks),
                 token_warnings=len(warnings),
+                throttled=exc.throttled,
             )
         instruments.digest_email(True)
         reason = await self._record_warnings(info.name, warnings)
