@@ -198,13 +198,15 @@ def test_the_projects_app_is_served_as_its_routes_and_not_its_timer():
 
     routes = http_routes(project_app, read_route_prefix(PROJECT_ROOT))
     assert [(r.function_name, r.template, r.methods, r.trigger_arg) for r in routes] == [
+        ("health", "api/health", frozenset({"GET"}), "req"),
         ("events_feed", "api/v1/tenants/{tenant}/events", frozenset({"GET"}), "req"),
         ("oauth_token", "oauth/{tenant}/token", frozenset({"POST"}), "req"),
         ("scim_endpoint", "scim/{tenant}/{*path}", frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"}), "req"),
         ("portal", "portal/{*path}", frozenset({"GET", "POST"}), "req"),
     ]
     host = LocalFunctionsHost(project_app, root=PROJECT_ROOT)
-    assert host.match("GET", "/api/v1/tenants/contoso/events") == (host.routes[0], {"tenant": "contoso"})
+    assert host.match("GET", "/api/v1/tenants/contoso/events") == (host.routes[1], {"tenant": "contoso"})
+    assert host.match("GET", "/api/health") == (host.routes[0], {})
     assert host.match("POST", "/api/v1/tenants/contoso/events") is None
     assert host.match("GET", "/scim/contoso/Users")[0].function_name == "scim_endpoint"
 
