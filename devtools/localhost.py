@@ -355,11 +355,32 @@ async def serve(
         local.head_timeout,
         local.body_timeout,
     )
+    _stop_on_sigterm()
     try:
         await asyncio.Event().wait()
     finally:
         await local.stop()
         await close_app_runtime()
+
+
+def _stop_on_sigterm() -> None:
+    """While serving, SIGTERM cancels the serving task, once (its ``finally`` stops the timers and
+    closes the runtime; a second SIGTERM, such as make's, does not cut that short). Before this,
+    :func:`main`'s handler raised KeyboardInterrupt wherever the loop happened to be, which could
+    land in a request's or the runtime's task ("Task exception was never retrieved")."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is None:
+        return
+    stopping: list[bool] = []
+
+    def cancel_once() -> None:
+        if not stopping:
+            stopping.append(True)
+            task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here (Windows, a thread)
+        loop.add_signal_handler(signal.SIGTERM, cancel_once)
 
 
 async def close_app_runtime() -> None:
@@ -435,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even from a background job
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
             asyncio.run(
                 serve(
                     app,
