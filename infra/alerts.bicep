@@ -1,4 +1,5 @@
-// Alert rules on the app's telemetry, and the action group that emails them to the operator.
+// Alert rules on the app's telemetry, the availability test of /api/health and its alert, and
+// the action group that emails them to the operator.
 // The app exports OpenTelemetry metrics through the Azure Monitor distro into the
 // workspace-based Application Insights, so they land in the Log Analytics table AppMetrics
 // (Name, Sum, ItemCount, Min, Max, Properties = the metric's attributes, TimeGenerated); the
@@ -13,6 +14,13 @@
 // (avm/res/insights/scheduled-query-rule) pin the 2023-03-15-preview, same body for what is used
 // here. actionGroups@2023-01-01 is the version AVM pins (avm/res/insights/action-group); the
 // newer 2024-10-01-preview is a preview.
+//
+// The availability test (below the log rules): webtests@2022-06-15, the version Azure Verified
+// Modules pin (avm/res/insights/webtest) and the latest the ARM template reference shows
+// (Microsoft.Insights/webtests, GA). Its alert:
+// metricAlerts@2018-03-01, the version AVM pins (avm/res/insights/metric-alert) and the one of
+// Microsoft's template "Metric alert rule for an availability test" (azure-quickstart-templates,
+// quickstarts/microsoft.insights/monitoring-webtest-metric-alert).
 
 @description('Region of the alert rules (the workspace\'s).')
 param location string
@@ -36,6 +44,15 @@ param minRequests int = 20
 @minValue(1)
 @description('Server errors (HTTP 5xx, distinct requests) in 5 minutes that make a burst.')
 param serverErrorBurst int = 5
+
+@description('Deploy the Application Insights standard availability test of GET https://<siteHostName>/api/health and its alert.')
+param availabilityTest bool = true
+
+@description('Resource ID of the Application Insights component the availability test reports to (its hidden-link tag).')
+param applicationInsightsId string
+
+@description('Default host name of the Function App (<name>.azurewebsites.net), the host the availability test calls.')
+param siteHostName string
 
 // Failures as Entra counts them for its quarantine rule ("above 40 % failures", docs/ENTRA.md
 // §6): every answered request that failed, 4xx and 5xx alike (a 409, a 400, a 404 on a PATCH or
@@ -226,3 +243,100 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for r
     }
   }
 }]
+
+// ---- availability test of /api/health ---------------------------------------------------------
+
+// Flex Consumption has no platform Health check (scim/functions/health_adapter.py), so an
+// Application Insights standard test calls GET /api/health (anonymous; host.json's route prefix
+// is empty) every 5 minutes from each location and expects the 200 {"status":"ok"} the app
+// answers when it reaches its table storage (a 503 means it cannot). Location ids: "Application
+// Insights availability tests", Location population tags (Azure); the same article recommends at
+// least five locations and an alert threshold of locations - 2. Retries: a location reports a
+// failure only after three failed attempts in a row; a cold start or a single slow answer does
+// not fail it (the app cuts its storage read at 10 s, the test waits 30 s). With restrictToEntra
+// the site lets the test agents in through the ApplicationInsightsAvailability service tag
+// (app.bicep, which says what else that lets in).
+var healthTestLocations = [
+  'us-va-ash-azr' // East US
+  'us-ca-sjc-azr' // West US
+  'emea-nl-ams-azr' // West Europe
+  'emea-gb-db3-azr' // North Europe
+  'apac-sg-sin-azr' // Southeast Asia
+]
+var healthTestName = 'scim-health'
+var healthAlertFailedLocations = length(healthTestLocations) - 2
+// The tag that links a web test (and its alert) to its component, required for the test to run
+// and show under the component's Availability (AVM's webtest module adds it the same way).
+var hiddenLink = {
+  'hidden-link:${applicationInsightsId}': 'Resource'
+}
+
+resource healthTest 'Microsoft.Insights/webtests@2022-06-15' = if (availabilityTest) {
+  name: healthTestName
+  location: location
+  tags: union(tags, hiddenLink)
+  kind: 'standard'
+  properties: {
+    Name: 'SCIM: GET /api/health'
+    Description: 'GET /api/health answers 200 {"status":"ok"} when the app reaches its table storage (README, Operations, Health check).'
+    SyntheticMonitorId: healthTestName
+    Kind: 'standard'
+    Enabled: true
+    Frequency: 300
+    Timeout: 30
+    RetryEnabled: true
+    Locations: [for id in healthTestLocations: {
+      Id: id
+    }]
+    Request: {
+      RequestUrl: 'https://${siteHostName}/api/health'
+      HttpVerb: 'GET'
+      ParseDependentRequests: false
+      FollowRedirects: false
+    }
+    ValidationRules: {
+      ExpectedHttpStatusCode: 200
+      ContentValidation: {
+        ContentMatch: '{"status":"ok"}'
+        IgnoreCase: false
+        PassIfTextFound: true
+      }
+      SSLCheck: true
+      SSLCertRemainingLifetimeCheck: 7
+    }
+  }
+}
+
+// The documented alert on a standard test: locations failing at once ("Create a metric alert with
+// an Azure Resource Manager template", availability test; the portal's own rule is the same),
+// evaluated every minute over 5 minutes. Wired to the action group like the log rules.
+resource healthAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (availabilityTest) {
+  name: 'scim-health-unavailable'
+  location: 'global'
+  tags: union(tags, hiddenLink, {
+    'hidden-link:${healthTest.id}': 'Resource'
+  })
+  properties: {
+    description: 'GET /api/health failed (no 200 {"status":"ok"} after retries) from at least ${healthAlertFailedLocations} of the ${length(healthTestLocations)} test locations in 5 minutes: the app is down, cold and failing to start, or cannot reach its table storage (a 503), so Entra\'s provisioning requests fail too. Open the availability test (Application Insights, Availability) for the failing locations and responses: a 503 means storage is unreachable or throttled (check the storage account\'s health and the storage throttling alert), a 500 or a timeout a crash or a failed start (AppTraces and AppExceptions of the app; docs/deployment.md, The app doesn\'t start), a 403 an access restriction that no longer lets the test in. Redeploy or roll back if a release caused it.'
+    severity: 1
+    enabled: true
+    scopes: [
+      healthTest.id
+      applicationInsightsId
+    ]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria'
+      webTestId: healthTest.id
+      componentId: applicationInsightsId
+      failedLocationCount: healthAlertFailedLocations
+    }
+    autoMitigate: true
+    actions: empty(alertEmail) ? [] : [
+      {
+        actionGroupId: actionGroup.id
+      }
+    ]
+  }
+}

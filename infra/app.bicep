@@ -60,6 +60,9 @@ param restrictToEntra bool
 @description('Extra CIDR ranges (e.g. an operator network) allowed in when restrictToEntra is on.')
 param allowedIpRanges array
 
+@description('Also let in the Application Insights availability tests (the ApplicationInsightsAvailability service tag) when restrictToEntra is on: main.bicep sets it when it deploys the availability test of /api/health (alerts.bicep).')
+param allowAvailabilityTests bool
+
 // Portal sign-in (docs/portal-signin.md): described in main.bicep, which passes them through.
 param portalClientId string
 param portalOperatorRole string
@@ -85,6 +88,28 @@ var operatorRules = [for (range, i) in allowedIpRanges: {
   ipAddress: range
   priority: 200 + i
 }]
+// The availability test of /api/health (alerts.bicep) runs from Application Insights' test
+// agents, whose addresses are the ApplicationInsightsAvailability service tag ("Virtual network
+// service tags": inbound; "Application Insights availability tests", Testing behind a firewall).
+// What this lets in: those addresses are shared by every customer's availability tests, and an
+// access restriction cannot be scoped to a path, so anyone's standard test (GET, HEAD or POST,
+// with headers and a body of its choosing) reaches every route of the app from them, as anyone's
+// Entra provisioning job already does through the first rule. The app answers one route without
+// a credential, GET /api/health (200 or 503, no data; at most one storage read a second per
+// instance); SCIM still needs a tenant's token (Secret Token or OAuth access token), the events
+// feed an application key, the token endpoint an OAuth client's credentials and the portal a
+// sign-in or a setup link; the SCM site keeps its own rules. The rule exists only while the test
+// is deployed (allowAvailabilityTests).
+var availabilityTestRules = allowAvailabilityTests ? [
+  {
+    name: 'availability-tests'
+    description: 'Application Insights availability tests (GET /api/health)'
+    action: 'Allow'
+    tag: 'ServiceTag'
+    ipAddress: 'ApplicationInsightsAvailability'
+    priority: 110
+  }
+] : []
 var accessRules = restrictToEntra ? concat([
   {
     name: 'entra-provisioning'
@@ -94,7 +119,7 @@ var accessRules = restrictToEntra ? concat([
     ipAddress: 'AzureActiveDirectory'
     priority: 100
   }
-], operatorRules) : []
+], availabilityTestRules, operatorRules) : []
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: identityName
@@ -125,7 +150,7 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
   // checkov:skip=CKV_AZURE_222: Entra's provisioning service calls the SCIM endpoint over the public internet (restrictToEntra limits callers to the AzureActiveDirectory service tag); each tenant authenticates with its bearer Secret Token, checked by the app.
   // checkov:skip=CKV_AZURE_17: Entra provisioning sends no client certificate; callers authenticate with a bearer token.
   // checkov:skip=CKV_AZURE_212: the worker count (numberOfWorkers) belongs to fixed-size plans; Flex Consumption adds instances on demand (up to maximumInstanceCount).
-  // checkov:skip=CKV_AZURE_213: App Service health check evicts instances of fixed-size plans; Flex Consumption manages its instances itself and the app exposes no health endpoint.
+  // checkov:skip=CKV_AZURE_213: App Service Health check (siteConfig.healthCheckPath) is a Premium and Dedicated plan option, not offered on Flex Consumption, which manages its instances itself; /api/health is probed by the Application Insights availability test in alerts.bicep instead.
   name: name
   location: location
   tags: union(tags, { 'azd-service-name': 'api' })
@@ -281,5 +306,6 @@ resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
 
 output name string = site.name
 output baseUrl string = 'https://${site.properties.defaultHostName}'
+output hostName string = site.properties.defaultHostName
 output identityPrincipalId string = identity.properties.principalId
 output identityClientId string = identity.properties.clientId

@@ -122,6 +122,9 @@ param alertMinRequests int = 20
 @description('HTTP 5xx answers in 5 minutes that make a server-error burst alert.')
 param alertServerErrorBurst int = 5
 
+@description('Deploy an Application Insights standard availability test of GET /api/health (every 5 minutes from 5 locations, billed per test run) and its alert, emailed like the others (azd: SCIM_AVAILABILITY_TEST). With restrictToEntra it also lets the test agents in (the ApplicationInsightsAvailability service tag). Off: neither the test nor the rule.')
+param availabilityTest bool = true
+
 @description('Add a diagnostic setting on the Function App (FunctionAppLogs and AllMetrics to Log Analytics). Off by default: the Flex Consumption docs list diagnostic settings as not supported, and Application Insights already puts the app\'s logs in the workspace.')
 param siteDiagnosticSetting bool = false
 
@@ -221,6 +224,7 @@ module app 'app.bicep' = {
     alwaysReady: alwaysReady
     restrictToEntra: restrictToEntra
     allowedIpRanges: allowedIpRanges
+    allowAvailabilityTests: availabilityTest
     portalClientId: portalClientId
     portalOperatorRole: portalOperatorRole
     portalOperatorGroup: portalOperatorGroup
@@ -242,7 +246,8 @@ module rbac 'rbac.bicep' = {
   }
 }
 
-// Alert rules on the app's telemetry, emailed to alertEmail (README, "Operations").
+// Alert rules on the app's telemetry and the availability test of /api/health, emailed to
+// alertEmail (README, "Operations").
 module alerts 'alerts.bicep' = {
   name: 'alerts'
   scope: rg
@@ -254,6 +259,9 @@ module alerts 'alerts.bicep' = {
     alertEmail: alertEmail
     minRequests: alertMinRequests
     serverErrorBurst: alertServerErrorBurst
+    availabilityTest: availabilityTest
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    siteHostName: app.outputs.hostName
   }
 }
 

@@ -80,3 +80,4 @@ resource applicationInsightsTableRetention 'Microsoft.OperationalInsights/worksp
 
 output logAnalyticsId string = logAnalytics.id
 output applicationInsightsName string = applicationInsights.name
+output applicationInsightsId string = applicationInsights.id

@@ -46,9 +46,10 @@ from devtools.children import app_env
 from scim.admin.core import create_tenant
 from scim.functions.runtime import build_runtime
 from scim.settings import Settings
+from tests.entra_workload import create_groups, patch_body
 from tests.event_checks import by_resource, event_violations, membership_violations, raw_events
 from tests.functions_client import Response
-from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, raw_directory, violations
+from tests.helpers import USER_URN, raw_directory, violations
 from tests.localhost_server import (
     AppProcess,
     HttpScimClient,
@@ -168,18 +169,18 @@ class Entra:
         elif roll < 0.50:
             users = rng.sample(mine, min(len(mine), rng.choice((1, 1, 2, 3))))
             group = rng.choice(self.groups)
-            body = _patch("Add", "members", [{"value": u} for u in users])
+            body = patch_body("Add", "members", [{"value": u} for u in users])
             if (await self.send("add", "PATCH", f"/Groups/{group}", body))[0].status == 204:
                 for user in users:
                     self.member_of[user].add(group)
         elif roll < 0.70:
             user, group = rng.choice(mine), rng.choice(self.groups)
-            body = _patch("Remove", "members", [{"value": user}])
+            body = patch_body("Remove", "members", [{"value": user}])
             if (await self.send("remove", "PATCH", f"/Groups/{group}", body))[0].status == 204:
                 self.member_of[user].discard(group)
         elif roll < 0.85:
             user, value = rng.choice(mine), rng.random() < 0.5
-            body = _patch("Replace", "active", "True" if value else "False")
+            body = patch_body("Replace", "active", "True" if value else "False")
             if (await self.send("active", "PATCH", f"/Users/{user}", body))[0].status == 200:
                 self.active[user] = value
         else:
@@ -194,10 +195,6 @@ class Entra:
     async def work(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.step()
-
-
-def _patch(op: str, path: str, value: Any) -> dict[str, Any]:
-    return {"schemas": [PATCH_URN], "Operations": [{"op": op, "path": path, "value": value}]}
 
 
 @dataclass
@@ -329,11 +326,7 @@ async def test_sigkilled_app_processes_lose_no_answered_change_no_username_and_n
             bases = [app.base_url for app in apps]
             async with aiohttp.ClientSession() as setup:
                 client = HttpScimClient(creds.tenant, creds.token, bases, setup)
-                groups = []
-                for n in range(GROUPS):
-                    made = await client.post("/Groups", {"schemas": [GROUP_URN], "displayName": f"crash-group-{n}"})
-                    assert made.status == 201, made.body
-                    groups.append(made.json["id"])
+                groups = await create_groups(client, GROUPS, "crash")
 
                 # the workload, while the processes are killed and started again
                 ledger, stop = Ledger(), asyncio.Event()

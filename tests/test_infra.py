@@ -77,6 +77,11 @@ API_VERSIONS = {
     # Newest GA in the type index (AVM's avm/res/insights/scheduled-query-rule pins 2023-03-15-preview).
     "Microsoft.Insights/scheduledQueryRules": "2023-12-01",
     "Microsoft.Insights/actionGroups": "2023-01-01",  # avm/res/insights/action-group; newer: 2024-10-01-preview
+    # avm/res/insights/webtest pins 2022-06-15, the latest the ARM template reference shows (GA).
+    "Microsoft.Insights/webtests": "2022-06-15",
+    # avm/res/insights/metric-alert and the quickstart "Metric alert rule for an availability test"
+    # (quickstarts/microsoft.insights/monitoring-webtest-metric-alert) use 2018-03-01.
+    "Microsoft.Insights/metricAlerts": "2018-03-01",
     "Microsoft.Insights/workbooks": "2023-06-01",
     "Microsoft.Authorization/roleAssignments": "2022-04-01",
     "Microsoft.Communication/emailServices": "2026-03-18",
@@ -950,7 +955,8 @@ def test_the_endpoint_can_be_restricted_to_entra_and_operator_ranges() -> None:
     assert choice["operands"]["false_value"] == []
     combined = choice["operands"]["true_value"]["function"]
     assert combined["type"] == "concat"
-    entra, operators = combined["parameters"]["arg_1"], app_variable(combined["parameters"]["arg_2"])
+    assert list(combined["parameters"]) == ["arg_1", "arg_2", "arg_3"], "Entra, the availability tests, operators"
+    entra, operators = combined["parameters"]["arg_1"], app_variable(combined["parameters"]["arg_3"])
     assert [(r["action"], r["tag"], r["ipAddress"]) for r in entra] == [("Allow", "ServiceTag", "AzureActiveDirectory")]
     assert operators["loop_type"]["detail"]["array_name"] == "allowedIpRanges"
     operator_rule = operators["config"]
@@ -1079,6 +1085,8 @@ def test_main_parameters_map_the_azd_environment() -> None:
         "portalClientId": "${PORTAL_CLIENT_ID}",
         # The operator the alerts email (README, "Operations"); unset: no action group.
         "alertEmail": "${ALERT_EMAIL}",
+        # The availability test of /api/health, on unless `azd env set SCIM_AVAILABILITY_TEST false`.
+        "availabilityTest": "${SCIM_AVAILABILITY_TEST=true}",
     }
     assert set(params) <= set(bicep("main.bicep")["parameters"])
     assert bicep("main.bicep")["globals"]["scope"]["value"] == "subscription"
@@ -1432,6 +1440,169 @@ def test_the_failure_ratio_alert_is_entras_quarantine_rule() -> None:
     )
     (backlog,) = [rule for rule in alert_rules() if rule["name"] == "scim-webhook-backlog"]
     assert "> 900" in backlog["query_text"] and backlog["dimensions"] == "byTenant"
+
+
+# ---- the availability test of /api/health ------------------------------------------------------
+
+# "Application Insights availability tests", Location population tags (Azure): the ids a test's
+# Locations take in an ARM template or Bicep. The same article recommends at least five
+# locations and an alert location threshold of the number of locations minus 2.
+AVAILABILITY_LOCATIONS = {
+    "emea-au-syd-edge",  # Australia East
+    "latam-br-gru-edge",  # Brazil South
+    "us-fl-mia-edge",  # Central US
+    "apac-hk-hkn-azr",  # East Asia
+    "us-va-ash-azr",  # East US
+    "emea-ch-zrh-edge",  # France South (formerly France Central)
+    "emea-fr-pra-edge",  # France Central
+    "apac-jp-kaw-edge",  # Japan East
+    "emea-gb-db3-azr",  # North Europe
+    "us-il-ch1-azr",  # North Central US
+    "us-tx-sn1-azr",  # South Central US
+    "apac-sg-sin-azr",  # Southeast Asia
+    "emea-se-sto-edge",  # UK West
+    "emea-nl-ams-azr",  # West Europe
+    "us-ca-sjc-azr",  # West US
+    "emea-ru-msa-edge",  # UK South
+}
+HEALTH_ADAPTER = ROOT / "scim" / "functions" / "health_adapter.py"
+
+
+def module_constant(path: Path, name: str) -> Any:
+    """The literal value a module assigns to ``name`` at its top level."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path.name} assigns no {name}")
+
+
+def alerts_variable(name: str) -> Any:
+    return bicep("alerts.bicep")["variables"][name]["value"]
+
+
+def test_the_availability_test_calls_the_health_route_on_the_sites_host() -> None:
+    (resource,) = of_type("alerts.bicep", "Microsoft.Insights/webtests").values()
+    assert resource["config"]["condition"] == "availabilityTest"
+    test = body(resource)
+    props = test["properties"]
+    assert test["kind"] == props["Kind"] == "standard"
+    assert props["Enabled"] is True and props["RetryEnabled"] is True
+    assert props["Frequency"] == 300, "every 5 minutes from each location"
+    # The host answers the function's route as the whole path (host.json's route prefix is empty).
+    route = module_constant(HEALTH_ADAPTER, "ROUTE")
+    assert json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"] == ""
+    request = props["Request"]
+    assert request["RequestUrl"] == f"https://${{siteHostName}}/{route}" == "https://${siteHostName}/api/health"
+    assert request["HttpVerb"] == "GET" and request["FollowRedirects"] is False
+    # The app's healthy answer, and time for the app's own storage bound to answer first.
+    rules = props["ValidationRules"]
+    assert rules["ExpectedHttpStatusCode"] == 200 and not rules.get("IgnoreHttpStatusCode", False)
+    assert rules["ContentValidation"]["ContentMatch"].encode() == module_constant(HEALTH_ADAPTER, "OK")
+    assert rules["ContentValidation"]["PassIfTextFound"] is True
+    assert props["Timeout"] > module_constant(HEALTH_ADAPTER, "TIMEOUT")
+    # From documented locations, at least five of them, each once.
+    locations = props["Locations"]
+    assert locations["config"] == {"Id": locations["loop_type"]["detail"]["item_name"]}
+    ids = alerts_variable(locations["loop_type"]["detail"]["array_name"])
+    assert len(ids) == len(set(ids)) >= 5 and set(ids) <= AVAILABILITY_LOCATIONS, ids
+    # Linked to the deployment's Application Insights component, on the Function App's own host.
+    tags = test["tags"]["function"]
+    assert tags["type"] == "union" and list(tags["parameters"].values()) == ["tags", "hiddenLink"]
+    assert alerts_variable("hiddenLink") == {"'hidden-link:${applicationInsightsId}'": "Resource"}
+    params = bicep("main.bicep")["modules"]["alerts"]["config"]["params"]
+    assert accessor(params["applicationInsightsId"]) == "monitoring.outputs.applicationInsightsId"
+    assert accessor(params["siteHostName"]) == "app.outputs.hostName"
+    assert accessor(bicep("monitoring.bicep")["outputs"]["applicationInsightsId"]["value"]) == "applicationInsights.id"
+    assert accessor(bicep("app.bicep")["outputs"]["hostName"]["value"]) == "site.properties.defaultHostName"
+
+
+def test_the_availability_alert_is_wired_to_the_action_group() -> None:
+    (resource,) = of_type("alerts.bicep", "Microsoft.Insights/metricAlerts").values()
+    assert resource["config"]["condition"] == "availabilityTest", "deployed with the test, not without it"
+    alert = body(resource)
+    assert alert["location"] == "global"
+    props = alert["properties"]
+    assert props["enabled"] is True and props["autoMitigate"] is True and props["severity"] == 1
+    assert [accessor(s) for s in props["scopes"]] == ["healthTest.id", "applicationInsightsId"]
+    assert (props["evaluationFrequency"], props["windowSize"]) == ("PT1M", "PT5M")
+    criteria = props["criteria"]
+    assert criteria["'odata.type'"] == "Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria"
+    assert accessor(criteria["webTestId"]) == "healthTest.id"
+    assert criteria["componentId"] == "applicationInsightsId"
+    # Locations failing at once: the number of locations minus 2, and never fewer than 2.
+    failed = alerts_variable(criteria["failedLocationCount"])["operator"]
+    count = len(alerts_variable("healthTestLocations"))
+    assert failed["type"] == "substract" and failed["operands"] == {
+        "operand_1": {"function": {"type": "length", "parameters": {"arg_1": "healthTestLocations"}}},
+        "operand_2": 2,
+    }
+    assert 2 <= count - 2 < count
+    # Emailed through the action group, which exists only with an address (as the log rules).
+    actions = props["actions"]["operator"]
+    assert actions["type"] == "conditional"
+    assert actions["operands"]["condition"] == {
+        "function": {"type": "empty", "parameters": {"item_to_test": "alertEmail"}}
+    }
+    assert actions["operands"]["true_value"] == []
+    assert [accessor(a["actionGroupId"]) for a in actions["operands"]["false_value"]] == ["actionGroup.id"]
+    # What it means and what to do.
+    description = bicep_text(props["description"])
+    assert len(description) >= 200 and "/api/health" in description
+    assert re.search(r"\b(Check|Open|Look up|Read|Fix)\b", description) and "503" in description
+
+
+def test_the_availability_test_is_a_parameter_on_by_default() -> None:
+    main = bicep("main.bicep")
+    param = main["parameters"]["availabilityTest"]
+    assert (param["type"], param["default"]) == ("bool", True)
+    assert main["modules"]["alerts"]["config"]["params"]["availabilityTest"] == "availabilityTest"
+    assert main["modules"]["app"]["config"]["params"]["allowAvailabilityTests"] == "availabilityTest"
+    assert param_default("alerts.bicep", "availabilityTest") is True
+    app_param = bicep("app.bicep")["parameters"]["allowAvailabilityTests"]
+    assert app_param["type"] == "bool" and app_param.get("default") is None, "app.bicep takes it from main.bicep"
+
+
+# "Virtual network service tags": ApplicationInsightsAvailability, inbound, the addresses of the
+# availability test agents ("Application Insights availability tests", Testing behind a firewall).
+def test_restrict_to_entra_lets_the_availability_test_in() -> None:
+    config = only("app.bicep", "Microsoft.Web/sites")["properties"]["siteConfig"]
+    combined = app_variable(config["ipSecurityRestrictions"])["operator"]["operands"]["true_value"]["function"]
+    assert combined["parameters"]["arg_2"] == "availabilityTestRules"
+    choice = app_variable("availabilityTestRules")["operator"]
+    assert choice["type"] == "conditional" and choice["operands"]["condition"] == "allowAvailabilityTests"
+    assert choice["operands"]["false_value"] == [], "no opening without the test"
+    (rule,) = choice["operands"]["true_value"]
+    assert (rule["action"], rule["tag"], rule["ipAddress"]) == (
+        "Allow",
+        "ServiceTag",
+        "ApplicationInsightsAvailability",
+    )
+    entra = combined["parameters"]["arg_1"]
+    operator_priority = app_variable("operatorRules")["config"]["priority"]
+    assert entra[0]["priority"] < rule["priority"] < operator_priority["operator"]["operands"]["operand_1"]
+    # Say what the tag lets in, where it is set and where operators read it.
+    text = (INFRA / "app.bicep").read_text()
+    comment = text[text.index("// The availability test of /api/health") : text.index("var availabilityTestRules")]
+    for needle in ("shared by every customer", "GET /api/health", "tenant's token", "portal"):
+        assert needle in comment, needle
+    doc = DEPLOYMENT_DOC.read_text()
+    readme = README.read_text()
+    health = readme[readme.index("**Health check.**") : readme.index("**Scale-out and crashes.**")]
+    for text in (doc, health):
+        assert "ApplicationInsightsAvailability" in text and "availabilityTest" in text
+
+
+def test_the_readme_and_the_guide_list_the_availability_test() -> None:
+    readme = README.read_text()
+    operations = readme[readme.index("\n## Operations\n") : readme.index("\n## Provisioning log\n")]
+    assert "| `scim-health-unavailable` |" in operations
+    health = operations[operations.index("**Health check.**") : operations.index("**Scale-out and crashes.**")]
+    assert "scim-health" in health and "infra/alerts.bicep" in health
+    doc = DEPLOYMENT_DOC.read_text()
+    deployed = doc[doc.index("## What gets deployed") : doc.index("Role assignments")]
+    assert "scim-health-unavailable" in deployed and "scim-health" in deployed
+    parameters = doc[doc.index("## Parameters") : doc.index("## Tear down")]
+    assert "| `availabilityTest` | `true`" in parameters and "SCIM_AVAILABILITY_TEST" in parameters
 
 
 def test_the_readme_explains_each_alert_and_the_workbook() -> None:

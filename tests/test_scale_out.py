@@ -3,11 +3,11 @@
 :data:`INSTANCES` processes ``python -m devtools.localhost`` (:func:`tests.localhost_server.app_processes`)
 serve the same Azurite tables. An Entra workload goes to them round-robin over real HTTP, from
 :data:`WORKERS` connections at once (each worker its own aiohttp session, every request to the
-next instance in turn), modelled on ``tests/test_races.py``: creates from a shared pool of
-userNames in random case, renames into that pool, member adds and removes on the same few
-groups, disables and enables of any worker's users, deletes. Each worker owns the users it
-created (only the owner renames, deletes or changes their memberships), so what each resource
-must look like is the last successful operation of its owner. Then:
+next instance in turn), the mixed workload of ``tests/test_races.py`` (:mod:`tests.entra_workload`):
+creates from a shared pool of userNames in random case, renames into that pool, member adds and
+removes on the same few groups, disables and enables of any worker's users, deletes. Each worker
+owns the users it created (only the owner renames, deletes or changes their memberships), so
+what each resource must look like is the last successful operation of its owner. Then:
 
 1. read raw from the table, every invariant of :func:`tests.helpers.violations` holds (no two users
    share a userName case-insensitively, every index row points at a live resource indexed by
@@ -33,7 +33,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,9 +45,10 @@ from devtools.children import app_env
 from scim.admin.core import create_tenant
 from scim.functions.runtime import build_runtime
 from scim.settings import Settings
+from tests.entra_workload import Send, Worker, World, create_groups, expected_state, state_problems, work
 from tests.event_checks import event_violations, membership_violations, raw_events
 from tests.functions_client import Response
-from tests.helpers import GROUP_URN, PATCH_URN, USER_URN, raw_directory, smtp_server, violations
+from tests.helpers import raw_directory, smtp_server, violations
 from tests.localhost_server import AppProcess, HttpScimClient, app_processes, record_summary
 
 pytestmark = pytest.mark.azurite(reason="independent app processes on the session's Azurite")
@@ -61,95 +61,17 @@ NAMES = 200
 SEED = 15
 NOTIFY = "scaleout-ops@example.test"
 
-ALLOWED = {
-    "create": {201, 409},
-    "rename": {200, 409},
-    "add": {204},
-    "remove": {204},
-    "active": {200, 404},
-    "delete": {204},
-}
 
+def _round_robin(client: HttpScimClient, by_instance: Counter[str]) -> Send:
+    """A worker's transport: each request to the next instance in turn, counted per instance."""
 
-@dataclass
-class World:
-    groups: list[str]
-    all_users: list[str] = field(default_factory=list)
-    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
-    by_instance: Counter[str] = field(default_factory=Counter)
-    unexpected: list[str] = field(default_factory=list)
+    async def send(kind: str, method: str, path: str, body: Any) -> Response:
+        base = client.next_base()
+        response: Response = await client.request(method, path, body, base=base)
+        by_instance[base] += 1
+        return response
 
-
-@dataclass
-class Worker:
-    """One connection's users and what it expects of them, from its successful requests only."""
-
-    client: HttpScimClient
-    rng: random.Random
-    names: dict[str, str] = field(default_factory=dict)  # live user id -> userName last set
-    groups: dict[str, set[str]] = field(default_factory=dict)  # live user id -> its groups
-    deleted: set[str] = field(default_factory=set)
-
-
-def _name(rng: random.Random) -> str:
-    name = f"scale-{rng.randrange(NAMES)}@contoso.com"
-    return name.upper() if rng.random() < 0.3 else name
-
-
-def _patch(op: str, path: str, value: Any) -> dict[str, Any]:
-    return {"schemas": [PATCH_URN], "Operations": [{"op": op, "path": path, "value": value}]}
-
-
-async def _send(world: World, me: Worker, kind: str, method: str, path: str, body: Any = None) -> Response:
-    base = me.client.next_base()
-    response: Response = await me.client.request(method, path, body, base=base)
-    world.statuses[(kind, response.status)] += 1
-    world.by_instance[base] += 1
-    if response.status not in ALLOWED[kind]:
-        world.unexpected.append(f"{kind} via {base}: {response.status} {response.body[:200]!r}")
-    return response
-
-
-async def _step(world: World, me: Worker) -> None:
-    rng, mine, roll = me.rng, sorted(me.names), me.rng.random()
-    if roll < 0.15 or not mine:
-        response = await _send(world, me, "create", "POST", "/Users", {"schemas": [USER_URN], "userName": _name(rng)})
-        if response.status == 201:
-            me.names[response.json["id"]] = response.json["userName"]
-            me.groups[response.json["id"]] = set()
-            world.all_users.append(response.json["id"])
-    elif roll < 0.30:
-        user, name = rng.choice(mine), _name(rng)
-        response = await _send(world, me, "rename", "PATCH", f"/Users/{user}", _patch("Replace", "userName", name))
-        if response.status == 200:
-            me.names[user] = name
-    elif roll < 0.55:
-        users = rng.sample(mine, min(len(mine), rng.choice((1, 1, 1, 3))))
-        group = rng.choice(world.groups)
-        body = _patch("Add", "members", [{"value": u} for u in users])
-        if (await _send(world, me, "add", "PATCH", f"/Groups/{group}", body)).status == 204:
-            for user in users:
-                me.groups[user].add(group)
-    elif roll < 0.70:
-        user, group = rng.choice(mine), rng.choice(world.groups)
-        body = _patch("Remove", "members", [{"value": user}])
-        if (await _send(world, me, "remove", "PATCH", f"/Groups/{group}", body)).status == 204:
-            me.groups[user].discard(group)
-    elif roll < 0.93:
-        user = rng.choice(world.all_users)
-        body = _patch("Replace", "active", rng.choice(("False", "True")))
-        await _send(world, me, "active", "PATCH", f"/Users/{user}", body)
-    else:
-        user = rng.choice(mine)
-        if (await _send(world, me, "delete", "DELETE", f"/Users/{user}")).status == 204:
-            del me.names[user], me.groups[user]
-            me.deleted.add(user)
-
-
-async def _work(world: World, me: Worker) -> int:
-    for _ in range(OPERATIONS):
-        await _step(world, me)
-    return OPERATIONS
+    return send
 
 
 async def _check_state(
@@ -161,28 +83,13 @@ async def _check_state(
     events = await raw_events(azurite, prefix, tenant)
     problems = violations(directory) + event_violations(directory, events, tenant)
     problems += membership_violations(directory, events)
-    live = {u: name for w in workers for u, name in w.names.items()}
-    deleted = {u for w in workers for u in w.deleted}
-    expected = {g: {u for w in workers for u, gs in w.groups.items() if g in gs} for g in world.groups}
-    if directory.ids("User") != set(live):
-        problems.append(
-            f"live users differ from the successful creates minus deletes by {directory.ids('User') ^ set(live)}"
-        )
-    problems += [f"deleted user {u} is there" for u in deleted & directory.ids("User")]
-    problems += [
-        f"user {u}: userName {directory.doc('User', u)['userName']!r}, expected {n!r}"
-        for u, n in live.items()
-        if ("User", u) in directory.resources and directory.doc("User", u)["userName"] != n
-    ]
-    problems += [
-        f"group {g}: members differ by {len(directory.members(g) ^ want)}"
-        for g, want in expected.items()
-        if directory.members(g) != want
-    ]
+    expected = expected_state(world, workers)
+    live = expected.live
+    problems += state_problems(directory, expected)
     for app in apps:  # every instance's API agrees with the rows
         for group in world.groups:
             members = (await client.get(f"/Groups/{group}", base=app.base_url)).json.get("members") or []
-            if {m["value"] for m in members} != expected[group]:
+            if {m["value"] for m in members} != expected.members[group]:
                 problems.append(f"GET /Groups/{group} on {app.base_url} returns other members")
     for n, user in enumerate(random.Random(SEED).sample(sorted(live), min(30, len(live)))):
         base = apps[n % len(apps)].base_url  # Entra's lookup, in any case, on either instance
@@ -191,8 +98,8 @@ async def _check_state(
             problems.append(f"userName filter for {live[user]!r} on {base} finds {found.json['Resources']}")
     facts = {
         "users": len(live),
-        "deleted": len(deleted),
-        "memberships": sum(len(m) for m in expected.values()),
+        "deleted": len(expected.deleted),
+        "memberships": sum(len(m) for m in expected.members.values()),
         "index rows": len(directory.unique) + len(directory.multi),
         "events": len(events),
     }
@@ -287,20 +194,19 @@ async def test_an_entra_workload_over_two_instances_then_token_regeneration_and_
             bases = [app.base_url for app in apps]
             async with aiohttp.ClientSession() as setup:
                 client = HttpScimClient(creds.tenant, creds.token, bases, setup)
-                groups = []
-                for n in range(GROUPS):
-                    made = await client.post("/Groups", {"schemas": [GROUP_URN], "displayName": f"scale-group-{n}"})
-                    assert made.status == 201, made.body
-                    groups.append(made.json["id"])
-                world = World(groups)
+                world = World(await create_groups(client, GROUPS, "scale"), "scale", NAMES)
+                by_instance: Counter[str] = Counter()
                 sessions = [aiohttp.ClientSession() for _ in range(WORKERS)]
                 try:
                     workers = [
-                        Worker(HttpScimClient(creds.tenant, creds.token, bases, s), random.Random(SEED * 100 + n))
+                        Worker(
+                            _round_robin(HttpScimClient(creds.tenant, creds.token, bases, s), by_instance),
+                            random.Random(SEED * 100 + n),
+                        )
                         for n, s in enumerate(sessions)
                     ]
                     workload_started = time.monotonic()
-                    done = await asyncio.wait_for(asyncio.gather(*(_work(world, w) for w in workers)), 120)
+                    done = await asyncio.wait_for(asyncio.gather(*(work(world, w, OPERATIONS) for w in workers)), 120)
                     workload = time.monotonic() - workload_started
                 finally:
                     for s in sessions:
@@ -339,15 +245,10 @@ async def test_an_entra_workload_over_two_instances_then_token_regeneration_and_
         assert creds.tenant in digests[0]["Subject"] + digests[0].get_payload()[0].get_payload(decode=True).decode()
     outcomes = [m.group(1) for text in (log_a, log_b) for m in re.finditer(r"failure digests: (\{.*?\})", text)]
 
-    kinds = Counter(kind for kind, _ in world.statuses.elements())
     lines = [
         f"{INSTANCES} app processes, {WORKERS} connections x {OPERATIONS} operations = {sum(done)} requests "
-        f"round-robin in {workload:.1f} s ({', '.join(f'{n}' for n in world.by_instance.values())} per instance)",
-        *(
-            f"  {kind:<7} {kinds[kind]:>4}: "
-            + ", ".join(f"{status} x {count}" for (k, status), count in sorted(world.statuses.items()) if k == kind)
-            for kind in ALLOWED
-        ),
+        f"round-robin in {workload:.1f} s ({', '.join(f'{n}' for n in by_instance.values())} per instance)",
+        *world.status_lines(),
         f"end state: {facts['users']} users ({facts['deleted']} deleted), {facts['memberships']} memberships in "
         f"{GROUPS} groups, {facts['index rows']} index rows, {facts['events']} events; every invariant holds",
         "token regenerated through instance 1's portal: the old token 401 on instance 2 at its next request",
