@@ -22,17 +22,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import azure.functions as func
 import pytest
-from aiohttp import web
-from standardwebhooks import Webhook
 
 from devtools.azurite import PROJECT_ROOT, free_port
 from devtools.children import app_env, stop_child
 from devtools.localhost import LocalFunctionsHost, UnknownTimer, schedule_interval, timer_functions
+from tests.localhost_server import WebhookReceiver
 
 # -- which schedules this host runs ----------------------------------------------------------------
 
@@ -157,46 +155,14 @@ def test_timers_can_be_turned_off_and_unknown_intervals_are_refused() -> None:
 # -- the app: webhook delivery through `python -m devtools.localhost` ------------------------------
 
 
-class Receiver:
-    """An aiohttp receiver on 127.0.0.1: every delivery verified with ``standardwebhooks``."""
-
-    def __init__(self) -> None:
-        self.secret = ""
-        self.got: list[dict[str, Any]] = []
-        self.refused = 0
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            message = Webhook(self.secret).verify(body, dict(request.headers))
-        except Exception:  # noqa: BLE001 - any refusal counts
-            self.refused += 1
-            return web.Response(status=400)
-        self.got.append(message)
-        return web.Response(status=204)
-
-    async def start(self) -> None:
-        web_app = web.Application()
-        web_app.router.add_post("/hook", self.handle)
-        self._runner = web.AppRunner(web_app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def user_names(self, event_type: str) -> list[str]:
-        return [m["data"]["data"]["object"].get("userName") for m in self.got if m["type"] == event_type]
+def user_names(receiver: WebhookReceiver, event_type: str) -> list[str]:
+    """The userNames of the received events of ``event_type``, in arrival order."""
+    return [m["data"]["data"]["object"].get("userName") for m in receiver.got if m["type"] == event_type]
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    r = await WebhookReceiver().start()
     try:
         yield r
     finally:
@@ -240,7 +206,7 @@ def _serve(env: dict[str, str], port: int, log_path: Path, *extra: str) -> subpr
 
 @pytest.mark.azurite(reason="the local host on the session's Azurite")
 async def test_the_local_host_delivers_webhooks_on_a_write_and_from_its_timer_and_stops_cleanly(
-    azurite: str, table_prefix: str, receiver: Receiver, tmp_path: Path
+    azurite: str, table_prefix: str, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     from scim.admin.core import create_tenant
     from scim.functions.runtime import build_runtime, use_runtime
@@ -272,7 +238,7 @@ async def test_the_local_host_delivers_webhooks_on_a_write_and_from_its_timer_an
             assert r.status == 201, await r.text()
             created = await r.json()
         await _wait_for(
-            lambda: "http@contoso.com" in receiver.user_names("user.created"), 10, "the write's event", log_path
+            lambda: "http@contoso.com" in user_names(receiver, "user.created"), 10, "the write's event", log_path
         )
         message = receiver.got[0]
         assert message["data"]["tenant"] == tenant and message["data"]["data"]["object"]["id"] == created["id"]
@@ -290,7 +256,7 @@ async def test_the_local_host_delivers_webhooks_on_a_write_and_from_its_timer_an
             use_runtime(None)
         assert response.status == 201
         await _wait_for(
-            lambda: "sweep@contoso.com" in receiver.user_names("user.created"), 15, "the sweep's event", log_path
+            lambda: "sweep@contoso.com" in user_names(receiver, "user.created"), 15, "the sweep's event", log_path
         )
         assert receiver.refused == 0
         assert len({m["data"]["id"] for m in receiver.got}) == len(receiver.got) == 2
