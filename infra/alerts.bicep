@@ -83,7 +83,9 @@ AppRequests
 ''', serverErrorBurst)
 
 // Azure Storage answers 503 (Server Busy) when an account or partition exceeds its scalability
-// targets; 429 is included for any storage front end that uses it.
+// targets; 429 is included for any storage front end that uses it. Both legs count in real:
+// union splits a column whose type differs between its legs into one column per type
+// (throttled_real, throttled_long), and `throttled` below would not exist.
 var storageThrottlingQuery = format('''
 let storageSuffix = "{0}";
 union
@@ -92,7 +94,7 @@ union
     | summarize throttled = sum(Sum)),
     (AppDependencies
     | where Target contains storageSuffix and ResultCode in ("429", "503")
-    | summarize throttled = sum(ItemCount))
+    | summarize throttled = todouble(sum(ItemCount)))
 | summarize throttled = sum(throttled), TimeGenerated = now()
 | where throttled > 0
 ''', environment().suffixes.storage)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
 import sys
@@ -39,16 +38,23 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+from tests.infra_bicep import (
+    CHECKOV,
+    INFRA,
+    README,
+    ROOT,
+    TABLES,
+    _require_tools,
+    _tool_env,
+    alert_rules,
+    bicep,
+    bicep_text,
+    param_default,
+    parsed_files,
+)
+
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
 AVM_STORAGE_VERSION = "2025-06-01"
-INFRA = ROOT / "infra"
-TOOLS = ROOT / ".venv-infra"
-TOOLS_PYTHON = TOOLS / "bin" / "python"
-CHECKOV = TOOLS / "bin" / "checkov"
-# pycep caches its parser tables in TMPDIR; make venv-infra builds them there (about a minute).
-TOOLS_TMP = TOOLS / "tmp"
 
 # ---- verified facts --------------------------------------------------------------------------
 
@@ -195,54 +201,6 @@ FORBIDDEN_IN_AZURE = {
 # ---- tools -----------------------------------------------------------------------------------
 
 
-def _tool_env() -> dict[str, str]:
-    TOOLS_TMP.mkdir(exist_ok=True)
-    return {**os.environ, "TMPDIR": str(TOOLS_TMP), "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-def _require_tools() -> None:
-    if not (TOOLS_PYTHON.exists() and CHECKOV.exists()):
-        pytest.fail(f"{TOOLS} is missing: run `make venv-infra` (make test does)", pytrace=False)
-
-
-_PARSE_SCRIPT = """
-import json, sys
-from pathlib import Path
-import pycep
-parser = pycep.BicepParser()
-out = {}
-for name in sys.argv[1:]:
-    try:
-        out[Path(name).name] = {"json": parser.parse(file_path=Path(name))}
-    except Exception as exc:
-        out[Path(name).name] = {"error": f"{type(exc).__name__}: {exc}"}
-print(json.dumps(out, default=str))
-"""
-
-
-@cache
-def parsed_files() -> dict[str, dict[str, Any]]:
-    """``{file name: {"json": pycep's JSON} | {"error": message}}`` for every infra/*.bicep."""
-    _require_tools()
-    files = sorted(str(p) for p in INFRA.glob("*.bicep"))
-    done = subprocess.run(
-        [str(TOOLS_PYTHON), "-c", _PARSE_SCRIPT, *files],
-        capture_output=True,
-        text=True,
-        env=_tool_env(),
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
-
-
-def bicep(name: str) -> dict[str, Any]:
-    entry = parsed_files()[name]
-    assert "json" in entry, f"{name}: {entry['error']}"
-    return entry["json"]
-
-
 @cache
 def checkov_report() -> dict[str, Any]:
     _require_tools()
@@ -317,10 +275,6 @@ def loop_array(resource: dict[str, Any]) -> str | None:
     """The array a resource loop iterates over (``[for x in ARRAY: ...]``), if it is a loop."""
     loop = resource["config"].get("loop_type")
     return loop["detail"]["array_name"] if loop else None
-
-
-def param_default(name: str, param: str) -> Any:
-    return bicep(name)["parameters"][param]["default"]
 
 
 def app_settings() -> dict[str, Any]:
@@ -1320,7 +1274,6 @@ METRICS = {
     "scim.digest.emails",
 }
 ATTRIBUTES = {"scim.tenant", "scim.operation", "http.response.status_code", "scim.reason", "scim.outcome"}
-TABLES = {"AppMetrics", "AppRequests", "AppDependencies", "AppTraces", "AppExceptions"}
 
 ALERT_RULES = {
     "scim-tenant-failure-ratio",
@@ -1336,22 +1289,6 @@ def minutes(duration: str) -> int:
     match = re.fullmatch(r"PT(\d+)M", duration)
     assert match, duration
     return int(match.group(1))
-
-
-def bicep_text(value: str) -> str:
-    return value.replace("\\'", "'")
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    """alerts.bicep's rules, each with its query resolved to text."""
-    variables = bicep("alerts.bicep")["variables"]
-    rules = []
-    for rule in variables["rules"]["value"]:
-        query = variables[rule["query"]]["value"]
-        if isinstance(query, dict):
-            query = query["function"]["parameters"]["format_string"]
-        rules.append({**rule, "query_text": query})
-    return rules
 
 
 def query_problems(query: str) -> list[str]:
