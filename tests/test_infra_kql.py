@@ -219,7 +219,8 @@ def node() -> str:
         pytest.fail(str(exc), pytrace=False)
 
 
-def run_checker(checks: list[dict[str, Any]]) -> dict[str, list[str]]:
+def run_checker(checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{query name: {"errors": [...], "columns": {name: type}}}`` from one run of the checker."""
     done = subprocess.run(
         [node(), str(CHECKER)],
         input=json.dumps(checks),
@@ -230,13 +231,19 @@ def run_checker(checks: list[dict[str, Any]]) -> dict[str, list[str]]:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, list[str]] = json.loads(done.stdout)
+    result: dict[str, dict[str, Any]] = json.loads(done.stdout)
     return result
 
 
 @cache
 def analysis() -> dict[str, list[str]]:
-    """The errors of every query and canary, from one run of the checker."""
+    """The errors of every query and canary."""
+    return {name: found["errors"] for name, found in checked().items()}
+
+
+@cache
+def checked() -> dict[str, dict[str, Any]]:
+    """The errors and result columns of every query and canary, from one run of the checker."""
     workspace = {**alert_queries(), **workbook_queries()}
     classic = {README_QUERY_NAME: readme_query()}
     for name, query, group, _ in CANARIES:
@@ -305,6 +312,24 @@ def test_every_kql_query_compiles_against_the_documented_schemas() -> None:
     assert not problems, "KQL errors (Kusto.Language):\n" + "\n".join(
         f"- {name}:\n    " + "\n    ".join(errors) for name, errors in sorted(problems.items())
     )
+
+
+def test_every_dimension_of_an_alert_rule_is_a_column_of_its_result() -> None:
+    # A log search alert splits by its dimensions: columns of the query's result ("Split by
+    # dimensions" of the rule's condition); a name the result does not have fails the rule.
+    variables = bicep("alerts.bicep")["variables"]
+    result = checked()
+    split = 0
+    for rule in alert_rules():
+        dimensions = rule["dimensions"]
+        if isinstance(dimensions, str):  # a variable, e.g. byTenant
+            dimensions = variables[dimensions]["value"]
+        columns = result[f"alert {rule['name']}"]["columns"]
+        assert columns, (rule["name"], "the query's result is a table")
+        for dimension in dimensions:
+            assert columns.get(dimension["name"]) == "string", (rule["name"], dimension["name"], columns)
+            split += 1
+    assert split == 2, "the failure-ratio and backlog rules split by tenant"
 
 
 if __name__ == "__main__":  # pragma: no cover

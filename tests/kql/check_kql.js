@@ -7,9 +7,11 @@
 //    "queries": {"name": "query text", ...}}
 // (the tables form the one database the check's queries run in); query names are unique over
 // all checks.
-// stdout: {"name": ["Error: message @offset (the text there)", ...], ...}: every query, with its
+// stdout: {"name": {"errors": ["Error: message @offset (the text there)", ...],
+//                   "columns": {"column": "type", ...}}, ...}: every query, with its
 // Error-severity diagnostics (syntax and semantics: unknown names, wrong types, wrong
-// arguments), none for a valid query. Warnings and suggestions (performance advice of the
+// arguments), none for a valid query, and the columns of its result (empty when the result is
+// not a table), which a log search alert's dimensions must name. Warnings and suggestions (performance advice of the
 // analyzers) are not reported: Azure accepts such a query. Exit status 0 unless the input is
 // unreadable or the package is missing.
 
@@ -68,7 +70,15 @@ function main() {
         if (d.Severity !== "Error") continue;
         errors.push(`${d.Severity}: ${d.Message} @${d.Start} (${around(query, d.Start, d.Length)})`);
       }
-      result[name] = errors;
+      const columns = {};
+      const type = code.ResultType;
+      if (type && type.Columns) {
+        for (let i = 0; i < type.Columns.Count; i++) {
+          const column = type.Columns.getItem(i);
+          columns[column.Name] = column.Type.Name;
+        }
+      }
+      result[name] = { errors, columns };
     }
   }
   process.stdout.write(JSON.stringify(result) + "\n");
