@@ -270,6 +270,32 @@ class DeliveryStateContract:
         await states.release(theirs)
         assert (await states.load(tenant)).lease_owner == "run-a"
 
+    async def test_forget_endpoint_removes_its_cursor_and_lanes_in_one_tenant(
+        self, states: DeliveryStateStore, tenant: str
+    ) -> None:
+        other = tenant + "x"
+        await states.forget_endpoint(tenant, EP1)  # nothing there: no error
+        # An endpoint id that EP1's lane keys start with must not be confused with it.
+        longer = EP1 + "0"
+        for name in (tenant, other):
+            assert await states.acquire(name, "run-a", T0, LEASE) is not None
+            for endpoint in (EP1, EP2, longer):
+                await states.save_cursor(name, endpoint, position(1), None)
+                await states.save_lane(name, Lane(endpoint, "User/" + "f" * 32, [position(3)], 1, T0, "boom"))
+            await states.save_lane(name, Lane(EP1, "Group/" + "f" * 32, [position(n) for n in range(600)]))
+        before = await states.load(other)
+        await states.forget_endpoint(tenant, EP1)
+        mine = await states.load(tenant)
+        assert set(mine.cursors) == {EP2, longer}
+        assert {(lane.endpoint, lane.resource) for lane in mine.lanes} == {
+            (EP2, "User/" + "f" * 32),
+            (longer, "User/" + "f" * 32),
+        }
+        assert (mine.lease_owner, mine.lease_until) == ("run-a", T0 + LEASE), "the lease stays"
+        after = await states.load(other)
+        assert dict(after.cursors) == dict(before.cursors) and lanes_of(after) == lanes_of(before)
+        assert (await states.save_cursor(tenant, EP1, position(4), None)).position == position(4), "a new cursor"
+
     async def test_forget_removes_one_tenants_state(self, states: DeliveryStateStore, tenant: str) -> None:
         other = tenant + "x"
         await states.forget(tenant)  # nothing there: no error

@@ -552,3 +552,23 @@ async def test_webhook_changes_are_in_the_audit_trail_of_the_tenants_they_serve(
 
     assert await run(rt, "add", "http://127.0.0.1:8080/all", "--json") == 0  # every tenant: the application's
     assert [e.action for e in (await rt.audit.page("fabrikam")).entries] == []
+
+
+async def test_remove_forgets_what_the_endpoint_had_in_each_tenant_and_nothing_else(rt: Runtime) -> None:
+    """``webhook remove`` deletes the endpoint's cursors and the lanes waiting for it in every
+    tenant it served (an endpoint of every tenant: all of them), so no row of an endpoint that
+    no longer exists stays in the delivery state; the other endpoints' rows stay."""
+    everyone, _ = await rt.webhooks.add("https://a.example.com/")
+    contoso_only, _ = await rt.webhooks.add("https://b.example.com/", ["contoso"])
+    for tenant in ("contoso", "fabrikam"):
+        for endpoint in (everyone, contoso_only):
+            await rt.deliveries.save_cursor(tenant, endpoint, f"{wall_us():016d}|", None)
+            await rt.deliveries.save_lane(tenant, Lane(endpoint, "User/" + "a" * 32, [f"{wall_us():016d}|e|000"], 1))
+    assert await run(rt, "remove", contoso_only, "--yes") == 0
+    contoso, fabrikam = await rt.deliveries.load("contoso"), await rt.deliveries.load("fabrikam")
+    assert set(contoso.cursors) == {everyone} and {lane.endpoint for lane in contoso.lanes} == {everyone}
+    assert set(fabrikam.cursors) == {everyone, contoso_only}, "a tenant it did not serve is not touched"
+    assert await run(rt, "remove", everyone, "--yes") == 0
+    assert dict((await rt.deliveries.load("contoso")).cursors) == {}
+    fabrikam = await rt.deliveries.load("fabrikam")
+    assert set(fabrikam.cursors) == {contoso_only} and {lane.endpoint for lane in fabrikam.lanes} == {contoso_only}

@@ -12,7 +12,10 @@ machine working on Azure storage (``SCIM_TABLE_ENDPOINT``), only public ``https:
 every address the host resolves to; locally also ``http://`` to this machine: :func:`azure_policy`) and prints the endpoint's signing secret once; ``rotate-secret`` prints a new one (the
 previous one keeps signing for 24 h). The secrets are stored as they are (they sign every
 delivery) and ``list`` never prints them. ``remove`` asks to type the endpoint id on a terminal;
-``--yes`` skips that (scripts); without a terminal and without ``--yes`` it refuses.
+``--yes`` skips that (scripts); without a terminal and without ``--yes`` it refuses. It also
+deletes the endpoint's cursor and waiting lanes in each tenant it served
+(:meth:`DeliveryStores.forget`); a deliverer that was failing a delivery to it at that very
+moment (it learns of the removal within ``ENDPOINTS_TTL``, 5 s) may still save one lane row.
 
 ``list`` shows each endpoint's state (and why it is disabled), last success, last error (time
 and text, escaped: it comes from the receiver), since when it has been failing, and its
@@ -148,6 +151,13 @@ class DeliveryStores:
             return
         for tenant in endpoint.tenants:
             await record_cli_audit(self.audit, tenant, action, endpoint=endpoint.id, **detail)
+
+    async def forget(self, endpoint: WebhookEndpoint) -> None:
+        """Delete a removed endpoint's cursor and waiting lanes in each tenant it served (all
+        tenants for an endpoint of every tenant): one query and the deletes per tenant."""
+        tenants = endpoint.tenants if endpoint.tenants is not None else await self.tenant_names()
+        for tenant in tenants:
+            await self.deliveries.forget_endpoint(tenant, endpoint.id)
 
     async def tenant_names(self) -> list[str]:
         """The names of every tenant there is."""
@@ -568,6 +578,7 @@ async def run(
             await hooks.remove(args.id)
             if stores is not None:
                 await stores.record(removed, "webhook.removed")
+                await stores.forget(removed)
             print(f"Removed webhook endpoint {args.id}.")
         elif args.action == "rotate-secret":
             now = datetime.now(UTC)

@@ -96,3 +96,9 @@ class MemoryDeliveryStateStore(DeliveryStateStore):
         self._leases.pop(tenant, None)
         self._cursors.pop(tenant, None)
         self._lanes.pop(tenant, None)
+
+    async def forget_endpoint(self, tenant: str, endpoint: str) -> None:
+        self._cursors.get(tenant, {}).pop(endpoint, None)
+        lanes = self._lanes.get(tenant, {})
+        for key in [key for key in lanes if key[0] == endpoint]:
+            del lanes[key]

@@ -197,5 +197,27 @@ class TableDeliveryStateStore(_TableOwner, DeliveryStateStore):
             pager = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": tenant}, select=["RowKey"])
             return [row["RowKey"] async for row in pager]
 
-        for key in await _io(keys):
+        await self._delete_rows(tenant, await _io(keys))
+
+    async def _delete_rows(self, tenant: str, keys: list[str]) -> None:
+        for key in keys:
             await _io(lambda key=key: self._table.delete_entity(tenant, key))  # type: ignore[misc]  # the default binds this iteration's key; mypy cannot type it
+
+    @_budgeted
+    async def forget_endpoint(self, tenant: str, endpoint: str) -> None:
+        """One query of the endpoint's rows (its cursor, and its lanes: the RowKeys from
+        ``l|{endpoint}|`` up to the next prefix), then a delete of each."""
+        await self._ready()
+        lanes_from = lane_key(endpoint, "")
+        lanes_to = lanes_from[:-1] + chr(ord(lanes_from[-1]) + 1)
+
+        async def keys() -> list[str]:
+            pager = self._table.query_entities(
+                # Space-separated: the SDK substitutes a parameter only as a whole word.
+                "PartitionKey eq @pk and ( RowKey eq @cursor or ( RowKey ge @lo and RowKey lt @hi ) )",
+                parameters={"pk": tenant, "cursor": CURSOR_PREFIX + endpoint, "lo": lanes_from, "hi": lanes_to},
+                select=["RowKey"],
+            )
+            return [row["RowKey"] async for row in pager]
+
+        await self._delete_rows(tenant, await _io(keys))

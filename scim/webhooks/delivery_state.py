@@ -141,6 +141,12 @@ class DeliveryStateStore(abc.ABC):
     async def forget(self, tenant: str) -> None:
         """Remove the tenant's delivery state."""
 
+    @abc.abstractmethod
+    async def forget_endpoint(self, tenant: str, endpoint: str) -> None:
+        """Remove ``endpoint``'s cursor and lanes in ``tenant`` (``webhook remove``: rows of an
+        endpoint that no longer exists would stay forever); the other endpoints' rows and the
+        lease stay. No error when there are none."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""
 
