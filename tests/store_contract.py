@@ -17,6 +17,7 @@ import pytest
 from scim.store import MAX_GROUPS_PER_RESOURCE
 from scim.store.base import (
     DirectoryStore,
+    EntityTooLarge,
     IndexTerms,
     Member,
     ResourceNotFound,
@@ -96,6 +97,20 @@ class DirectoryStoreContract:
     """Whether adding a resource to a 201st group raises TooManyGroups (see the Table store)."""
 
     # ---- rule 3: create / get / replace / delete ------------------------------------------------
+
+    async def test_a_resource_too_large_for_one_table_entity_is_refused(self, store: DirectoryStore, tenant: str) -> None:
+        # Azure Table entities hold at most 1 MiB (strings count two bytes a character, UTF-16):
+        # both stores refuse what Azure would, so a test on the memory store cannot accept it.
+        huge = {"userName": "huge@example.com", "blob": "x" * 600_000}  # 1.2 MB as UTF-16
+        with pytest.raises(EntityTooLarge):
+            await store.create(tenant, "User", huge, user_terms("huge@example.com"))
+        assert await store.lookup(tenant, "User", "userName", "huge@example.com") == []
+        user = await new_user(store, tenant, "huge@example.com")
+        with pytest.raises(EntityTooLarge):
+            await store.replace(tenant, "User", user.id, huge, user_terms("huge@example.com"))
+        assert await store.get(tenant, "User", user.id) == user
+        fits = {"userName": "huge@example.com", "blob": "x" * 400_000}  # 0.8 MB: fits
+        assert (await store.replace(tenant, "User", user.id, fits, user_terms("huge@example.com"))).doc == fits
 
     async def test_create_then_get(self, store: DirectoryStore, tenant: str) -> None:
         created = await new_user(store, tenant, "Ada@example.com", active=True, name={"givenName": "Ada"})

@@ -254,16 +254,6 @@ class TestTableLayout:
         assert sorted(name for name in entity if name.startswith("doc")) == ["doc0"]
         assert replaced.doc == {"userName": "big@example.com"}
 
-    async def test_entity_too_large(self, store: TableStore, tenant: str) -> None:
-        huge = {"userName": "huge@example.com", "blob": "x" * 600_000}  # 1.2 MB as UTF-16
-        with pytest.raises(EntityTooLarge):
-            await store.create(tenant, "User", huge, user_terms("huge@example.com"))
-        assert await store.lookup(tenant, "User", "userName", "huge@example.com") == []
-        user = await new_user(store, tenant, "huge@example.com")
-        with pytest.raises(EntityTooLarge):
-            await store.replace(tenant, "User", user.id, huge, user_terms("huge@example.com"))
-        assert await store.get(tenant, "User", user.id) == user
-
     async def test_replace_compacts_tombstones(self, store: TableStore, raw: TableClient, tenant: str) -> None:
         user = await new_user(store, tenant, "tomb@example.com")
         kept, left = await new_group(store, tenant, "kept"), await new_group(store, tenant, "left")

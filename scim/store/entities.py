@@ -119,6 +119,15 @@ def _check_fits(entity: Mapping[str, Any]) -> None:
         raise EntityTooLarge(f"{entity['RowKey']}: the resource is too large to store")
 
 
+def check_resource_fits(
+    tenant: str, resource_type: ResourceKind, id: str, doc: Mapping[str, Any], index: IndexTerms, when: str
+) -> None:
+    """EntityTooLarge unless the resource fits the one Table entity :class:`~scim.store.tables.TableStore`
+    writes for it (with room for its 200 group flags and its event stamp). The memory store
+    checks it too, so that both stores refuse what Azure refuses."""
+    _resource_entity(keys.partition_key(tenant), resource_type, id, doc, index, when, when, {}, "0" * 16)
+
+
 def _resource_entity(
     pk: str,
     resource_type: ResourceKind,

@@ -53,6 +53,7 @@ from scim.store.base import (
     UnknownMembers,
     VersionMismatch,
 )
+from scim.store.entities import check_resource_fits
 from scim.store.event_timing import EventClock, floor_after, stamp_time
 from scim.tenants import (
     ACTIVE,
@@ -257,6 +258,7 @@ class MemoryStore(DirectoryStore):
         records = self._check_members(t, id, wanted)
         stamp = self._clock.stamp()
         now = stamp_time(stamp)
+        check_resource_fits(tenant, resource_type, id, doc, index, now)
         record = _Record(resource_type, id, copy.deepcopy(doc), index, now, now, self._next_version())
         kind = event.resolve(dict) if event is not None else None  # a create has no previous document
         committed = None
@@ -290,6 +292,7 @@ class MemoryStore(DirectoryStore):
         self._check_version(record, if_version)
         index = _frozen_terms(index)
         self._check_unique(t, resource_type, index, id)
+        check_resource_fits(tenant, resource_type, id, doc, index, record.last_modified)
         stamp = self._clock.stamp(floor_after(record.last_modified, record.event_stamp))
         kind = event.resolve(lambda: record.doc) if event is not None else None
         committed = None
