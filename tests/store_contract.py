@@ -98,7 +98,9 @@ class DirectoryStoreContract:
 
     # ---- rule 3: create / get / replace / delete ------------------------------------------------
 
-    async def test_a_resource_too_large_for_one_table_entity_is_refused(self, store: DirectoryStore, tenant: str) -> None:
+    async def test_a_resource_too_large_for_one_table_entity_is_refused(
+        self, store: DirectoryStore, tenant: str
+    ) -> None:
         # Azure Table entities hold at most 1 MiB (strings count two bytes a character, UTF-16):
         # both stores refuse what Azure would, so a test on the memory store cannot accept it.
         huge = {"userName": "huge@example.com", "blob": "x" * 600_000}  # 1.2 MB as UTF-16
