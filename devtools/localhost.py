@@ -355,24 +355,34 @@ async def serve(
         local.head_timeout,
         local.body_timeout,
     )
-    _stop_on_sigterm()
+    terminated = _stop_on_sigterm()
     try:
         await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        # SIGTERM is how a supervisor (make, a terminal's job control, a test) stops the host: a
+        # normal end, not an error, so serve returns and the process exits without a traceback.
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        log.info("SIGTERM: stopping")
     finally:
         await local.stop()
         await close_app_runtime()
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_sigterm() -> list[bool]:
     """While serving, SIGTERM cancels the serving task, once (its ``finally`` stops the timers and
     closes the runtime; a second SIGTERM, such as make's, does not cut that short). Before this,
     :func:`main`'s handler raised KeyboardInterrupt wherever the loop happened to be, which could
-    land in a request's or the runtime's task ("Task exception was never retrieved")."""
+    land in a request's or the runtime's task ("Task exception was never retrieved"). Returns a
+    list that is non-empty once SIGTERM came (the cancellation is then a normal stop)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    if task is None:
-        return
     stopping: list[bool] = []
+    if task is None:
+        return stopping
 
     def cancel_once() -> None:
         if not stopping:
@@ -381,6 +391,7 @@ def _stop_on_sigterm() -> None:
 
     with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here (Windows, a thread)
         loop.add_signal_handler(signal.SIGTERM, cancel_once)
+    return stopping
 
 
 async def close_app_runtime() -> None:

@@ -224,8 +224,15 @@ def test_make_run_stops_every_child_when_its_process_group_is_killed():
             if "serving on" in line:
                 break
         assert set(children) == {"azurite", "oidc"}, children
+        # Serving: the local host answers (its SIGTERM handler is installed once it does).
+        health = f"http://127.0.0.1:{port}/api/health"
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=2) as answer:
+                if answer.status == 200:
+                    break
+            time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGTERM)  # kill -- -PGID
-        proc.wait(30)
+        _, rest = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -234,6 +241,7 @@ def test_make_run_stops_every_child_when_its_process_group_is_killed():
     for pid in alive.values():
         os.kill(pid, signal.SIGKILL)
     assert alive == {}, f"left running after make run stopped: {alive}"
+    assert "Traceback" not in rest, f"a stop is not a crash: {rest[-2000:]}"
 
 
 def _alive(pid: int) -> bool:
