@@ -29,6 +29,7 @@ from tests.functions_client import REGISTERED
 
 PORTAL_FUNCTION = REGISTERED["portal"]
 COOKIE = "scim_portal"
+SETUP_COOKIE = "scim_portal_setup"
 
 
 class _Reader(HTMLParser):
@@ -212,9 +213,34 @@ class PortalClient:
         return await self.request("POST", url, form=fields)
 
     async def open_link(self, url_or_secret: str) -> Response:
-        """Open a setup link (its URL or its secret)."""
-        secret = url_or_secret.rsplit("/", 1)[-1]
-        return await self.get(f"/portal/setup/{secret}")
+        """Open a setup link (its URL or its secret) and click Continue on its page: the answer to
+        Continue (303 to the tenant page), or the link's answer when it shows no page (410)."""
+        shown = await self.view_link(url_or_secret)
+        if shown.status != 200:
+            return shown
+        return await self.continue_link(url_or_secret, shown)
+
+    async def view_link(self, url_or_secret: str, method: str = "GET") -> Response:
+        """Open a setup link's page only (what a mail scanner does)."""
+        return await self.request(method, setup_path(url_or_secret))
+
+    async def continue_link(
+        self, url_or_secret: str, shown: Response | None = None, *, token: str | None = None, **headers: str
+    ) -> Response:
+        """Click Continue on a setup link's page (``shown``): POST its form, with its token (or
+        ``token``) and the headers Chromium sends for it (``Origin: null``, the pages' referrer
+        policy being ``no-referrer``, and ``Sec-Fetch-Site: same-origin``), or ``headers``."""
+        path = setup_path(url_or_secret)
+        fields = dict(shown.page().form(path)["inputs"]) if shown is not None else {}
+        if token is not None:
+            fields["setup_token"] = token
+        sent = {"Origin": "null", "Sec-Fetch-Site": "same-origin", **headers}
+        return await self.request("POST", path, form=fields, headers={k: v for k, v in sent.items() if v})
+
+
+def setup_path(url_or_secret: str) -> str:
+    """The path of a setup link given by its URL or its secret."""
+    return f"/portal/setup/{url_or_secret.rsplit('/', 1)[-1]}"
 
 
 # ---- shared by the portal's tests ---------------------------------------------------------------

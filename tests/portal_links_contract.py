@@ -73,6 +73,22 @@ class SetupLinkRegistryContract:
         assert listed == used and listed.status(T0 + timedelta(hours=2)) == "used"
         assert await registry.lookup(hash_token(secret)) is None
 
+    async def test_a_check_applies_the_rules_of_redeem_and_uses_nothing_up(self, registry: SetupLinkRegistry) -> None:
+        name = tenant()
+        secret, link = await registry.create(name, DAY, "cli", now=T0)
+        for _ in range(3):
+            assert await registry.check(secret, now=T0 + timedelta(hours=1)) == link
+        assert await registry.list(name) == [link]
+        assert await registry.check(secret, now=T0 + DAY) is None  # expired
+        for presented in (secret[:-1], secret + "x", "nonsense", hash_token(secret), ""):
+            assert await registry.check(presented, now=T0) is None, presented
+        assert await registry.redeem(secret, "s", now=T0 + timedelta(hours=2)) is not None  # still open
+        assert await registry.check(secret, now=T0 + timedelta(hours=2)) is None  # used
+        revoked, _ = await registry.create(name, DAY, "cli", now=T0)
+        assert await registry.check(revoked, now=T0) is not None
+        assert await registry.revoke_all(name, now=T0 + timedelta(hours=3)) == 1
+        assert await registry.check(revoked, now=T0 + timedelta(hours=3)) is None
+
     async def test_of_concurrent_redeems_exactly_one_succeeds(self, registry: SetupLinkRegistry) -> None:
         name = tenant()
         secret, _ = await registry.create(name, DAY, "cli")
@@ -134,7 +150,8 @@ class SetupLinkRegistryContract:
     async def test_every_refusal_costs_one_lookup_and_one_comparison(
         self, registry: SetupLinkRegistry, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Unknown, malformed, used, expired, revoked and open: the same work before the answer."""
+        """Unknown, malformed, used, expired, revoked and open: the same work before the answer,
+        for a check and for a redeem."""
         name = tenant()
         now = datetime.now(UTC)
         used, _ = await registry.create(name, DAY, "cli")
@@ -170,11 +187,15 @@ class SetupLinkRegistryContract:
         }
         costs = {}
         for label, presented in cases.items():
-            compared.clear()
-            looked_up.clear()
-            result = await registry.redeem(presented, "s")
-            assert (result is not None) == (label == "open"), label
-            costs[label] = (tuple(compared), len(looked_up))
+            for how in ("check", "redeem"):  # a check first: it uses nothing up
+                compared.clear()
+                looked_up.clear()
+                if how == "check":
+                    result = await registry.check(presented)
+                else:
+                    result = await registry.redeem(presented, "s")
+                assert (result is not None) == (label == "open"), (label, how)
+                costs[label, how] = (tuple(compared), len(looked_up))
         assert set(costs.values()) == {(((64, 64),), 1)}, costs
 
     async def test_revoke_all_ends_every_open_link_of_the_tenant_only(self, registry: SetupLinkRegistry) -> None:

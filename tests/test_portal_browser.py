@@ -150,13 +150,33 @@ async def text(page: Page, element_id: str) -> str:
     return " ".join((await page.locator(f"#{element_id}").inner_text()).split())
 
 
+async def open_link(page: Page, stack: Stack, url: str, tenant: str) -> None:
+    """Open a setup link and click Continue on its page: the tenant page."""
+    response = await page.goto(url)
+    assert response is not None and response.status == 200, await page.content()
+    await click_continue(page, stack, tenant)
+
+
+async def click_continue(page: Page, stack: Stack, tenant: str) -> None:
+    """Continue on a setup link's page: the tenant page."""
+    assert await text(page, "setup-title") == f"Open the portal of tenant {tenant}"
+    async with page.expect_navigation(url=f"{stack.base_url}/portal/t/{tenant}"):
+        await page.click("#setup-continue")
+
+
 async def signed_in(new_context: NewContext, store: Runtime, stack: Stack, tenant: str) -> Page:
     """A fresh browser that opened a setup link of ``tenant``: its tenant page."""
     page = await (await new_context()).new_page()
-    response = await page.goto(await setup_link(store, stack, tenant))
-    assert response is not None and response.status == 200, await page.content()
-    assert page.url == f"{stack.base_url}/portal/t/{tenant}"
+    await open_link(page, stack, await setup_link(store, stack, tenant), tenant)
     return page
+
+
+async def another_site(page: Page, body: str) -> None:
+    """Show ``body`` as a page of another site (``http://mail.example/``, made up here: the
+    network is closed), e.g. a webmail with the link, or an attacker's page."""
+    html = f"<!doctype html><html><head><title>Another site</title></head><body>{body}</body></html>"
+    await page.route("http://mail.example/**", lambda route: route.fulfill(content_type="text/html", body=html))
+    await page.goto("http://mail.example/")
 
 
 async def regenerate(page: Page, tenant: str) -> str:
@@ -197,9 +217,20 @@ async def test_a_setup_link_opens_the_tenant_page_once(new_context, stack, conto
     url = json.loads(made.stdout)["url"]
     assert url.startswith(f"{stack.base_url}/portal/setup/scimsl_")
 
+    scanner = await (await new_context()).new_page()  # a mail scanner opens the link first: nothing happens
+    for _ in range(2):
+        response = await scanner.goto(url)
+        assert response is not None and response.status == 200
+    assert not await scanner.locator("#sign-out").count()
+
     page = await (await new_context()).new_page()
-    await page.goto(url)
-    assert page.url == f"{stack.base_url}/portal/t/contoso"
+    response = await page.goto(url)
+    assert response is not None and response.status == 200
+    assert "works once" in await text(page, "setup-text")
+    assert response.headers["cache-control"] == "no-store" and response.headers["referrer-policy"] == "no-referrer"
+    assert [c["name"] for c in await page.context.cookies()] == ["scim_portal_setup"]
+    await shoot(page, "setup-link-continue.png")
+    await click_continue(page, stack, "contoso")
     assert await text(page, "tenant-title") == "Tenant contoso"
     assert await page.input_value("#tenant-url") == contoso.url == f"{stack.base_url}/scim/contoso"
     assert await page.locator("#sign-out").is_visible()
@@ -214,6 +245,42 @@ async def test_a_setup_link_opens_the_tenant_page_once(new_context, stack, conto
     assert await text(again, "message") == LINK_REFUSED
     assert not await again.locator("#sign-out").count()
     await shoot(again, "setup-link-refused.png")
+
+
+async def test_a_link_clicked_on_another_site_opens_after_continue(new_context, store, stack, contoso):
+    """The link in a webmail (another site): the page's cookie (SameSite=Strict) is set by that
+    navigation and comes with Continue, which Chromium sends with ``Origin: null`` (the page's
+    referrer policy is no-referrer) and ``Sec-Fetch-Site: same-origin``."""
+    url = await setup_link(store, stack, "contoso")
+    page = await (await new_context()).new_page()
+    await another_site(page, f'<p><a id="link" href="{url}">Your setup link</a></p>')
+    async with page.expect_navigation(url=url):
+        await page.click("#link")
+    await click_continue(page, stack, "contoso")
+    assert await text(page, "tenant-title") == "Tenant contoso"
+
+
+async def test_another_site_cannot_post_a_setup_link(new_context, store, stack, contoso):
+    """Login CSRF: an attacker's page posts a setup link of the attacker's tenant from the
+    victim's browser. Refused even in a browser that opened the link's page and with that page's
+    token (which the attacker cannot read): the page's cookie is SameSite=Strict, and the POST
+    comes from another site (``Origin``, ``Sec-Fetch-Site``). The link stays open."""
+    url = await setup_link(store, stack, "contoso")
+    page = await (await new_context()).new_page()
+    assert (response := await page.goto(url)) is not None and response.status == 200
+    token = await page.input_value("input[name=setup_token]")
+    form = (
+        f'<form id="forged" method="post" action="{url}">'
+        f'<input type="hidden" name="setup_token" value="{token}"><button id="send">Go</button></form>'
+    )
+    await another_site(page, form)
+    async with page.expect_response(url) as answer:
+        await page.click("#send")
+    assert (await answer.value).status == 403
+    assert await text(page, "message-title") == "Open the setup link again"
+    assert not await page.locator("#sign-out").count()
+    assert (await store.portal_links.check(url.rsplit("/", 1)[1])) is not None  # not used up
+    await open_link(page, stack, url, "contoso")  # opened again: it works
 
 
 async def test_expired_and_revoked_links_are_refused(new_context, store, stack):
@@ -375,8 +442,7 @@ async def test_an_operator_signs_in_and_makes_a_setup_link(new_context, store, s
     assert await text(page, "tenant-title") == "Tenant contoso"
 
     admin = await (await new_context()).new_page()  # the customer's IT admin, with the link
-    await admin.goto(url)
-    assert admin.url == f"{stack.base_url}/portal/t/contoso"
+    await open_link(admin, stack, url, "contoso")
     assert await admin.input_value("#tenant-url") == contoso.url
     response = await admin.goto("/portal/ops")
     assert response is not None and response.status == 403

@@ -18,12 +18,13 @@ import aiohttp
 import pytest
 
 from scim.functions.runtime import build_memory_runtime, build_runtime, use_runtime
-from scim.portal import web
+from scim.portal import pages, web
 from scim.portal.chart import activity as chart_activity
 from scim.portal.chart import hour_starts
 from scim.portal.context import Context, Portal, Refused, require_operator
 from scim.portal.http import CONTENT_SECURITY_POLICY, PortalRequest
-from scim.portal.sessions import IDLE_TIMEOUT, OPERATOR, TENANT_ADMIN, SessionCookies, new_session
+from scim.portal.links import SetupLink
+from scim.portal.sessions import IDLE_TIMEOUT, OPERATOR, SETUP_MAX_AGE, TENANT_ADMIN, SessionCookies, new_session
 from scim.provisioning_log import HourCount, LogEntry, format_time
 from scim.settings import Settings
 from scim.store.base import StoreUnavailable
@@ -31,6 +32,7 @@ from tests.functions_client import FunctionsClient
 from tests.helpers import MEMORY_SETTINGS, admin, admin_env, create_user, new_user, smtp_server
 from tests.portal_client import (
     COOKIE,
+    SETUP_COOKIE,
     Page,
     PortalClient,
     assert_security_headers,
@@ -74,11 +76,74 @@ def statuses(page: Page) -> list[str]:
 # ---- setup links --------------------------------------------------------------------------------
 
 
-async def test_a_setup_link_opens_the_tenant_page_once(runtime):
+def link_status(links: list[SetupLink]) -> list[str]:
+    return [link.status() for link in links]
+
+
+async def test_a_get_does_not_consume_the_link(runtime):
+    """What a mail scanner does (Safe Links follows the links of a message before its recipient
+    clicks): GETs, which use nothing up and start no session; Continue afterwards works."""
+    tenant, _ = await new_tenant(runtime)
+    secret = await make_link(runtime, tenant)
+    scanner = PortalClient()
+    for _ in range(2):
+        shown = await scanner.get(f"/portal/setup/{secret}")
+        assert shown.status == 200, shown.text
+        assert COOKIE not in scanner.cookies
+    assert link_status(await runtime.portal_links.list(tenant)) == ["open"]
+    assert await audit_actions(runtime, tenant) == []
+    assert (await scanner.get(f"/portal/t/{tenant}")).status == 403
+
+    admin = PortalClient()
+    opened = await admin.continue_link(secret, await admin.view_link(secret))
+    assert opened.status == 303 and opened.location == f"/portal/t/{tenant}", opened.text
+    assert link_status(await runtime.portal_links.list(tenant)) == ["used"]
+
+
+async def test_the_link_page_names_the_tenant_and_posts_continue(runtime):
     tenant, _ = await new_tenant(runtime)
     secret = await make_link(runtime, tenant)
     browser = PortalClient()
-    opened = await browser.open_link(secret)
+    shown = await browser.view_link(secret)
+    assert shown.status == 200
+    assert_security_headers(shown)
+    assert shown.headers["cache-control"] == "no-store" and shown.headers["referrer-policy"] == "no-referrer"
+    (cookie,) = shown.cookies_set  # the page's, never a session
+    attributes = [part.strip() for part in cookie.split(";")]
+    assert attributes[0].startswith(f"{SETUP_COOKIE}=") and secret not in cookie
+    assert {"HttpOnly", "SameSite=Strict", "Path=/portal/setup", f"Max-Age={SETUP_MAX_AGE}"} <= set(attributes)
+    assert "Secure" not in attributes  # http://127.0.0.1: the local host
+    page = shown.page()
+    assert tenant in page.element_text("setup-title") and "works once" in page.element_text("setup-text")
+    form = page.form(f"/portal/setup/{secret}")
+    assert form["attrs"]["method"] == "post" and set(form["inputs"]) == {"setup_token"}
+    assert form["inputs"]["setup_token"] and form["inputs"]["setup_token"] not in cookie
+    assert page.by_id["setup-continue"]["tag"] == "button" and page.element_text("setup-continue") == "Continue"
+    assert not page.has("sign-out") and not page.has("setup-ends-session")
+    assert "<style" not in page.source and " style=" not in page.source
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page.source) and not re.search(r"\son[a-z]+=", page.source)
+    for control in re.findall(r'<(?:input|select|textarea)\b[^>]*\bid="([^"]+)"', page.source):
+        assert f'for="{control}"' in page.source, control
+
+
+async def test_a_head_or_another_method_uses_nothing_up(runtime):
+    """The Functions host routes GET and POST to the portal only; were a HEAD to reach it, 405."""
+    tenant, _ = await new_tenant(runtime)
+    secret = await make_link(runtime, tenant)
+    for method in ("HEAD", "PUT", "DELETE"):
+        refused = await PortalClient().view_link(secret, method)
+        assert refused.status == 405 and refused.headers["allow"] == "GET, POST", method
+        assert "set-cookie" not in refused.headers
+    assert link_status(await runtime.portal_links.list(tenant)) == ["open"]
+    assert (await PortalClient().open_link(secret)).status == 303
+
+
+async def test_continue_signs_in_once(runtime):
+    tenant, _ = await new_tenant(runtime)
+    secret = await make_link(runtime, tenant)
+    browser = PortalClient()
+    shown = await browser.view_link(secret)
+    opened = await browser.continue_link(secret, shown)
     assert opened.status == 303 and opened.location == f"/portal/t/{tenant}"
     assert_security_headers(opened)
     assert COOKIE in browser.cookies
@@ -89,34 +154,138 @@ async def test_a_setup_link_opens_the_tenant_page_once(runtime):
     assert entry.actor.startswith("setup-link:") and secret not in await audit_text(runtime, tenant)
     link = (await runtime.portal_links.list(tenant))[0]
     assert link.status() == "used" and link.used_by and link.used_by.startswith("portal-session:")
+    assert entry.detail == {"session": link.used_by.removeprefix("portal-session:"), "link": link.id}
 
-    again = await PortalClient().open_link(secret)
+    again = await browser.continue_link(secret, shown)  # the form sent again
     assert again.status == 410 and LINK_REFUSED in again.page().text
-    assert "set-cookie" not in again.headers
     assert_security_headers(again)
+    reopened = await PortalClient().open_link(secret)
+    assert reopened.status == 410 and LINK_REFUSED in reopened.page().text
+    assert "set-cookie" not in reopened.headers
+    assert await audit_actions(runtime, tenant) == ["session.started"]
 
 
-async def test_expired_revoked_and_made_up_links_get_the_same_page(runtime, clock):
+async def test_continue_without_the_pages_cookie_and_token_is_refused_and_uses_nothing_up(runtime, clock):
+    """Login CSRF: another site posting a link of its own from a victim's browser."""
+    tenant, _ = await new_tenant(runtime)
+    secret = await make_link(runtime, tenant, now=clock.now)
+    other = await make_link(runtime, tenant, now=clock.now)
+    browser = PortalClient()
+    token = (await browser.view_link(secret)).page().form(f"/portal/setup/{secret}")["inputs"]["setup_token"]
+    other_browser = PortalClient()
+    other_token = (await other_browser.view_link(other)).page().form(f"/portal/setup/{other}")["inputs"]["setup_token"]
+
+    cookieless = PortalClient()
+    for refused in (
+        await cookieless.continue_link(secret, token=token),  # the token without the cookie
+        await cookieless.continue_link(secret),  # neither
+        await browser.continue_link(secret),  # the cookie without the token
+        await browser.continue_link(secret, token=""),
+        await browser.continue_link(secret, token="wrong"),
+        await browser.continue_link(secret, token=token[:-1]),
+        await browser.continue_link(secret, token=other_token),  # another page's token
+        await other_browser.continue_link(secret, token=other_token),  # another link's page
+        await browser.continue_link(secret, token=token, Origin="https://evil.example"),
+        await browser.continue_link(secret, token=token, Origin="http://127.0.0.1:7072"),
+        await browser.continue_link(secret, token=token, **{"Sec-Fetch-Site": "cross-site"}),
+        await browser.continue_link(secret, token=token, **{"Sec-Fetch-Site": "same-site"}),
+    ):
+        assert refused.status == 403, refused.text
+        assert_security_headers(refused)
+        assert refused.page().element_text("message-title") == "Open the setup link again"
+        assert "Open the setup link again and click Continue" in refused.page().text
+        assert COOKIE not in cookieless.cookies and COOKIE not in browser.cookies
+    cookies = SessionCookies.for_base_url(await runtime.portal_secrets.session_key(), runtime.settings.public_base_url)
+    session = cookies.seal(new_session(TENANT_ADMIN, "setup-link:00000000", clock.now, tenant))
+    page_cookie = browser.cookies[SETUP_COOKIE]
+    for setup_cookie in ("garbage", session, cookies.seal_pending(cookies.open_setup(page_cookie) or "")):
+        forged = PortalClient(cookies={SETUP_COOKIE: setup_cookie}, cookie_paths={SETUP_COOKIE: "/portal/setup"})
+        assert (await forged.continue_link(secret, token=token)).status == 403  # sealed as something else
+    misplaced = PortalClient(cookies={COOKIE: page_cookie})  # nor is the page's cookie a session
+    assert (await misplaced.get(f"/portal/t/{tenant}")).status == 403
+    assert link_status(await runtime.portal_links.list(tenant)) == ["open", "open"]
+    assert await audit_actions(runtime, tenant) == []
+
+    clock.advance(seconds=SETUP_MAX_AGE)  # the page is too old: open the link again
+    assert (await browser.continue_link(secret, token=token)).status == 403
+    token = (await browser.view_link(secret)).page().form(f"/portal/setup/{secret}")["inputs"]["setup_token"]
+    # The portal's own origin, Chromium's "null" (the pages' referrer policy is no-referrer: the
+    # other tests send it), or no Origin and Sec-Fetch-Site at all: let through.
+    opened = await browser.continue_link(secret, token=token, Origin="http://127.0.0.1:7071")
+    assert opened.status == 303 and opened.location == f"/portal/t/{tenant}"
+    plain = PortalClient()
+    plain_token = (await plain.view_link(other)).page().form(f"/portal/setup/{other}")["inputs"]["setup_token"]
+    assert (await plain.continue_link(other, token=plain_token, Origin="", **{"Sec-Fetch-Site": ""})).status == 303
+
+
+async def test_expired_revoked_used_and_made_up_links_get_the_same_page(runtime, clock):
     tenant, _ = await new_tenant(runtime)
     expired = await make_link(runtime, tenant, minutes=5, now=clock.now)
-    clock.advance(minutes=6)
     revoked = await make_link(runtime, tenant, now=clock.now)
+    used = await make_link(runtime, tenant, now=clock.now)
+    pages = {}
+    for secret in (expired, revoked, used):  # each page shown while its link was open
+        browser = PortalClient()
+        pages[secret] = (browser, await browser.view_link(secret))
+        assert pages[secret][1].status == 200
+    assert (await PortalClient().open_link(used)).status == 303
+    clock.advance(minutes=6)
     assert await runtime.portal_links.revoke_all(tenant, now=clock.now) == 1
     bodies = []
-    for secret in (expired, revoked, "scimsl_" + "A" * 43, "nonsense"):
-        refused = await PortalClient().open_link(secret)
+    for secret in (expired, revoked, used, "scimsl_" + "A" * 43, "nonsense"):
+        refused = await PortalClient().view_link(secret)
         assert refused.status == 410, secret
+        assert "set-cookie" not in refused.headers
         assert_security_headers(refused)
         bodies.append(refused.page().element_text("message"))
-    assert bodies == [LINK_REFUSED] * 4
-    assert await audit_actions(runtime, tenant) == []
+        if secret in pages:
+            browser, shown = pages[secret]
+            posted = await browser.continue_link(secret, shown)
+            assert posted.status == 410, secret
+            assert COOKIE not in browser.cookies
+            bodies.append(posted.page().element_text("message"))
+    assert bodies == [LINK_REFUSED] * 8
+    assert await audit_actions(runtime, tenant) == ["session.started"]
 
 
 async def test_a_link_of_a_deleted_tenant_opens_nothing(runtime):
     tenant, _ = await new_tenant(runtime)
     secret = await make_link(runtime, tenant)
+    browser = PortalClient()
+    shown = await browser.view_link(secret)
+    assert shown.status == 200
     await runtime.tenants.begin_delete(tenant)
-    assert (await PortalClient().open_link(secret)).status == 410
+    assert (await PortalClient().view_link(secret)).status == 410
+    posted = await browser.continue_link(secret, shown)
+    assert posted.status == 410 and LINK_REFUSED in posted.page().text
+    assert COOKIE not in browser.cookies
+
+
+async def test_a_link_opened_while_signed_in_replaces_the_session_on_continue(runtime):
+    mine, _ = await new_tenant(runtime)
+    theirs, _ = await new_tenant(runtime)
+    browser = await signed_in(runtime, mine)
+    secret = await make_link(runtime, theirs)
+    shown = await browser.view_link(secret)
+    assert shown.status == 200 and shown.page().has("setup-ends-session")
+    assert (await browser.get(f"/portal/t/{mine}")).status == 200  # the page changed nothing
+    assert (await browser.get(f"/portal/t/{theirs}")).status == 403
+    opened = await browser.continue_link(secret, shown)
+    assert opened.status == 303 and opened.location == f"/portal/t/{theirs}"
+    assert (await browser.get(f"/portal/t/{theirs}")).status == 200
+    assert (await browser.get(f"/portal/t/{mine}")).status == 403
+
+
+def test_the_portals_origin_is_that_of_its_public_base_url():
+    for base, origin in (
+        ("http://127.0.0.1:7071", "http://127.0.0.1:7071"),
+        ("https://Scim.Example.com", "https://scim.example.com"),
+        ("https://scim.example.com:443/base", "https://scim.example.com"),
+        ("http://scim.example.com:80", "http://scim.example.com"),
+        ("https://scim.example.com:8443", "https://scim.example.com:8443"),
+    ):
+        settings = Settings.from_env({**MEMORY_SETTINGS, "SCIM_PUBLIC_BASE_URL": base})
+        assert pages.own_origin(settings) == origin, base
 
 
 # ---- the tenant page ----------------------------------------------------------------------------
@@ -577,7 +746,7 @@ async def test_require_operator_refuses_a_tenant_admin(runtime):
 async def test_the_session_cookie_flags(runtime):
     tenant, _ = await new_tenant(runtime)
     browser = await signed_in(runtime, tenant)
-    cookie = browser.set_cookies[0]
+    cookie = next(c for c in browser.set_cookies if c.startswith(f"{COOKIE}="))
     attributes = [part.strip() for part in cookie.split(";")]
     assert attributes[0].startswith(f"{COOKIE}=")
     assert {"HttpOnly", "SameSite=Lax", "Path=/portal", f"Max-Age={IDLE_TIMEOUT}"} <= set(attributes)
@@ -595,7 +764,10 @@ async def test_an_https_base_url_makes_secure_cookies():
     try:
         tenant, _ = await new_tenant(runtime)
         browser = PortalClient(base="https://scim.example.com")
-        opened = await browser.open_link(await make_link(runtime, tenant))
+        secret = await make_link(runtime, tenant)
+        shown = await browser.view_link(secret)
+        assert "Secure" in [part.strip() for part in shown.headers["set-cookie"].split(";")]
+        opened = await browser.continue_link(secret, shown, Origin="https://scim.example.com")
         assert opened.status == 303
         assert "Secure" in [part.strip() for part in opened.headers["set-cookie"].split(";")]
     finally:
@@ -701,8 +873,24 @@ async def test_the_local_host_serves_the_portal_over_http(local_server):
     finally:
         await runtime.close()
     base = local_server.base_url
+    link = f"{base}/portal/setup/{secret}"
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{base}/portal/setup/{secret}", allow_redirects=False) as opened:
+        async with http.head(link, allow_redirects=False) as head:
+            assert head.status == 404  # the host routes GET and POST to the portal, not HEAD
+        for _ in range(2):
+            async with http.get(link, allow_redirects=False) as shown:
+                assert shown.status == 200 and shown.headers["Cache-Control"] == "no-store"
+                assert shown.headers["Referrer-Policy"] == "no-referrer"
+                (setup_cookie,) = shown.headers.getall("Set-Cookie")
+                assert setup_cookie.startswith("scim_portal_setup=")
+                setup_token = re.search(r'name="setup_token" value="([^"]+)"', await shown.text())
+        assert setup_token
+        async with http.post(
+            link,
+            data={"setup_token": setup_token.group(1)},
+            headers={"Cookie": setup_cookie.split(";", 1)[0], "Origin": "null", "Sec-Fetch-Site": "same-origin"},
+            allow_redirects=False,
+        ) as opened:
             assert opened.status == 303 and opened.headers["Location"] == f"/portal/t/{creds.tenant}"
             cookie = opened.headers["Set-Cookie"].split(";", 1)[0]
         async with http.get(f"{base}/portal/t/{creds.tenant}", headers={"Cookie": cookie}) as shown:

@@ -17,8 +17,8 @@ what each resource must look like is the last successful operation of its owner.
    rows (:func:`tests.event_checks.event_violations`), and no request was answered with a status
    its operation does not allow (never 412, 500 or 503);
 2. the tenant's Secret Token is regenerated through the portal of one instance (over HTTP: setup
-   link, page, confirmation with its CSRF token): the old token fails on the *other* instance on
-   its very next request (401), the new one works on both;
+   link, its page's Continue, confirmation with its CSRF token): the old token fails on the
+   *other* instance on its very next request (401), the new one works on both;
 3. the failure digest timer function runs in two more processes at the same instant (a start time
    both wait for) against the same tables and SMTP server: exactly one digest arrives.
 """
@@ -107,9 +107,17 @@ async def _check_state(
 
 
 async def _regenerate_through_the_portal(session: aiohttp.ClientSession, base: str, tenant: str, secret: str) -> str:
-    """Open a setup link on ``base``, read the confirmation page, POST it with its CSRF token; the
-    new token shown."""
-    async with session.get(f"{base}/portal/setup/{secret}", allow_redirects=False) as opened:
+    """Open a setup link on ``base`` and click Continue, read the confirmation page, POST it with its
+    CSRF token; the new token shown."""
+    link = f"{base}/portal/setup/{secret}"
+    async with session.get(link, allow_redirects=False) as shown:
+        assert shown.status == 200, await shown.text()
+        setup_cookie = shown.headers["Set-Cookie"].split(";", 1)[0]
+        setup_token = re.search(r'name="setup_token" value="([^"]+)"', await shown.text())
+    assert setup_token
+    async with session.post(
+        link, data={"setup_token": setup_token.group(1)}, headers={"Cookie": setup_cookie}, allow_redirects=False
+    ) as opened:
         assert opened.status == 303 and opened.headers["Location"] == f"/portal/t/{tenant}", await opened.text()
         cookie = opened.headers["Set-Cookie"].split(";", 1)[0]
     async with session.get(f"{base}/portal/t/{tenant}/token/regenerate", headers={"Cookie": cookie}) as confirm:

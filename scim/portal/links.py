@@ -1,8 +1,10 @@
 """Setup links: the single-use URLs that let a customer's IT admin into the tenant portal.
 
 An operator makes one for a tenant (``python -m scim.admin portal link TENANT``, or the portal
-for an operator signed in) and hands it over; the IT admin opens it, and the web layer
-**redeems** it (:meth:`SetupLinkRegistry.redeem`) to start a portal session for that tenant.
+for an operator signed in) and hands it over; the IT admin opens it (a ``GET``: the web layer
+only **checks** it, :meth:`SetupLinkRegistry.check`, and shows a page with a Continue button,
+since mail scanners open links too) and clicks Continue (a ``POST``: the web layer **redeems**
+it, :meth:`SetupLinkRegistry.redeem`, to start a portal session for that tenant).
 
 **Secret format.** :data:`LINK_PREFIX` (``scimsl_``, "SCIM setup link") followed by 32 bytes from
 the OS CSPRNG in URL-safe base64 (43 characters, 256 bits): ``scimsl_[A-Za-z0-9_-]{43}``, a
@@ -13,10 +15,11 @@ and the audit trail), never by its secret.
 
 **Storage: the hash is the key.** Only the SHA-256 of the secret is stored
 (:func:`scim.tenants.hash_token`; 256 random bits need no slow KDF). :meth:`~SetupLinkRegistry.redeem`
-hashes what it is given and makes **one point read** of the record stored under that hash,
-then compares the hashes in constant time (against a dummy hash when nothing was found): for
-any string, known or not, well-formed or not, used, expired or revoked, the work before the
-answer is the same (one SHA-256, one point read, one comparison) and so is the answer (None).
+and :meth:`~SetupLinkRegistry.check` hash what they are given and make **one point read** of the
+record stored under that hash, then compare the hashes in constant time (against a dummy hash
+when nothing was found): for any string, known or not, well-formed or not, used, expired or
+revoked, the work before the answer is the same (one SHA-256, one point read, one comparison)
+and so is the answer (None).
 Only a link that can be redeemed goes on to the write that claims it. Why a hash as the key
 rather than an id inside the secret: see :mod:`scim.app_keys`, "Lookup".
 
@@ -39,8 +42,8 @@ both live in one partition so that one entity-group transaction writes them
 (``docs/table-layout.md``, ``{prefix}portal``).
 
 The registry does not know tenants: the caller checks that the tenant exists before
-:meth:`~SetupLinkRegistry.create` (the CLI does), and after a redeem that it still does (a link
-is purged with its tenant, but a redeem may race the delete).
+:meth:`~SetupLinkRegistry.create` (the CLI does), and after a check or a redeem that it still
+does (a link is purged with its tenant, but a redeem may race the delete).
 """
 
 from __future__ import annotations
@@ -248,6 +251,13 @@ class SetupLinkRegistry(abc.ABC):
         """Mark ``found`` used, guarded by ``found.version``: the used link, or None when a
         concurrent redeem or revoke changed it first."""
 
+    async def check(self, secret: str, *, now: datetime | None = None) -> SetupLink | None:
+        """The link ``secret`` would open at ``now``, left as it is (nothing is written), or None:
+        the same rules and the same work as :meth:`redeem` before its claim. What the page of a
+        ``GET`` of the link asks (a GET must not use it up: mail scanners follow links)."""
+        found = await self._redeemable(secret, current_time(now))
+        return None if found is None else found.link
+
     async def redeem(self, secret: str, used_by: str, *, now: datetime | None = None) -> SetupLink | None:
         """The link ``secret`` opens, now marked used by ``used_by`` (who redeemed it, e.g. a
         session id), or None.
@@ -260,12 +270,20 @@ class SetupLinkRegistry(abc.ABC):
         """
         check_label(used_by, "used_by")
         when = current_time(now)
+        found = await self._redeemable(secret, when)
+        if found is None:
+            return None
+        return await self._claim(found, used_by, when)
+
+    async def _redeemable(self, secret: str, when: datetime) -> StoredLink | None:
+        """The stored link ``secret`` opens if it can be redeemed at ``when``, else None: one
+        SHA-256, one point read, one constant-time comparison, whatever ``secret`` is."""
         candidate = secret if isinstance(secret, str) and len(secret) <= MAX_SECRET_LENGTH else ""
         found = await self.lookup(hash_token(candidate))
         matched = token_matches(candidate, found.key_hash if found is not None else NO_LINK)
         if not matched or found is None or not is_well_formed(candidate) or not redeemable(found.link, when):
             return None
-        return await self._claim(found, used_by, when)
+        return found
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""

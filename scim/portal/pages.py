@@ -1,6 +1,19 @@
-"""The portal's pages that show (GET): a setup link's landing, the tenant page and the
-regeneration's confirmation; and :func:`message`, the page of every refusal and error (the home
-page and sign-in: :mod:`scim.portal.signin`; the operator's: :mod:`scim.portal.operator`).
+"""The portal's pages that show (GET): a setup link's page, the tenant page and the
+regeneration's confirmation; a setup link's Continue (:func:`redeem_setup_link`); and
+:func:`message`, the page of every refusal and error (the home page and sign-in:
+:mod:`scim.portal.signin`; the operator's: :mod:`scim.portal.operator`).
+
+**A setup link** takes two requests. ``GET /portal/setup/{secret}`` (:func:`setup_link_page`)
+only checks the link (:meth:`~scim.portal.links.SetupLinkRegistry.check`: nothing is used up, no
+session starts) and shows which tenant it opens, with a Continue button: mail scanners (Microsoft
+Defender's Safe Links and the like) open the links of a message before its recipient does, and
+a GET that redeemed would hand them the link. ``POST`` of the same URL, the button
+(:func:`redeem_setup_link`), redeems it. So that no other site can post a link of its own from
+a victim's browser (signing the victim into the attacker's tenant), the page sets a sealed cookie
+(:data:`~scim.portal.sessions.SETUP_COOKIE`: ``SameSite=Strict``, 10 minutes, bound to the link)
+whose token the form carries too; the POST needs both (compared in constant time) and is refused
+when its ``Origin`` is another site's or its ``Sec-Fetch-Site`` is not ``same-origin``: 403,
+the link still open.
 
 The tenant page reads, in parallel: the tenant (digest settings), its Secret Tokens, OAuth
 clients and default token lifetime (:class:`~scim.tenants.TenantRegistry`), a page of its
@@ -15,11 +28,14 @@ links the customer's Entra tenant to this tenant (:mod:`scim.portal.signin`).
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import logging
+import secrets
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
 from scim.credentials import MAX_ACTIVE_TOKENS, MAX_OAUTH_CLIENTS, OAuthClient, SecretToken, format_duration
 from scim.credentials import format_epoch as _epoch
@@ -29,16 +45,21 @@ from scim.portal.context import Context, Refused, require_tenant
 from scim.portal.http import PortalResponse, redirect
 from scim.portal.logs import OPERATIONS, STATUSES, LogFilter, read_activity, read_logs
 from scim.portal.render import page
-from scim.portal.sessions import TENANT_ADMIN, new_session, new_session_id
-from scim.tenants import ACTIVE
+from scim.portal.sessions import SETUP_COOKIE, SETUP_MAX_AGE, TENANT_ADMIN, new_session, new_session_id
+from scim.tenants import ACTIVE, hash_token, token_matches
+
+if TYPE_CHECKING:
+    from scim.settings import Settings
 
 __all__ = [
     "DEFAULT_OVERLAP",
     "OVERLAPS",
     "confirm_regenerate",
     "message",
+    "own_origin",
     "record_audit",
     "redeem_setup_link",
+    "setup_link_page",
     "tenant_page",
 ]
 
@@ -55,6 +76,12 @@ FLASHES = {
 }
 """Messages after a change (``?done=``): fixed texts, so a link cannot make the page say anything else."""
 LINK_REFUSED = "This setup link is not valid: it was used, expired or revoked; ask your provider for a new one."
+SETUP_TOKEN_FIELD = "setup_token"
+"""The setup link page's form field that must match its cookie."""
+OPEN_AGAIN = (
+    f"This form was not sent from the setup link's page in this browser, or that page is more than "
+    f"{SETUP_MAX_AGE // 60} minutes old. Open the setup link again and click Continue: the link has not been used."
+)
 
 
 def message(
@@ -77,9 +104,32 @@ async def record_audit(ctx: Context, tenant: str, action: str, **detail: str) ->
         logger.exception("could not record the audit entry %s", action)
 
 
+async def setup_link_page(ctx: Context, secret: str) -> PortalResponse:
+    """``GET /portal/setup/{secret}``: a link that would open gets a page naming its tenant, with
+    Continue (a form posting to the same URL) and the cookie its token is checked against; any
+    other gets one page, whatever the cause (410). Nothing is used up and no session starts."""
+    link = await ctx.services.portal_links.check(secret, now=ctx.now)
+    if link is None or await ctx.services.tenants.state(link.tenant) != ACTIVE:
+        return message(ctx, 410, "Setup link not valid", LINK_REFUSED)
+    token = secrets.token_urlsafe(32)
+    shown = {"link": hash_token(secret), "token": token, "shown": int(ctx.now.timestamp())}
+    values = ctx.values(
+        link_tenant=link.tenant,
+        action=f"/portal/setup/{secret}",
+        setup_token=token,
+        expires=link.expires.strftime("%Y-%m-%d %H:%M"),
+    )
+    response = page(200, "setup_continue.html", **values)
+    assert ctx.cookies is not None
+    response.other_cookies.append(ctx.cookies.setup_cookie(json.dumps(shown, separators=(",", ":"))))
+    return response
+
+
 async def redeem_setup_link(ctx: Context, secret: str) -> PortalResponse:
-    """``GET /portal/setup/{secret}``: a link that opens starts a tenant admin's session (cookie)
-    and goes to the tenant's page; any other gets one page, whatever the cause (410)."""
+    """``POST /portal/setup/{secret}`` (Continue): from the link's page in this browser (else 403,
+    nothing used), a link that opens starts a tenant admin's session (cookie) and goes to the
+    tenant's page; any other gets one page, whatever the cause (410)."""
+    _require_setup_page(ctx, secret)
     services = ctx.services
     session_id = new_session_id()
     link = await services.portal_links.redeem(secret, used_by=f"portal-session:{session_id}", now=ctx.now)
@@ -88,6 +138,57 @@ async def redeem_setup_link(ctx: Context, secret: str) -> PortalResponse:
     ctx.session = new_session(TENANT_ADMIN, f"setup-link:{link.id}", ctx.now, link.tenant, session_id)
     await record_audit(ctx, link.tenant, "session.started", session=session_id, link=link.id)
     return redirect(f"/portal/t/{link.tenant}")
+
+
+def own_origin(settings: Settings) -> str:
+    """The portal's origin as a browser sends it in ``Origin``: of ``SCIM_PUBLIC_BASE_URL``."""
+    parts = urlsplit(settings.public_base_url)
+    scheme, host = parts.scheme.lower(), parts.netloc.rpartition("@")[2].lower()
+    default_port = {"http": ":80", "https": ":443"}.get(scheme, "")
+    if default_port and host.endswith(default_port):
+        host = host.removesuffix(default_port)
+    return f"{scheme}://{host}"
+
+
+def _require_setup_page(ctx: Context, secret: str) -> None:
+    """A Continue must come from the link's page in this browser, within :data:`SETUP_MAX_AGE`:
+    its cookie and its form's token, for this link; not from another site. Else 403.
+
+    ``Origin: null`` counts as no ``Origin``: browsers send it for the portal's own forms, whose
+    pages send ``Referrer-Policy: no-referrer``; ``Sec-Fetch-Site`` tells those apart."""
+    headers = ctx.request.headers
+    origin, site = headers.get("origin"), headers.get("sec-fetch-site")
+    foreign = origin not in (None, "null") and origin.strip().lower() != own_origin(ctx.settings)
+    if foreign or (site is not None and site != "same-origin"):
+        raise Refused(403, "Open the setup link again", OPEN_AGAIN)
+    assert ctx.cookies is not None
+    shown = _shown(ctx.cookies.open_setup(ctx.request.cookie(SETUP_COOKIE)))
+    presented = ctx.request.form().get(SETUP_TOKEN_FIELD) or [""]
+    if (
+        shown is None
+        or int(ctx.now.timestamp()) - shown["shown"] >= SETUP_MAX_AGE  # no lower bound: clocks of instances differ
+        or not token_matches(secret, shown["link"])
+        or not hmac.compare_digest(presented[0].encode("utf-8"), shown["token"].encode("utf-8"))
+    ):
+        raise Refused(403, "Open the setup link again", OPEN_AGAIN)
+
+
+def _shown(text: str | None) -> dict[str, Any] | None:
+    """What a setup link's page sealed in its cookie (``link``, ``token``, ``shown``), or None."""
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("link"), str)
+        or not isinstance(data.get("token"), str)
+        or not isinstance(data.get("shown"), int)
+    ):
+        return None
+    return data
 
 
 async def confirm_regenerate(ctx: Context, tenant: str) -> PortalResponse:

@@ -12,6 +12,12 @@ way (under another associated data, so neither cookie opens as the other), ``Pat
 ``Max-Age`` the 10 minutes a sign-in may take, ``SameSite=Lax`` (the provider's redirect back
 is a top-level GET from another site: a ``Strict`` cookie would not come with it).
 
+**A setup link's page** (:func:`scim.portal.pages.setup_link_page`) has a cookie of its own too,
+:data:`SETUP_COOKIE`: the page's form token, bound to the link and the time it was shown, sealed
+the same way (under a third associated data), ``Path=/portal/setup``, ``Max-Age``
+:data:`SETUP_MAX_AGE`, ``SameSite=Strict`` (the Continue button posts from the portal's own page;
+no other site's request carries it). Continue must send both the cookie and the token.
+
 **The cookie** is the session as JSON sealed with AES-256-GCM (authenticated encryption: a
 cookie that was changed, made up, or sealed under another key does not open) under a key
 derived with HKDF-SHA256 from the stored 32-byte portal key
@@ -58,6 +64,9 @@ __all__ = [
     "OPERATOR",
     "PENDING_COOKIE",
     "PENDING_PATH",
+    "SETUP_COOKIE",
+    "SETUP_MAX_AGE",
+    "SETUP_PATH",
     "TENANT_ADMIN",
     "Session",
     "SessionCookies",
@@ -78,12 +87,17 @@ COOKIE_NAME = "scim_portal"
 COOKIE_PATH = "/portal"
 PENDING_COOKIE = "scim_portal_signin"
 PENDING_PATH = "/portal/auth"
+SETUP_COOKIE = "scim_portal_setup"
+SETUP_PATH = "/portal/setup"
+SETUP_MAX_AGE = 10 * 60
+"""Seconds a setup link's page stays good for its Continue button (then: open the link again)."""
 MAX_TENANTS = 20
 """The most tenants one session holds (an Entra tenant linked to more: the first 20 by name)."""
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
 _AAD = b"scim-portal-session/v1"
 _PENDING_AAD = b"scim-portal-pending-sign-in/v1"
+_SETUP_AAD = b"scim-portal-setup-link-page/v1"
 _HKDF_INFO = b"scim portal session cookie v1"
 _MAX_COOKIE_CHARS = 4096
 
@@ -245,7 +259,10 @@ class SessionCookies:
     def open_pending(self, value: str | None) -> str | None:
         """The pending sign-in sealed in ``value``; None when absent or not sealed by this key as one
         (its age is checked by :func:`scim.portal.oidc.complete`)."""
-        plain = self._open(value, _PENDING_AAD)
+        return self._open_text(value, _PENDING_AAD)
+
+    def _open_text(self, value: str | None, aad: bytes) -> str | None:
+        plain = self._open(value, aad)
         try:
             return None if plain is None else plain.decode("utf-8")
         except UnicodeDecodeError:
@@ -259,6 +276,17 @@ class SessionCookies:
         """The ``Set-Cookie`` value that removes the pending sign-in's cookie."""
         return self._cookie("", 0, PENDING_COOKIE, PENDING_PATH)
 
+    def setup_cookie(self, text: str) -> str:
+        """The ``Set-Cookie`` value of a setup link's page (``text``: what its form's token is
+        checked against; ``Path=/portal/setup``, :data:`SETUP_MAX_AGE`, ``SameSite=Strict``)."""
+        sealed = self._seal(text.encode("utf-8"), _SETUP_AAD)
+        return self._cookie(sealed, SETUP_MAX_AGE, SETUP_COOKIE, SETUP_PATH, same_site="Strict")
+
+    def open_setup(self, value: str | None) -> str | None:
+        """What :meth:`setup_cookie` sealed in ``value``; None when absent or not sealed by this
+        key as one (its age is checked by the caller)."""
+        return self._open_text(value, _SETUP_AAD)
+
     def set_cookie(self, session: Session, now: datetime) -> str:
         """The ``Set-Cookie`` value that stores ``session`` in the browser."""
         max_age = session.max_age(int(now.timestamp()))
@@ -268,8 +296,10 @@ class SessionCookies:
         """The ``Set-Cookie`` value that removes the session cookie (signing out, an ended session)."""
         return self._cookie("", 0)
 
-    def _cookie(self, value: str, max_age: int, name: str = COOKIE_NAME, path: str = COOKIE_PATH) -> str:
-        parts = [f"{name}={value}", f"Path={path}", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
+    def _cookie(
+        self, value: str, max_age: int, name: str = COOKIE_NAME, path: str = COOKIE_PATH, *, same_site: str = "Lax"
+    ) -> str:
+        parts = [f"{name}={value}", f"Path={path}", f"Max-Age={max_age}", "HttpOnly", f"SameSite={same_site}"]
         if self.secure:
             parts.append("Secure")
         return "; ".join(parts)

@@ -6,7 +6,10 @@ method   path (under ``/portal/``)               what
 GET      (empty)                                 sign in; signed in: a tenant admin goes to their
                                                  tenant's page (or chooses), an operator to ``ops``
 GET      ``static/{name}``                       the stylesheet and the script (long caching)
-GET      ``setup/{secret}``                      redeem a setup link: session, 303 to the tenant
+GET      ``setup/{secret}``                      a setup link's page: its tenant, Continue (the
+                                                 link is only checked: nothing is used up)
+POST     ``setup/{secret}``                      Continue (the page's token): redeem the link,
+                                                 session, 303 to the tenant
 GET      ``auth/login``                          Sign in with Microsoft (:mod:`~scim.portal.signin`:
                                                  ``as``, ``return_to``): 303 to the provider
 GET      ``auth/callback``                       the provider's answer: a session, or why not
@@ -34,8 +37,10 @@ POST     ``t/{tenant}/digest``                   send the failure digest now
 **Authorization**, before anything else is read: a tenant page needs a live session that may
 open the tenant in the URL (a tenant admin's own; an operator's any: :func:`require_tenant`),
 else 403; ``ops`` and everything under it an operator's session (:func:`require_operator`),
-else 403; a POST needs the session's CSRF token too, else 403; state changes only by POST
-(but the sign-in's two GETs, which set cookies: the OpenID Connect ``state`` guards them).
+else 403; a POST needs the session's CSRF token too, else 403 (a setup link's Continue, which
+starts a session, needs its page's token and cookie instead: :func:`pages.redeem_setup_link`);
+state changes only by POST (but the sign-in's two GETs, which set cookies: the OpenID Connect
+``state`` guards them).
 A live session's cookie is sealed again on every answer (the idle timeout starts over); a
 cookie that does not open is cleared.
 
@@ -190,8 +195,11 @@ async def _dispatch(ctx: Context) -> PortalResponse:
         _method(ctx, "GET")
         return signin.home(ctx)
     if len(parts) == 2 and parts[0] == "setup":
-        _method(ctx, "GET")
-        return await pages.redeem_setup_link(ctx, parts[1])
+        if ctx.request.method == "POST":
+            return await pages.redeem_setup_link(ctx, parts[1])
+        if ctx.request.method != "GET":
+            raise Refused(405, "Method not allowed", "Open the link, then click Continue.", {"Allow": "GET, POST"})
+        return await pages.setup_link_page(ctx, parts[1])
     if parts == ["logout"]:
         _method(ctx, "POST")
         return _logout(ctx)
