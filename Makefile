@@ -27,7 +27,7 @@ INFRA_PY := $(INFRA_VENV)/bin/python
 CHECKOV_VERSION := 3.3.30
 INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 
-.PHONY: venv venv-infra node_modules chromium run azurite test lint format clean clean-data
+.PHONY: venv venv-infra node_modules chromium run azurite test screenshots lint format clean clean-data
 
 venv: $(VENV_STAMP)
 
@@ -87,6 +87,11 @@ azurite: venv node_modules
 # Any non-zero pytest exit fails the target, 5 ("no tests ran") included.
 test: venv node_modules venv-infra chromium
 	$(VPY) -m pytest $(PYTEST_FLAGS)
+
+# The README's screenshots (docs/screenshots/): the browser tests, saving what they see there
+# (make test saves it into .local/screenshots/, leaving the working tree as it was).
+screenshots: venv node_modules chromium
+	SCREENSHOTS_DIR=docs/screenshots $(VPY) -m pytest tests/test_portal_browser.py -q
 
 # Lint: ruff's rules and formatting, mypy --strict; zero findings, in CI before the tests.
 lint: venv

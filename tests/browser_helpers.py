@@ -8,7 +8,8 @@ free ports, Debian's Chromium driven by Playwright, and the screenshots they sav
 - :func:`chromium_problem`: why the browser cannot run here, or None. Playwright's own browser
   download is not used (``playwright install`` is never run): ``make test`` installs Debian's
   ``chromium`` (Makefile, ``chromium`` target) and Playwright launches it by its path.
-- :func:`save_screenshot`: a PNG of the page into ``docs/screenshots/`` (the README shows them).
+- :func:`save_screenshot`: a PNG of the page into :data:`SCREENSHOTS` (``make screenshots``: the
+  README's, ``docs/screenshots/``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ CHROMIUM_ARGS = [
 """The machine's network is closed: nothing in the background may try to reach out."""
 DESKTOP = {"width": 1280, "height": 800}
 MOBILE = {"width": 390, "height": 844}
-SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+README_SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+"""The screenshots the README shows: ``make screenshots`` writes them (``SCREENSHOTS_DIR``)."""
+SCREENSHOTS = Path(os.environ.get("SCREENSHOTS_DIR") or PROJECT_ROOT / ".local" / "screenshots")
+"""Where the tests save what they see: ``.local/screenshots/`` (ignored by git), so that ``make
+test`` leaves the working tree as it found it; ``SCREENSHOTS_DIR`` elsewhere."""
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -74,7 +79,7 @@ def chromium_problem() -> str | None:
 
 
 def save_screenshot(data: bytes, name: str) -> Path:
-    """Write a PNG taken by the tests to ``docs/screenshots/{name}``."""
+    """Write a PNG taken by the tests to ``{SCREENSHOTS}/{name}``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / name
     path.write_bytes(data)

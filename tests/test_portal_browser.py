@@ -3,8 +3,9 @@ Playwright against ``make run``'s stack (the app served over HTTP by ``devtools.
 free port, the session's Azurite, the local OpenID Connect provider), clicked as a person would:
 fill, click, read the text of elements by their ids.
 
-Each page a test visits is saved as a PNG into ``docs/screenshots/`` (whole pages 1280 px wide, and
-the first screen of the tenant page 390 px wide), which the README shows: a run rewrites them.
+Each page a test visits is saved as a PNG (whole pages 1280 px wide, and the first screen of the
+tenant page 390 px wide) into ``.local/screenshots/``; ``make screenshots`` saves them into
+``docs/screenshots/``, which the README shows (``SCREENSHOTS_DIR``).
 
 Without Chromium (``make test`` installs Debian's ``chromium``: the Makefile's ``chromium``
 target) or Playwright, these tests fail in CI (``CI`` set) and are skipped elsewhere, with the
@@ -141,7 +142,7 @@ async def setup_link(
 
 
 async def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
-    """A PNG of the page (the whole page, or what the viewport shows) into docs/screenshots/."""
+    """A PNG of the page (the whole page, or what the viewport shows) into the screenshots' folder."""
     await page.evaluate("document.fonts.ready")
     save_screenshot(await page.screenshot(full_page=full_page, animations="disabled"), name)
 
