@@ -261,6 +261,19 @@ async def test_a_link_clicked_on_another_site_opens_after_continue(new_context, 
     assert await text(page, "tenant-title") == "Tenant contoso"
 
 
+async def test_two_setup_links_open_in_two_tabs_each_continue(new_context, store, stack, contoso, fabrikam):
+    """An admin who sets up two customers opens both links, then clicks Continue in the first
+    tab: each link's page has its own cookie, so the second page does not spoil the first."""
+    context = await new_context()
+    first, second = await context.new_page(), await context.new_page()
+    for page, tenant in ((first, "contoso"), (second, "fabrikam")):
+        response = await page.goto(await setup_link(store, stack, tenant))
+        assert response is not None and response.status == 200, await page.content()
+    await click_continue(first, stack, "contoso")
+    await click_continue(second, stack, "fabrikam")
+    assert await text(second, "tenant-title") == "Tenant fabrikam"
+
+
 async def test_another_site_cannot_post_a_setup_link(new_context, store, stack, contoso):
     """Login CSRF: an attacker's page posts a setup link of the attacker's tenant from the
     victim's browser. Refused even in a browser that opened the link's page and with that page's

@@ -110,8 +110,9 @@ async def test_the_link_page_names_the_tenant_and_posts_continue(runtime):
     assert shown.headers["cache-control"] == "no-store" and shown.headers["referrer-policy"] == "no-referrer"
     (cookie,) = shown.cookies_set  # the page's, never a session
     attributes = [part.strip() for part in cookie.split(";")]
-    assert attributes[0].startswith(f"{SETUP_COOKIE}=") and secret not in cookie
-    assert {"HttpOnly", "SameSite=Strict", "Path=/portal/setup", f"Max-Age={SETUP_MAX_AGE}"} <= set(attributes)
+    assert attributes[0].startswith(f"{SETUP_COOKIE}=") and secret not in attributes[0]
+    own_path = f"Path=/portal/setup/{secret}"  # each link's page its own cookie
+    assert {"HttpOnly", "SameSite=Strict", own_path, f"Max-Age={SETUP_MAX_AGE}"} <= set(attributes)
     assert "Secure" not in attributes  # http://127.0.0.1: the local host
     page = shown.page()
     assert tenant in page.element_text("setup-title") and "works once" in page.element_text("setup-text")
@@ -199,7 +200,9 @@ async def test_continue_without_the_pages_cookie_and_token_is_refused_and_uses_n
     session = cookies.seal(new_session(TENANT_ADMIN, "setup-link:00000000", clock.now, tenant))
     page_cookie = browser.cookies[SETUP_COOKIE]
     for setup_cookie in ("garbage", session, cookies.seal_pending(cookies.open_setup(page_cookie) or "")):
-        forged = PortalClient(cookies={SETUP_COOKIE: setup_cookie}, cookie_paths={SETUP_COOKIE: "/portal/setup"})
+        forged = PortalClient(
+            cookies={SETUP_COOKIE: setup_cookie}, cookie_paths={SETUP_COOKIE: f"/portal/setup/{secret}"}
+        )
         assert (await forged.continue_link(secret, token=token)).status == 403  # sealed as something else
     misplaced = PortalClient(cookies={COOKIE: page_cookie})  # nor is the page's cookie a session
     assert (await misplaced.get(f"/portal/t/{tenant}")).status == 403

@@ -121,7 +121,7 @@ async def setup_link_page(ctx: Context, secret: str) -> PortalResponse:
     )
     response = page(200, "setup_continue.html", **values)
     assert ctx.cookies is not None
-    response.other_cookies.append(ctx.cookies.setup_cookie(json.dumps(shown, separators=(",", ":"))))
+    response.other_cookies.append(ctx.cookies.setup_cookie(json.dumps(shown, separators=(",", ":")), secret))
     return response
 
 

@@ -14,7 +14,7 @@ is a top-level GET from another site: a ``Strict`` cookie would not come with it
 
 **A setup link's page** (:func:`scim.portal.pages.setup_link_page`) has a cookie of its own too,
 :data:`SETUP_COOKIE`: the page's form token, bound to the link and the time it was shown, sealed
-the same way (under a third associated data), ``Path=/portal/setup``, ``Max-Age``
+the same way (under a third associated data), ``Path=/portal/setup/{secret}`` (its link's), ``Max-Age``
 :data:`SETUP_MAX_AGE`, ``SameSite=Strict`` (the Continue button posts from the portal's own page;
 no other site's request carries it). Continue must send both the cookie and the token.
 
@@ -276,11 +276,13 @@ class SessionCookies:
         """The ``Set-Cookie`` value that removes the pending sign-in's cookie."""
         return self._cookie("", 0, PENDING_COOKIE, PENDING_PATH)
 
-    def setup_cookie(self, text: str) -> str:
-        """The ``Set-Cookie`` value of a setup link's page (``text``: what its form's token is
-        checked against; ``Path=/portal/setup``, :data:`SETUP_MAX_AGE`, ``SameSite=Strict``)."""
+    def setup_cookie(self, text: str, secret: str) -> str:
+        """The ``Set-Cookie`` value of the page of the setup link ``secret`` (``text``: what its
+        form's token is checked against; ``Path=/portal/setup/{secret}``, so that each link's page
+        has its own and two links open in one browser do not replace each other's;
+        :data:`SETUP_MAX_AGE`, ``SameSite=Strict``)."""
         sealed = self._seal(text.encode("utf-8"), _SETUP_AAD)
-        return self._cookie(sealed, SETUP_MAX_AGE, SETUP_COOKIE, SETUP_PATH, same_site="Strict")
+        return self._cookie(sealed, SETUP_MAX_AGE, SETUP_COOKIE, f"{SETUP_PATH}/{secret}", same_site="Strict")
 
     def open_setup(self, value: str | None) -> str | None:
         """What :meth:`setup_cookie` sealed in ``value``; None when absent or not sealed by this
