@@ -471,7 +471,10 @@ def main() -> int:
         print(f"Tenant URL: {settings.tenant_url(name)}")
         print(f"Secret Token: {token}")
         sys.stdout.flush()
-        print(f"The tenant admin's portal page (this setup link works once, for a day): {link}", file=sys.stderr)
+        print(
+            f"The tenant admin's portal page (open this setup link and click Continue; it works once, for a day): {link}",
+            file=sys.stderr,
+        )
         if settings.portal_sign_in:
             who = (
                 "pick dev-operator on the local sign-in page" if oidc is not None else "an account with Portal.Operator"
