@@ -199,8 +199,11 @@ class Settings(BaseSettings):
 
     def portal_setup_url(self, secret: str) -> str:
         """The URL of a portal setup link (:mod:`scim.portal.links`): what an operator hands to a
-        customer's IT admin; the same base as :meth:`tenant_url`."""
-        return f"{self.public_base_url}/portal/setup/{secret}"
+        customer's IT admin; the same base as :meth:`tenant_url`. The secret is the URL's
+        fragment (``…/portal/setup#scimsl_…``), which browsers never send: no server, proxy or
+        request log sees it (the portal's script reads it; :func:`scim.portal.pages.setup_page`).
+        Links of the old form, ``…/portal/setup/scimsl_…``, keep working until they expire."""
+        return f"{self.public_base_url}/portal/setup#{secret}"
 
     @field_validator("table_endpoint", "acs_email_endpoint", "public_base_url")
     @classmethod

@@ -212,35 +212,60 @@ class PortalClient:
             fields["csrf_token"] = csrf
         return await self.request("POST", url, form=fields)
 
-    async def open_link(self, url_or_secret: str) -> Response:
-        """Open a setup link (its URL or its secret) and click Continue on its page: the answer to
-        Continue (303 to the tenant page), or the link's answer when it shows no page (410)."""
-        shown = await self.view_link(url_or_secret)
+    async def open_link(self, link: str) -> Response:
+        """Open a setup link and click Continue on its page: the answer to Continue (303 to the
+        tenant page, or 410), or the page's answer when it shows none (an old-form link's 410).
+
+        ``link``: its URL or its secret. The fragment form (``…/portal/setup#scimsl_…``, what
+        ``portal_setup_url`` makes) or a bare secret: the page is ``GET /portal/setup`` (the
+        fragment is not sent) and Continue posts the link in the ``link`` field (as the portal's
+        script fills it in); the old form (``…/portal/setup/scimsl_…``, :func:`old_link`): the
+        page and Continue of its own URL."""
+        shown = await self.view_link(link)
         if shown.status != 200:
             return shown
-        return await self.continue_link(url_or_secret, shown)
+        return await self.continue_link(link, shown)
 
-    async def view_link(self, url_or_secret: str, method: str = "GET") -> Response:
+    async def view_link(self, link: str, method: str = "GET") -> Response:
         """Open a setup link's page only (what a mail scanner does)."""
-        return await self.request(method, setup_path(url_or_secret))
+        return await self.request(method, setup_path(link))
 
     async def continue_link(
-        self, url_or_secret: str, shown: Response | None = None, *, token: str | None = None, **headers: str
+        self,
+        link: str,
+        shown: Response | None = None,
+        *,
+        token: str | None = None,
+        field: str | None = None,
+        **headers: str,
     ) -> Response:
         """Click Continue on a setup link's page (``shown``): POST its form, with its token (or
-        ``token``) and the headers Chromium sends for it (``Origin: null``, the pages' referrer
-        policy being ``no-referrer``, and ``Sec-Fetch-Site: same-origin``), or ``headers``."""
-        path = setup_path(url_or_secret)
+        ``token``), the link in its ``link`` field (or ``field``; not for the old form) and the
+        headers Chromium sends for it (``Origin: null``, the pages' referrer policy being
+        ``no-referrer``, and ``Sec-Fetch-Site: same-origin``), or ``headers``."""
+        path = setup_path(link)
         fields = dict(shown.page().form(path)["inputs"]) if shown is not None else {}
+        if path == SETUP_PAGE:
+            fields["link"] = link if field is None else field
         if token is not None:
             fields["setup_token"] = token
         sent = {"Origin": "null", "Sec-Fetch-Site": "same-origin", **headers}
         return await self.request("POST", path, form=fields, headers={k: v for k, v in sent.items() if v})
 
 
-def setup_path(url_or_secret: str) -> str:
-    """The path of a setup link given by its URL or its secret."""
-    return f"/portal/setup/{url_or_secret.rsplit('/', 1)[-1]}"
+SETUP_PAGE = "/portal/setup"
+
+
+def old_link(secret: str) -> str:
+    """A setup link of the old form (``/portal/setup/{secret}``, handed out before the fragment form)."""
+    return f"{SETUP_PAGE}/{secret}"
+
+
+def setup_path(link: str) -> str:
+    """The path a browser requests for a setup link (its URL or its secret): ``/portal/setup``
+    (the fragment is never sent), or an old-form link's own path."""
+    found = re.search(r"/portal/setup/([^/#?]+)$", link)
+    return old_link(found.group(1)) if found else SETUP_PAGE
 
 
 # ---- shared by the portal's tests ---------------------------------------------------------------

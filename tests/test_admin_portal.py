@@ -26,7 +26,7 @@ from scim.settings import Settings
 from scim.tenants import InvalidTenantName, TenantDeleting, hash_token
 from tests.scim_fixtures import azurite_settings
 
-URL = re.compile(r"^(?P<base>.+)/portal/setup/(?P<secret>scimsl_[A-Za-z0-9_-]{43})$")
+URL = re.compile(r"^(?P<base>.+)/portal/setup#(?P<secret>scimsl_[A-Za-z0-9_-]{43})$")
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -206,7 +206,7 @@ async def test_the_commands_on_the_settings_storage_keep_hashes_only(settings: S
     assert code == 0, err
     made = json.loads(out)
     secret = URL.match(made["url"])["secret"]  # type: ignore[index]
-    assert made["url"] == f"https://scim.example.com/portal/setup/{secret}"
+    assert made["url"] == f"https://scim.example.com/portal/setup#{secret}"
     stored = repr(await _portal_rows(settings))
     assert secret not in stored and secret.removeprefix("scimsl_")[:16] not in stored and hash_token(secret) in stored
     code, out, _ = await cli(None, settings, capsys, "portal", "links", name, "--json")

@@ -105,8 +105,10 @@ async def new_context(browser: Browser, stack: Stack) -> AsyncIterator[NewContex
     """Makes browser contexts (a fresh profile each: no cookies) that reach 127.0.0.1 only."""
     made: list[BrowserContext] = []
 
-    async def make(viewport: dict[str, int] | None = None) -> BrowserContext:
-        context = await browser.new_context(base_url=stack.base_url, viewport=viewport or DESKTOP, locale="en-US")
+    async def make(viewport: dict[str, int] | None = None, **options: Any) -> BrowserContext:
+        context = await browser.new_context(
+            base_url=stack.base_url, viewport=viewport or DESKTOP, locale="en-US", **options
+        )
         context.set_default_timeout(10_000)
         # The local provider's page links a stylesheet on a CDN: the network is closed, don't wait for it.
         await context.route(re.compile(r"^(?!http://127\.0\.0\.1[:/])"), lambda route: route.abort())
@@ -136,7 +138,7 @@ async def fabrikam(stack: Stack) -> Credentials:
 async def setup_link(
     store: Runtime, stack: Stack, tenant: str, *, minutes: int = 60, now: datetime | None = None
 ) -> str:
-    """A setup link's URL, made as ``portal link`` makes it."""
+    """A setup link's URL, made as ``portal link`` makes it (``…/portal/setup#scimsl_…``)."""
     secret, _ = await store.portal_links.create(tenant, timedelta(minutes=minutes), "operator:browser-test", now=now)
     return stack.settings.portal_setup_url(secret)
 
@@ -158,9 +160,20 @@ async def open_link(page: Page, stack: Stack, url: str, tenant: str) -> None:
     await click_continue(page, stack, tenant)
 
 
+def secret_of(url: str) -> str:
+    found = re.search(r"scimsl_[A-Za-z0-9_-]{43}", url)
+    assert found, url
+    return found.group()
+
+
 async def click_continue(page: Page, stack: Stack, tenant: str) -> None:
     """Continue on a setup link's page: the tenant page."""
-    assert await text(page, "setup-title") == f"Open the portal of tenant {tenant}"
+    if "/portal/setup/" in page.url:  # a link of the old form: its page names the tenant
+        assert await text(page, "setup-title") == f"Open the portal of tenant {tenant}"
+    else:
+        assert await text(page, "setup-title") == "Open your tenant's portal"
+        assert page.url == f"{stack.base_url}/portal/setup"  # the script took the secret out of the address bar
+        assert secret_of(await page.input_value("#setup-link"))
     async with page.expect_navigation(url=f"{stack.base_url}/portal/t/{tenant}"):
         await page.click("#setup-continue")
 
@@ -216,17 +229,21 @@ async def test_a_setup_link_opens_the_tenant_page_once(new_context, stack, conto
     made = stack.admin("portal", "link", "contoso", "--expires", "1h", "--json")
     assert made.returncode == 0, made.stderr
     url = json.loads(made.stdout)["url"]
-    assert url.startswith(f"{stack.base_url}/portal/setup/scimsl_")
+    assert url.startswith(f"{stack.base_url}/portal/setup#scimsl_")
 
-    scanner = await (await new_context()).new_page()  # a mail scanner opens the link first: nothing happens
-    for _ in range(2):
+    for _ in range(2):  # a mail scanner opens the link first: nothing happens
+        scanner = await (await new_context()).new_page()
         response = await scanner.goto(url)
         assert response is not None and response.status == 200
-    assert not await scanner.locator("#sign-out").count()
+        assert not await scanner.locator("#sign-out").count()
 
     page = await (await new_context()).new_page()
     response = await page.goto(url)
     assert response is not None and response.status == 200
+    assert response.url == f"{stack.base_url}/portal/setup"  # what the server was asked: no secret
+    assert page.url == f"{stack.base_url}/portal/setup"  # nor is it left in the address bar (history, bookmarks)
+    assert await page.input_value("#setup-link") == url  # the script put the link into the field
+    assert await page.locator("#setup-link").is_visible()
     assert "works once" in await text(page, "setup-text")
     assert response.headers["cache-control"] == "no-store" and response.headers["referrer-policy"] == "no-referrer"
     assert [c["name"] for c in await page.context.cookies()] == ["scim_portal_setup"]
@@ -242,23 +259,48 @@ async def test_a_setup_link_opens_the_tenant_page_once(new_context, stack, conto
 
     again = await (await new_context()).new_page()
     response = await again.goto(url)
-    assert response is not None and response.status == 410
+    assert response is not None and response.status == 200  # the page cannot know the link before Continue
+    async with again.expect_response(f"{stack.base_url}/portal/setup") as answer:
+        await again.click("#setup-continue")
+    assert (await answer.value).status == 410
     assert await text(again, "message") == LINK_REFUSED
     assert not await again.locator("#sign-out").count()
     await shoot(again, "setup-link-refused.png")
 
 
 async def test_a_link_clicked_on_another_site_opens_after_continue(new_context, store, stack, contoso):
-    """The link in a webmail (another site): the page's cookie (SameSite=Strict) is set by that
+    """The link in a webmail (another site): the page's cookie (SameSite=Lax) is set by that
     navigation and comes with Continue, which Chromium sends with ``Origin: null`` (the page's
     referrer policy is no-referrer) and ``Sec-Fetch-Site: same-origin``."""
     url = await setup_link(store, stack, "contoso")
     page = await (await new_context()).new_page()
     await another_site(page, f'<p><a id="link" href="{url}">Your setup link</a></p>')
-    async with page.expect_navigation(url=url):
+    async with page.expect_navigation(url=f"{stack.base_url}/portal/setup"):
         await page.click("#link")
     await click_continue(page, stack, "contoso")
     assert await text(page, "tenant-title") == "Tenant contoso"
+
+
+async def test_the_setup_links_secret_is_not_in_any_request_url(new_context, store, stack, contoso):
+    """The Functions host records every request's URL (Application Insights), as proxies and
+    access logs do: the link's secret must never reach a server in a URL. Neither the requests
+    the browser makes (opening the link, Continue, the tenant page) nor the local host's request
+    log (``GET /portal/... -> 200`` lines) hold it."""
+    url = await setup_link(store, stack, "contoso")
+    secret = re.search(r"scimsl_[A-Za-z0-9_-]{43}", url)
+    assert secret, url
+    context = await new_context()
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    page = await context.new_page()
+    logged_before = len(stack.log_path.read_bytes())
+    await open_link(page, stack, url, "contoso")  # the address bar loses the fragment: click_continue
+    assert await text(page, "tenant-title") == "Tenant contoso"
+    log = stack.log_path.read_bytes()[logged_before:].decode(errors="replace")
+    assert "/portal/t/contoso -> 200" in log, log  # the host logs each request's path
+    assert [u for u in requested if "/portal/" in u], requested
+    assert [u for u in requested if secret.group() in u] == []
+    assert [line for line in log.splitlines() if secret.group() in line] == []
 
 
 async def test_two_setup_links_open_in_two_tabs_each_continue(new_context, store, stack, contoso, fabrikam):
@@ -274,27 +316,70 @@ async def test_two_setup_links_open_in_two_tabs_each_continue(new_context, store
     assert await text(second, "tenant-title") == "Tenant fabrikam"
 
 
+async def test_two_setup_links_clicked_in_a_webmail_each_continue(new_context, store, stack, contoso, fabrikam):
+    """Both links clicked in a webmail (another site), each into a tab of its own, then Continue
+    in the first: the second page, opened by a navigation from another site, still sees the
+    first page's cookie (SameSite=Lax: sent with a top-level GET, never with another site's
+    POST) and keeps its token."""
+    context = await new_context()
+    first, second = await context.new_page(), await context.new_page()
+    for page, tenant in ((first, "contoso"), (second, "fabrikam")):
+        url = await setup_link(store, stack, tenant)
+        await another_site(page, f'<p><a id="link" href="{url}">Your setup link</a></p>')
+        async with page.expect_navigation(url=f"{stack.base_url}/portal/setup"):
+            await page.click("#link")
+    await click_continue(first, stack, "contoso")
+    await click_continue(second, stack, "fabrikam")
+    assert await text(second, "tenant-title") == "Tenant fabrikam"
+
+
+async def test_without_javascript_the_link_is_pasted_into_the_field(new_context, store, stack, contoso):
+    url = await setup_link(store, stack, "contoso")
+    page = await (await new_context(java_script_enabled=False)).new_page()
+    response = await page.goto(url)
+    assert response is not None and response.status == 200
+    assert await page.input_value("#setup-link") == ""  # no script: nothing reads the fragment
+    assert await page.locator("#setup-link").is_visible()
+    await page.fill("#setup-link", url)  # the admin pastes the link they were given
+    async with page.expect_navigation(url=f"{stack.base_url}/portal/t/contoso"):
+        await page.click("#setup-continue")
+    assert await text(page, "tenant-title") == "Tenant contoso"
+
+
+async def test_a_link_of_the_old_form_still_opens(new_context, store, stack, contoso):
+    """Links handed out before the fragment form (``/portal/setup/{secret}``) keep working until they expire."""
+    secret, _ = await store.portal_links.create("contoso", timedelta(minutes=60), "operator:browser-test")
+    page = await (await new_context()).new_page()
+    await open_link(page, stack, f"{stack.base_url}/portal/setup/{secret}", "contoso")
+    assert await text(page, "tenant-title") == "Tenant contoso"
+
+
 async def test_another_site_cannot_post_a_setup_link(new_context, store, stack, contoso):
     """Login CSRF: an attacker's page posts a setup link of the attacker's tenant from the
     victim's browser. Refused even in a browser that opened the link's page and with that page's
-    token (which the attacker cannot read): the page's cookie is SameSite=Strict, and the POST
+    token (which the attacker cannot read): the page's cookie is SameSite=Lax (not sent with
+    another site's POST), and the POST
     comes from another site (``Origin``, ``Sec-Fetch-Site``). The link stays open."""
     url = await setup_link(store, stack, "contoso")
     page = await (await new_context()).new_page()
     assert (response := await page.goto(url)) is not None and response.status == 200
     token = await page.input_value("input[name=setup_token]")
+    action = f"{stack.base_url}/portal/setup"
     form = (
-        f'<form id="forged" method="post" action="{url}">'
+        f'<form id="forged" method="post" action="{action}"><input type="hidden" name="link" value="{url}">'
         f'<input type="hidden" name="setup_token" value="{token}"><button id="send">Go</button></form>'
     )
     await another_site(page, form)
-    async with page.expect_response(url) as answer:
+    async with page.expect_response(action) as answer:
         await page.click("#send")
     assert (await answer.value).status == 403
     assert await text(page, "message-title") == "Open the setup link again"
     assert not await page.locator("#sign-out").count()
-    assert (await store.portal_links.check(url.rsplit("/", 1)[1])) is not None  # not used up
-    await open_link(page, stack, url, "contoso")  # opened again: it works
+    assert (await store.portal_links.check(secret_of(url))) is not None  # not used up
+    await page.goto(url)  # opened again in this tab (the refusal's own URL, /portal/setup): it works
+    await page.wait_for_function("() => (document.getElementById('setup-link') || {}).value")
+    await click_continue(page, stack, "contoso")
+    assert await text(page, "tenant-title") == "Tenant contoso"
 
 
 async def test_expired_and_revoked_links_are_refused(new_context, store, stack):
@@ -309,7 +394,10 @@ async def test_expired_and_revoked_links_are_refused(new_context, store, stack):
     for url in (expired, revoked):
         page = await (await new_context()).new_page()
         response = await page.goto(url)
-        assert response is not None and response.status == 410, url
+        assert response is not None and response.status == 200, url
+        async with page.expect_response(f"{stack.base_url}/portal/setup") as answer:
+            await page.click("#setup-continue")
+        assert (await answer.value).status == 410, url
         assert await text(page, "message") == LINK_REFUSED
         response = await page.goto(f"/portal/t/{tenant}")  # and no session was started
         assert response is not None and response.status == 403
@@ -449,7 +537,7 @@ async def test_an_operator_signs_in_and_makes_a_setup_link(new_context, store, s
     await page.click("#create-link-contoso")
     await page.locator("#setup-link-url").wait_for()
     url = await page.input_value("#setup-link-url")
-    assert url.startswith(f"{stack.base_url}/portal/setup/scimsl_")
+    assert url.startswith(f"{stack.base_url}/portal/setup#scimsl_")
     await shoot(page, "ops-setup-link.png")
     await page.click("#nav-ops")
     await page.click("#open-contoso")  # an operator opens every tenant's page

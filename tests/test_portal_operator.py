@@ -9,6 +9,7 @@ tenants purge Table partitions there).
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 
@@ -125,6 +126,7 @@ async def test_setup_links_are_made_shown_once_and_revoked(runtime):
     made = await browser.post(f"/portal/ops/t/{tenant}/setup-link", {"expires": "7d"})
     assert made.status == 200
     url = made.page().value("setup-link-url")
+    assert re.fullmatch(rf"{re.escape(runtime.settings.public_base_url)}/portal/setup#scimsl_[\w-]{{43}}", url), url
     opened = await PortalClient().open_link(url)
     assert opened.status == 303 and opened.location == f"/portal/t/{tenant}"
     assert url not in (await browser.get(f"/portal/t/{tenant}")).text

@@ -33,6 +33,7 @@ from tests.helpers import MEMORY_SETTINGS, admin, admin_env, create_user, new_us
 from tests.portal_client import (
     COOKIE,
     SETUP_COOKIE,
+    SETUP_PAGE,
     Page,
     PortalClient,
     assert_security_headers,
@@ -40,6 +41,7 @@ from tests.portal_client import (
     audit_text,
     make_link,
     new_tenant,
+    old_link,
     operator_browser,
     signed_in,
 )
@@ -80,6 +82,223 @@ def link_status(links: list[SetupLink]) -> list[str]:
     return [link.status() for link in links]
 
 
+async def test_the_setup_page_asks_for_the_link_and_sets_its_cookie(runtime, clock):
+    """``GET /portal/setup``: the link's secret is in the URL's fragment, which the browser never
+    sends, so the page names no tenant; it has the "Setup link" field (the script fills it in),
+    Continue, and the cookie of the form's token. Nothing is read, used up or started."""
+    tenant, _ = await new_tenant(runtime)
+    await make_link(runtime, tenant, now=clock.now)
+    browser = PortalClient()
+    shown = await browser.get(SETUP_PAGE)
+    assert shown.status == 200
+    assert_security_headers(shown)
+    assert shown.headers["cache-control"] == "no-store" and shown.headers["referrer-policy"] == "no-referrer"
+    (cookie,) = shown.cookies_set  # the page's, never a session
+    attributes = [part.strip() for part in cookie.split(";")]
+    assert attributes[0].startswith(f"{SETUP_COOKIE}=")
+    assert {"HttpOnly", "SameSite=Lax", "Path=/portal/setup", f"Max-Age={SETUP_MAX_AGE}"} <= set(attributes)
+    assert "Secure" not in attributes  # http://127.0.0.1: the local host
+    assert COOKIE not in browser.cookies
+    page = shown.page()
+    assert page.element_text("setup-title") == "Open your tenant's portal" and tenant not in page.text
+    assert "works once" in page.element_text("setup-text")
+    assert "scanners" in page.element_text("setup-why")
+    form = page.form(SETUP_PAGE)
+    assert form["attrs"]["method"] == "post" and set(form["inputs"]) == {"link", "setup_token"}
+    token = form["inputs"]["setup_token"]
+    assert token and token not in cookie and form["inputs"]["link"] == ""
+    field = page.by_id["setup-link"]["attrs"]
+    assert field["name"] == "link" and field["type"] == "text" and "hidden" not in field  # pasted without a script
+    assert re.search(r'<label for="setup-link">Setup link</label>', page.source)
+    assert page.by_id["setup-continue"]["tag"] == "button" and page.element_text("setup-continue") == "Continue"
+    assert not page.has("sign-out") and not page.has("setup-ends-session")
+    assert "<style" not in page.source and " style=" not in page.source
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page.source) and not re.search(r"\son[a-z]+=", page.source)
+    for control in re.findall(r'<(?:input|select|textarea)\b[^>]*\bid="([^"]+)"', page.source):
+        assert f'for="{control}"' in page.source, control
+
+    # A second setup page in the same browser (a second link, in another tab) keeps the token:
+    # the first page's Continue still works.
+    clock.advance(minutes=5)
+    second = await browser.get(SETUP_PAGE)
+    assert second.status == 200 and second.page().form(SETUP_PAGE)["inputs"]["setup_token"] == token
+    (renewed,) = second.cookies_set
+    assert renewed.startswith(f"{SETUP_COOKIE}=") and "Path=/portal/setup;" in renewed
+    assert (await PortalClient().get(SETUP_PAGE)).page().form(SETUP_PAGE)["inputs"]["setup_token"] != token
+    clock.advance(seconds=SETUP_MAX_AGE)  # a cookie too old for its Continue is not kept
+    third = await browser.get(SETUP_PAGE)
+    assert third.page().form(SETUP_PAGE)["inputs"]["setup_token"] != token
+    assert link_status(await runtime.portal_links.list(tenant)) == ["open"]
+    assert await audit_actions(runtime, tenant) == []
+    assert COOKIE not in browser.cookies
+
+
+async def test_two_setup_pages_in_one_browser_each_continue(runtime):
+    first_tenant, _ = await new_tenant(runtime)
+    second_tenant, _ = await new_tenant(runtime)
+    first = runtime.settings.portal_setup_url(await make_link(runtime, first_tenant))
+    second = runtime.settings.portal_setup_url(await make_link(runtime, second_tenant))
+    browser = PortalClient()
+    first_page, second_page = await browser.view_link(first), await browser.view_link(second)
+    opened = await browser.continue_link(first, first_page)
+    assert opened.status == 303 and opened.location == f"/portal/t/{first_tenant}", opened.text
+    opened = await browser.continue_link(second, second_page)
+    assert opened.status == 303 and opened.location == f"/portal/t/{second_tenant}", opened.text
+
+
+async def test_continue_redeems_the_link_in_the_field_once(runtime):
+    """The field takes the link as the script fills it in (the fragment form), as pasted (either
+    form of URL) or the bare secret; Continue redeems it: a session, the audit entry, the tenant."""
+    tenant, _ = await new_tenant(runtime)
+    base = runtime.settings.public_base_url
+    for made in (
+        runtime.settings.portal_setup_url,
+        lambda secret: f"{base}/portal/setup/{secret}",
+        lambda secret: secret,
+        lambda secret: f"  {base}/portal/setup#{secret}\n",
+    ):
+        secret = await make_link(runtime, tenant)
+        link = made(secret)
+        browser = PortalClient()
+        shown = await browser.get(SETUP_PAGE)
+        opened = await browser.continue_link(SETUP_PAGE, shown, field=link)
+        assert opened.status == 303 and opened.location == f"/portal/t/{tenant}", (link, opened.text)
+        assert_security_headers(opened)
+        assert COOKIE in browser.cookies
+        page = (await browser.get(opened.location)).page()
+        assert page.value("tenant-url") == runtime.settings.tenant_url(tenant)
+        entry = (await runtime.audit.page(tenant)).entries[0]
+        assert entry.action == "session.started" and entry.actor.startswith("setup-link:")
+        used = [li for li in await runtime.portal_links.list(tenant) if li.id == entry.detail["link"]]
+        assert len(used) == 1 and used[0].status() == "used" and used[0].used_by
+        assert entry.detail == {"session": used[0].used_by.removeprefix("portal-session:"), "link": used[0].id}
+
+        again = await browser.continue_link(SETUP_PAGE, shown, field=link)  # the form sent again
+        assert again.status == 410 and LINK_REFUSED in again.page().text
+        assert_security_headers(again)
+        other = PortalClient()
+        reopened = await other.open_link(link)
+        assert reopened.status == 410 and LINK_REFUSED in reopened.page().text
+        assert COOKIE not in other.cookies
+    assert await audit_actions(runtime, tenant) == ["session.started"] * 4
+    assert secret not in await audit_text(runtime, tenant)
+
+
+async def test_setup_continue_without_the_pages_cookie_and_token_is_refused_and_uses_nothing_up(runtime, clock):
+    """Login CSRF: another site posting a link of its own from a victim's browser."""
+    tenant, _ = await new_tenant(runtime)
+    link = runtime.settings.portal_setup_url(await make_link(runtime, tenant, now=clock.now))
+    browser = PortalClient()
+    token = (await browser.view_link(link)).page().form(SETUP_PAGE)["inputs"]["setup_token"]
+    other_browser = PortalClient()
+    other_token = (await other_browser.view_link(link)).page().form(SETUP_PAGE)["inputs"]["setup_token"]
+    cookieless = PortalClient()
+    for refused in (
+        await cookieless.continue_link(link, token=token),  # the token without the cookie
+        await cookieless.continue_link(link),  # neither
+        await browser.continue_link(link),  # the cookie without the token
+        await browser.continue_link(link, token=""),
+        await browser.continue_link(link, token="wrong"),
+        await browser.continue_link(link, token=token[:-1]),
+        await browser.continue_link(link, token=other_token),  # another browser's token
+        await browser.continue_link(link, token=token, Origin="https://evil.example"),
+        await browser.continue_link(link, token=token, Origin="http://127.0.0.1:7072"),
+        await browser.continue_link(link, token=token, **{"Sec-Fetch-Site": "cross-site"}),
+        await browser.continue_link(link, token=token, **{"Sec-Fetch-Site": "same-site"}),
+    ):
+        assert refused.status == 403, refused.text
+        assert_security_headers(refused)
+        assert refused.page().element_text("message-title") == "Open the setup link again"
+        assert COOKIE not in cookieless.cookies and COOKIE not in browser.cookies
+    cookies = SessionCookies.for_base_url(await runtime.portal_secrets.session_key(), runtime.settings.public_base_url)
+    page_cookie = browser.cookies[SETUP_COOKIE]
+    session = cookies.seal(new_session(TENANT_ADMIN, "setup-link:00000000", clock.now, tenant))
+    for setup_cookie in ("garbage", session, cookies.seal_pending(cookies.open_setup(page_cookie) or "")):
+        forged = PortalClient(cookies={SETUP_COOKIE: setup_cookie}, cookie_paths={SETUP_COOKIE: SETUP_PAGE})
+        assert (await forged.continue_link(link, token=token)).status == 403  # sealed as something else
+    assert link_status(await runtime.portal_links.list(tenant)) == ["open"]
+    assert await audit_actions(runtime, tenant) == []
+
+    clock.advance(seconds=SETUP_MAX_AGE)  # the page is too old: open the link again
+    assert (await browser.continue_link(link, token=token)).status == 403
+    opened = await browser.open_link(link)
+    assert opened.status == 303 and opened.location == f"/portal/t/{tenant}"
+
+
+async def test_setup_continue_with_anything_but_a_link_that_opens_gets_the_same_page(runtime, clock):
+    tenant, _ = await new_tenant(runtime)
+    settings = runtime.settings
+    expired = settings.portal_setup_url(await make_link(runtime, tenant, minutes=5, now=clock.now))
+    revoked = settings.portal_setup_url(await make_link(runtime, tenant, now=clock.now))
+    good = await make_link(runtime, tenant, now=clock.now)
+    browser = PortalClient()
+    shown = await browser.get(SETUP_PAGE)
+    junk = (
+        "",
+        "nonsense",
+        "scimsl_short",
+        f"{settings.public_base_url}/portal/setup#",
+        f"{settings.public_base_url}/portal/setup?link={good}",
+        good + "A",
+        good[:-1],
+        f"{good} {good}",
+        "scimsl_" + "A" * 43,  # well formed, unknown
+    )
+    for field in junk:
+        refused = await browser.continue_link(SETUP_PAGE, shown, field=field)
+        assert refused.status == 410, field
+        assert refused.page().element_text("message") == LINK_REFUSED
+        assert_security_headers(refused)
+        assert COOKIE not in browser.cookies
+    clock.advance(minutes=6)
+    assert await runtime.portal_links.revoke_all(tenant, now=clock.now) == 2
+    for link in (expired, revoked):
+        refused = await browser.continue_link(link, await browser.view_link(link))
+        assert refused.status == 410 and refused.page().element_text("message") == LINK_REFUSED, link
+        assert COOKIE not in browser.cookies
+    assert await audit_actions(runtime, tenant) == []
+
+
+async def test_setup_continue_for_a_tenant_being_deleted_opens_nothing(runtime):
+    tenant, _ = await new_tenant(runtime)
+    link = runtime.settings.portal_setup_url(await make_link(runtime, tenant))
+    browser = PortalClient()
+    shown = await browser.view_link(link)
+    assert shown.status == 200
+    await runtime.tenants.begin_delete(tenant)
+    posted = await browser.continue_link(link, shown)
+    assert posted.status == 410 and LINK_REFUSED in posted.page().text
+    assert COOKIE not in browser.cookies
+
+
+async def test_the_setup_page_answers_get_and_post_only(runtime):
+    tenant, _ = await new_tenant(runtime)
+    link = runtime.settings.portal_setup_url(await make_link(runtime, tenant))
+    for method in ("HEAD", "PUT", "DELETE"):
+        refused = await PortalClient().view_link(link, method)
+        assert refused.status == 405 and refused.headers["allow"] == "GET, POST", method
+        assert "set-cookie" not in refused.headers
+    assert link_status(await runtime.portal_links.list(tenant)) == ["open"]
+    assert web.route_kind("/setup") == "/portal/setup" and web.route_kind("/setup/x") == "/portal/setup/{secret}"
+
+
+async def test_a_setup_page_opened_while_signed_in_replaces_the_session_on_continue(runtime):
+    mine, _ = await new_tenant(runtime)
+    theirs, _ = await new_tenant(runtime)
+    browser = await signed_in(runtime, mine)
+    link = runtime.settings.portal_setup_url(await make_link(runtime, theirs))
+    shown = await browser.view_link(link)
+    assert shown.status == 200 and shown.page().has("setup-ends-session")
+    assert (await browser.get(f"/portal/t/{mine}")).status == 200  # the page changed nothing
+    opened = await browser.continue_link(link, shown)
+    assert opened.status == 303 and opened.location == f"/portal/t/{theirs}"
+    assert (await browser.get(f"/portal/t/{theirs}")).status == 200
+    assert (await browser.get(f"/portal/t/{mine}")).status == 403
+
+
+# ---- setup links of the old form (/portal/setup/{secret}): they keep working until they expire --
+
+
 async def test_a_get_does_not_consume_the_link(runtime):
     """What a mail scanner does (Safe Links follows the links of a message before its recipient
     clicks): GETs, which use nothing up and start no session; Continue afterwards works."""
@@ -95,7 +314,7 @@ async def test_a_get_does_not_consume_the_link(runtime):
     assert (await scanner.get(f"/portal/t/{tenant}")).status == 403
 
     admin = PortalClient()
-    opened = await admin.continue_link(secret, await admin.view_link(secret))
+    opened = await admin.continue_link(old_link(secret), await admin.view_link(old_link(secret)))
     assert opened.status == 303 and opened.location == f"/portal/t/{tenant}", opened.text
     assert link_status(await runtime.portal_links.list(tenant)) == ["used"]
 
@@ -104,7 +323,7 @@ async def test_the_link_page_names_the_tenant_and_posts_continue(runtime):
     tenant, _ = await new_tenant(runtime)
     secret = await make_link(runtime, tenant)
     browser = PortalClient()
-    shown = await browser.view_link(secret)
+    shown = await browser.view_link(old_link(secret))
     assert shown.status == 200
     assert_security_headers(shown)
     assert shown.headers["cache-control"] == "no-store" and shown.headers["referrer-policy"] == "no-referrer"
@@ -132,19 +351,19 @@ async def test_a_head_or_another_method_uses_nothing_up(runtime):
     tenant, _ = await new_tenant(runtime)
     secret = await make_link(runtime, tenant)
     for method in ("HEAD", "PUT", "DELETE"):
-        refused = await PortalClient().view_link(secret, method)
+        refused = await PortalClient().view_link(old_link(secret), method)
         assert refused.status == 405 and refused.headers["allow"] == "GET, POST", method
         assert "set-cookie" not in refused.headers
     assert link_status(await runtime.portal_links.list(tenant)) == ["open"]
-    assert (await PortalClient().open_link(secret)).status == 303
+    assert (await PortalClient().open_link(old_link(secret))).status == 303
 
 
 async def test_continue_signs_in_once(runtime):
     tenant, _ = await new_tenant(runtime)
     secret = await make_link(runtime, tenant)
     browser = PortalClient()
-    shown = await browser.view_link(secret)
-    opened = await browser.continue_link(secret, shown)
+    shown = await browser.view_link(old_link(secret))
+    opened = await browser.continue_link(old_link(secret), shown)
     assert opened.status == 303 and opened.location == f"/portal/t/{tenant}"
     assert_security_headers(opened)
     assert COOKIE in browser.cookies
@@ -157,10 +376,10 @@ async def test_continue_signs_in_once(runtime):
     assert link.status() == "used" and link.used_by and link.used_by.startswith("portal-session:")
     assert entry.detail == {"session": link.used_by.removeprefix("portal-session:"), "link": link.id}
 
-    again = await browser.continue_link(secret, shown)  # the form sent again
+    again = await browser.continue_link(old_link(secret), shown)  # the form sent again
     assert again.status == 410 and LINK_REFUSED in again.page().text
     assert_security_headers(again)
-    reopened = await PortalClient().open_link(secret)
+    reopened = await PortalClient().open_link(old_link(secret))
     assert reopened.status == 410 and LINK_REFUSED in reopened.page().text
     assert "set-cookie" not in reopened.headers
     assert await audit_actions(runtime, tenant) == ["session.started"]
@@ -172,24 +391,26 @@ async def test_continue_without_the_pages_cookie_and_token_is_refused_and_uses_n
     secret = await make_link(runtime, tenant, now=clock.now)
     other = await make_link(runtime, tenant, now=clock.now)
     browser = PortalClient()
-    token = (await browser.view_link(secret)).page().form(f"/portal/setup/{secret}")["inputs"]["setup_token"]
+    token = (await browser.view_link(old_link(secret))).page().form(f"/portal/setup/{secret}")["inputs"]["setup_token"]
     other_browser = PortalClient()
-    other_token = (await other_browser.view_link(other)).page().form(f"/portal/setup/{other}")["inputs"]["setup_token"]
+    other_token = (
+        (await other_browser.view_link(old_link(other))).page().form(f"/portal/setup/{other}")["inputs"]["setup_token"]
+    )
 
     cookieless = PortalClient()
     for refused in (
-        await cookieless.continue_link(secret, token=token),  # the token without the cookie
-        await cookieless.continue_link(secret),  # neither
-        await browser.continue_link(secret),  # the cookie without the token
-        await browser.continue_link(secret, token=""),
-        await browser.continue_link(secret, token="wrong"),
-        await browser.continue_link(secret, token=token[:-1]),
-        await browser.continue_link(secret, token=other_token),  # another page's token
-        await other_browser.continue_link(secret, token=other_token),  # another link's page
-        await browser.continue_link(secret, token=token, Origin="https://evil.example"),
-        await browser.continue_link(secret, token=token, Origin="http://127.0.0.1:7072"),
-        await browser.continue_link(secret, token=token, **{"Sec-Fetch-Site": "cross-site"}),
-        await browser.continue_link(secret, token=token, **{"Sec-Fetch-Site": "same-site"}),
+        await cookieless.continue_link(old_link(secret), token=token),  # the token without the cookie
+        await cookieless.continue_link(old_link(secret)),  # neither
+        await browser.continue_link(old_link(secret)),  # the cookie without the token
+        await browser.continue_link(old_link(secret), token=""),
+        await browser.continue_link(old_link(secret), token="wrong"),
+        await browser.continue_link(old_link(secret), token=token[:-1]),
+        await browser.continue_link(old_link(secret), token=other_token),  # another page's token
+        await other_browser.continue_link(old_link(secret), token=other_token),  # another link's page
+        await browser.continue_link(old_link(secret), token=token, Origin="https://evil.example"),
+        await browser.continue_link(old_link(secret), token=token, Origin="http://127.0.0.1:7072"),
+        await browser.continue_link(old_link(secret), token=token, **{"Sec-Fetch-Site": "cross-site"}),
+        await browser.continue_link(old_link(secret), token=token, **{"Sec-Fetch-Site": "same-site"}),
     ):
         assert refused.status == 403, refused.text
         assert_security_headers(refused)
@@ -203,22 +424,26 @@ async def test_continue_without_the_pages_cookie_and_token_is_refused_and_uses_n
         forged = PortalClient(
             cookies={SETUP_COOKIE: setup_cookie}, cookie_paths={SETUP_COOKIE: f"/portal/setup/{secret}"}
         )
-        assert (await forged.continue_link(secret, token=token)).status == 403  # sealed as something else
+        assert (await forged.continue_link(old_link(secret), token=token)).status == 403  # sealed as something else
     misplaced = PortalClient(cookies={COOKIE: page_cookie})  # nor is the page's cookie a session
     assert (await misplaced.get(f"/portal/t/{tenant}")).status == 403
     assert link_status(await runtime.portal_links.list(tenant)) == ["open", "open"]
     assert await audit_actions(runtime, tenant) == []
 
     clock.advance(seconds=SETUP_MAX_AGE)  # the page is too old: open the link again
-    assert (await browser.continue_link(secret, token=token)).status == 403
-    token = (await browser.view_link(secret)).page().form(f"/portal/setup/{secret}")["inputs"]["setup_token"]
+    assert (await browser.continue_link(old_link(secret), token=token)).status == 403
+    token = (await browser.view_link(old_link(secret))).page().form(f"/portal/setup/{secret}")["inputs"]["setup_token"]
     # The portal's own origin, Chromium's "null" (the pages' referrer policy is no-referrer: the
     # other tests send it), or no Origin and Sec-Fetch-Site at all: let through.
-    opened = await browser.continue_link(secret, token=token, Origin="http://127.0.0.1:7071")
+    opened = await browser.continue_link(old_link(secret), token=token, Origin="http://127.0.0.1:7071")
     assert opened.status == 303 and opened.location == f"/portal/t/{tenant}"
     plain = PortalClient()
-    plain_token = (await plain.view_link(other)).page().form(f"/portal/setup/{other}")["inputs"]["setup_token"]
-    assert (await plain.continue_link(other, token=plain_token, Origin="", **{"Sec-Fetch-Site": ""})).status == 303
+    plain_token = (
+        (await plain.view_link(old_link(other))).page().form(f"/portal/setup/{other}")["inputs"]["setup_token"]
+    )
+    assert (
+        await plain.continue_link(old_link(other), token=plain_token, Origin="", **{"Sec-Fetch-Site": ""})
+    ).status == 303
 
 
 async def test_expired_revoked_used_and_made_up_links_get_the_same_page(runtime, clock):
@@ -229,21 +454,21 @@ async def test_expired_revoked_used_and_made_up_links_get_the_same_page(runtime,
     pages = {}
     for secret in (expired, revoked, used):  # each page shown while its link was open
         browser = PortalClient()
-        pages[secret] = (browser, await browser.view_link(secret))
+        pages[secret] = (browser, await browser.view_link(old_link(secret)))
         assert pages[secret][1].status == 200
-    assert (await PortalClient().open_link(used)).status == 303
+    assert (await PortalClient().open_link(old_link(used))).status == 303
     clock.advance(minutes=6)
     assert await runtime.portal_links.revoke_all(tenant, now=clock.now) == 1
     bodies = []
     for secret in (expired, revoked, used, "scimsl_" + "A" * 43, "nonsense"):
-        refused = await PortalClient().view_link(secret)
+        refused = await PortalClient().view_link(old_link(secret))
         assert refused.status == 410, secret
         assert "set-cookie" not in refused.headers
         assert_security_headers(refused)
         bodies.append(refused.page().element_text("message"))
         if secret in pages:
             browser, shown = pages[secret]
-            posted = await browser.continue_link(secret, shown)
+            posted = await browser.continue_link(old_link(secret), shown)
             assert posted.status == 410, secret
             assert COOKIE not in browser.cookies
             bodies.append(posted.page().element_text("message"))
@@ -255,11 +480,11 @@ async def test_a_link_of_a_deleted_tenant_opens_nothing(runtime):
     tenant, _ = await new_tenant(runtime)
     secret = await make_link(runtime, tenant)
     browser = PortalClient()
-    shown = await browser.view_link(secret)
+    shown = await browser.view_link(old_link(secret))
     assert shown.status == 200
     await runtime.tenants.begin_delete(tenant)
-    assert (await PortalClient().view_link(secret)).status == 410
-    posted = await browser.continue_link(secret, shown)
+    assert (await PortalClient().view_link(old_link(secret))).status == 410
+    posted = await browser.continue_link(old_link(secret), shown)
     assert posted.status == 410 and LINK_REFUSED in posted.page().text
     assert COOKIE not in browser.cookies
 
@@ -269,11 +494,11 @@ async def test_a_link_opened_while_signed_in_replaces_the_session_on_continue(ru
     theirs, _ = await new_tenant(runtime)
     browser = await signed_in(runtime, mine)
     secret = await make_link(runtime, theirs)
-    shown = await browser.view_link(secret)
+    shown = await browser.view_link(old_link(secret))
     assert shown.status == 200 and shown.page().has("setup-ends-session")
     assert (await browser.get(f"/portal/t/{mine}")).status == 200  # the page changed nothing
     assert (await browser.get(f"/portal/t/{theirs}")).status == 403
-    opened = await browser.continue_link(secret, shown)
+    opened = await browser.continue_link(old_link(secret), shown)
     assert opened.status == 303 and opened.location == f"/portal/t/{theirs}"
     assert (await browser.get(f"/portal/t/{theirs}")).status == 200
     assert (await browser.get(f"/portal/t/{mine}")).status == 403
@@ -876,12 +1101,14 @@ async def test_the_local_host_serves_the_portal_over_http(local_server):
     finally:
         await runtime.close()
     base = local_server.base_url
-    link = f"{base}/portal/setup/{secret}"
+    link = runtime.settings.portal_setup_url(secret)
+    assert link == f"{base}/portal/setup#{secret}"
+    page_url = f"{base}/portal/setup"  # the fragment is never sent
     async with aiohttp.ClientSession() as http:
-        async with http.head(link, allow_redirects=False) as head:
+        async with http.head(page_url, allow_redirects=False) as head:
             assert head.status == 404  # the host routes GET and POST to the portal, not HEAD
         for _ in range(2):
-            async with http.get(link, allow_redirects=False) as shown:
+            async with http.get(page_url, allow_redirects=False) as shown:
                 assert shown.status == 200 and shown.headers["Cache-Control"] == "no-store"
                 assert shown.headers["Referrer-Policy"] == "no-referrer"
                 (setup_cookie,) = shown.headers.getall("Set-Cookie")
@@ -889,8 +1116,8 @@ async def test_the_local_host_serves_the_portal_over_http(local_server):
                 setup_token = re.search(r'name="setup_token" value="([^"]+)"', await shown.text())
         assert setup_token
         async with http.post(
-            link,
-            data={"setup_token": setup_token.group(1)},
+            page_url,
+            data={"setup_token": setup_token.group(1), "link": link},
             headers={"Cookie": setup_cookie.split(";", 1)[0], "Origin": "null", "Sec-Fetch-Site": "same-origin"},
             allow_redirects=False,
         ) as opened:

@@ -109,14 +109,17 @@ async def _check_state(
 async def _regenerate_through_the_portal(session: aiohttp.ClientSession, base: str, tenant: str, secret: str) -> str:
     """Open a setup link on ``base`` and click Continue, read the confirmation page, POST it with its
     CSRF token; the new token shown."""
-    link = f"{base}/portal/setup/{secret}"
-    async with session.get(link, allow_redirects=False) as shown:
+    link = f"{base}/portal/setup#{secret}"  # the fragment is not sent: GET /portal/setup
+    async with session.get(f"{base}/portal/setup", allow_redirects=False) as shown:
         assert shown.status == 200, await shown.text()
         setup_cookie = shown.headers["Set-Cookie"].split(";", 1)[0]
         setup_token = re.search(r'name="setup_token" value="([^"]+)"', await shown.text())
     assert setup_token
     async with session.post(
-        link, data={"setup_token": setup_token.group(1)}, headers={"Cookie": setup_cookie}, allow_redirects=False
+        f"{base}/portal/setup",
+        data={"setup_token": setup_token.group(1), "link": link},
+        headers={"Cookie": setup_cookie},
+        allow_redirects=False,
     ) as opened:
         assert opened.status == 303 and opened.headers["Location"] == f"/portal/t/{tenant}", await opened.text()
         cookie = opened.headers["Set-Cookie"].split(";", 1)[0]

@@ -3,7 +3,7 @@ customer's IT admin gets the Tenant URL and Secret Token, sets failure digests a
 
 Its pieces:
 
-- :mod:`scim.portal.links`: **setup links**, the single-use URLs (``/portal/setup/{secret}``) an
+- :mod:`scim.portal.links`: **setup links**, the single-use URLs (``/portal/setup#{secret}``) an
   operator hands to a customer's IT admin (``python -m scim.admin portal link TENANT``); stored
   as hashes only; stores: :mod:`scim.store.portal_links_memory`, :mod:`scim.store.portal_links_tables`.
 - :mod:`scim.portal.secrets_store`: the portal's own secret, the key its sessions are signed

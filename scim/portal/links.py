@@ -1,15 +1,18 @@
 """Setup links: the single-use URLs that let a customer's IT admin into the tenant portal.
 
 An operator makes one for a tenant (``python -m scim.admin portal link TENANT``, or the portal
-for an operator signed in) and hands it over; the IT admin opens it (a ``GET``: the web layer
-only **checks** it, :meth:`SetupLinkRegistry.check`, and shows a page with a Continue button,
-since mail scanners open links too) and clicks Continue (a ``POST``: the web layer **redeems**
-it, :meth:`SetupLinkRegistry.redeem`, to start a portal session for that tenant).
+for an operator signed in) and hands it over; the IT admin opens it (a ``GET`` that uses nothing
+up, since mail scanners open links too: a page with a Continue button) and clicks Continue (a
+``POST``: the web layer **redeems** it, :meth:`SetupLinkRegistry.redeem`, to start a portal
+session for that tenant). The page of a link of the old form only **checks** it
+(:meth:`SetupLinkRegistry.check`) to name its tenant.
 
 **Secret format.** :data:`LINK_PREFIX` (``scimsl_``, "SCIM setup link") followed by 32 bytes from
 the OS CSPRNG in URL-safe base64 (43 characters, 256 bits): ``scimsl_[A-Za-z0-9_-]{43}``, a
 secret scanner's anchor like the application keys' ``scimak_`` (:mod:`scim.app_keys`). The URL
-is :meth:`scim.settings.Settings.portal_setup_url`: ``{SCIM_PUBLIC_BASE_URL}/portal/setup/{secret}``.
+is :meth:`scim.settings.Settings.portal_setup_url`: ``{SCIM_PUBLIC_BASE_URL}/portal/setup#{secret}``,
+the secret in the fragment, which browsers never send to a server (so that no request log holds
+it); links of the old form, ``/portal/setup/{secret}``, keep working until they expire.
 The URL is shown once, at creation; a link is listed by its **id** (8 hex digits, for listings
 and the audit trail), never by its secret.
 

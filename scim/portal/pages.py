@@ -3,17 +3,28 @@ regeneration's confirmation; a setup link's Continue (:func:`redeem_setup_link`)
 :func:`message`, the page of every refusal and error (the home page and sign-in:
 :mod:`scim.portal.signin`; the operator's: :mod:`scim.portal.operator`).
 
-**A setup link** takes two requests. ``GET /portal/setup/{secret}`` (:func:`setup_link_page`)
-only checks the link (:meth:`~scim.portal.links.SetupLinkRegistry.check`: nothing is used up, no
-session starts) and shows which tenant it opens, with a Continue button: mail scanners (Microsoft
-Defender's Safe Links and the like) open the links of a message before its recipient does, and
-a GET that redeemed would hand them the link. ``POST`` of the same URL, the button
-(:func:`redeem_setup_link`), redeems it. So that no other site can post a link of its own from
-a victim's browser (signing the victim into the attacker's tenant), the page sets a sealed cookie
-(:data:`~scim.portal.sessions.SETUP_COOKIE`: ``SameSite=Strict``, 10 minutes, bound to the link)
+**A setup link** is ``{SCIM_PUBLIC_BASE_URL}/portal/setup#{secret}``
+(:meth:`~scim.settings.Settings.portal_setup_url`): its secret is in the fragment, which a
+browser never sends, so that no server, proxy or request log (the Functions host records every
+request's URL in Application Insights) ever sees it. It takes two requests.
+``GET /portal/setup`` (:func:`setup_page`) shows a form with a "Setup link" field, which the
+portal's script fills in from the fragment (and then takes the fragment out of the address bar:
+``history.replaceState``), or the admin pastes the link into; the page cannot know the tenant
+before the form is sent, and nothing is checked, used up or started. ``POST /portal/setup``, the
+Continue button (:func:`redeem_setup`), redeems the link in its ``link`` field. Mail scanners
+(Microsoft Defender's Safe Links and the like) open the links of a message before its recipient
+does: a GET that redeemed would hand them the link. So that no other site can post a link of its
+own from a victim's browser (signing the victim into the attacker's tenant), the page sets a
+sealed cookie (:data:`~scim.portal.sessions.SETUP_COOKIE`: ``SameSite=Lax``, never sent with
+another site's POST; 10 minutes)
 whose token the form carries too; the POST needs both (compared in constant time) and is refused
 when its ``Origin`` is another site's or its ``Sec-Fetch-Site`` is not ``same-origin``: 403,
 the link still open.
+
+Links of the old form, ``/portal/setup/{secret}`` (handed out before the fragment form; they
+keep working until they expire), still work as they did: ``GET`` (:func:`setup_link_page`)
+checks the link and names its tenant, ``POST`` of the same URL (:func:`redeem_setup_link`)
+redeems it, with the same cookie bound to the link (``Path`` its URL) and the same checks.
 
 The tenant page reads, in parallel: the tenant (digest settings), its Secret Tokens, OAuth
 clients and default token lifetime (:class:`~scim.tenants.TenantRegistry`), a page of its
@@ -31,6 +42,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
@@ -43,6 +55,7 @@ from scim.portal.audit import AuditEntry
 from scim.portal.chart import QUARANTINE_RATIO, WARN_RATIO, Activity, draw
 from scim.portal.context import Context, Refused, require_tenant
 from scim.portal.http import PortalResponse, redirect
+from scim.portal.links import LINK_PREFIX
 from scim.portal.logs import OPERATIONS, STATUSES, LogFilter, read_activity, read_logs
 from scim.portal.render import page
 from scim.portal.sessions import SETUP_COOKIE, SETUP_MAX_AGE, TENANT_ADMIN, new_session, new_session_id
@@ -57,9 +70,12 @@ __all__ = [
     "confirm_regenerate",
     "message",
     "own_origin",
+    "parse_setup_link",
     "record_audit",
+    "redeem_setup",
     "redeem_setup_link",
     "setup_link_page",
+    "setup_page",
     "tenant_page",
 ]
 
@@ -78,6 +94,11 @@ FLASHES = {
 LINK_REFUSED = "This setup link is not valid: it was used, expired or revoked; ask your provider for a new one."
 SETUP_TOKEN_FIELD = "setup_token"
 """The setup link page's form field that must match its cookie."""
+SETUP_LINK_FIELD = "link"
+"""The setup page's field that holds the link (its URL or its secret)."""
+_LINK_IN_FIELD = re.compile(rf"(?:\S*(?:#|/portal/setup/))?({re.escape(LINK_PREFIX)}[A-Za-z0-9_-]{{43}})")
+"""What the link field may hold: the secret, or a URL that ends with it (``…/portal/setup#``
+the fragment form, ``…/portal/setup/`` the old form)."""
 OPEN_AGAIN = (
     f"This form was not sent from the setup link's page in this browser, or that page is more than "
     f"{SETUP_MAX_AGE // 60} minutes old. Open the setup link again and click Continue: the link has not been used."
@@ -104,10 +125,53 @@ async def record_audit(ctx: Context, tenant: str, action: str, **detail: str) ->
         logger.exception("could not record the audit entry %s", action)
 
 
+def parse_setup_link(text: str) -> str | None:
+    """The secret of the setup link pasted (or filled in) in the setup page's field: the bare
+    ``scimsl_…``, or a URL ending in ``#scimsl_…`` or ``/portal/setup/scimsl_…``; else None."""
+    found = _LINK_IN_FIELD.fullmatch(text.strip())
+    return found.group(1) if found else None
+
+
+async def setup_page(ctx: Context) -> PortalResponse:
+    """``GET /portal/setup``: the page with the "Setup link" field (the script fills it in from
+    the URL's fragment, which never reaches the server), Continue and the cookie its token is
+    checked against. Nothing is read, used up or started: which tenant the link opens is known
+    only when the form is sent."""
+    assert ctx.cookies is not None
+    shown = _shown(ctx.cookies.open_setup(ctx.request.cookie(SETUP_COOKIE)))
+    now = int(ctx.now.timestamp())
+    # A still-valid cookie of an earlier setup page in this browser keeps its token (sealed again,
+    # with this page's time): an admin who opens two links in two tabs can Continue in both, the
+    # second page does not make the first one's token stale, also when both links were clicked
+    # in a webmail (the cookie is SameSite=Lax: it comes with a top-level GET from another site).
+    if shown is not None and "link" not in shown and now - shown["shown"] < SETUP_MAX_AGE:
+        token = shown["token"]
+    else:
+        token = secrets.token_urlsafe(32)
+    values = ctx.values(action="/portal/setup", setup_token=token, link_field=SETUP_LINK_FIELD)
+    response = page(200, "setup_open.html", **values)
+    sealed = json.dumps({"token": token, "shown": now}, separators=(",", ":"))
+    response.other_cookies.append(ctx.cookies.setup_cookie(sealed))
+    return response
+
+
+async def redeem_setup(ctx: Context) -> PortalResponse:
+    """``POST /portal/setup`` (Continue): from the setup page in this browser (else 403, nothing
+    used), the link in its ``link`` field, if it opens, starts a tenant admin's session (cookie)
+    and goes to the tenant's page; anything else gets one page, whatever the cause (410)."""
+    _require_setup_page(ctx, None)
+    presented = ctx.request.form().get(SETUP_LINK_FIELD) or [""]
+    secret = parse_setup_link(presented[0])
+    if secret is None:
+        return message(ctx, 410, "Setup link not valid", LINK_REFUSED)
+    return await _redeem(ctx, secret)
+
+
 async def setup_link_page(ctx: Context, secret: str) -> PortalResponse:
-    """``GET /portal/setup/{secret}``: a link that would open gets a page naming its tenant, with
-    Continue (a form posting to the same URL) and the cookie its token is checked against; any
-    other gets one page, whatever the cause (410). Nothing is used up and no session starts."""
+    """``GET /portal/setup/{secret}`` (a link of the old form): a link that would open gets a
+    page naming its tenant, with Continue (a form posting to the same URL) and the cookie its
+    token is checked against (bound to the link); any other gets one page, whatever the cause
+    (410). Nothing is used up and no session starts."""
     link = await ctx.services.portal_links.check(secret, now=ctx.now)
     if link is None or await ctx.services.tenants.state(link.tenant) != ACTIVE:
         return message(ctx, 410, "Setup link not valid", LINK_REFUSED)
@@ -126,10 +190,16 @@ async def setup_link_page(ctx: Context, secret: str) -> PortalResponse:
 
 
 async def redeem_setup_link(ctx: Context, secret: str) -> PortalResponse:
-    """``POST /portal/setup/{secret}`` (Continue): from the link's page in this browser (else 403,
-    nothing used), a link that opens starts a tenant admin's session (cookie) and goes to the
-    tenant's page; any other gets one page, whatever the cause (410)."""
+    """``POST /portal/setup/{secret}`` (Continue on the page of a link of the old form): from the
+    link's page in this browser (else 403, nothing used), as :func:`redeem_setup`."""
     _require_setup_page(ctx, secret)
+    return await _redeem(ctx, secret)
+
+
+async def _redeem(ctx: Context, secret: str) -> PortalResponse:
+    """Redeem the link ``secret``: a tenant admin's session of its tenant (the audit's
+    ``session.started``) and 303 to the tenant page; a link that does not open, or whose tenant is
+    not active, 410 (the same page whatever the cause)."""
     services = ctx.services
     session_id = new_session_id()
     link = await services.portal_links.redeem(secret, used_by=f"portal-session:{session_id}", now=ctx.now)
@@ -150,9 +220,10 @@ def own_origin(settings: Settings) -> str:
     return f"{scheme}://{host}"
 
 
-def _require_setup_page(ctx: Context, secret: str) -> None:
-    """A Continue must come from the link's page in this browser, within :data:`SETUP_MAX_AGE`:
-    its cookie and its form's token, for this link; not from another site. Else 403.
+def _require_setup_page(ctx: Context, secret: str | None) -> None:
+    """A Continue must come from the setup page in this browser, within :data:`SETUP_MAX_AGE`:
+    its cookie and its form's token (for a link of the old form, ``secret``: its own page's, the
+    cookie bound to it); not from another site. Else 403.
 
     ``Origin: null`` counts as no ``Origin``: browsers send it for the portal's own forms, whose
     pages send ``Referrer-Policy: no-referrer``; ``Sec-Fetch-Site`` tells those apart."""
@@ -167,14 +238,15 @@ def _require_setup_page(ctx: Context, secret: str) -> None:
     if (
         shown is None
         or int(ctx.now.timestamp()) - shown["shown"] >= SETUP_MAX_AGE  # no lower bound: clocks of instances differ
-        or not token_matches(secret, shown["link"])
+        or (secret is not None and not token_matches(secret, shown.get("link") or ""))
         or not hmac.compare_digest(presented[0].encode("utf-8"), shown["token"].encode("utf-8"))
     ):
         raise Refused(403, "Open the setup link again", OPEN_AGAIN)
 
 
 def _shown(text: str | None) -> dict[str, Any] | None:
-    """What a setup link's page sealed in its cookie (``link``, ``token``, ``shown``), or None."""
+    """What a setup page sealed in its cookie (``token``, ``shown``; the page of a link of the
+    old form ``link`` too), or None."""
     if text is None:
         return None
     try:
@@ -183,7 +255,7 @@ def _shown(text: str | None) -> dict[str, Any] | None:
         return None
     if (
         not isinstance(data, dict)
-        or not isinstance(data.get("link"), str)
+        or not isinstance(data.get("link", ""), str)
         or not isinstance(data.get("token"), str)
         or not isinstance(data.get("shown"), int)
     ):

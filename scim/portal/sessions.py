@@ -12,11 +12,14 @@ way (under another associated data, so neither cookie opens as the other), ``Pat
 ``Max-Age`` the 10 minutes a sign-in may take, ``SameSite=Lax`` (the provider's redirect back
 is a top-level GET from another site: a ``Strict`` cookie would not come with it).
 
-**A setup link's page** (:func:`scim.portal.pages.setup_link_page`) has a cookie of its own too,
-:data:`SETUP_COOKIE`: the page's form token, bound to the link and the time it was shown, sealed
-the same way (under a third associated data), ``Path=/portal/setup/{secret}`` (its link's), ``Max-Age``
-:data:`SETUP_MAX_AGE`, ``SameSite=Strict`` (the Continue button posts from the portal's own page;
-no other site's request carries it). Continue must send both the cookie and the token.
+**A setup link's page** (:func:`scim.portal.pages.setup_page`) has a cookie of its own too,
+:data:`SETUP_COOKIE`: the page's form token and the time it was shown, sealed the same way (under
+a third associated data), ``Path=/portal/setup``, ``Max-Age`` :data:`SETUP_MAX_AGE`,
+``SameSite=Lax`` (the Continue button posts from the portal's own page; no other site's POST
+carries it, and a link clicked in a webmail brings it to the page, which keeps its token).
+Continue must send both the cookie and the token. The page of a link of
+the old form (``/portal/setup/{secret}``, :func:`scim.portal.pages.setup_link_page`) sets it
+bound to its link too, with ``Path`` that link's own URL.
 
 **The cookie** is the session as JSON sealed with AES-256-GCM (authenticated encryption: a
 cookie that was changed, made up, or sealed under another key does not open) under a key
@@ -276,12 +279,16 @@ class SessionCookies:
         """The ``Set-Cookie`` value that removes the pending sign-in's cookie."""
         return self._cookie("", 0, PENDING_COOKIE, PENDING_PATH)
 
-    def setup_cookie(self, text: str, secret: str) -> str:
-        """The ``Set-Cookie`` value of the page of the setup link ``secret`` (``text``: what its
-        form's token is checked against; ``Path=/portal/setup/{secret}``, so that each link's page
-        has its own and two links open in one browser do not replace each other's;
-        :data:`SETUP_MAX_AGE`, ``SameSite=Strict``)."""
+    def setup_cookie(self, text: str, secret: str | None = None) -> str:
+        """The ``Set-Cookie`` value of a setup link's page (``text``: what its form's token is
+        checked against; :data:`SETUP_MAX_AGE`): ``Path=/portal/setup``, ``SameSite=Lax`` (sent
+        with the top-level GET of a link clicked in a webmail, so that a second setup page keeps
+        the first one's token; never with another site's POST); for the page of a link of the old
+        form, ``secret``, ``Path=/portal/setup/{secret}`` and ``SameSite=Strict``, so that each
+        such page has its own and two open in one browser do not replace each other's."""
         sealed = self._seal(text.encode("utf-8"), _SETUP_AAD)
+        if secret is None:
+            return self._cookie(sealed, SETUP_MAX_AGE, SETUP_COOKIE, SETUP_PATH, same_site="Lax")
         return self._cookie(sealed, SETUP_MAX_AGE, SETUP_COOKIE, f"{SETUP_PATH}/{secret}", same_site="Strict")
 
     def open_setup(self, value: str | None) -> str | None:

@@ -6,10 +6,15 @@ method   path (under ``/portal/``)               what
 GET      (empty)                                 sign in; signed in: a tenant admin goes to their
                                                  tenant's page (or chooses), an operator to ``ops``
 GET      ``static/{name}``                       the stylesheet and the script (long caching)
-GET      ``setup/{secret}``                      a setup link's page: its tenant, Continue (the
-                                                 link is only checked: nothing is used up)
-POST     ``setup/{secret}``                      Continue (the page's token): redeem the link,
-                                                 session, 303 to the tenant
+GET      ``setup``                               a setup link's page (the link is
+                                                 ``setup#{secret}``: the secret, in the fragment,
+                                                 never reaches the server; the script puts it
+                                                 into the form): Continue, nothing is used up
+POST     ``setup``                               Continue (the page's token, ``link``): redeem
+                                                 the link, session, 303 to the tenant
+GET      ``setup/{secret}``                      a link of the old form: its tenant, Continue
+                                                 (the link is only checked)
+POST     ``setup/{secret}``                      its Continue (the page's token): as ``setup``
 GET      ``auth/login``                          Sign in with Microsoft (:mod:`~scim.portal.signin`:
                                                  ``as``, ``return_to``): 303 to the provider
 GET      ``auth/callback``                       the provider's answer: a session, or why not
@@ -38,7 +43,7 @@ POST     ``t/{tenant}/digest``                   send the failure digest now
 open the tenant in the URL (a tenant admin's own; an operator's any: :func:`require_tenant`),
 else 403; ``ops`` and everything under it an operator's session (:func:`require_operator`),
 else 403; a POST needs the session's CSRF token too, else 403 (a setup link's Continue, which
-starts a session, needs its page's token and cookie instead: :func:`pages.redeem_setup_link`);
+starts a session, needs its page's token and cookie instead: :func:`pages.redeem_setup`);
 state changes only by POST (but the sign-in's two GETs, which set cookies: the OpenID Connect
 ``state`` guards them).
 A live session's cookie is sealed again on every answer (the idle timeout starts over); a
@@ -126,6 +131,8 @@ def route_kind(path: str) -> str:
         rest = tuple(parts[2:])
         known = rest in _ACTIONS or rest in _VIEWS
         return "/portal/t/{tenant}" + ("".join(f"/{p}" for p in rest) if known else ("/{other}" if rest else ""))
+    if parts == ["setup"]:
+        return "/portal/setup"
     if parts[0] in ("setup", "static") and len(parts) == 2:
         return f"/portal/{parts[0]}/{{{'secret' if parts[0] == 'setup' else 'name'}}}"
     if parts[0] == "ops":
@@ -194,6 +201,12 @@ async def _dispatch(ctx: Context) -> PortalResponse:
     if not parts:
         _method(ctx, "GET")
         return signin.home(ctx)
+    if parts == ["setup"]:
+        if ctx.request.method == "POST":
+            return await pages.redeem_setup(ctx)
+        if ctx.request.method != "GET":
+            raise Refused(405, "Method not allowed", "Open the link, then click Continue.", {"Allow": "GET, POST"})
+        return await pages.setup_page(ctx)
     if len(parts) == 2 and parts[0] == "setup":
         if ctx.request.method == "POST":
             return await pages.redeem_setup_link(ctx, parts[1])

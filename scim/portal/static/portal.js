@@ -1,5 +1,9 @@
 // Copy buttons of the SCIM provisioning portal. The pages work without this script: the values
 // are in read-only fields that can be selected and copied by hand; the buttons stay hidden.
+// On the setup page (/portal/setup#scimsl_...), it puts the link into the "Setup link" field and
+// takes its secret out of the address bar: the fragment never reaches the server (no request
+// log records it), and so it is not left in the history or a bookmark either. Without the
+// script, the admin pastes the link into the field.
 "use strict";
 
 (function () {
@@ -28,7 +32,25 @@
     }
   }
 
+  function takeSetupLink() {
+    var where = window.location;
+    if (!/^#scimsl_[A-Za-z0-9_-]+$/.test(where.hash)) { return; }
+    var field = document.getElementById("setup-link");
+    if (!field) {
+      // A link opened in a tab that shows a refusal of /portal/setup (a same-document
+      // navigation: no request): load the setup page (once: the query marks it).
+      if (where.pathname === "/portal/setup" && !where.search) { where.replace("/portal/setup?open" + where.hash); }
+      return;
+    }
+    field.value = where.origin + where.pathname + where.hash;
+    if (window.history && window.history.replaceState) {
+      window.history.replaceState(null, "", where.pathname);
+    }
+  }
+
+  window.addEventListener("hashchange", takeSetupLink);  // a link opened in a tab on the setup page
   document.addEventListener("DOMContentLoaded", function () {
+    takeSetupLink();
     var buttons = document.querySelectorAll("button[data-copy]");
     for (var i = 0; i < buttons.length; i++) {
       var button = buttons[i];
