@@ -82,6 +82,16 @@ def link_status(links: list[SetupLink]) -> list[str]:
     return [link.status() for link in links]
 
 
+def assert_accessible_and_script_free(page: Page) -> None:
+    """Every control has a label; the page is in English; no inline script, handler or style
+    (the Content-Security-Policy would block them)."""
+    for control in re.findall(r'<(?:input|select|textarea)\b[^>]*\bid="([^"]+)"', page.source):
+        assert f'for="{control}"' in page.source, control
+    assert '<html lang="en">' in page.source
+    assert "<style" not in page.source and " style=" not in page.source
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page.source) and not re.search(r"\son[a-z]+=", page.source)
+
+
 async def test_the_setup_page_asks_for_the_link_and_sets_its_cookie(runtime, clock):
     """``GET /portal/setup``: the link's secret is in the URL's fragment, which the browser never
     sends, so the page names no tenant; it has the "Setup link" field (the script fills it in),
@@ -112,10 +122,7 @@ async def test_the_setup_page_asks_for_the_link_and_sets_its_cookie(runtime, clo
     assert re.search(r'<label for="setup-link">Setup link</label>', page.source)
     assert page.by_id["setup-continue"]["tag"] == "button" and page.element_text("setup-continue") == "Continue"
     assert not page.has("sign-out") and not page.has("setup-ends-session")
-    assert "<style" not in page.source and " style=" not in page.source
-    assert not re.search(r"<script(?![^>]*\bsrc=)", page.source) and not re.search(r"\son[a-z]+=", page.source)
-    for control in re.findall(r'<(?:input|select|textarea)\b[^>]*\bid="([^"]+)"', page.source):
-        assert f'for="{control}"' in page.source, control
+    assert_accessible_and_script_free(page)
 
     # A second setup page in the same browser (a second link, in another tab) keeps the token:
     # the first page's Continue still works.
@@ -340,10 +347,7 @@ async def test_the_link_page_names_the_tenant_and_posts_continue(runtime):
     assert form["inputs"]["setup_token"] and form["inputs"]["setup_token"] not in cookie
     assert page.by_id["setup-continue"]["tag"] == "button" and page.element_text("setup-continue") == "Continue"
     assert not page.has("sign-out") and not page.has("setup-ends-session")
-    assert "<style" not in page.source and " style=" not in page.source
-    assert not re.search(r"<script(?![^>]*\bsrc=)", page.source) and not re.search(r"\son[a-z]+=", page.source)
-    for control in re.findall(r'<(?:input|select|textarea)\b[^>]*\bid="([^"]+)"', page.source):
-        assert f'for="{control}"' in page.source, control
+    assert_accessible_and_script_free(page)
 
 
 async def test_a_head_or_another_method_uses_nothing_up(runtime):
@@ -561,13 +565,7 @@ async def test_the_tenant_page_shows_the_tenant_url_and_entras_labels(runtime):
         "save-notifications",
     ):
         assert page.by_id[element_id]["tag"] == "button", element_id
-    # Every control has a label; the page is in English; no inline script or style.
-    for control in re.findall(r'<(?:input|select|textarea)\b[^>]*\bid="([^"]+)"', page.source):
-        assert f'for="{control}"' in page.source, control
-    assert '<html lang="en">' in page.source
-    assert "<style" not in page.source and " style=" not in page.source
-    assert not re.search(r"<script(?![^>]*\bsrc=)", page.source)
-    assert not re.search(r"\son[a-z]+=", page.source)
+    assert_accessible_and_script_free(page)
 
 
 async def test_unknown_pages_and_wrong_methods(runtime):
