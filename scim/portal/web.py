@@ -201,18 +201,13 @@ async def _dispatch(ctx: Context) -> PortalResponse:
     if not parts:
         _method(ctx, "GET")
         return signin.home(ctx)
-    if parts == ["setup"]:
+    if parts[0] == "setup" and len(parts) <= 2:  # setup (the fragment form), setup/{secret} (the old form)
+        secret = parts[1] if len(parts) == 2 else None
         if ctx.request.method == "POST":
-            return await pages.redeem_setup(ctx)
+            return await (pages.redeem_setup(ctx) if secret is None else pages.redeem_setup_link(ctx, secret))
         if ctx.request.method != "GET":
             raise Refused(405, "Method not allowed", "Open the link, then click Continue.", {"Allow": "GET, POST"})
-        return await pages.setup_page(ctx)
-    if len(parts) == 2 and parts[0] == "setup":
-        if ctx.request.method == "POST":
-            return await pages.redeem_setup_link(ctx, parts[1])
-        if ctx.request.method != "GET":
-            raise Refused(405, "Method not allowed", "Open the link, then click Continue.", {"Allow": "GET, POST"})
-        return await pages.setup_link_page(ctx, parts[1])
+        return await (pages.setup_page(ctx) if secret is None else pages.setup_link_page(ctx, secret))
     if parts == ["logout"]:
         _method(ctx, "POST")
         return _logout(ctx)
